@@ -1,0 +1,111 @@
+//! The `rusty-llm` command line: argument parsing, logging setup, and the
+//! mapping from library errors to one-line messages and exit codes.
+
+mod args;
+mod tables;
+
+pub use args::Args;
+
+use crate::discovery::{self, DiscoveryError};
+use crate::gguf::{GgufError, GgufFile};
+use crate::inspect::inspect;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+use thiserror::Error;
+
+/// Everything that can stop a CLI run, each mapped to an exit code in one place.
+#[derive(Debug, Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Discovery(#[from] DiscoveryError),
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    #[error("cannot write output: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+impl CliError {
+    /// 2 for anything the user can fix by changing the command or the file,
+    /// 1 for failures of the environment.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Usage(_) | CliError::Discovery(_) | CliError::Gguf(_) => 2,
+            CliError::Output(_) => 1,
+        }
+    }
+}
+
+/// Entry point used by `main`: parses arguments, runs, and reports.
+pub fn main() -> ExitCode {
+    let args = match Args::parse_or_message() {
+        Ok(args) => args,
+        Err(code) => return code,
+    };
+    init_logging(args.verbose);
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        // A closed stdout (`rusty-llm … | head`) is the reader's choice, not an error.
+        Err(CliError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rusty-llm: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn init_logging(verbose: bool) {
+    let default = if verbose { "rusty_llm=debug" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .without_time()
+        .with_target(false)
+        .try_init();
+}
+
+pub fn run(args: &Args) -> Result<(), CliError> {
+    let mut out = std::io::stdout().lock();
+    if args.list_models {
+        let dir = args.model.as_ref().map_or(args.model_dir.clone(), PathBuf::from);
+        return tables::list_models(&mut out, &discovery::scan(&dir)?);
+    }
+
+    let Some(selector) = args.model.as_deref() else {
+        return Err(CliError::Usage(
+            "no model given: pass a .gguf file, a folder, or a model name (see --list-models)"
+                .into(),
+        ));
+    };
+    let started = Instant::now();
+    let path = discovery::resolve(selector, &args.model_dir)?;
+    tracing::debug!(
+        "resolve {selector:?} -> {}: {:.2} ms",
+        path.display(),
+        started.elapsed().as_secs_f64() * 1e3
+    );
+    let file = if args.no_mmap {
+        GgufFile::read(&path)?
+    } else {
+        GgufFile::open(&path)?
+    };
+
+    if args.inspect {
+        serde_json::to_writer_pretty(&mut out, &inspect(&file)).map_err(std::io::Error::from)?;
+        writeln!(out)?;
+    } else if args.list_tensors {
+        tables::list_tensors(&mut out, &file)?;
+    } else {
+        return Err(CliError::Usage(
+            "nothing to do: add --inspect or --list-tensors (generation is not implemented yet)"
+                .into(),
+        ));
+    }
+    Ok(())
+}

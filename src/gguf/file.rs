@@ -1,0 +1,162 @@
+//! An opened GGUF file: parsed layout plus the bytes behind it, either memory
+//! mapped (zero-copy, the default) or held in memory (tests, WASM).
+
+use super::error::{FormatError, GgufError};
+use super::metadata::Metadata;
+use super::reader::{self, Layout};
+use super::tensor::{TensorInfo, TensorView};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+enum Storage {
+    #[cfg(not(target_family = "wasm"))]
+    Mapped(memmap2::Mmap),
+    Owned(Vec<u8>),
+}
+
+impl Storage {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            #[cfg(not(target_family = "wasm"))]
+            Storage::Mapped(m) => m,
+            Storage::Owned(v) => v,
+        }
+    }
+}
+
+/// A parsed GGUF file. Parsing reads only the header, metadata and tensor
+/// directory; tensor bytes are touched when a caller asks for them.
+pub struct GgufFile {
+    path: Option<PathBuf>,
+    storage: Storage,
+    layout: Layout,
+}
+
+impl std::fmt::Debug for GgufFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GgufFile")
+            .field("path", &self.path)
+            .field("version", &self.layout.version)
+            .field("metadata_entries", &self.layout.metadata.len())
+            .field("tensors", &self.layout.tensors.len())
+            .finish()
+    }
+}
+
+impl GgufFile {
+    /// Memory-maps and parses the file at `path`.
+    #[cfg(not(target_family = "wasm"))]
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, GgufError> {
+        let path = path.as_ref();
+        let io_err = |source| GgufError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let started = Instant::now();
+        let file = File::open(path).map_err(io_err)?;
+        // SAFETY: the map is read-only and private to this process. If another
+        // process truncates the file while it is mapped, reads past the new end
+        // fault (SIGBUS); every mmap-based model loader shares that contract.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io_err)?;
+        tracing::debug!(
+            "open and map {}: {:.2} ms ({} bytes)",
+            path.display(),
+            started.elapsed().as_secs_f64() * 1e3,
+            map.len()
+        );
+        Self::from_storage(Storage::Mapped(map), Some(path.to_path_buf()))
+    }
+
+    /// Reads the whole file into memory and parses it (`--no-mmap`).
+    pub fn read(path: impl AsRef<Path>) -> Result<Self, GgufError> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|source| GgufError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_storage(Storage::Owned(bytes), Some(path.to_path_buf()))
+    }
+
+    /// Parses a file that is already in memory.
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<Self, FormatError> {
+        let layout = reader::parse(&bytes)?;
+        Ok(Self {
+            path: None,
+            storage: Storage::Owned(bytes),
+            layout,
+        })
+    }
+
+    fn from_storage(storage: Storage, path: Option<PathBuf>) -> Result<Self, GgufError> {
+        let started = Instant::now();
+        let layout = reader::parse(storage.bytes()).map_err(|source| GgufError::Format {
+            path: path.clone().unwrap_or_default(),
+            source,
+        })?;
+        tracing::debug!(
+            "parse header, {} metadata entries and {} tensors: {:.2} ms",
+            layout.metadata.len(),
+            layout.tensors.len(),
+            started.elapsed().as_secs_f64() * 1e3
+        );
+        Ok(Self {
+            path,
+            storage,
+            layout,
+        })
+    }
+
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    pub fn version(&self) -> u32 {
+        self.layout.version
+    }
+
+    pub fn metadata(&self) -> &Metadata {
+        &self.layout.metadata
+    }
+
+    pub fn alignment(&self) -> u64 {
+        self.layout.alignment
+    }
+
+    /// Absolute offset of the tensor data section.
+    pub fn data_offset(&self) -> u64 {
+        self.layout.data_offset
+    }
+
+    /// Total file size in bytes.
+    pub fn file_size(&self) -> u64 {
+        self.storage.bytes().len() as u64
+    }
+
+    /// The tensor directory, in file order.
+    pub fn tensors(&self) -> &[TensorInfo] {
+        &self.layout.tensors
+    }
+
+    pub fn tensor_info(&self, name: &str) -> Option<&TensorInfo> {
+        self.layout
+            .tensor_index
+            .get(name)
+            .map(|&i| &self.layout.tensors[i])
+    }
+
+    /// The named tensor with its bytes, borrowed from the map.
+    pub fn tensor(&self, name: &str) -> Option<TensorView<'_>> {
+        self.tensor_info(name).map(|info| self.view(info))
+    }
+
+    /// The bytes of a tensor from this file's directory.
+    pub fn view<'a>(&'a self, info: &'a TensorInfo) -> TensorView<'a> {
+        // Bounds were checked against the file length at parse time.
+        let start = (self.layout.data_offset + info.offset) as usize;
+        TensorView {
+            info,
+            data: &self.storage.bytes()[start..start + info.size as usize],
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! rusty-llm: a local LLM inference runtime for GGUF models.
+//!
+//! The modules follow the data path from file bytes to text (see
+//! `docs/DESIGN.md`):
+//!
+//! - [`gguf`]: the file format — reading (memory-mapped, hardened) and writing;
+//! - [`model`]: architectures and what each needs from a file;
+//! - [`inspect`]: the compatibility report;
+//! - [`discovery`]: finding model files on disk;
+//! - [`cli`]: the command-line surface.
+
+pub mod cli;
+pub mod discovery;
+pub mod gguf;
+pub mod inspect;
+pub mod model;

@@ -1,0 +1,101 @@
+//! Can this build run a given GGUF file? Judged from metadata and the tensor
+//! directory alone, without touching weight data.
+
+use super::arch::Architecture;
+use crate::gguf::{GgmlType, GgufFile};
+use serde::Serialize;
+use std::collections::BTreeSet;
+
+/// Whether this build can generate with the model in a file, and why not.
+#[derive(Debug, Clone, Serialize)]
+pub struct SupportReport {
+    pub supported: bool,
+    /// One sentence per obstacle; empty when `supported`.
+    pub reasons: Vec<String>,
+    pub architecture_known: bool,
+    pub unsupported_tensor_types: Vec<String>,
+    pub missing_tensors: Vec<String>,
+}
+
+/// Weight types the project's kernels are specified for (F32, F16, BF16, the
+/// legacy and K quants, IQ4_NL, IQ4_XS, MXFP4). Other IQ and ternary types are not.
+pub fn compute_types() -> &'static [GgmlType] {
+    use GgmlType::*;
+    &[
+        F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL,
+        IQ4_XS, MXFP4,
+    ]
+}
+
+/// Whether the forward pass exists in this build. It is judged here, in one
+/// place, so `--inspect` never claims more than the binary can do.
+const FORWARD_PASS_AVAILABLE: bool = false;
+
+pub fn check_support(file: &GgufFile) -> SupportReport {
+    let meta = file.metadata();
+    let mut reasons = Vec::new();
+    if !FORWARD_PASS_AVAILABLE {
+        reasons.push(
+            "this build cannot run any model yet: the transformer forward pass is not implemented"
+                .to_string(),
+        );
+    }
+
+    let arch_name = meta.str("general.architecture").ok().flatten();
+    let arch = arch_name.and_then(Architecture::from_name);
+    match (arch_name, arch) {
+        (None, _) => reasons.push("metadata has no general.architecture".into()),
+        (Some(name), None) => reasons.push(format!(
+            "architecture {name:?} is not one rusty-llm implements (known: {})",
+            Architecture::ALL.map(Architecture::name).join(", ")
+        )),
+        (Some(_), Some(_)) => {}
+    }
+
+    let unsupported: BTreeSet<GgmlType> = file
+        .tensors()
+        .iter()
+        .map(|t| t.ggml_type)
+        .filter(|t| !compute_types().contains(t))
+        .collect();
+    let unsupported_tensor_types: Vec<String> =
+        unsupported.iter().map(|t| t.name().to_string()).collect();
+    if !unsupported_tensor_types.is_empty() {
+        reasons.push(format!(
+            "tensor types without kernels: {}",
+            unsupported_tensor_types.join(", ")
+        ));
+    }
+
+    let mut missing_tensors = Vec::new();
+    if let Some(arch) = arch {
+        let layers = meta
+            .u64(&format!("{}.block_count", arch.name()))
+            .ok()
+            .flatten();
+        match layers {
+            None => reasons.push(format!("metadata has no {}.block_count", arch.name())),
+            Some(n) => {
+                missing_tensors = arch.missing_tensors(n, |name| file.tensor_info(name).is_some());
+                if !missing_tensors.is_empty() {
+                    let shown: Vec<&str> =
+                        missing_tensors.iter().take(5).map(String::as_str).collect();
+                    reasons.push(format!(
+                        "{} required tensors are missing ({}{})",
+                        missing_tensors.len(),
+                        shown.join(", "),
+                        if missing_tensors.len() > 5 { ", …" } else { "" }
+                    ));
+                }
+            }
+        }
+    }
+
+    SupportReport {
+        supported: reasons.is_empty(),
+        reasons,
+        architecture_known: arch.is_some(),
+        unsupported_tensor_types,
+        missing_tensors,
+    }
+}
