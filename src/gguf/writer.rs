@@ -124,7 +124,11 @@ impl<'a> GgufWriter<'a> {
             offset = align_up(offset + t.data.len() as u64, alignment)
                 .ok_or_else(|| GgufError::Write("data section overflows".into()))?;
         }
-        pad(&mut header, alignment);
+        // llama.cpp's writers pad before tensor data only when there is some: a
+        // vocabulary-only file ends right after its metadata.
+        if !self.tensors.is_empty() {
+            pad(&mut header, alignment);
+        }
         out.write_all(&header).map_err(io)?;
 
         let zeros = vec![0u8; alignment as usize];

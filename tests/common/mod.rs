@@ -1,0 +1,60 @@
+//! Paths shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+pub fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Fixtures copied into the project (llama.cpp data, MIT; see tests/data/LICENSE-llama.cpp).
+pub fn data(name: &str) -> PathBuf {
+    root().join("tests/data").join(name)
+}
+
+/// `../shared`, llama.cpp's reference material beside the project. In CI it
+/// must be there; elsewhere tests that need it are skipped with a notice.
+pub fn shared() -> Option<PathBuf> {
+    let dir = root().join("../shared");
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI runs with ../shared beside the project, but {} is missing",
+        dir.display()
+    );
+    eprintln!("skipping: {} not present", dir.display());
+    None
+}
+
+/// The default model, fetched by scripts/fetch-default-model.sh (the README's
+/// test command runs it first). Required in CI, skipped with a notice elsewhere.
+pub fn default_model() -> Option<PathBuf> {
+    let path = root().join("models/gemma-3-270m-q4_k_m.gguf");
+    if path.is_file() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI fetches the default model first, but {} is missing",
+        path.display()
+    );
+    eprintln!("skipping: {} not present (run scripts/fetch-default-model.sh)", path.display());
+    None
+}
+
+/// Every `.gguf` file in the given folders of ../shared, sorted.
+pub fn shared_ggufs(subdirs: &[&str]) -> Vec<PathBuf> {
+    let Some(shared) = shared() else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = subdirs
+        .iter()
+        .flat_map(|d| std::fs::read_dir(shared.join(d)).expect("read shared folder"))
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "gguf"))
+        .collect();
+    files.sort();
+    files
+}
