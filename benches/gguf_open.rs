@@ -15,7 +15,10 @@ fn open_and_parse(c: &mut Criterion) {
     ];
     for path in files {
         if !path.exists() {
-            eprintln!("skipping {}: not present (scripts/fetch-default-model.sh)", path.display());
+            eprintln!(
+                "skipping {}: not present (scripts/fetch-default-model.sh)",
+                path.display()
+            );
             continue;
         }
         let name = path.file_name().unwrap().to_string_lossy().into_owned();

@@ -39,7 +39,8 @@ fn available_hint(available: &[String]) -> String {
 /// Projector files of multimodal models (`mmproj-*.gguf`) are not language models.
 fn is_model_file(path: &Path) -> bool {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
         && !name.to_ascii_lowercase().starts_with("mmproj")
         && !name.starts_with('.')
 }
@@ -116,7 +117,11 @@ pub fn resolve(selector: &str, model_dir: &Path) -> Result<PathBuf, DiscoveryErr
     pick_one(selector, partial, model_dir)
 }
 
-fn pick_one(selector: &str, mut paths: Vec<PathBuf>, dir: &Path) -> Result<PathBuf, DiscoveryError> {
+fn pick_one(
+    selector: &str,
+    mut paths: Vec<PathBuf>,
+    dir: &Path,
+) -> Result<PathBuf, DiscoveryError> {
     match paths.len() {
         0 => Err(DiscoveryError::EmptyDir(dir.to_path_buf())),
         1 => Ok(paths.remove(0)),
@@ -148,16 +153,28 @@ mod tests {
         touch(root, "notes.txt");
         let only = touch(&root.join("single"), "llama.gguf");
 
-        assert_eq!(scan(root).unwrap(), vec![a.clone(), b.clone(), only.clone()]);
+        assert_eq!(
+            scan(root).unwrap(),
+            vec![a.clone(), b.clone(), only.clone()]
+        );
         assert_eq!(resolve(a.to_str().unwrap(), root).unwrap(), a);
         assert_eq!(resolve("gemma-3-270m-q4_k_m", root).unwrap(), a);
         assert_eq!(resolve("QWEN3", root).unwrap(), b);
-        assert_eq!(resolve(root.join("single").to_str().unwrap(), root).unwrap(), only);
+        assert_eq!(
+            resolve(root.join("single").to_str().unwrap(), root).unwrap(),
+            only
+        );
 
         let err = resolve("q", root).unwrap_err().to_string();
-        assert!(err.contains("matches 2 models") || err.contains("matches 3 models"), "{err}");
+        assert!(
+            err.contains("matches 2 models") || err.contains("matches 3 models"),
+            "{err}"
+        );
         let err = resolve("mistral", root).unwrap_err().to_string();
-        assert!(err.contains("no model matches") && err.contains("qwen3-0.6b-q8_0"), "{err}");
+        assert!(
+            err.contains("no model matches") && err.contains("qwen3-0.6b-q8_0"),
+            "{err}"
+        );
         let err = resolve(root.join("org").to_str().unwrap(), root).unwrap_err();
         assert!(matches!(err, DiscoveryError::Ambiguous { .. }), "{err}");
         let err = resolve("missing.gguf", root).unwrap_err();

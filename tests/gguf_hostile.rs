@@ -76,18 +76,30 @@ fn metadata_problems_name_the_key() {
     let mut r = Raw::header(3, 0, 1);
     r.str("general.name").u32(42);
     let e = err_of(&r);
-    assert!(e.contains("general.name") && e.contains("value type id 42"), "{e}");
+    assert!(
+        e.contains("general.name") && e.contains("value type id 42"),
+        "{e}"
+    );
 
     let mut r = Raw::header(3, 0, 1);
     r.str("tokenizer.ggml.tokens").u32(9).u32(8).u64(u64::MAX);
     let e = err_of(&r);
-    assert!(e.contains("tokenizer.ggml.tokens") && e.contains("exceeds"), "{e}");
+    assert!(
+        e.contains("tokenizer.ggml.tokens") && e.contains("exceeds"),
+        "{e}"
+    );
 
     // A plausible length with no bytes behind it: truncated, nothing allocated.
     let mut r = Raw::header(3, 0, 1);
-    r.str("tokenizer.ggml.scores").u32(9).u32(6).u64(limits::MAX_ARRAY_LEN);
+    r.str("tokenizer.ggml.scores")
+        .u32(9)
+        .u32(6)
+        .u64(limits::MAX_ARRAY_LEN);
     let e = err_of(&r);
-    assert!(e.contains("truncated") && e.contains("tokenizer.ggml.scores"), "{e}");
+    assert!(
+        e.contains("truncated") && e.contains("tokenizer.ggml.scores"),
+        "{e}"
+    );
 
     let mut r = Raw::header(3, 0, 1);
     r.str("general.name").u32(8).u64(1 << 40);
@@ -129,7 +141,10 @@ fn tensor_problems_name_the_tensor() {
     let mut r = Raw::header(3, 1, 0);
     r.tensor("blk.0.attn_q.weight", &[32], 99, 0).data(64);
     let e = err_of(&r);
-    assert!(e.contains("blk.0.attn_q.weight") && e.contains("type id 99"), "{e}");
+    assert!(
+        e.contains("blk.0.attn_q.weight") && e.contains("type id 99"),
+        "{e}"
+    );
 
     let mut r = Raw::header(3, 1, 0);
     r.tensor("old", &[32], 31, 0).data(64);
@@ -145,13 +160,17 @@ fn tensor_problems_name_the_tensor() {
     assert!(err_of(&r).contains("overflows"));
 
     let mut r = Raw::header(3, 1, 0);
-    r.tensor("ragged", &[33, 2], GgmlType::Q8_0.id(), 0).data(256);
+    r.tensor("ragged", &[33, 2], GgmlType::Q8_0.id(), 0)
+        .data(256);
     assert!(err_of(&r).contains("not a multiple"));
 
     let mut r = Raw::header(3, 1, 0);
     r.tensor("past_end", &[64], 0, 0).data(100);
     let e = err_of(&r);
-    assert!(e.contains("past_end") && e.contains("outside the data section"), "{e}");
+    assert!(
+        e.contains("past_end") && e.contains("outside the data section"),
+        "{e}"
+    );
 
     let mut r = Raw::header(3, 1, 0);
     r.tensor("offset_overflow", &[8], 0, u64::MAX - 31).data(64);
@@ -162,7 +181,9 @@ fn tensor_problems_name_the_tensor() {
     assert!(err_of(&r).contains("aligned"));
 
     let mut r = Raw::header(3, 2, 0);
-    r.tensor("a", &[16], 0, 0).tensor("b", &[16], 0, 32).data(128);
+    r.tensor("a", &[16], 0, 0)
+        .tensor("b", &[16], 0, 32)
+        .data(128);
     let e = err_of(&r);
     assert!(e.contains("overlaps"), "{e}");
 
@@ -177,7 +198,8 @@ fn open_errors_name_the_file() {
     let path = dir.path().join("broken.gguf");
     let mut w = GgufWriter::new();
     w.set("general.architecture", Value::String("llama".into()));
-    w.add_tensor("x", GgmlType::F32, &[64], vec![0u8; 256]).unwrap();
+    w.add_tensor("x", GgmlType::F32, &[64], vec![0u8; 256])
+        .unwrap();
     let bytes = w.to_bytes().unwrap();
     std::fs::write(&path, &bytes[..bytes.len() - 10]).unwrap();
     let e = GgufFile::open(&path).unwrap_err().to_string();
@@ -255,7 +277,11 @@ fn ten_thousand_mutations_never_panic() {
 
         // Corruptions, each undone after the parse.
         for i in 0..1000 {
-            let at = if i % 4 == 0 { rng.below(64.min(header_end)) } else { rng.below(header_end) };
+            let at = if i % 4 == 0 {
+                rng.below(64.min(header_end))
+            } else {
+                rng.below(header_end)
+            };
             let width = [1, 1, 2, 4, 8][rng.below(5)].min(bytes.len() - at);
             let saved = bytes[at..at + width].to_vec();
             let patch: Vec<u8> = match rng.below(4) {
@@ -265,7 +291,9 @@ fn ten_thousand_mutations_never_panic() {
                 _ => (0..width).map(|_| rng.next() as u8).collect(),
             };
             bytes[at..at + width].copy_from_slice(&patch);
-            tally.check(&bytes, || format!("{name}: bytes {at}..+{width} set to {patch:02x?}"));
+            tally.check(&bytes, || {
+                format!("{name}: bytes {at}..+{width} set to {patch:02x?}")
+            });
             bytes[at..at + width].copy_from_slice(&saved);
         }
     }
@@ -276,8 +304,21 @@ fn ten_thousand_mutations_never_panic() {
         tally.err,
         tally.panics.len()
     );
-    assert!(tally.panics.is_empty(), "panics on: {:#?}", &tally.panics[..tally.panics.len().min(20)]);
-    assert!(tally.mutations >= 10_000, "only {} mutations", tally.mutations);
+    assert!(
+        tally.panics.is_empty(),
+        "panics on: {:#?}",
+        &tally.panics[..tally.panics.len().min(20)]
+    );
+    assert!(
+        tally.mutations >= 10_000,
+        "only {} mutations",
+        tally.mutations
+    );
     // Both outcomes occur: the test exercises acceptance as well as refusal.
-    assert!(tally.ok > 100 && tally.err > 5_000, "ok {} err {}", tally.ok, tally.err);
+    assert!(
+        tally.ok > 100 && tally.err > 5_000,
+        "ok {} err {}",
+        tally.ok,
+        tally.err
+    );
 }

@@ -10,7 +10,11 @@ use std::collections::BTreeMap;
 fn every_shared_tiny_model_parses_with_its_architecture() {
     let files = common::shared_ggufs(&["tiny"]);
     if common::shared().is_some() {
-        assert!(files.len() >= 40, "expected the tiny models, found {}", files.len());
+        assert!(
+            files.len() >= 40,
+            "expected the tiny models, found {}",
+            files.len()
+        );
     }
     for path in files {
         let f = GgufFile::open(&path).unwrap_or_else(|e| panic!("{e}"));
@@ -25,8 +29,17 @@ fn every_shared_tiny_model_parses_with_its_architecture() {
         assert_eq!(embd.info.dims[0], 256, "n_embd of {}", path.display());
         assert_eq!(embd.data.len() as u64, embd.info.size);
         // Tensors are laid out back to back with 32-byte padding, ending at EOF.
-        let end = f.tensors().iter().map(|t| (t.offset + t.size).div_ceil(32) * 32).max();
-        assert_eq!(f.data_offset() + end.unwrap(), f.file_size(), "{}", path.display());
+        let end = f
+            .tensors()
+            .iter()
+            .map(|t| (t.offset + t.size).div_ceil(32) * 32)
+            .max();
+        assert_eq!(
+            f.data_offset() + end.unwrap(),
+            f.file_size(),
+            "{}",
+            path.display()
+        );
     }
 }
 
@@ -34,13 +47,26 @@ fn every_shared_tiny_model_parses_with_its_architecture() {
 fn every_shared_vocab_file_parses_as_tokenizer_only() {
     let files = common::shared_ggufs(&["vocab"]);
     if common::shared().is_some() {
-        assert!(files.len() >= 19, "expected the vocab files, found {}", files.len());
+        assert!(
+            files.len() >= 19,
+            "expected the vocab files, found {}",
+            files.len()
+        );
     }
     for path in files {
         let f = GgufFile::open(&path).unwrap_or_else(|e| panic!("{e}"));
         assert!(f.tensors().is_empty(), "{}", path.display());
-        let tokens = f.metadata().array("tokenizer.ggml.tokens").unwrap().unwrap();
-        assert!(tokens.len() > 1000, "{}: {} tokens", path.display(), tokens.len());
+        let tokens = f
+            .metadata()
+            .array("tokenizer.ggml.tokens")
+            .unwrap()
+            .unwrap();
+        assert!(
+            tokens.len() > 1000,
+            "{}: {} tokens",
+            path.display(),
+            tokens.len()
+        );
         assert!(f.metadata().str("tokenizer.ggml.model").unwrap().is_some());
     }
 }
@@ -56,7 +82,10 @@ fn default_model_matches_llama_cpp_facts() {
     assert_eq!(m.u64("gemma3.block_count").unwrap(), Some(18));
     assert_eq!(m.u64("gemma3.embedding_length").unwrap(), Some(640));
     assert_eq!(m.u64("gemma3.context_length").unwrap(), Some(32768));
-    assert_eq!(m.array("tokenizer.ggml.tokens").unwrap().unwrap().len(), 262144);
+    assert_eq!(
+        m.array("tokenizer.ggml.tokens").unwrap().unwrap().len(),
+        262144
+    );
     assert!(!m.contains("tokenizer.chat_template"));
     assert_eq!(f.tensors().len(), 236);
 

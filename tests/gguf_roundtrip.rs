@@ -24,7 +24,10 @@ fn every_value_kind() -> Vec<(&'static str, Value)> {
         ("t.arr.i32", Value::Array(Array::I32(vec![-1, 0, 1]))),
         ("t.arr.f32", Value::Array(Array::F32(vec![0.5, -0.25]))),
         ("t.arr.bool", Value::Array(Array::Bool(vec![true, false]))),
-        ("t.arr.str", Value::Array(Array::String(vec!["a".into(), "".into(), "<0x0A>".into()]))),
+        (
+            "t.arr.str",
+            Value::Array(Array::String(vec!["a".into(), "".into(), "<0x0A>".into()])),
+        ),
         ("t.arr.empty", Value::Array(Array::U64(vec![]))),
         (
             "t.arr.nested",
@@ -49,10 +52,12 @@ fn metadata_and_tensors_round_trip_exactly() {
         }
         let f32_data: Vec<u8> = (0..12).flat_map(|i| (i as f32).to_le_bytes()).collect();
         let q8_data: Vec<u8> = (0..34 * 2).map(|i| i as u8).collect();
-        w.add_tensor("a", GgmlType::F32, &[3, 4], f32_data.clone()).unwrap();
+        w.add_tensor("a", GgmlType::F32, &[3, 4], f32_data.clone())
+            .unwrap();
         w.add_tensor("b.q8", GgmlType::Q8_0, &[32, 1, 2], q8_data.clone())
             .unwrap();
-        w.add_tensor("c", GgmlType::F16, &[1], vec![0u8, 60]).unwrap();
+        w.add_tensor("c", GgmlType::F16, &[1], vec![0u8, 60])
+            .unwrap();
         let bytes = w.to_bytes().unwrap();
 
         let f = GgufFile::from_bytes(bytes).unwrap();
@@ -92,7 +97,11 @@ fn rewriting_llama_cpp_files_is_byte_identical() {
                 .unwrap();
         }
         let rewritten = w.to_bytes().unwrap();
-        assert!(rewritten == original, "{} differs after rewrite", path.display());
+        assert!(
+            rewritten == original,
+            "{} differs after rewrite",
+            path.display()
+        );
     }
 }
 
@@ -105,10 +114,20 @@ fn writer_refuses_inconsistent_tensors() {
         .unwrap()
         .to_string();
     assert!(err.contains("short") && err.contains("15 bytes"), "{err}");
-    assert!(w.add_tensor("odd", GgmlType::Q4_0, &[31], vec![0u8; 18]).is_err());
-    assert!(w.add_tensor("dims", GgmlType::F32, &[1, 1, 1, 1, 1], vec![0u8; 4]).is_err());
-    w.add_tensor("dup", GgmlType::F32, &[1], vec![0u8; 4]).unwrap();
-    assert!(w.add_tensor("dup", GgmlType::F32, &[1], vec![0u8; 4]).is_err());
+    assert!(
+        w.add_tensor("odd", GgmlType::Q4_0, &[31], vec![0u8; 18])
+            .is_err()
+    );
+    assert!(
+        w.add_tensor("dims", GgmlType::F32, &[1, 1, 1, 1, 1], vec![0u8; 4])
+            .is_err()
+    );
+    w.add_tensor("dup", GgmlType::F32, &[1], vec![0u8; 4])
+        .unwrap();
+    assert!(
+        w.add_tensor("dup", GgmlType::F32, &[1], vec![0u8; 4])
+            .is_err()
+    );
 }
 
 #[test]
@@ -117,10 +136,14 @@ fn write_file_is_atomic_and_readable() {
     let path = dir.path().join("out.gguf");
     let mut w = GgufWriter::new();
     w.set("general.architecture", Value::String("llama".into()));
-    w.add_tensor("x", GgmlType::F32, &[2], vec![0u8; 8]).unwrap();
+    w.add_tensor("x", GgmlType::F32, &[2], vec![0u8; 8])
+        .unwrap();
     w.write_file(&path).unwrap();
     let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert_eq!(leftovers.len(), 1, "no temporary file is left behind");
     let f = GgufFile::open(&path).unwrap();
-    assert_eq!(f.metadata().required_str("general.architecture").unwrap(), "llama");
+    assert_eq!(
+        f.metadata().required_str("general.architecture").unwrap(),
+        "llama"
+    );
 }

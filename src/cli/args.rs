@@ -25,7 +25,12 @@ pub struct Args {
     pub list_models: bool,
 
     /// Folder searched (recursively) for model names and by --list-models.
-    #[arg(long, env = "RUSTY_LLM_MODEL_DIR", default_value = "models", value_name = "DIR")]
+    #[arg(
+        long,
+        env = "RUSTY_LLM_MODEL_DIR",
+        default_value = "models",
+        value_name = "DIR"
+    )]
     pub model_dir: PathBuf,
 
     /// Read the file into memory instead of memory-mapping it.

@@ -73,7 +73,10 @@ fn init_logging(verbose: bool) {
 pub fn run(args: &Args) -> Result<(), CliError> {
     let mut out = std::io::stdout().lock();
     if args.list_models {
-        let dir = args.model.as_ref().map_or(args.model_dir.clone(), PathBuf::from);
+        let dir = args
+            .model
+            .as_ref()
+            .map_or(args.model_dir.clone(), PathBuf::from);
         return tables::list_models(&mut out, &discovery::scan(&dir)?);
     }
 

@@ -53,7 +53,11 @@ pub fn list_models(out: &mut impl Write, paths: &[PathBuf]) -> Result<(), CliErr
             ]
         })
         .collect();
-    write_table(out, ["name", "architecture", "size", "quant", "path"], &rows)
+    write_table(
+        out,
+        ["name", "architecture", "size", "quant", "path"],
+        &rows,
+    )
 }
 
 fn human_bytes(n: u64) -> String {

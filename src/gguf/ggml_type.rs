@@ -273,7 +273,7 @@ impl GgmlType {
     /// number of blocks or the size overflows.
     pub fn bytes_for(self, elements: u64) -> Option<u64> {
         let (per_block, bytes) = self.geometry();
-        if elements % per_block != 0 {
+        if !elements.is_multiple_of(per_block) {
             return None;
         }
         (elements / per_block).checked_mul(bytes)

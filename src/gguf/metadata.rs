@@ -64,7 +64,8 @@ impl Metadata {
     }
 
     fn require(&self, key: &str) -> Result<&Value, MetadataError> {
-        self.get(key).ok_or_else(|| MetadataError::Missing { key: key.into() })
+        self.get(key)
+            .ok_or_else(|| MetadataError::Missing { key: key.into() })
     }
 
     fn wrong(key: &str, expected: &'static str, found: &Value) -> MetadataError {

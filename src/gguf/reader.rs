@@ -298,16 +298,18 @@ fn read_tensor_info(r: &mut Reader<'_>) -> Result<TensorInfo, FormatError> {
         .try_fold(1u64, |acc, &d| acc.checked_mul(d))
         .filter(|&n| n <= i64::MAX as u64)
         .ok_or_else(|| bad(format!("shape {:?} overflows", &dims[..n_dims as usize])))?;
-    if dims[0] % ggml_type.block_elements() != 0 {
+    if !dims[0].is_multiple_of(ggml_type.block_elements()) {
         return Err(bad(format!(
             "row length {} is not a multiple of the {ggml_type} block size {}",
             dims[0],
             ggml_type.block_elements()
         )));
     }
-    let size = ggml_type
-        .bytes_for(elements)
-        .ok_or_else(|| bad(format!("byte size of {elements} {ggml_type} elements overflows")))?;
+    let size = ggml_type.bytes_for(elements).ok_or_else(|| {
+        bad(format!(
+            "byte size of {elements} {ggml_type} elements overflows"
+        ))
+    })?;
     Ok(TensorInfo {
         name,
         n_dims: n_dims as usize,
@@ -326,7 +328,7 @@ fn check_tensor_placement(
     data_len: u64,
 ) -> Result<(), FormatError> {
     for t in tensors {
-        if t.offset % alignment != 0 {
+        if !t.offset.is_multiple_of(alignment) {
             return Err(FormatError::BadTensor {
                 name: t.name.clone(),
                 problem: format!("data offset {} is not {alignment}-byte aligned", t.offset),

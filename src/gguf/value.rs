@@ -256,7 +256,10 @@ impl fmt::Display for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Value::String(s) if s.len() > 120 => {
-                let cut = (0..=120).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0);
+                let cut = (0..=120)
+                    .rev()
+                    .find(|&i| s.is_char_boundary(i))
+                    .unwrap_or(0);
                 write!(f, "{:?}… ({} bytes)", &s[..cut], s.len())
             }
             Value::String(s) => write!(f, "{s:?}"),

@@ -59,7 +59,7 @@ impl<'a> GgufWriter<'a> {
             .iter()
             .try_fold(1u64, |a, &d| a.checked_mul(d))
             .ok_or_else(|| err("shape overflows".into()))?;
-        if shape[0] % ggml_type.block_elements() != 0 {
+        if !shape[0].is_multiple_of(ggml_type.block_elements()) {
             return Err(err(format!(
                 "row length {} is not a multiple of the {ggml_type} block size",
                 shape[0]
@@ -134,7 +134,8 @@ impl<'a> GgufWriter<'a> {
         let zeros = vec![0u8; alignment as usize];
         let mut written = 0u64;
         for (t, &at) in self.tensors.iter().zip(&offsets) {
-            out.write_all(&zeros[..(at - written) as usize]).map_err(io)?;
+            out.write_all(&zeros[..(at - written) as usize])
+                .map_err(io)?;
             out.write_all(&t.data).map_err(io)?;
             written = at + t.data.len() as u64;
         }

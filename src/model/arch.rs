@@ -70,7 +70,11 @@ impl Architecture {
     /// (`output.weight` is optional everywhere: absent means tied embeddings.)
     pub fn global_tensors(self) -> &'static [&'static str] {
         match self {
-            Self::Bert => &["token_embd.weight", "token_embd_norm.weight", "position_embd.weight"],
+            Self::Bert => &[
+                "token_embd.weight",
+                "token_embd_norm.weight",
+                "position_embd.weight",
+            ],
             _ => &["token_embd.weight", "output_norm.weight"],
         }
     }

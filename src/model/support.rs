@@ -22,8 +22,8 @@ pub struct SupportReport {
 pub fn compute_types() -> &'static [GgmlType] {
     use GgmlType::*;
     &[
-        F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL,
-        IQ4_XS, MXFP4,
+        F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS,
+        MXFP4,
     ]
 }
 
@@ -84,7 +84,11 @@ pub fn check_support(file: &GgufFile) -> SupportReport {
                         "{} required tensors are missing ({}{})",
                         missing_tensors.len(),
                         shown.join(", "),
-                        if missing_tensors.len() > 5 { ", …" } else { "" }
+                        if missing_tensors.len() > 5 {
+                            ", …"
+                        } else {
+                            ""
+                        }
                     ));
                 }
             }

@@ -40,7 +40,10 @@ pub fn default_model() -> Option<PathBuf> {
         "CI fetches the default model first, but {} is missing",
         path.display()
     );
-    eprintln!("skipping: {} not present (run scripts/fetch-default-model.sh)", path.display());
+    eprintln!(
+        "skipping: {} not present (run scripts/fetch-default-model.sh)",
+        path.display()
+    );
     None
 }
 

@@ -1,0 +1,246 @@
+//! The `rusty-llm` binary as a user runs it: reports on stdout, one-line errors
+//! on stderr, exit code 2 for anything the user can fix.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rusty-llm"))
+        .args(args)
+        .env_remove("RUSTY_LLM_MODEL_DIR")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run rusty-llm")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8(o.stderr.clone()).unwrap()
+}
+
+fn json(o: &Output) -> serde_json::Value {
+    assert!(o.status.success(), "failed: {}", stderr(o));
+    serde_json::from_slice(&o.stdout).expect("stdout is JSON")
+}
+
+/// A failure the user can fix: exit code 2 and exactly one line on stderr.
+fn assert_user_error(o: &Output, needle: &str) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(2), "stderr: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err:?}");
+    assert!(err.contains(needle), "{err:?} should mention {needle:?}");
+    assert!(o.stdout.is_empty());
+}
+
+#[test]
+fn inspect_default_model() {
+    let Some(model) = common::default_model() else {
+        return;
+    };
+    let r = json(&run(&[model.to_str().unwrap(), "--inspect"]));
+    assert_eq!(r["architecture"], "gemma3");
+    assert_eq!(r["block_count"], 18);
+    assert_eq!(r["embedding_length"], 640);
+    assert_eq!(r["context_length"], 32768);
+    assert_eq!(r["head_count"], 4);
+    assert_eq!(r["head_count_kv"], 1);
+    assert_eq!(r["file_type"], "Q4_K_M");
+    assert_eq!(r["parameter_count"], 268_098_176);
+    assert_eq!(r["chat_template"], false);
+    let types = &r["tensor_types"];
+    for (ty, n) in [
+        ("F32", 109),
+        ("Q5_0", 81),
+        ("Q4_K", 27),
+        ("Q8_0", 10),
+        ("Q6_K", 9),
+    ] {
+        assert_eq!(types[ty]["tensors"], n, "{ty}");
+    }
+    assert_eq!(types["Q8_0"]["bytes"], 179_824_640);
+    assert_eq!(r["tokenizer"]["model"], "llama");
+    assert_eq!(r["tokenizer"]["vocab_size"], 262_144);
+    assert_eq!(r["tokenizer"]["bos_token_id"], 2);
+    assert_eq!(r["tokenizer"]["eos_token_id"], 1);
+    assert_eq!(r["architecture_known"], true);
+    assert_eq!(r["missing_tensors"].as_array().unwrap().len(), 0);
+    assert_eq!(r["unsupported_tensor_types"].as_array().unwrap().len(), 0);
+    // Until the forward pass lands the report must not claim support.
+    assert_eq!(r["supported"], false);
+    assert!(r["reasons"][0].as_str().unwrap().contains("forward pass"));
+}
+
+#[test]
+fn inspect_reports_missing_tensors_and_unknown_architectures() {
+    use rusty_llm::gguf::{GgmlType, GgufFile, GgufWriter, Value};
+    let dir = tempfile::tempdir().unwrap();
+    // tiny-llama with one block tensor dropped.
+    let src = GgufFile::open(common::data("tiny-llama-Q4_K_M.gguf")).unwrap();
+    let mut w = GgufWriter::new();
+    for (k, v) in src.metadata().iter() {
+        w.set(k, v.clone());
+    }
+    for t in src
+        .tensors()
+        .iter()
+        .filter(|t| t.name != "blk.1.ffn_gate.weight")
+    {
+        w.add_tensor(&t.name, t.ggml_type, t.shape(), src.view(t).data)
+            .unwrap();
+    }
+    let pruned = dir.path().join("pruned.gguf");
+    w.write_file(&pruned).unwrap();
+    let r = json(&run(&[pruned.to_str().unwrap(), "--inspect"]));
+    assert_eq!(
+        r["missing_tensors"],
+        serde_json::json!(["blk.1.ffn_gate.weight"])
+    );
+    assert!(r["reasons"].to_string().contains("blk.1.ffn_gate.weight"));
+
+    let mut w = GgufWriter::new();
+    w.set("general.architecture", Value::String("mamba".into()));
+    w.add_tensor("t", GgmlType::IQ2_XXS, &[256], vec![0u8; 66])
+        .unwrap();
+    let odd = dir.path().join("odd.gguf");
+    w.write_file(&odd).unwrap();
+    let r = json(&run(&[odd.to_str().unwrap(), "--inspect"]));
+    assert_eq!(r["supported"], false);
+    assert_eq!(r["architecture_known"], false);
+    assert_eq!(
+        r["unsupported_tensor_types"],
+        serde_json::json!(["IQ2_XXS"])
+    );
+    let reasons = r["reasons"].to_string();
+    assert!(
+        reasons.contains("mamba") && reasons.contains("IQ2_XXS"),
+        "{reasons}"
+    );
+}
+
+#[test]
+fn inspect_works_on_vocab_only_files() {
+    let path = common::data("ggml-vocab-bert-bge.gguf");
+    let r = json(&run(&[path.to_str().unwrap(), "--inspect"]));
+    assert_eq!(r["tensor_count"], 0);
+    assert_eq!(r["tokenizer"]["model"], "bert");
+    assert_eq!(r["tokenizer"]["vocab_size"], 30522);
+}
+
+#[test]
+fn list_tensors_prints_the_directory() {
+    let path = common::data("tiny-llama-Q4_K_M.gguf");
+    let o = run(&[path.to_str().unwrap(), "--list-tensors"]);
+    assert!(o.status.success());
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("name") && lines[0].contains("bytes"));
+    let row = |name: &str| -> Vec<String> {
+        let line = lines
+            .iter()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap();
+        line.split_whitespace().map(str::to_string).collect()
+    };
+    // name, type, "256 x 1024", bytes; llama.cpp's Q4_K_M keeps the output in Q6_K.
+    assert_eq!(
+        row("output.weight"),
+        ["output.weight", "Q6_K", "256", "x", "1024", "215040"]
+    );
+    assert_eq!(row("token_embd.weight")[1], "Q4_K");
+    assert_eq!(row("blk.1.ffn_down.weight")[2..5], ["512", "x", "256"]);
+    // 3 global tensors and 9 per block, 2 blocks, plus the header.
+    assert_eq!(lines.len(), 1 + 3 + 2 * 9);
+}
+
+#[test]
+fn models_are_found_by_name_and_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let nested = dir.path().join("org/repo");
+    std::fs::create_dir_all(&nested).unwrap();
+    for f in ["tiny-llama-Q4_K_M.gguf", "tiny-gemma-Q4_K_M.gguf"] {
+        std::fs::copy(common::data(f), nested.join(f)).unwrap();
+    }
+    std::fs::write(nested.join("mmproj-tiny.gguf"), b"not a model").unwrap();
+    let dir_arg = dir.path().to_str().unwrap();
+
+    let o = run(&["--list-models", "--model-dir", dir_arg]);
+    let out = stdout(&o);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(out.lines().count(), 3, "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("tiny-gemma-Q4_K_M") && l.contains("gemma"))
+    );
+    assert!(out.contains("Q4_K_M") && !out.contains("mmproj"));
+
+    let r = json(&run(&["tiny-gemma", "--inspect", "--model-dir", dir_arg]));
+    assert_eq!(r["architecture"], "gemma");
+
+    let o = Command::new(env!("CARGO_BIN_EXE_rusty-llm"))
+        .args(["tiny-llama-q4_k_m", "--inspect"])
+        .env("RUSTY_LLM_MODEL_DIR", dir_arg)
+        .output()
+        .unwrap();
+    assert_eq!(json(&o)["architecture"], "llama");
+
+    assert_user_error(
+        &run(&["tiny", "--inspect", "--model-dir", dir_arg]),
+        "matches 2 models",
+    );
+    assert_user_error(
+        &run(&["qwen", "--inspect", "--model-dir", dir_arg]),
+        "tiny-llama-Q4_K_M",
+    );
+    assert_user_error(
+        &run(&[nested.to_str().unwrap(), "--inspect"]),
+        "matches 2 models",
+    );
+}
+
+#[test]
+fn user_errors_are_one_line_with_exit_code_2() {
+    assert_user_error(&run(&["--bogus-flag"]), "--bogus-flag");
+    assert_user_error(&run(&["/no/such/model.gguf", "--inspect"]), "not found");
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+    assert_user_error(
+        &run(&[manifest.to_str().unwrap(), "--inspect"]),
+        "not a GGUF file",
+    );
+    let empty = tempfile::tempdir().unwrap();
+    assert_user_error(
+        &run(&[empty.path().to_str().unwrap(), "--inspect"]),
+        "no .gguf models",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let truncated = dir.path().join("cut.gguf");
+    let bytes = std::fs::read(common::data("tiny-llama-Q4_K_M.gguf")).unwrap();
+    std::fs::write(&truncated, &bytes[..5000]).unwrap();
+    assert_user_error(
+        &run(&[truncated.to_str().unwrap(), "--inspect"]),
+        "truncated",
+    );
+    assert_user_error(&run(&[]), "no model given");
+}
+
+#[test]
+fn verbose_times_each_startup_step() {
+    let path = common::data("tiny-llama-Q4_K_M.gguf");
+    let o = run(&[path.to_str().unwrap(), "--inspect", "-v"]);
+    assert!(o.status.success());
+    let err = stderr(&o);
+    for step in ["resolve", "open and map", "parse"] {
+        assert!(
+            err.contains(step) && err.contains(" ms"),
+            "{step} missing in {err}"
+        );
+    }
+    assert!(
+        !err.contains('\u{1b}'),
+        "no colour codes when stderr is not a terminal"
+    );
+}
