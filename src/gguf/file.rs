@@ -150,7 +150,8 @@ impl GgufFile {
         self.tensor_info(name).map(|info| self.view(info))
     }
 
-    /// The bytes of a tensor from this file's directory.
+    /// The bytes of a tensor from this file's directory (`tensors()`); an entry
+    /// from another file is a caller bug and may panic.
     pub fn view<'a>(&'a self, info: &'a TensorInfo) -> TensorView<'a> {
         // Bounds were checked against the file length at parse time.
         let start = (self.layout.data_offset + info.offset) as usize;
