@@ -25,6 +25,16 @@ fn every_shared_tiny_model_parses_with_its_architecture() {
         assert_eq!(arch, arch_in_name, "{}", path.display());
         assert_eq!(f.metadata().u64("general.alignment").unwrap(), None);
         assert!(!f.tensors().is_empty());
+        // The architecture registry knows every family and each one's tensors.
+        let support = rusty_llm::model::check_support(&f);
+        assert!(support.architecture_known, "{}", path.display());
+        assert_eq!(
+            support.missing_tensors,
+            Vec::<String>::new(),
+            "{}",
+            path.display()
+        );
+        assert_eq!(support.unsupported_tensor_types, Vec::<String>::new());
         let embd = f.tensor("token_embd.weight").expect("token_embd.weight");
         assert_eq!(embd.info.dims[0], 256, "n_embd of {}", path.display());
         assert_eq!(embd.data.len() as u64, embd.info.size);
