@@ -4,6 +4,7 @@
 //! `docs/DESIGN.md`):
 //!
 //! - [`gguf`]: the file format — reading (memory-mapped, hardened) and writing;
+//! - [`tokenizer`]: text ↔ token ids, from GGUF metadata, matching llama.cpp;
 //! - [`model`]: architectures and what each needs from a file;
 //! - [`inspect`]: the compatibility report;
 //! - [`discovery`]: finding model files on disk;
@@ -14,3 +15,4 @@ pub mod discovery;
 pub mod gguf;
 pub mod inspect;
 pub mod model;
+pub mod tokenizer;

@@ -124,7 +124,7 @@ fn inspect_reports_missing_tensors_and_unknown_architectures() {
 
 #[test]
 fn inspect_works_on_vocab_only_files() {
-    let path = common::data("ggml-vocab-bert-bge.gguf");
+    let path = common::data("vocab/ggml-vocab-bert-bge.gguf");
     let r = json(&run(&[path.to_str().unwrap(), "--inspect"]));
     assert_eq!(r["tensor_count"], 0);
     assert_eq!(r["tokenizer"]["model"], "bert");

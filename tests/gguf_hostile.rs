@@ -251,8 +251,8 @@ fn ten_thousand_mutations_never_panic() {
     let mut files = vec![
         common::data("tiny-llama-Q4_K_M.gguf"),
         common::data("tiny-gemma-Q4_K_M.gguf"),
-        common::data("ggml-vocab-llama-spm.gguf"),
-        common::data("ggml-vocab-bert-bge.gguf"),
+        common::data("vocab/ggml-vocab-llama-spm.gguf"),
+        common::data("vocab/ggml-vocab-bert-bge.gguf"),
     ];
     if let Some(shared) = common::shared() {
         files.push(shared.join("tiny/tiny-phi3-Q4_K_M.gguf"));

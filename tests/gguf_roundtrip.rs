@@ -82,7 +82,7 @@ fn rewriting_llama_cpp_files_is_byte_identical() {
     let mut files = vec![
         common::data("tiny-llama-Q4_K_M.gguf"),
         common::data("tiny-gemma-Q4_K_M.gguf"),
-        common::data("ggml-vocab-llama-spm.gguf"),
+        common::data("vocab/ggml-vocab-llama-spm.gguf"),
     ];
     files.extend(common::shared_ggufs(&["tiny"]));
     for path in files {

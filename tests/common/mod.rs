@@ -61,3 +61,49 @@ pub fn shared_ggufs(subdirs: &[&str]) -> Vec<PathBuf> {
     files.sort();
     files
 }
+
+/// One of llama.cpp's tokenizer test vectors: the `.inp` cases (separated by
+/// `\n__ggml_vocab_test__\n`) paired with the `.out` id lines.
+pub struct VocabCase {
+    pub text: String,
+    pub ids: Vec<u32>,
+}
+
+/// The vocabulary `ggml-vocab-NAME.gguf` and its cases: from tests/data/vocab,
+/// or from ../shared/vocab for files too large to copy into the project.
+/// `None` (skip) only outside CI when the files are not available.
+pub fn vocab_cases(name: &str) -> Option<(PathBuf, Vec<VocabCase>)> {
+    let file = format!("ggml-vocab-{name}.gguf");
+    let local = data("vocab").join(&file);
+    let path = if local.is_file() {
+        local
+    } else {
+        shared()?.join("vocab").join(&file)
+    };
+    let read = |ext: &str| {
+        let p = PathBuf::from(format!("{}.{ext}", path.display()));
+        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    };
+    let inp = read("inp");
+    let out = read("out");
+    let mut texts: Vec<&str> = inp.split("\n__ggml_vocab_test__\n").collect();
+    assert_eq!(texts.pop(), Some(""), "{name}.inp ends with a separator");
+    let ids: Vec<Vec<u32>> = out
+        .lines()
+        .map(|l| l.split_whitespace().map(|t| t.parse().unwrap()).collect())
+        .collect();
+    assert_eq!(
+        texts.len(),
+        ids.len(),
+        "{name}: .inp and .out disagree on the case count"
+    );
+    let cases = texts
+        .into_iter()
+        .zip(ids)
+        .map(|(t, ids)| VocabCase {
+            text: t.to_string(),
+            ids,
+        })
+        .collect();
+    Some((path, cases))
+}
