@@ -24,6 +24,30 @@ pub struct Args {
     #[arg(long, conflicts_with_all = ["inspect", "list_tensors"])]
     pub list_models: bool,
 
+    /// Print the token ids of --prompt (or --prompt-file) as one JSON array.
+    #[arg(long, conflicts_with_all = ["inspect", "list_tensors", "list_models"])]
+    pub tokenize: bool,
+
+    /// With --tokenize: print "id<TAB>piece" per line instead of a JSON array.
+    #[arg(long, requires = "tokenize")]
+    pub show_tokens: bool,
+
+    /// The prompt text.
+    #[arg(short, long, value_name = "TEXT", conflicts_with = "prompt_file")]
+    pub prompt: Option<String>,
+
+    /// Read the prompt from a file.
+    #[arg(long, value_name = "PATH")]
+    pub prompt_file: Option<PathBuf>,
+
+    /// Add no BOS token (nor the other special tokens the model's metadata asks for).
+    #[arg(long)]
+    pub no_bos: bool,
+
+    /// Turn special-token text such as <start_of_turn> into control tokens.
+    #[arg(long)]
+    pub parse_special: bool,
+
     /// Folder searched (recursively) for model names and by --list-models.
     #[arg(
         long,

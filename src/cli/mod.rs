@@ -9,8 +9,9 @@ pub use args::Args;
 use crate::discovery::{self, DiscoveryError};
 use crate::gguf::{GgufError, GgufFile};
 use crate::inspect::inspect;
+use crate::tokenizer::{Tokenizer, TokenizerError};
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 use thiserror::Error;
@@ -24,6 +25,16 @@ pub enum CliError {
     Discovery(#[from] DiscoveryError),
     #[error(transparent)]
     Gguf(#[from] GgufError),
+    #[error("{}: {source}", path.display())]
+    Tokenizer {
+        path: PathBuf,
+        source: TokenizerError,
+    },
+    #[error("cannot read the prompt file {}: {source}", path.display())]
+    PromptFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
 }
@@ -33,7 +44,11 @@ impl CliError {
     /// 1 for failures of the environment.
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::Usage(_) | CliError::Discovery(_) | CliError::Gguf(_) => 2,
+            CliError::Usage(_)
+            | CliError::Discovery(_)
+            | CliError::Gguf(_)
+            | CliError::Tokenizer { .. }
+            | CliError::PromptFile { .. } => 2,
             CliError::Output(_) => 1,
         }
     }
@@ -102,13 +117,60 @@ pub fn run(args: &Args) -> Result<(), CliError> {
     if args.inspect {
         serde_json::to_writer_pretty(&mut out, &inspect(&file)).map_err(std::io::Error::from)?;
         writeln!(out)?;
+    } else if args.tokenize {
+        tokenize(&mut out, &file, args)?;
     } else if args.list_tensors {
         tables::list_tensors(&mut out, &file)?;
     } else {
         return Err(CliError::Usage(
-            "nothing to do: add --inspect or --list-tensors (generation is not implemented yet)"
+            "nothing to do: add --inspect, --list-tensors or --tokenize (generation is not implemented yet)"
                 .into(),
         ));
+    }
+    Ok(())
+}
+
+/// The prompt from --prompt or --prompt-file.
+fn prompt_text(args: &Args) -> Result<String, CliError> {
+    match (&args.prompt, &args.prompt_file) {
+        (Some(p), _) => Ok(p.clone()),
+        (None, Some(path)) => std::fs::read_to_string(path).map_err(|source| CliError::PromptFile {
+            path: path.clone(),
+            source,
+        }),
+        (None, None) => Err(CliError::Usage(
+            "no prompt given: pass --prompt TEXT or --prompt-file PATH".into(),
+        )),
+    }
+}
+
+fn tokenize(out: &mut impl Write, file: &GgufFile, args: &Args) -> Result<(), CliError> {
+    let text = prompt_text(args)?;
+    let started = Instant::now();
+    let tokenizer = Tokenizer::from_gguf(file).map_err(|source| CliError::Tokenizer {
+        path: file.path().unwrap_or(Path::new("")).to_path_buf(),
+        source,
+    })?;
+    tracing::debug!(
+        "build tokenizer: {:.2} ms",
+        started.elapsed().as_secs_f64() * 1e3
+    );
+    let started = Instant::now();
+    let ids = tokenizer.encode(&text, !args.no_bos, args.parse_special);
+    tracing::debug!(
+        "tokenize {} bytes into {} tokens: {:.2} ms",
+        text.len(),
+        ids.len(),
+        started.elapsed().as_secs_f64() * 1e3
+    );
+    if args.show_tokens {
+        for &id in &ids {
+            let piece = String::from_utf8_lossy(&tokenizer.token_bytes(id, true)).into_owned();
+            writeln!(out, "{id}\t{}", piece.escape_debug())?;
+        }
+    } else {
+        serde_json::to_writer(&mut *out, &ids).map_err(std::io::Error::from)?;
+        writeln!(out)?;
     }
     Ok(())
 }
