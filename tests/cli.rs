@@ -244,3 +244,47 @@ fn verbose_times_each_startup_step() {
         "no colour codes when stderr is not a terminal"
     );
 }
+
+#[test]
+fn tokenize_prints_ids_as_one_json_line() {
+    let vocab = common::data("vocab/ggml-vocab-llama-spm.gguf");
+    let v = vocab.to_str().unwrap();
+    // A vocabulary-only file is enough: no weights are needed.
+    let o = run(&[v, "--tokenize", "--prompt", "Hello world"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "[1,15043,3186]\n");
+    let o = run(&[v, "--tokenize", "--prompt", "Hello world", "--no-bos"]);
+    assert_eq!(stdout(&o), "[15043,3186]\n");
+    // Special text is plain text unless --parse-special.
+    let o = run(&[v, "--tokenize", "-p", "<s>", "--no-bos"]);
+    assert_ne!(stdout(&o), "[1]\n");
+    let o = run(&[v, "--tokenize", "-p", "<s>", "--no-bos", "--parse-special"]);
+    assert_eq!(stdout(&o), "[1]\n");
+
+    let o = run(&[v, "--tokenize", "-p", "Hello\tworld", "--show-tokens"]);
+    assert_eq!(stdout(&o), "1\t<s>\n15043\t Hello\n12\t\\t\n11526\tworld\n");
+
+    let dir = tempfile::tempdir().unwrap();
+    let prompt = dir.path().join("prompt.txt");
+    std::fs::write(&prompt, "Hello world").unwrap();
+    let o = run(&[v, "--tokenize", "--prompt-file", prompt.to_str().unwrap()]);
+    assert_eq!(stdout(&o), "[1,15043,3186]\n");
+
+    assert_user_error(&run(&[v, "--tokenize"]), "no prompt given");
+    assert_user_error(&run(&[v, "--show-tokens", "-p", "x"]), "--tokenize");
+    let model = common::data("tiny-llama-Q4_K_M.gguf");
+    let o = run(&[model.to_str().unwrap(), "--tokenize", "-p", "Hello world"]);
+    assert_eq!(stdout(&o), "[1,379,295,417,281,272,430]\n");
+}
+
+#[test]
+fn tokenize_refuses_unsupported_tokenizers_by_name() {
+    use rusty_llm::gguf::{Array, GgufWriter, Value};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t5.gguf");
+    let mut w = GgufWriter::new();
+    w.set("tokenizer.ggml.model", Value::String("t5".into()));
+    w.set("tokenizer.ggml.tokens", Value::Array(Array::String(vec!["a".into()])));
+    w.write_file(&path).unwrap();
+    assert_user_error(&run(&[path.to_str().unwrap(), "--tokenize", "-p", "a"]), "\"t5\"");
+}

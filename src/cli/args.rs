@@ -78,10 +78,18 @@ impl Args {
                     ExitCode::SUCCESS
                 }
                 _ => {
+                    // Clap's message spans several lines; keep what precedes its
+                    // usage block, folded into one line.
                     let rendered = e.to_string();
-                    let first = rendered.lines().next().unwrap_or("invalid arguments");
-                    let first = first.strip_prefix("error: ").unwrap_or(first);
-                    eprintln!("rusty-llm: {first}; see rusty-llm --help");
+                    let message: Vec<&str> = rendered
+                        .lines()
+                        .take_while(|l| !l.starts_with("Usage:"))
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty())
+                        .collect();
+                    let message = message.join(" ");
+                    let message = message.strip_prefix("error: ").unwrap_or(&message);
+                    eprintln!("rusty-llm: {message}; see rusty-llm --help");
                     ExitCode::from(2)
                 }
             }
