@@ -59,7 +59,7 @@ impl TokenizerError {
 /// The algorithm behind a vocabulary.
 #[derive(Debug, Clone)]
 enum Model {
-    Spm,
+    Spm(spm::SpmModel),
     Bpe(bpe::BpeModel),
     WordPiece(wordpiece::WordPieceModel),
 }
@@ -80,7 +80,7 @@ impl Tokenizer {
     pub fn from_metadata(meta: &Metadata) -> Result<Self, TokenizerError> {
         let vocab = Vocab::from_metadata(meta)?;
         let model = match vocab.kind {
-            VocabKind::Spm => Model::Spm,
+            VocabKind::Spm => Model::Spm(spm::SpmModel::new(&vocab)),
             VocabKind::Bpe | VocabKind::Gemma4 => Model::Bpe(bpe::BpeModel::new(&vocab, meta)?),
             VocabKind::WordPiece => Model::WordPiece(wordpiece::WordPieceModel::new(&vocab)),
         };
@@ -112,7 +112,7 @@ impl Tokenizer {
             out.extend(special.bos);
         }
         match &self.model {
-            Model::Spm => {
+            Model::Spm(m) => {
                 // SentencePiece sees a leading space at the start and after each
                 // special token, and spaces as `▁`.
                 let mut after_special = true;
@@ -127,7 +127,7 @@ impl Tokenizer {
                             for c in piece.chars() {
                                 escaped.push(if c == ' ' { '▁' } else { c });
                             }
-                            spm::encode(&self.vocab, &escaped, &mut out);
+                            m.encode(&self.vocab, &escaped, &mut out);
                             after_special = false;
                         }
                         Fragment::Token(id) => {

@@ -6,12 +6,59 @@
 //!    token with the highest score (ties: the leftmost pair);
 //! 3. emit each final piece as its token, or, when a single character is not in
 //!    the vocabulary, as byte tokens `<0xXX>` (byte fallback).
+//!
+//! llama.cpp runs step 2 over the whole text with one priority queue, which for
+//! a long prompt is a heap of a million candidates and mostly cache misses. A
+//! merge can only join two characters that stand next to each other inside some
+//! vocabulary token, so wherever two neighbouring characters never do, no merge
+//! can cross: the text is cut there and each chunk merged on its own. Within a
+//! chunk the merge order (best score, then leftmost) is the global order
+//! restricted to it, so the result is the same, token for token.
 
 use super::vocab::{TokenId, Vocab};
+use rustc_hash::FxHashSet;
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
-/// A piece of the text: `text[start..start + len]`, linked to its neighbours.
+/// Which neighbouring character pairs occur inside some token.
+#[derive(Debug, Clone, Default)]
+pub(super) struct SpmModel {
+    joinable: FxHashSet<(char, char)>,
+}
+
+impl SpmModel {
+    pub(super) fn new(vocab: &Vocab) -> Self {
+        let mut joinable = FxHashSet::default();
+        for token in &vocab.tokens {
+            let mut chars = token.chars();
+            if let Some(mut prev) = chars.next() {
+                for c in chars {
+                    joinable.insert((prev, c));
+                    prev = c;
+                }
+            }
+        }
+        Self { joinable }
+    }
+
+    /// Encodes `text` (spaces already escaped as `▁`) chunk by chunk.
+    pub(super) fn encode(&self, vocab: &Vocab, text: &str, out: &mut Vec<TokenId>) {
+        let mut start = 0;
+        let mut prev: Option<char> = None;
+        for (at, c) in text.char_indices() {
+            if let Some(p) = prev {
+                if !self.joinable.contains(&(p, c)) {
+                    encode_chunk(vocab, &text[start..at], out);
+                    start = at;
+                }
+            }
+            prev = Some(c);
+        }
+        encode_chunk(vocab, &text[start..], out);
+    }
+}
+
+/// A piece of the chunk: `text[start..start + len]`, linked to its neighbours.
 /// A piece merged into its left neighbour has `len == 0`.
 #[derive(Clone, Copy)]
 struct Piece {
@@ -21,13 +68,13 @@ struct Piece {
     next: Option<usize>,
 }
 
-/// A candidate merge of two adjacent pieces.
+/// A candidate merge of two adjacent pieces (16 bytes: the heap stays small).
 struct Candidate {
     score: f32,
-    left: usize,
-    right: usize,
+    left: u32,
+    right: u32,
     /// Byte length of the merged text, to detect stale candidates.
-    len: usize,
+    len: u32,
 }
 
 impl Ord for Candidate {
@@ -53,7 +100,7 @@ impl PartialEq for Candidate {
 
 impl Eq for Candidate {}
 
-pub(super) fn encode(vocab: &Vocab, text: &str, out: &mut Vec<TokenId>) {
+fn encode_chunk(vocab: &Vocab, text: &str, out: &mut Vec<TokenId>) {
     let mut pieces: Vec<Piece> = Vec::with_capacity(text.len());
     for (i, (start, c)) in text.char_indices().enumerate() {
         pieces.push(Piece {
@@ -80,9 +127,9 @@ pub(super) fn encode(vocab: &Vocab, text: &str, out: &mut Vec<TokenId>) {
         if let Some(id) = vocab.id(merged) {
             queue.push(Candidate {
                 score: vocab.scores[id as usize],
-                left,
-                right,
-                len: merged.len(),
+                left: left as u32,
+                right: right as u32,
+                len: merged.len() as u32,
             });
         }
     };
@@ -91,19 +138,20 @@ pub(super) fn encode(vocab: &Vocab, text: &str, out: &mut Vec<TokenId>) {
     }
 
     while let Some(c) = queue.pop() {
-        let (l, r) = (pieces[c.left], pieces[c.right]);
+        let (left, right) = (c.left as usize, c.right as usize);
+        let (l, r) = (pieces[left], pieces[right]);
         // Skip candidates made stale by an earlier merge of either side.
-        if l.len == 0 || r.len == 0 || l.len + r.len != c.len {
+        if l.len == 0 || r.len == 0 || l.len + r.len != c.len as usize {
             continue;
         }
-        pieces[c.left].len += r.len;
-        pieces[c.left].next = r.next;
-        pieces[c.right].len = 0;
+        pieces[left].len += r.len;
+        pieces[left].next = r.next;
+        pieces[right].len = 0;
         if let Some(next) = r.next {
-            pieces[next].prev = Some(c.left);
+            pieces[next].prev = Some(left);
         }
-        try_pair(&pieces, &mut queue, pieces[c.left].prev, Some(c.left));
-        try_pair(&pieces, &mut queue, Some(c.left), pieces[c.left].next);
+        try_pair(&pieces, &mut queue, pieces[left].prev, Some(left));
+        try_pair(&pieces, &mut queue, Some(left), pieces[left].next);
     }
 
     let mut at = if pieces.is_empty() { None } else { Some(0) };

@@ -4,7 +4,7 @@
 
 use super::TokenizerError;
 use crate::gguf::{Array, Metadata};
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 pub type TokenId = u32;
 
@@ -98,7 +98,9 @@ pub struct Vocab {
     pub tokens: Vec<String>,
     pub scores: Vec<f32>,
     pub attrs: Vec<TokenAttr>,
-    pub token_to_id: HashMap<String, TokenId>,
+    /// FxHash: token lookups are the tokenizers' inner loop, and SipHash's
+    /// DoS resistance buys nothing for a vocabulary we load ourselves.
+    pub token_to_id: FxHashMap<String, TokenId>,
     pub special: SpecialTokens,
     /// End-of-generation tokens: EOS, EOT, EOM and the known end markers.
     pub eog: Vec<TokenId>,
@@ -189,7 +191,7 @@ impl Vocab {
             }
             None => vec![TokenAttr::NORMAL; n],
         };
-        let mut token_to_id = HashMap::with_capacity(n);
+        let mut token_to_id = FxHashMap::with_capacity_and_hasher(n, Default::default());
         for (id, text) in tokens.iter().enumerate() {
             // On duplicate texts the last id wins, as in llama.cpp.
             token_to_id.insert(text.clone(), id as TokenId);
