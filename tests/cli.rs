@@ -284,7 +284,13 @@ fn tokenize_refuses_unsupported_tokenizers_by_name() {
     let path = dir.path().join("t5.gguf");
     let mut w = GgufWriter::new();
     w.set("tokenizer.ggml.model", Value::String("t5".into()));
-    w.set("tokenizer.ggml.tokens", Value::Array(Array::String(vec!["a".into()])));
+    w.set(
+        "tokenizer.ggml.tokens",
+        Value::Array(Array::String(vec!["a".into()])),
+    );
     w.write_file(&path).unwrap();
-    assert_user_error(&run(&[path.to_str().unwrap(), "--tokenize", "-p", "a"]), "\"t5\"");
+    assert_user_error(
+        &run(&[path.to_str().unwrap(), "--tokenize", "-p", "a"]),
+        "\"t5\"",
+    );
 }

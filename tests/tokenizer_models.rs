@@ -60,11 +60,18 @@ fn every_reference_model_tokenizes_like_llama_cpp() {
                 .collect(),
         };
         for (text, expected) in cases {
-            assert_eq!(tok.encode(&text, true, false), expected, "{model_file}: {text:?}");
+            assert_eq!(
+                tok.encode(&text, true, false),
+                expected,
+                "{model_file}: {text:?}"
+            );
             checked += 1;
         }
     }
-    assert!(checked >= 130, "only {checked} reference tokenizations checked");
+    assert!(
+        checked >= 130,
+        "only {checked} reference tokenizations checked"
+    );
 }
 
 fn spm() -> Tokenizer {
@@ -92,7 +99,11 @@ fn spm_emoji_and_zwj_fall_back_to_bytes_and_decode_exactly() {
     // Family emoji: four code points joined by ZWJ; none is in the 32k vocabulary.
     let text = "👨‍👩‍👧 ok";
     let ids = tok.encode(text, false, false);
-    let bytes: Vec<u32> = ids.iter().copied().filter(|&id| (3..=258).contains(&id)).collect();
+    let bytes: Vec<u32> = ids
+        .iter()
+        .copied()
+        .filter(|&id| (3..=258).contains(&id))
+        .collect();
     assert!(bytes.len() >= 10, "byte fallback for the emoji: {ids:?}");
     assert_eq!(tok.decode(&ids, false), text);
 }
@@ -111,7 +122,11 @@ fn invalid_utf8_in_byte_tokens_is_replaced_not_split() {
     assert_eq!(stream.push(ids[3]), "é");
     assert_eq!(stream.push(ids[4]), "\u{FFFD}");
     assert_eq!(stream.push(byte(0xE2)), "");
-    assert_eq!(stream.finish(), "\u{FFFD}", "a dangling lead byte at the end");
+    assert_eq!(
+        stream.finish(),
+        "\u{FFFD}",
+        "a dangling lead byte at the end"
+    );
 }
 
 #[test]
@@ -165,5 +180,8 @@ fn special_text_is_parsed_only_when_asked() {
     assert!(!tok.vocab().is_eog(start));
     // Control tokens are hidden from text unless asked for.
     assert_eq!(tok.decode(&parsed, false), "user\nHi");
-    assert_eq!(tok.decode(&parsed, true), "<bos><start_of_turn>user\nHi<end_of_turn>");
+    assert_eq!(
+        tok.decode(&parsed, true),
+        "<bos><start_of_turn>user\nHi<end_of_turn>"
+    );
 }

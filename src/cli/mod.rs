@@ -134,10 +134,12 @@ pub fn run(args: &Args) -> Result<(), CliError> {
 fn prompt_text(args: &Args) -> Result<String, CliError> {
     match (&args.prompt, &args.prompt_file) {
         (Some(p), _) => Ok(p.clone()),
-        (None, Some(path)) => std::fs::read_to_string(path).map_err(|source| CliError::PromptFile {
-            path: path.clone(),
-            source,
-        }),
+        (None, Some(path)) => {
+            std::fs::read_to_string(path).map_err(|source| CliError::PromptFile {
+                path: path.clone(),
+                source,
+            })
+        }
         (None, None) => Err(CliError::Usage(
             "no prompt given: pass --prompt TEXT or --prompt-file PATH".into(),
         )),
