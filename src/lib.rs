@@ -5,6 +5,8 @@
 //!
 //! - [`gguf`]: the file format — reading (memory-mapped, hardened) and writing;
 //! - [`tokenizer`]: text ↔ token ids, from GGUF metadata, matching llama.cpp;
+//! - [`quant`]: quantized block formats, scalar reference;
+//! - [`kernels`]: SIMD dot products, matrix products, the worker pool;
 //! - [`model`]: architectures and what each needs from a file;
 //! - [`inspect`]: the compatibility report;
 //! - [`discovery`]: finding model files on disk;
@@ -14,5 +16,7 @@ pub mod cli;
 pub mod discovery;
 pub mod gguf;
 pub mod inspect;
+pub mod kernels;
 pub mod model;
+pub mod quant;
 pub mod tokenizer;

@@ -1,0 +1,1 @@
+//! PLACEHOLDER owned by the quant helper: block formats and kernels.
