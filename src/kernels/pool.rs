@@ -182,10 +182,10 @@ fn worker(s: &Shared) {
         }
         // SAFETY: `run` published the job before bumping the generation we saw,
         // and keeps it alive until we decrement `busy`.
-        if let Some(job) = unsafe { *s.job.get() } {
-            if catch_unwind(AssertUnwindSafe(|| claim_chunks(s, job))).is_err() {
-                s.panicked.store(true, Ordering::Relaxed);
-            }
+        if let Some(job) = unsafe { *s.job.get() }
+            && catch_unwind(AssertUnwindSafe(|| claim_chunks(s, job))).is_err()
+        {
+            s.panicked.store(true, Ordering::Relaxed);
         }
         s.busy.fetch_sub(1, Ordering::Release);
     }

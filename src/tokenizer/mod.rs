@@ -60,7 +60,7 @@ impl TokenizerError {
 #[derive(Debug, Clone)]
 enum Model {
     Spm(spm::SpmModel),
-    Bpe(bpe::BpeModel),
+    Bpe(Box<bpe::BpeModel>),
     WordPiece(wordpiece::WordPieceModel),
 }
 
@@ -81,7 +81,9 @@ impl Tokenizer {
         let vocab = Vocab::from_metadata(meta)?;
         let model = match vocab.kind {
             VocabKind::Spm => Model::Spm(spm::SpmModel::new(&vocab)),
-            VocabKind::Bpe | VocabKind::Gemma4 => Model::Bpe(bpe::BpeModel::new(&vocab, meta)?),
+            VocabKind::Bpe | VocabKind::Gemma4 => {
+                Model::Bpe(Box::new(bpe::BpeModel::new(&vocab, meta)?))
+            }
             VocabKind::WordPiece => Model::WordPiece(wordpiece::WordPieceModel::new(&vocab)),
         };
         let specials = SpecialMatcher::new(&vocab);

@@ -46,11 +46,11 @@ impl SpmModel {
         let mut start = 0;
         let mut prev: Option<char> = None;
         for (at, c) in text.char_indices() {
-            if let Some(p) = prev {
-                if !self.joinable.contains(&(p, c)) {
-                    encode_chunk(vocab, &text[start..at], out);
-                    start = at;
-                }
+            if let Some(p) = prev
+                && !self.joinable.contains(&(p, c))
+            {
+                encode_chunk(vocab, &text[start..at], out);
+                start = at;
             }
             prev = Some(c);
         }

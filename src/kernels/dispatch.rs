@@ -1,0 +1,151 @@
+//! Chooses the kernels once, at run time, from the CPU's features, into a table
+//! of function pointers. `RUSTY_LLM_SIMD=scalar|avx2|avx512|neon` forces a
+//! variant (tests, odd machines); asking for one the CPU lacks is an error.
+
+use super::scalar;
+use half::{bf16, f16};
+use std::sync::OnceLock;
+use thiserror::Error;
+
+/// An instruction-set variant of the kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Simd {
+    Scalar,
+    Avx2,
+    Avx512,
+    Neon,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum SimdError {
+    #[error("RUSTY_LLM_SIMD={0:?} is not one of scalar, avx2, avx512, neon")]
+    Unknown(String),
+    #[error("RUSTY_LLM_SIMD={0}: this CPU does not support it (supported here: {1})")]
+    Unsupported(&'static str, String),
+}
+
+impl Simd {
+    pub const ALL: [Simd; 4] = [Simd::Scalar, Simd::Avx2, Simd::Avx512, Simd::Neon];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Simd::Scalar => "scalar",
+            Simd::Avx2 => "avx2",
+            Simd::Avx512 => "avx512",
+            Simd::Neon => "neon",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Result<Self, SimdError> {
+        Self::ALL
+            .into_iter()
+            .find(|s| s.name().eq_ignore_ascii_case(name.trim()))
+            .ok_or_else(|| SimdError::Unknown(name.to_string()))
+    }
+
+    /// Whether this CPU can run the variant.
+    pub fn is_supported(self) -> bool {
+        match self {
+            Simd::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx2 => {
+                is_x86_feature_detected!("avx2")
+                    && is_x86_feature_detected!("fma")
+                    && is_x86_feature_detected!("f16c")
+            }
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx512 => {
+                Simd::Avx2.is_supported()
+                    && is_x86_feature_detected!("avx512f")
+                    && is_x86_feature_detected!("avx512bw")
+                    && is_x86_feature_detected!("avx512vl")
+            }
+            #[cfg(target_arch = "aarch64")]
+            Simd::Neon => std::arch::is_aarch64_feature_detected!("neon"),
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+
+    /// Every variant this CPU can run, best last.
+    pub fn supported() -> Vec<Simd> {
+        Self::ALL.into_iter().filter(|s| s.is_supported()).collect()
+    }
+
+    /// The best variant for this CPU.
+    pub fn best() -> Simd {
+        [Simd::Avx512, Simd::Avx2, Simd::Neon]
+            .into_iter()
+            .find(|s| s.is_supported())
+            .unwrap_or(Simd::Scalar)
+    }
+}
+
+/// The kernels of one variant.
+#[derive(Debug, Clone, Copy)]
+pub struct Kernels {
+    pub simd: Simd,
+    pub dot_f32: fn(&[f32], &[f32]) -> f32,
+    pub dot_f16: fn(&[f16], &[f16]) -> f32,
+    pub dot_bf16: fn(&[bf16], &[bf16]) -> f32,
+}
+
+impl Kernels {
+    /// The table for `simd`, or an error when the CPU cannot run it.
+    pub fn for_simd(simd: Simd) -> Result<Kernels, SimdError> {
+        if !simd.is_supported() {
+            let here: Vec<&str> = Simd::supported().iter().map(|s| s.name()).collect();
+            return Err(SimdError::Unsupported(simd.name(), here.join(", ")));
+        }
+        Ok(match simd {
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx2 => Kernels {
+                simd,
+                dot_f32: super::x86_avx2::dot_f32,
+                dot_f16: super::x86_avx2::dot_f16,
+                dot_bf16: super::x86_avx2::dot_bf16,
+            },
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx512 => Kernels {
+                simd,
+                dot_f32: super::x86_avx512::dot_f32,
+                dot_f16: super::x86_avx512::dot_f16,
+                dot_bf16: super::x86_avx512::dot_bf16,
+            },
+            _ => Kernels {
+                simd: Simd::Scalar,
+                dot_f32: scalar::dot_f32,
+                dot_f16: scalar::dot_f16,
+                dot_bf16: scalar::dot_bf16,
+            },
+        })
+    }
+
+    /// The variant chosen from `RUSTY_LLM_SIMD`, else the best for this CPU.
+    pub fn select() -> Result<Kernels, SimdError> {
+        match std::env::var("RUSTY_LLM_SIMD") {
+            Ok(name) if !name.trim().is_empty() => Self::for_simd(Simd::from_name(&name)?),
+            _ => Self::for_simd(Simd::best()),
+        }
+    }
+}
+
+/// The process-wide kernel table, chosen on first use. A bad `RUSTY_LLM_SIMD`
+/// is reported once (by whoever calls [`kernels_checked`] first, e.g. the CLI)
+/// and falls back to the best variant here.
+pub fn kernels() -> &'static Kernels {
+    static TABLE: OnceLock<Kernels> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        Kernels::select().unwrap_or_else(|e| {
+            tracing::warn!("{e}; using {}", Simd::best().name());
+            Kernels::for_simd(Simd::best()).expect("the best variant is supported")
+        })
+    })
+}
+
+/// Validates `RUSTY_LLM_SIMD` and returns the table, for callers that want to
+/// refuse a bad setting instead of falling back.
+pub fn kernels_checked() -> Result<&'static Kernels, SimdError> {
+    Kernels::select()?;
+    Ok(kernels())
+}
