@@ -1,6 +1,9 @@
-//! llama.cpp's tokenizer test vectors for the SentencePiece and WordPiece
-//! vocabularies (no BOS, special text not parsed): every case must match.
-//! The byte-level BPE vocabularies are in tokenizer_bpe.rs.
+//! llama.cpp's tokenizer test vectors (`ggml-vocab-*.gguf.inp/.out`, encoded
+//! without BOS and without parsing special text): every case of every
+//! vocabulary must give llama.cpp's ids. One test per vocabulary.
+//!
+//! The vocabularies and vectors are llama.cpp's (MIT). Those under ~2.5 MB are
+//! copied into tests/data/vocab; the larger ones are read from ../shared/vocab.
 
 mod common;
 
@@ -34,6 +37,7 @@ fn check_vocab(name: &str) {
         cases.len(),
         failures.join("\n")
     );
+    eprintln!("{name}: all {} cases match llama.cpp", cases.len());
 }
 
 /// decode(encode(text)) == text, and streaming decode equals full decode.
@@ -76,6 +80,82 @@ fn phi_3_vectors() {
 #[test]
 fn bert_bge_vectors() {
     check_vocab("bert-bge");
+}
+
+#[test]
+fn llama_bpe_vectors() {
+    check_vocab("llama-bpe");
+}
+
+#[test]
+fn qwen2_vectors() {
+    check_vocab("qwen2");
+}
+
+#[test]
+fn qwen35_vectors() {
+    check_vocab("qwen35");
+}
+
+#[test]
+fn deepseek_llm_vectors() {
+    check_vocab("deepseek-llm");
+}
+
+#[test]
+fn deepseek_coder_vectors() {
+    check_vocab("deepseek-coder");
+}
+
+#[test]
+fn falcon_vectors() {
+    check_vocab("falcon");
+}
+
+#[test]
+fn starcoder_vectors() {
+    check_vocab("starcoder");
+}
+
+#[test]
+fn refact_vectors() {
+    check_vocab("refact");
+}
+
+#[test]
+fn mpt_vectors() {
+    check_vocab("mpt");
+}
+
+#[test]
+fn command_r_vectors() {
+    check_vocab("command-r");
+}
+
+#[test]
+fn gpt_2_vectors() {
+    check_vocab("gpt-2");
+}
+
+#[test]
+fn gemma_4_vectors() {
+    check_vocab("gemma-4");
+}
+
+#[test]
+fn bpe_round_trips() {
+    // Byte-level BPE is lossless on valid UTF-8.
+    for name in [
+        "llama-bpe",
+        "qwen2",
+        "gpt-2",
+        "starcoder",
+        "falcon",
+        "deepseek-coder",
+    ] {
+        check_round_trip(name, |_| true);
+    }
+    check_round_trip("gemma-4", |_| true);
 }
 
 #[test]

@@ -252,11 +252,8 @@ impl Vocab {
                 eos: Some(11),
                 ..Default::default()
             },
+            // llama.cpp leaves Gemma 4's ids to the file and always adds BOS.
             VocabKind::Gemma4 => SpecialTokens {
-                bos: Some(2),
-                eos: Some(1),
-                unk: Some(3),
-                pad: Some(0),
                 add_bos: true,
                 ..Default::default()
             },
@@ -272,6 +269,23 @@ impl Vocab {
             },
         };
         self.add_space_prefix = self.kind == VocabKind::Spm;
+        // Pre-tokenizer-specific defaults, set by llama.cpp before the keys are read.
+        let pre = meta.str("tokenizer.ggml.pre")?.unwrap_or("");
+        if self.kind == VocabKind::Bpe {
+            const ADD_BOS: &[&str] = &[
+                "llama3",
+                "llama-v3",
+                "llama-bpe",
+                "falcon3",
+                "falcon-h1",
+                "pixtral",
+                "midm-2.0",
+                "lfm2",
+                "jina-v5-nano",
+            ];
+            s.add_bos |= ADD_BOS.contains(&pre);
+            s.add_sep |= ["jina-v1-en", "jina-v2-code", "roberta-bpe"].contains(&pre);
+        }
 
         let id_key = |key: &str, slot: &mut Option<TokenId>| -> Result<(), TokenizerError> {
             let full = format!("tokenizer.ggml.{key}");
@@ -304,6 +318,9 @@ impl Vocab {
         }
         if let Some(b) = meta.bool("tokenizer.ggml.add_space_prefix")? {
             self.add_space_prefix = b;
+        }
+        if self.kind == VocabKind::Gemma4 {
+            s.add_bos = true; // whatever the file says, as llama.cpp does
         }
         // Ids past the vocabulary (bad defaults for small vocabularies) mean "none".
         for slot in [

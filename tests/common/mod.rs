@@ -62,8 +62,8 @@ pub fn shared_ggufs(subdirs: &[&str]) -> Vec<PathBuf> {
     files
 }
 
-/// One of llama.cpp's tokenizer test vectors: the `.inp` cases (separated by
-/// `\n__ggml_vocab_test__\n`) paired with the `.out` id lines.
+/// One of llama.cpp's tokenizer test vectors: the `.inp` cases paired with the
+/// `.out` id lines.
 pub struct VocabCase {
     pub text: String,
     pub ids: Vec<u32>,
@@ -72,6 +72,10 @@ pub struct VocabCase {
 /// The vocabulary `ggml-vocab-NAME.gguf` and its cases: from tests/data/vocab,
 /// or from ../shared/vocab for files too large to copy into the project.
 /// `None` (skip) only outside CI when the files are not available.
+///
+/// Cases are read as llama.cpp's `test-tokenizer-0` reads them (`read_tests`):
+/// separated by `\n__ggml_vocab_test__\n`; a final separator ends the list,
+/// and a last case may also end the file without one (gemma-4's does).
 pub fn vocab_cases(name: &str) -> Option<(PathBuf, Vec<VocabCase>)> {
     let file = format!("ggml-vocab-{name}.gguf");
     let local = data("vocab").join(&file);
@@ -84,10 +88,15 @@ pub fn vocab_cases(name: &str) -> Option<(PathBuf, Vec<VocabCase>)> {
         let p = PathBuf::from(format!("{}.{ext}", path.display()));
         std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
     };
-    let inp = read("inp");
-    let out = read("out");
-    let mut texts: Vec<&str> = inp.split("\n__ggml_vocab_test__\n").collect();
-    assert_eq!(texts.pop(), Some(""), "{name}.inp ends with a separator");
+    let (inp, out) = (read("inp"), read("out"));
+    const SEP: &str = "\n__ggml_vocab_test__\n";
+    let mut texts = Vec::new();
+    let mut rest = inp.as_str();
+    while !rest.is_empty() {
+        let (text, after) = rest.split_once(SEP).unwrap_or((rest, ""));
+        texts.push(text);
+        rest = after;
+    }
     let ids: Vec<Vec<u32>> = out
         .lines()
         .map(|l| l.split_whitespace().map(|t| t.parse().unwrap()).collect())
