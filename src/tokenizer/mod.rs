@@ -14,7 +14,6 @@
 
 mod bpe;
 mod decode;
-mod normalize;
 mod partition;
 mod pretokenizer;
 mod spm;

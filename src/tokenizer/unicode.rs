@@ -1,4 +1,4 @@
-//! The Unicode facts the BPE pre-tokenizers need, as llama.cpp sees them
+//! The Unicode facts the tokenizers need, as llama.cpp sees them
 //! (`unicode.h`, `unicode.cpp`, `unicode-data.cpp`):
 //!
 //! - one category flag per code point (`\p{L}`, `\p{N}`, `\p{P}`, `\p{M}`, …),
@@ -6,6 +6,8 @@
 //!   `gen-unicode-data.py` groups them;
 //! - llama.cpp's own whitespace set (`unicode_set_whitespace`: Unicode's
 //!   `White_Space` property), which is what `\s` means in every pre-tokenizer;
+//! - its NFD and lower-casing, which keep one code point per code point
+//!   (WordPiece's normalization);
 //! - GPT-2's byte ↔ unicode table (`unicode_byte_to_utf8_map`), which lets a
 //!   byte-level vocabulary spell every byte as a printable character.
 //!
@@ -83,6 +85,29 @@ impl CpFlags {
     pub fn is_punctuation(self) -> bool {
         self.has(Self::PUNCTUATION)
     }
+
+    pub fn is_symbol(self) -> bool {
+        self.has(Self::SYMBOL)
+    }
+
+    pub fn is_control(self) -> bool {
+        self.has(Self::CONTROL)
+    }
+}
+
+/// llama.cpp's NFD (`unicode_cpts_normalize_nfd`) maps each code point to the
+/// first code point of its canonical decomposition: `é` → `e`, accents dropped.
+pub(super) fn nfd_first(c: char) -> char {
+    let mut first = None;
+    unicode_normalization::char::decompose_canonical(c, |d| {
+        first.get_or_insert(d);
+    });
+    first.unwrap_or(c)
+}
+
+/// llama.cpp's `unicode_tolower`: the first code point of the lower-case mapping.
+pub(super) fn to_lower(c: char) -> char {
+    c.to_lowercase().next().unwrap_or(c)
 }
 
 /// llama.cpp's `unicode_set_whitespace`: `White_Space` from Unicode's PropList.txt.

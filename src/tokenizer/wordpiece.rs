@@ -5,7 +5,7 @@
 //! word greedily with the longest vocabulary pieces. Vocabulary pieces that start
 //! a word carry the phantom space `▁`; a word with no full cover becomes UNK.
 
-use super::normalize::{self as unicode, Category};
+use super::unicode::{CpFlags, nfd_first, to_lower};
 use super::vocab::{TokenId, Vocab};
 
 #[derive(Debug, Clone)]
@@ -55,21 +55,20 @@ impl WordPieceModel {
 fn split_words(text: &str) -> Vec<String> {
     let mut words = vec![String::new()];
     for c in text.chars() {
-        let c = unicode::nfd_first(c);
-        if unicode::is_whitespace(c) {
+        let c = nfd_first(c);
+        let flags = CpFlags::of(c);
+        if flags.is_whitespace() {
             if !words.last().is_some_and(String::is_empty) {
                 words.push(String::new());
             }
             continue;
         }
-        let category = unicode::category(c);
-        if c == '\0' || c == '\u{FFFD}' || category == Category::Control {
+        if c == '\0' || c == '\u{FFFD}' || flags.is_control() {
             continue;
         }
-        let lower = unicode::to_lower(c);
-        let stands_alone = category == Category::Punctuation
-            || (u32::from(c) < 0x7f && category == Category::Symbol)
-            || is_cjk(c);
+        let lower = to_lower(c);
+        let stands_alone =
+            flags.is_punctuation() || (u32::from(c) < 0x7f && flags.is_symbol()) || is_cjk(c);
         let current = words.last_mut().expect("never empty");
         if stands_alone {
             if !current.is_empty() {
