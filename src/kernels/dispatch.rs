@@ -2,6 +2,7 @@
 //! of function pointers. `RUSTY_LLM_SIMD=scalar|avx2|avx512|neon` forces a
 //! variant (tests, odd machines); asking for one the CPU lacks is an error.
 
+use super::quant_dots::QuantDots;
 use super::scalar;
 use half::{bf16, f16};
 use std::sync::OnceLock;
@@ -88,6 +89,8 @@ pub struct Kernels {
     pub dot_f32: fn(&[f32], &[f32]) -> f32,
     pub dot_f16: fn(&[f16], &[f16]) -> f32,
     pub dot_bf16: fn(&[bf16], &[bf16]) -> f32,
+    /// Row dot products for every weight type (raw bytes in, see `VecDot`).
+    pub dots: QuantDots,
 }
 
 impl Kernels {
@@ -97,28 +100,34 @@ impl Kernels {
             let here: Vec<&str> = Simd::supported().iter().map(|s| s.name()).collect();
             return Err(SimdError::Unsupported(simd.name(), here.join(", ")));
         }
-        Ok(match simd {
+        let mut k = Kernels {
+            simd,
+            dot_f32: scalar::dot_f32,
+            dot_f16: scalar::dot_f16,
+            dot_bf16: scalar::dot_bf16,
+            dots: QuantDots::reference(),
+        };
+        // ggml's integer formulation of each quantized dot product.
+        super::scalar_legacy::install(&mut k.dots);
+        super::scalar_kquants::install(&mut k.dots);
+        // Each variant starts from the one below it and replaces what it speeds up.
+        match simd {
+            Simd::Scalar => {}
             #[cfg(target_arch = "x86_64")]
-            Simd::Avx2 => Kernels {
-                simd,
-                dot_f32: super::x86_avx2::dot_f32,
-                dot_f16: super::x86_avx2::dot_f16,
-                dot_bf16: super::x86_avx2::dot_bf16,
-            },
+            Simd::Avx2 => install_avx2(&mut k),
             #[cfg(target_arch = "x86_64")]
-            Simd::Avx512 => Kernels {
-                simd,
-                dot_f32: super::x86_avx512::dot_f32,
-                dot_f16: super::x86_avx512::dot_f16,
-                dot_bf16: super::x86_avx512::dot_bf16,
-            },
-            _ => Kernels {
-                simd: Simd::Scalar,
-                dot_f32: scalar::dot_f32,
-                dot_f16: scalar::dot_f16,
-                dot_bf16: scalar::dot_bf16,
-            },
-        })
+            Simd::Avx512 => {
+                install_avx2(&mut k);
+                super::x86_avx512::install(&mut k);
+                super::x86_avx512_legacy::install(&mut k.dots);
+                super::x86_avx512_kquants::install(&mut k.dots);
+            }
+            #[cfg(target_arch = "aarch64")]
+            Simd::Neon => super::aarch64_neon::install(&mut k),
+            #[allow(unreachable_patterns)]
+            _ => {}
+        }
+        Ok(k)
     }
 
     /// The variant chosen from `RUSTY_LLM_SIMD`, else the best for this CPU.
@@ -148,4 +157,11 @@ pub fn kernels() -> &'static Kernels {
 pub fn kernels_checked() -> Result<&'static Kernels, SimdError> {
     Kernels::select()?;
     Ok(kernels())
+}
+
+#[cfg(target_arch = "x86_64")]
+fn install_avx2(k: &mut Kernels) {
+    super::x86_avx2::install(k);
+    super::x86_avx2_legacy::install(&mut k.dots);
+    super::x86_avx2_kquants::install(&mut k.dots);
 }

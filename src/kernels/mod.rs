@@ -2,19 +2,43 @@
 //! products per ISA chosen once at run time, matrix × vector and matrix ×
 //! matrix, and the worker pool that spreads them over cores.
 //!
-//! Each ISA lives in its own module beside `scalar`, the reference that defines
-//! what every kernel computes; `dispatch` picks one table of function pointers.
+//! Each ISA lives in its own modules beside the scalar reference that defines
+//! what every kernel computes; `dispatch` picks one table of function pointers:
+//!
+//! - `quant_dots`: the table type, `vec_dot_type`, and the dequantizing
+//!   reference that defines every quantized dot product;
+//! - `scalar*`: ggml's integer formulation, plain Rust (every target);
+//! - `x86_avx2*`, `x86_avx512*`, `aarch64_neon*`: SIMD versions, split by
+//!   family (`*_legacy`: the 32-element formats, IQ4_NL and MXFP4; `*_kquants`:
+//!   the 256-element K-quants and IQ4_XS);
+//! - `matmul`: matrix × vector and matrix × matrix over the pool (`pool`).
 
+#[cfg(target_arch = "aarch64")]
+mod aarch64_neon;
 mod dispatch;
+mod matmul;
 pub mod pool;
+mod quant_dots;
 mod scalar;
+mod scalar_kquants;
+mod scalar_legacy;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx2;
 #[cfg(target_arch = "x86_64")]
+mod x86_avx2_kquants;
+#[cfg(target_arch = "x86_64")]
+mod x86_avx2_legacy;
+#[cfg(target_arch = "x86_64")]
 mod x86_avx512;
+#[cfg(target_arch = "x86_64")]
+mod x86_avx512_kquants;
+#[cfg(target_arch = "x86_64")]
+mod x86_avx512_legacy;
 
 pub use dispatch::{Kernels, Simd, SimdError, kernels, kernels_checked};
+pub use matmul::{KernelError, Scratch, Weights, matmul, matvec};
 pub use pool::ThreadPool;
+pub use quant_dots::{QuantDots, VecDot, quantize_activations, vec_dot_type};
 
 #[cfg(test)]
 mod tests;

@@ -4,6 +4,7 @@
 //! only after `is_x86_feature_detected!` confirmed avx2, fma and f16c, which is
 //! the safety argument for each `unsafe` call below.
 
+use super::dispatch::Kernels;
 use half::{bf16, f16};
 use std::arch::x86_64::*;
 
@@ -93,4 +94,11 @@ pub(super) fn dot_bf16(w: &[bf16], x: &[bf16]) -> f32 {
         }
         inner(w, x, n)
     }
+}
+
+/// Installs this module's kernels into the table.
+pub(super) fn install(k: &mut Kernels) {
+    k.dot_f32 = dot_f32;
+    k.dot_f16 = dot_f16;
+    k.dot_bf16 = dot_bf16;
 }

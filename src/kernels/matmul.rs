@@ -1,0 +1,180 @@
+//! Matrix × vector (decode) and matrix × matrix (prefill) over quantized
+//! weights, spread over the worker pool by chunks of rows.
+//!
+//! Activations are quantized once per call into the weight type's activation
+//! format; each chunk then runs row dot products. For a batch of tokens the rows
+//! of a chunk are visited tile by tile of tokens, so a weight row is read from
+//! memory once per tile and served from cache for the other tokens.
+
+use super::dispatch::Kernels;
+use super::pool::ThreadPool;
+use super::quant_dots::{VecDot, quantize_activations, vec_dot_type};
+use crate::gguf::GgmlType;
+use crate::quant::QuantError;
+use thiserror::Error;
+
+/// Tokens per tile in [`matmul`]: a weight row stays in L1 across a tile.
+const TOKEN_TILE: usize = 8;
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum KernelError {
+    #[error("tensor {name:?}: ggml type {ty} cannot be used as a weight by this build")]
+    UnsupportedType { name: String, ty: GgmlType },
+    #[error("tensor {name:?}: {problem}")]
+    Shape { name: String, problem: String },
+    #[error(transparent)]
+    Quant(#[from] QuantError),
+}
+
+/// A weight matrix of `rows` rows of `cols` elements, as stored in GGUF
+/// (`dims = [cols, rows]`), with its dot product resolved once.
+#[derive(Clone, Copy)]
+pub struct Weights<'a> {
+    pub ty: GgmlType,
+    pub rows: usize,
+    pub cols: usize,
+    data: &'a [u8],
+    row_bytes: usize,
+    dot: VecDot,
+}
+
+impl std::fmt::Debug for Weights<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Weights({} {}x{})", self.ty, self.rows, self.cols)
+    }
+}
+
+impl<'a> Weights<'a> {
+    /// Checks type, shape and byte length; `name` is used in errors.
+    pub fn new(
+        name: &str,
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        data: &'a [u8],
+        kernels: &Kernels,
+    ) -> Result<Self, KernelError> {
+        let unsupported = || KernelError::UnsupportedType {
+            name: name.into(),
+            ty,
+        };
+        let dot = kernels.dots.get(ty).ok_or_else(unsupported)?;
+        let shape = |problem: String| KernelError::Shape {
+            name: name.into(),
+            problem,
+        };
+        let row_bytes = ty.bytes_for(cols as u64).ok_or_else(|| {
+            shape(format!(
+                "row of {cols} is not a whole number of {ty} blocks"
+            ))
+        })? as usize;
+        if row_bytes.checked_mul(rows) != Some(data.len()) {
+            return Err(shape(format!(
+                "{rows} rows of {cols} {ty} need {} bytes, found {}",
+                row_bytes.saturating_mul(rows),
+                data.len()
+            )));
+        }
+        Ok(Self {
+            ty,
+            rows,
+            cols,
+            data,
+            row_bytes,
+            dot,
+        })
+    }
+
+    fn row(&self, r: usize) -> &'a [u8] {
+        &self.data[r * self.row_bytes..(r + 1) * self.row_bytes]
+    }
+}
+
+/// Reusable buffer for quantized activations.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    activations: Vec<u8>,
+    row: Vec<u8>,
+}
+
+/// A raw output pointer that chunks write to at disjoint indices.
+#[derive(Clone, Copy)]
+struct Out(*mut f32);
+// SAFETY: every chunk writes a disjoint set of indices (its own rows), and the
+// pool's `run` returns only after all chunks are done, so no two threads ever
+// touch the same element and the slice outlives every write.
+unsafe impl Send for Out {}
+unsafe impl Sync for Out {}
+
+fn rows_per_chunk(rows: usize, threads: usize) -> usize {
+    // Enough chunks for balance (~8 per thread), big enough to amortize the claim.
+    rows.div_ceil(threads * 8).clamp(1, 256)
+}
+
+/// `out[r] = w.row(r) · x` for every row.
+pub fn matvec(
+    pool: &ThreadPool,
+    w: &Weights<'_>,
+    x: &[f32],
+    out: &mut [f32],
+    scratch: &mut Scratch,
+) -> Result<(), KernelError> {
+    matmul(pool, w, x, 1, out, scratch)
+}
+
+/// `out[t * rows + r] = w.row(r) · xs[t * cols ..][..cols]` for `n_tokens` tokens.
+pub fn matmul(
+    pool: &ThreadPool,
+    w: &Weights<'_>,
+    xs: &[f32],
+    n_tokens: usize,
+    out: &mut [f32],
+    scratch: &mut Scratch,
+) -> Result<(), KernelError> {
+    let shape = |problem: String| KernelError::Shape {
+        name: format!("{w:?}"),
+        problem,
+    };
+    if xs.len() != n_tokens * w.cols || out.len() != n_tokens * w.rows {
+        return Err(shape(format!(
+            "{n_tokens} tokens need {} inputs and {} outputs, got {} and {}",
+            n_tokens * w.cols,
+            n_tokens * w.rows,
+            xs.len(),
+            out.len()
+        )));
+    }
+    let act_type = vec_dot_type(w.ty).expect("Weights::new checked the type");
+    let act_bytes = act_type
+        .bytes_for(w.cols as u64)
+        .expect("cols fit the activation blocks") as usize;
+    scratch.activations.clear();
+    for x in xs.chunks_exact(w.cols) {
+        quantize_activations(w.ty, x, &mut scratch.row)?;
+        scratch.activations.extend_from_slice(&scratch.row);
+    }
+    let acts = &scratch.activations;
+
+    let chunk_rows = rows_per_chunk(w.rows, pool.threads());
+    let n_chunks = w.rows.div_ceil(chunk_rows);
+    let dst = Out(out.as_mut_ptr());
+    let (rows, cols, dot) = (w.rows, w.cols, w.dot);
+    pool.run(n_chunks, &|chunk| {
+        let dst = dst;
+        let first = chunk * chunk_rows;
+        let last = (first + chunk_rows).min(rows);
+        for t0 in (0..n_tokens).step_by(TOKEN_TILE) {
+            let t1 = (t0 + TOKEN_TILE).min(n_tokens);
+            for r in first..last {
+                let wr = w.row(r);
+                for t in t0..t1 {
+                    let x = &acts[t * act_bytes..(t + 1) * act_bytes];
+                    // SAFETY: t * rows + r < n_tokens * rows == out.len(), and
+                    // row r belongs to this chunk only (see `Out`).
+                    unsafe { *dst.0.add(t * rows + r) = dot(cols, wr, x) };
+                }
+            }
+        }
+    });
+    Ok(())
+}
