@@ -233,7 +233,7 @@ fn verbose_times_each_startup_step() {
     let o = run(&[path.to_str().unwrap(), "--inspect", "-v"]);
     assert!(o.status.success());
     let err = stderr(&o);
-    for step in ["resolve", "open and map", "parse"] {
+    for step in ["kernels: ", "resolve", "open and map", "parse"] {
         assert!(
             err.contains(step) && err.contains(" ms"),
             "{step} missing in {err}"
@@ -293,4 +293,22 @@ fn tokenize_refuses_unsupported_tokenizers_by_name() {
         &run(&[path.to_str().unwrap(), "--tokenize", "-p", "a"]),
         "\"t5\"",
     );
+}
+
+#[test]
+fn simd_variant_can_be_forced_and_bad_values_are_refused() {
+    let path = common::data("tiny-llama-Q4_K_M.gguf");
+    let p = path.to_str().unwrap();
+    let with_simd = |v: &str| {
+        Command::new(env!("CARGO_BIN_EXE_rusty-llm"))
+            .args([p, "--inspect", "-v"])
+            .env("RUSTY_LLM_SIMD", v)
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    };
+    let o = with_simd("scalar");
+    assert!(o.status.success());
+    assert!(stderr(&o).contains("kernels: scalar"), "{}", stderr(&o));
+    assert_user_error(&with_simd("sse9"), "RUSTY_LLM_SIMD");
 }

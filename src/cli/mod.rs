@@ -35,6 +35,8 @@ pub enum CliError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Simd(#[from] crate::kernels::SimdError),
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
 }
@@ -48,6 +50,7 @@ impl CliError {
             | CliError::Discovery(_)
             | CliError::Gguf(_)
             | CliError::Tokenizer { .. }
+            | CliError::Simd(_)
             | CliError::PromptFile { .. } => 2,
             CliError::Output(_) => 1,
         }
@@ -86,6 +89,16 @@ fn init_logging(verbose: bool) {
 }
 
 pub fn run(args: &Args) -> Result<(), CliError> {
+    let kernels = crate::kernels::kernels_checked()?;
+    let supported: Vec<&str> = crate::kernels::Simd::supported()
+        .iter()
+        .map(|s| s.name())
+        .collect();
+    tracing::debug!(
+        "kernels: {} (this CPU supports: {}; RUSTY_LLM_SIMD overrides)",
+        kernels.simd.name(),
+        supported.join(", ")
+    );
     let mut out = std::io::stdout().lock();
     if args.list_models {
         let dir = args

@@ -5,4 +5,4 @@ mod arch;
 mod support;
 
 pub use arch::Architecture;
-pub use support::{SupportReport, check_support, compute_types};
+pub use support::{SupportReport, check_support};

@@ -17,16 +17,6 @@ pub struct SupportReport {
     pub missing_tensors: Vec<String>,
 }
 
-/// Weight types the project's kernels are specified for (F32, F16, BF16, the
-/// legacy and K quants, IQ4_NL, IQ4_XS, MXFP4). Other IQ and ternary types are not.
-pub fn compute_types() -> &'static [GgmlType] {
-    use GgmlType::*;
-    &[
-        F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS,
-        MXFP4,
-    ]
-}
-
 /// Whether the forward pass exists in this build. It is judged here, in one
 /// place, so `--inspect` never claims more than the binary can do.
 const FORWARD_PASS_AVAILABLE: bool = false;
@@ -56,7 +46,7 @@ pub fn check_support(file: &GgufFile) -> SupportReport {
         .tensors()
         .iter()
         .map(|t| t.ggml_type)
-        .filter(|t| !compute_types().contains(t))
+        .filter(|&t| !crate::quant::is_supported(t))
         .collect();
     let unsupported_tensor_types: Vec<String> =
         unsupported.iter().map(|t| t.name().to_string()).collect();
