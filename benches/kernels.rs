@@ -31,7 +31,9 @@ fn random(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed;
     (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         })
         .collect()
@@ -48,7 +50,10 @@ fn weights(ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
             quant::quantize_row(ty, src, &mut block_rows).unwrap();
         } else {
             let bytes = ty.bytes_for(cols as u64).unwrap() as usize;
-            let mut row: Vec<u8> = random(bytes, r as u64).iter().map(|v| (v * 127.0) as i8 as u8).collect();
+            let mut row: Vec<u8> = random(bytes, r as u64)
+                .iter()
+                .map(|v| (v * 127.0) as i8 as u8)
+                .collect();
             let per_block = ty.block_bytes() as usize;
             for block in row.chunks_mut(per_block) {
                 block[..2].copy_from_slice(&half::f16::from_f32(0.01).to_le_bytes());
@@ -80,7 +85,10 @@ fn bench(c: &mut Criterion) {
     ];
     for ty in types {
         let mut group = c.benchmark_group(format!("matvec {ty}"));
-        group.sample_size(10).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(1));
+        group
+            .sample_size(10)
+            .warm_up_time(Duration::from_millis(300))
+            .measurement_time(Duration::from_secs(1));
         for &(shape, rows, cols) in SHAPES {
             // F32 is the bandwidth reference: measured on the large shapes only.
             if ty == GgmlType::F32 && rows < 8192 {
@@ -93,9 +101,11 @@ fn bench(c: &mut Criterion) {
             let mut scratch = Scratch::default();
             group.throughput(Throughput::Bytes(data.len() as u64));
             for pool in &pools {
-                group.bench_with_input(BenchmarkId::new(shape, format!("{} threads", pool.threads())), &(), |b, _| {
-                    b.iter(|| matvec(pool, &w, &x, &mut out, &mut scratch).unwrap())
-                });
+                group.bench_with_input(
+                    BenchmarkId::new(shape, format!("{} threads", pool.threads())),
+                    &(),
+                    |b, _| b.iter(|| matvec(pool, &w, &x, &mut out, &mut scratch).unwrap()),
+                );
             }
         }
         group.finish();

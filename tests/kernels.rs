@@ -57,7 +57,9 @@ fn activations(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed;
     (0..n)
         .map(|i| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let v = ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0;
             if i % 97 == 0 { v * 8.0 } else { v }
         })
@@ -95,7 +97,10 @@ fn every_type_on_every_variant_matches_scalar_and_the_exact_product() {
             let scale: Vec<f64> = (0..n_rows)
                 .map(|r| {
                     let w = &g.values[r * cols..(r + 1) * cols];
-                    w.iter().zip(&x).map(|(&a, &b)| (a as f64 * b as f64).abs()).sum()
+                    w.iter()
+                        .zip(&x)
+                        .map(|(&a, &b)| (a as f64 * b as f64).abs())
+                        .sum()
                 })
                 .collect();
             let run = |k: &Kernels| {
@@ -107,13 +112,25 @@ fn every_type_on_every_variant_matches_scalar_and_the_exact_product() {
             let reference = run(&scalar);
             for r in 0..n_rows {
                 let err = (reference[r] as f64 - exact[r]).abs() / scale[r].max(1e-12);
-                assert!(err < budget(g.ty), "{} scalar row {r} cols {cols}: {} vs exact {} (rel {err})", g.ty, reference[r], exact[r]);
+                assert!(
+                    err < budget(g.ty),
+                    "{} scalar row {r} cols {cols}: {} vs exact {} (rel {err})",
+                    g.ty,
+                    reference[r],
+                    exact[r]
+                );
             }
             for simd in Simd::supported() {
                 let got = run(&Kernels::for_simd(simd).unwrap());
                 for r in 0..n_rows {
                     let err = (got[r] as f64 - reference[r] as f64).abs() / scale[r].max(1e-12);
-                    assert!(err < 1e-5, "{} {simd:?} row {r} cols {cols}: {} vs scalar {} (rel {err})", g.ty, got[r], reference[r]);
+                    assert!(
+                        err < 1e-5,
+                        "{} {simd:?} row {r} cols {cols}: {} vs scalar {} (rel {err})",
+                        g.ty,
+                        got[r],
+                        reference[r]
+                    );
                 }
             }
         }
@@ -140,11 +157,31 @@ fn matmul_equals_matvec_per_token_for_ragged_shapes() {
                 for n_tokens in [1, 2, 9, 13] {
                     let xs = activations(n_tokens * cols, (rows * 31 + n_tokens) as u64);
                     let mut batch = vec![0f32; n_tokens * rows];
-                    matmul(&pool, &w, &xs, n_tokens, &mut batch, &mut Scratch::default()).unwrap();
+                    matmul(
+                        &pool,
+                        &w,
+                        &xs,
+                        n_tokens,
+                        &mut batch,
+                        &mut Scratch::default(),
+                    )
+                    .unwrap();
                     for t in 0..n_tokens {
                         let mut one = vec![0f32; rows];
-                        matvec(&pool, &w, &xs[t * cols..(t + 1) * cols], &mut one, &mut Scratch::default()).unwrap();
-                        assert_eq!(&batch[t * rows..(t + 1) * rows], &one[..], "{} rows {rows} tokens {n_tokens} threads {threads}", g.ty);
+                        matvec(
+                            &pool,
+                            &w,
+                            &xs[t * cols..(t + 1) * cols],
+                            &mut one,
+                            &mut Scratch::default(),
+                        )
+                        .unwrap();
+                        assert_eq!(
+                            &batch[t * rows..(t + 1) * rows],
+                            &one[..],
+                            "{} rows {rows} tokens {n_tokens} threads {threads}",
+                            g.ty
+                        );
                     }
                 }
             }
@@ -155,8 +192,19 @@ fn matmul_equals_matvec_per_token_for_ragged_shapes() {
 #[test]
 fn bad_shapes_and_types_are_errors_naming_the_tensor() {
     let k = rusty_llm::kernels::kernels();
-    let e = Weights::new("blk.0.ffn_up.weight", GgmlType::IQ2_XXS, 1, 256, &[0u8; 66], k).unwrap_err();
-    assert!(e.to_string().contains("blk.0.ffn_up.weight") && e.to_string().contains("IQ2_XXS"), "{e}");
+    let e = Weights::new(
+        "blk.0.ffn_up.weight",
+        GgmlType::IQ2_XXS,
+        1,
+        256,
+        &[0u8; 66],
+        k,
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("blk.0.ffn_up.weight") && e.to_string().contains("IQ2_XXS"),
+        "{e}"
+    );
     let e = Weights::new("t", GgmlType::Q8_0, 2, 32, &[0u8; 34], k).unwrap_err();
     assert!(e.to_string().contains("need 68 bytes"), "{e}");
     assert!(Weights::new("t", GgmlType::Q8_0, 1, 33, &[0u8; 34], k).is_err());

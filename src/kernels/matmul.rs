@@ -106,6 +106,14 @@ struct Out(*mut f32);
 unsafe impl Send for Out {}
 unsafe impl Sync for Out {}
 
+impl Out {
+    /// A method (not a field access) so closures capture the whole `Out`,
+    /// which is `Sync`, rather than its raw pointer field, which is not.
+    fn at(&self, i: usize) -> *mut f32 {
+        self.0.wrapping_add(i)
+    }
+}
+
 fn rows_per_chunk(rows: usize, threads: usize) -> usize {
     // Enough chunks for balance (~8 per thread), big enough to amortize the claim.
     rows.div_ceil(threads * 8).clamp(1, 256)
@@ -160,7 +168,6 @@ pub fn matmul(
     let dst = Out(out.as_mut_ptr());
     let (rows, cols, dot) = (w.rows, w.cols, w.dot);
     pool.run(n_chunks, &|chunk| {
-        let dst = dst;
         let first = chunk * chunk_rows;
         let last = (first + chunk_rows).min(rows);
         for t0 in (0..n_tokens).step_by(TOKEN_TILE) {
@@ -171,7 +178,7 @@ pub fn matmul(
                     let x = &acts[t * act_bytes..(t + 1) * act_bytes];
                     // SAFETY: t * rows + r < n_tokens * rows == out.len(), and
                     // row r belongs to this chunk only (see `Out`).
-                    unsafe { *dst.0.add(t * rows + r) = dot(cols, wr, x) };
+                    unsafe { *dst.at(t * rows + r) = dot(cols, wr, x) };
                 }
             }
         }

@@ -1,6 +1,431 @@
-//! PLACEHOLDER: kernels to come (see kernels/mod.rs).
+//! AVX2 + FMA dot products of the K-quants (Q2_K … Q6_K) and IQ4_XS with Q8_K
+//! activations, after ggml's AVX2 kernels (ggml/src/ggml-cpu/arch/x86/quants.c).
+//!
+//! The weights' quants are unsigned (Q3_K and Q6_K are offset, IQ4_XS goes
+//! through its table), so `_mm256_maddubs_epi16` multiplies 32 of them by 32
+//! signed activations into 16 pair sums, and `_mm256_madd_epi16` applies the
+//! sub-block scales while widening to i32. Offsets and minimums come in
+//! through Q8_K's `bsums`: `Σ q8·(q − o) = Σ q8·q − o·bsum`, so Q3_K and Q6_K
+//! need one `maddubs` per 32 weights, like Q4_K. Every block ends in one
+//! exact i32 vector, converted and scaled once: the same integers as
+//! [`super::scalar_kquants`], only the f32 sums across blocks are ordered
+//! differently.
+//!
+//! Safety: every kernel is `#[target_feature(enable = "avx2,fma,f16c")]`; `dispatch`
+//! installs this module only after `is_x86_feature_detected!` confirmed avx2,
+//! fma and f16c, which is the safety argument for each call into them. Loads
+//! read whole fixed-size arrays through references, so they stay in bounds.
 
 use super::quant_dots::QuantDots;
+use super::scalar_kquants::{blocks, unpack_iq4_xs, unpack_k4, unpack_q3_k};
+use crate::quant::float::F16Le;
+use crate::quant::iq::KVALUES_IQ4NL;
+use crate::quant::{BlockIQ4XS, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K};
+use std::arch::x86_64::*;
 
 /// Installs this module's kernels into the table.
-pub(super) fn install(_dots: &mut QuantDots) {}
+pub(super) fn install(dots: &mut QuantDots) {
+    dots.q2_k = dot_q2_k;
+    dots.q3_k = dot_q3_k;
+    dots.q4_k = dot_q4_k;
+    dots.q5_k = dot_q5_k;
+    dots.q6_k = dot_q6_k;
+    dots.iq4_xs = dot_iq4_xs;
+}
+
+/// 32 bytes at `s[off..off + 32]` (bounds checked; free for constant offsets).
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) fn ld<T: bytemuck::Pod>(s: &[T], off: usize) -> __m256i {
+    let b: &[u8] = bytemuck::cast_slice(s);
+    let a: &[u8; 32] = b[off..off + 32].try_into().unwrap();
+    // SAFETY: `a` is 32 readable bytes; the load is unaligned.
+    unsafe { _mm256_loadu_si256(a.as_ptr().cast()) }
+}
+
+/// 16 bytes at `s[off..off + 16]`.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) fn ld128<T: bytemuck::Pod>(s: &[T], off: usize) -> __m128i {
+    let b: &[u8] = bytemuck::cast_slice(s);
+    let a: &[u8; 16] = b[off..off + 16].try_into().unwrap();
+    // SAFETY: `a` is 16 readable bytes; the load is unaligned.
+    unsafe { _mm_loadu_si128(a.as_ptr().cast()) }
+}
+
+/// The 16 block sums of a Q8_K block as i16 lanes.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) fn ld_bsums(y: &BlockQ8K) -> __m256i {
+    ld(&y.bsums, 0)
+}
+
+/// `GGML_FP16_TO_FP32` with the F16C instruction (exact, like every
+/// conversion of a half to f32), inline instead of through `half`'s run-time
+/// detection.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn f16(h: F16Le) -> f32 {
+    let v = _mm_cvtsi32_si128(i32::from(u16::from_le_bytes(h.0)));
+    _mm_cvtss_f32(_mm_cvtph_ps(v))
+}
+
+/// Sums the 8 lanes of `v`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn hsum(v: __m256) -> f32 {
+    hsum128(_mm_add_ps(
+        _mm256_castps256_ps128(v),
+        _mm256_extractf128_ps(v, 1),
+    ))
+}
+
+/// Sums the 4 lanes of `v`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn hsum128(s: __m128) -> f32 {
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    _mm_cvtss_f32(s)
+}
+
+/// A pshufb pattern that puts i16 lane `k` (of each 128-bit half) in every
+/// lane: applied to a vector holding eight i16 scales in both halves.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn pick_i16(k: i32) -> __m256i {
+    _mm256_set1_epi16((((2 * k + 1) << 8) | (2 * k)) as i16)
+}
+
+/// Sixteen i16 lanes: byte `2i` of `scales` eight times, then byte `2i + 1`
+/// eight times (sign-extended): the scales of two 16-weight sub-blocks,
+/// one per 128-bit half, for 32 weights (ggml's `get_scale_shuffle`).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn scale_pair(scales: __m128i, i: i64) -> __m256i {
+    let lo = (2 * i) * 0x0101_0101_0101_0101;
+    let hi = (2 * i + 1) * 0x0101_0101_0101_0101;
+    _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, _mm_set_epi64x(hi, lo)))
+}
+
+/// `ggml_vec_dot_q2_K_q8_K`.
+pub(super) fn dot_q2_k(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    let (w, x) = blocks::<BlockQ2K>(n, w, x);
+    // SAFETY: installed only on CPUs with avx2, fma and f16c (module doc).
+    unsafe { q2_k(w, x) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q2_k(w: &[BlockQ2K], x: &[BlockQ8K]) -> f32 {
+    let m3 = _mm256_set1_epi8(3);
+    let m4 = _mm_set1_epi8(0x0f);
+    let mut acc = _mm256_setzero_ps();
+    let mut acc_m = _mm256_setzero_ps();
+    for (b, y) in w.iter().zip(x) {
+        let dx = y.d.to_f32();
+        let dall = dx * f16(b.d);
+        let dmin = -(dx * f16(b.dmin));
+        let sc = ld128(&b.scales, 0);
+        let scales = _mm_and_si128(sc, m4);
+        let mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc, 4), m4));
+        let summs = _mm256_madd_epi16(mins, ld_bsums(y));
+        acc_m = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(summs), acc_m);
+
+        let mut sumi = _mm256_setzero_si256();
+        for j in 0..2 {
+            let mut q2 = ld(&b.qs, 32 * j);
+            for k in 0..4 {
+                let q8 = ld(&y.qs, 128 * j + 32 * k);
+                let p = _mm256_maddubs_epi16(_mm256_and_si256(q2, m3), q8);
+                let p = _mm256_madd_epi16(p, scale_pair(scales, (4 * j + k) as i64));
+                sumi = _mm256_add_epi32(sumi, p);
+                q2 = _mm256_srli_epi16(q2, 2);
+            }
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(dall), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    hsum(_mm256_add_ps(acc, acc_m))
+}
+
+/// `ggml_vec_dot_q3_K_q8_K`: quants taken as `q2 | h << 2` in 0..8, with the
+/// offset −4 applied through the block sums.
+pub(super) fn dot_q3_k(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    let (w, x) = blocks::<BlockQ3K>(n, w, x);
+    // SAFETY: installed only on CPUs with avx2, fma and f16c (module doc).
+    unsafe { q3_k(w, x) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q3_k(w: &[BlockQ3K], x: &[BlockQ8K]) -> f32 {
+    let m3 = _mm256_set1_epi8(3);
+    let m4 = _mm256_set1_epi8(4);
+    let mut acc = _mm256_setzero_ps();
+    for (b, y) in w.iter().zip(x) {
+        let d = y.d.to_f32() * f16(b.d);
+        let sc = unpack_q3_k(&b.scales);
+        let scales = _mm_sub_epi8(ld128(&sc, 0), _mm_set1_epi8(32));
+        // −4 · Σ sc · bsum.
+        let corr = _mm256_madd_epi16(_mm256_cvtepi8_epi16(scales), ld_bsums(y));
+        let mut sumi = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(corr, 2));
+        let mut hbits = ld(&b.hmask, 0);
+        for j in 0..2 {
+            let mut q2 = ld(&b.qs, 32 * j);
+            for k in 0..4 {
+                let q8 = ld(&y.qs, 128 * j + 32 * k);
+                let h = _mm256_and_si256(_mm256_slli_epi16(hbits, 2), m4);
+                let q = _mm256_or_si256(_mm256_and_si256(q2, m3), h);
+                let p = _mm256_maddubs_epi16(q, q8);
+                let p = _mm256_madd_epi16(p, scale_pair(scales, (4 * j + k) as i64));
+                sumi = _mm256_add_epi32(sumi, p);
+                q2 = _mm256_srli_epi16(q2, 2);
+                hbits = _mm256_srli_epi16(hbits, 1);
+            }
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    hsum(acc)
+}
+
+/// `ggml_vec_dot_q4_K_q8_K`.
+pub(super) fn dot_q4_k(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    let (w, x) = blocks::<BlockQ4K>(n, w, x);
+    // SAFETY: installed only on CPUs with avx2, fma and f16c (module doc).
+    unsafe { q4_k(w, x) }
+}
+
+/// `dmin · Σ m · bsums` of a Q4_K/Q5_K block: the mins are i16 lanes 8..16
+/// of `mins_scales`, each covering two block sums. Returns 4 i32 lanes.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn mins_k4(mins_scales: __m256i, y: &BlockQ8K) -> __m128i {
+    let bs = ld_bsums(y);
+    let pairs = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
+    _mm_madd_epi16(_mm256_extracti128_si256(mins_scales, 1), pairs)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q4_k(w: &[BlockQ4K], x: &[BlockQ8K]) -> f32 {
+    let m4 = _mm256_set1_epi8(0x0f);
+    let mut acc = _mm256_setzero_ps();
+    let mut acc_m = _mm_setzero_ps();
+    for (b, y) in w.iter().zip(x) {
+        let dx = y.d.to_f32();
+        let d = f16(b.d) * dx;
+        let dmin = -(f16(b.dmin) * dx);
+        let u = unpack_k4(&b.scales);
+        let mins_scales = _mm256_cvtepu8_epi16(ld128(&u, 0));
+        let summs = mins_k4(mins_scales, y);
+        acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(summs), acc_m);
+        let scales = _mm256_broadcastsi128_si256(_mm256_castsi256_si128(mins_scales));
+
+        let mut sumi = _mm256_setzero_si256();
+        for j in 0..4 {
+            let q4 = ld(&b.qs, 32 * j);
+            let lo = _mm256_and_si256(q4, m4);
+            let hi = _mm256_and_si256(_mm256_srli_epi16(q4, 4), m4);
+            let pl = _mm256_maddubs_epi16(lo, ld(&y.qs, 64 * j));
+            let ph = _mm256_maddubs_epi16(hi, ld(&y.qs, 64 * j + 32));
+            let pl = _mm256_madd_epi16(pl, _mm256_shuffle_epi8(scales, pick_i16(2 * j as i32)));
+            let ph = _mm256_madd_epi16(ph, _mm256_shuffle_epi8(scales, pick_i16(2 * j as i32 + 1)));
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    hsum(acc) + hsum128(acc_m)
+}
+
+/// `ggml_vec_dot_q5_K_q8_K`.
+pub(super) fn dot_q5_k(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    let (w, x) = blocks::<BlockQ5K>(n, w, x);
+    // SAFETY: installed only on CPUs with avx2, fma and f16c (module doc).
+    unsafe { q5_k(w, x) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q5_k(w: &[BlockQ5K], x: &[BlockQ8K]) -> f32 {
+    let m4 = _mm256_set1_epi8(0x0f);
+    let m16 = _mm256_set1_epi8(0x10);
+    let mut acc = _mm256_setzero_ps();
+    let mut acc_m = _mm_setzero_ps();
+    for (b, y) in w.iter().zip(x) {
+        let dx = y.d.to_f32();
+        let d = f16(b.d) * dx;
+        let dmin = -(f16(b.dmin) * dx);
+        let u = unpack_k4(&b.scales);
+        let mins_scales = _mm256_cvtepu8_epi16(ld128(&u, 0));
+        let summs = mins_k4(mins_scales, y);
+        acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(summs), acc_m);
+        let scales = _mm256_broadcastsi128_si256(_mm256_castsi256_si128(mins_scales));
+
+        let mut hbits = ld(&b.qh, 0);
+        let mut sumi = _mm256_setzero_si256();
+        for j in 0..4 {
+            let q4 = ld(&b.qs, 32 * j);
+            // Bit 2j of each qh byte is the fifth bit of the low nibbles,
+            // bit 2j + 1 that of the high ones; hbits is shifted down by 2j.
+            let hl = _mm256_and_si256(_mm256_slli_epi16(hbits, 4), m16);
+            let hh = _mm256_and_si256(_mm256_slli_epi16(hbits, 3), m16);
+            let lo = _mm256_or_si256(_mm256_and_si256(q4, m4), hl);
+            let hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q4, 4), m4), hh);
+            let pl = _mm256_maddubs_epi16(lo, ld(&y.qs, 64 * j));
+            let ph = _mm256_maddubs_epi16(hi, ld(&y.qs, 64 * j + 32));
+            let pl = _mm256_madd_epi16(pl, _mm256_shuffle_epi8(scales, pick_i16(2 * j as i32)));
+            let ph = _mm256_madd_epi16(ph, _mm256_shuffle_epi8(scales, pick_i16(2 * j as i32 + 1)));
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
+            hbits = _mm256_srli_epi16(hbits, 2);
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    hsum(acc) + hsum128(acc_m)
+}
+
+/// `ggml_vec_dot_q6_K_q8_K`: quants taken unsigned (0..64), with the offset
+/// −32 applied through the block sums.
+pub(super) fn dot_q6_k(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    let (w, x) = blocks::<BlockQ6K>(n, w, x);
+    // SAFETY: installed only on CPUs with avx2, fma and f16c (module doc).
+    unsafe { q6_k(w, x) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q6_k(w: &[BlockQ6K], x: &[BlockQ8K]) -> f32 {
+    let m4 = _mm256_set1_epi8(0x0f);
+    let m2 = _mm256_set1_epi8(0x03);
+    let m2_1 = _mm256_set1_epi8(0x0c);
+    let m2_2 = _mm256_set1_epi8(0x30);
+    let m2_3 = _mm256_set1_epi8(0xc0u8 as i8);
+    let mut acc = _mm256_setzero_ps();
+    for (b, y) in w.iter().zip(x) {
+        let d = y.d.to_f32() * f16(b.d);
+        let scales = ld128(&b.scales, 0);
+        // −32 · Σ sc · bsum.
+        let corr = _mm256_madd_epi16(_mm256_cvtepi8_epi16(scales), ld_bsums(y));
+        let mut sumi = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(corr, 5));
+        for j in 0..2 {
+            let ql1 = ld(&b.ql, 64 * j);
+            let ql2 = ld(&b.ql, 64 * j + 32);
+            let qh = ld(&b.qh, 32 * j);
+            let h0 = _mm256_slli_epi16(_mm256_and_si256(qh, m2), 4);
+            let h1 = _mm256_slli_epi16(_mm256_and_si256(qh, m2_1), 2);
+            let h2 = _mm256_and_si256(qh, m2_2);
+            let h3 = _mm256_srli_epi16(_mm256_and_si256(qh, m2_3), 2);
+            let q = [
+                _mm256_or_si256(_mm256_and_si256(ql1, m4), h0),
+                _mm256_or_si256(_mm256_and_si256(ql2, m4), h1),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), h2),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql2, 4), m4), h3),
+            ];
+            for (k, q) in q.into_iter().enumerate() {
+                let p = _mm256_maddubs_epi16(q, ld(&y.qs, 128 * j + 32 * k));
+                let p = _mm256_madd_epi16(p, scale_pair(scales, (4 * j + k) as i64));
+                sumi = _mm256_add_epi32(sumi, p);
+            }
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    hsum(acc)
+}
+
+/// `ggml_vec_dot_iq4_xs_q8_K`.
+pub(super) fn dot_iq4_xs(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    let (w, x) = blocks::<BlockIQ4XS>(n, w, x);
+    // SAFETY: installed only on CPUs with avx2, fma and f16c (module doc).
+    unsafe { iq4_xs(w, x) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn iq4_xs(w: &[BlockIQ4XS], x: &[BlockQ8K]) -> f32 {
+    let m4 = _mm256_set1_epi8(0x0f);
+    let values = _mm256_broadcastsi128_si256(ld128(&KVALUES_IQ4NL, 0));
+    let mut acc = _mm256_setzero_ps();
+    for (b, y) in w.iter().zip(x) {
+        let d = y.d.to_f32() * f16(b.d);
+        let raw = _mm_cvtsi64_si128(unpack_iq4_xs(b) as i64);
+        let scales = _mm_sub_epi8(raw, _mm_set1_epi8(32));
+        let mut sumi = _mm256_setzero_si256();
+        for p in 0..4 {
+            // Sub-blocks 2p and 2p+1: 16 bytes each, low nibbles weights
+            // 0..16, high nibbles 16..32. Pair the activations to match.
+            let q4 = ld(&b.qs, 32 * p);
+            let lo = _mm256_shuffle_epi8(values, _mm256_and_si256(q4, m4));
+            let hi = _mm256_shuffle_epi8(values, _mm256_and_si256(_mm256_srli_epi16(q4, 4), m4));
+            let q8lo = _mm256_inserti128_si256(
+                _mm256_castsi128_si256(ld128(&y.qs, 64 * p)),
+                ld128(&y.qs, 64 * p + 32),
+                1,
+            );
+            let q8hi = _mm256_inserti128_si256(
+                _mm256_castsi128_si256(ld128(&y.qs, 64 * p + 16)),
+                ld128(&y.qs, 64 * p + 48),
+                1,
+            );
+            // Signed × signed through maddubs: |w| times q8 with w's sign.
+            let pl = _mm256_maddubs_epi16(_mm256_sign_epi8(lo, lo), _mm256_sign_epi8(q8lo, lo));
+            let ph = _mm256_maddubs_epi16(_mm256_sign_epi8(hi, hi), _mm256_sign_epi8(q8hi, hi));
+            let sc = scale_pair(scales, p as i64);
+            sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(pl, sc));
+            sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(ph, sc));
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    hsum(acc)
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::super::scalar_kquants::test_support::*;
+    use super::*;
+
+    pub(in crate::kernels) fn check_against_scalar(install_simd: fn(&mut QuantDots), label: &str) {
+        let mut scalar = QuantDots::reference();
+        super::super::scalar_kquants::install(&mut scalar);
+        let mut simd = scalar;
+        install_simd(&mut simd);
+        let pick = |d: &QuantDots, name: &str| match name {
+            "q2_k" => d.q2_k,
+            "q3_k" => d.q3_k,
+            "q4_k" => d.q4_k,
+            "q5_k" => d.q5_k,
+            "q6_k" => d.q6_k,
+            _ => d.iq4_xs,
+        };
+        for nb in [1, 2, 3, 8] {
+            let n = 256 * nb;
+            let xs = [
+                activations(n, 3 + nb as u64),
+                constant_activations(nb, 127, 0.25),
+                constant_activations(nb, -127, 1.5),
+            ];
+            for (xi, x) in xs.iter().enumerate() {
+                for (name, size, halves) in TYPES {
+                    for pattern in [None, Some(0xffu8), Some(0)] {
+                        let mut w = weights(size, halves, nb, 11 * nb as u64, |i| {
+                            0.02 * (i as f32 - 3.0)
+                        });
+                        if let Some(v) = pattern {
+                            for (i, b) in w.iter_mut().enumerate() {
+                                if !halves.iter().any(|&h| i % size == h || i % size == h + 1) {
+                                    *b = v;
+                                }
+                            }
+                        }
+                        let a = pick(&scalar, name)(n, &w, x);
+                        let b = pick(&simd, name)(n, &w, x);
+                        assert!(
+                            (a - b).abs() <= 1e-5 * magnitude(name, &w, x).max(1e-6),
+                            "{label} {name} nb={nb} x#{xi} {pattern:?}: {b} vs scalar {a}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn avx2_matches_scalar() {
+        if !super::super::Simd::Avx2.is_supported() {
+            return;
+        }
+        check_against_scalar(install, "avx2");
+    }
+}

@@ -1,6 +1,378 @@
-//! PLACEHOLDER: kernels to come (see kernels/mod.rs).
+//! AVX2 + FMA + F16C versions of the 32-element dot products (Q4_0, Q4_1,
+//! Q5_0, Q5_1, Q8_0, IQ4_NL, MXFP4), after ggml's `arch/x86/quants.c`.
+//!
+//! Per block: the weights become 32 bytes (nibbles unpacked, fifth bits or
+//! table values applied), `_mm256_maddubs_epi16` multiplies them with the 32
+//! activation bytes (unsigned × signed, so signed weights go through the
+//! sign trick and offset weights subtract `offset · Σx` instead), `madd`
+//! widens to eight `i32`, and one FMA adds `d_w · d_x` times them to an f32
+//! accumulator. Four blocks per step, one accumulator each (the FMA latency
+//! would otherwise bound a step), with the four scale products converted
+//! together. Every integer is exact, so results differ from `scalar_legacy`
+//! only in the order of the f32 sums.
+//!
+//! Safety: every function here is `#[target_feature]`; `dispatch` installs
+//! them only after `is_x86_feature_detected!` confirmed avx2, fma and f16c,
+//! which is the safety argument for each call below. Loads read whole block
+//! fields through pointers from `&[u8; 16]` / `&[i8; 32]` references.
 
 use super::quant_dots::QuantDots;
+use super::scalar_legacy::blocks;
+use crate::quant::float::{F16Le, e8m0_to_f32_half};
+use crate::quant::iq::{KVALUES_IQ4NL, KVALUES_MXFP4};
+use crate::quant::{
+    BlockIQ4NL, BlockMXFP4, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1,
+};
+use std::arch::x86_64::*;
 
 /// Installs this module's kernels into the table.
-pub(super) fn install(_dots: &mut QuantDots) {}
+pub(super) fn install(dots: &mut QuantDots) {
+    dots.q4_0 = dot_q4_0;
+    dots.q4_1 = dot_q4_1;
+    dots.q5_0 = dot_q5_0;
+    dots.q5_1 = dot_q5_1;
+    dots.q8_0 = dot_q8_0;
+    dots.iq4_nl = dot_iq4_nl;
+    dots.mxfp4 = dot_mxfp4;
+}
+
+/// Sums the 8 lanes of `v`.
+#[target_feature(enable = "avx2,fma")]
+pub(super) fn hsum(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    _mm_cvtss_f32(s)
+}
+
+/// Four f16 values packed into a `u64`, lane `k` in bits `16k..16k + 16`.
+#[inline]
+fn pack4(h: [F16Le; 4]) -> u64 {
+    h.iter().enumerate().fold(0u64, |acc, (k, v)| {
+        acc | u64::from(u16::from_le_bytes(v.0)) << (16 * k)
+    })
+}
+
+/// Four f16 values as f32 lanes.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn f16x4(h: [F16Le; 4]) -> __m128 {
+    _mm_cvtph_ps(_mm_cvtsi64_si128(pack4(h) as i64))
+}
+
+/// The four products `a[k] · b[k]` of f16 values. All eight halves fill one
+/// vector (built from integer registers: a partly-undefined vector lets the
+/// compiler insert into a live register, a false loop-carried dependency).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn f16_products4(a: [F16Le; 4], b: [F16Le; 4]) -> __m128 {
+    let v = _mm256_cvtph_ps(_mm_set_epi64x(pack4(b) as i64, pack4(a) as i64));
+    _mm_mul_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1))
+}
+
+/// One f16 value as f32 (F16C; `half` may not know the features are on).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn f16x1(h: F16Le) -> f32 {
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(
+        u16::from_le_bytes(h.0),
+    ))))
+}
+
+/// One row pair's kernel pieces, per block (`W` weight, `X` activation).
+struct Row<P, S4, S1, M4, M1> {
+    /// Eight `i32` partial sums of `q_w · q_x` of one block.
+    prod: P,
+    /// `d_w · d_x` of four blocks.
+    scales: S4,
+    /// `d_w · d_x` of one block.
+    scale: S1,
+    /// `m_w · s_x` of four blocks (zero for the `_0` types).
+    mins: M4,
+    /// `m_w · s_x` of one block.
+    min: M1,
+}
+
+/// Σ over blocks of `scale · Σprod + min`, four blocks per step (as arrays
+/// of four, so no index is checked in the loop).
+#[target_feature(enable = "avx2,fma,f16c")]
+fn sum_blocks<W, X, P, S4, S1, M4, M1>(w: &[W], x: &[X], r: Row<P, S4, S1, M4, M1>) -> f32
+where
+    P: Fn(&W, &X) -> __m256i,
+    S4: Fn(&[W; 4], &[X; 4]) -> __m128,
+    S1: Fn(&W, &X) -> f32,
+    M4: Fn(&[W; 4], &[X; 4]) -> __m128,
+    M1: Fn(&W, &X) -> f32,
+{
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut mins = _mm_setzero_ps();
+    let (w4, w_tail) = w.as_chunks::<4>();
+    let (x4, x_tail) = x.as_chunks::<4>();
+    for (a, b) in w4.iter().zip(x4) {
+        let s = _mm256_castps128_ps256((r.scales)(a, b));
+        for (k, acc) in acc.iter_mut().enumerate() {
+            let d = _mm256_permutevar8x32_ps(s, _mm256_set1_epi32(k as i32));
+            *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps((r.prod)(&a[k], &b[k])), d, *acc);
+        }
+        mins = _mm_add_ps(mins, (r.mins)(a, b));
+    }
+    let mut tail = 0f32;
+    for (a, b) in w_tail.iter().zip(x_tail) {
+        let d = _mm256_set1_ps((r.scale)(a, b));
+        acc[0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps((r.prod)(a, b)), d, acc[0]);
+        tail += (r.min)(a, b);
+    }
+    let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    let mins = _mm_add_ps(mins, _mm_movehl_ps(mins, mins));
+    let mins = _mm_add_ss(mins, _mm_movehdup_ps(mins));
+    hsum(sum) + (_mm_cvtss_f32(mins) + tail)
+}
+
+/// The minimum terms of the `_0` types.
+pub(super) fn no_mins<W, X>(_: &[W; 4], _: &[X; 4]) -> __m128 {
+    // SAFETY: SSE is part of the x86-64 baseline.
+    unsafe { _mm_setzero_ps() }
+}
+
+pub(super) fn no_min<W, X>(_: &W, _: &X) -> f32 {
+    0.0
+}
+
+/// The scale products of four blocks and of one: f16 field `$a` of `$W`
+/// times field `$b` of `$X`.
+macro_rules! f16_scales {
+    ($W:ty, $a:ident, $X:ty, $b:ident) => {
+        (
+            |w: &[$W; 4], x: &[$X; 4]| f16_products4(w.map(|b| b.$a), x.map(|b| b.$b)),
+            |w: &$W, x: &$X| f16x1(w.$a) * f16x1(x.$b),
+        )
+    };
+}
+pub(super) use f16_scales;
+
+/// Four MXFP4 scales `2^(e−128)` as f32 (`GGML_E8M0_TO_FP32_HALF`):
+/// `(e − 1) << 23`, or the subnormal `0x200000 << e` for e < 2.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn e8m0x4(w: &[BlockMXFP4; 4]) -> __m128 {
+    let e = _mm_cvtepu8_epi32(_mm_cvtsi32_si128(i32::from_le_bytes(w.map(|b| b.e))));
+    let normal = _mm_slli_epi32(_mm_sub_epi32(e, _mm_set1_epi32(1)), 23);
+    let small = _mm_sllv_epi32(_mm_set1_epi32(0x0020_0000), e);
+    let is_small = _mm_cmplt_epi32(e, _mm_set1_epi32(2));
+    _mm_castsi128_ps(_mm_blendv_epi8(normal, small, is_small))
+}
+
+/// The 32 nibbles of a block as bytes: element `j` (low nibble of byte `j`)
+/// in byte `j`, element `j + 16` (high nibble) in byte `j + 16`.
+#[target_feature(enable = "avx2,fma")]
+pub(super) fn nibbles(qs: &[u8; 16]) -> __m256i {
+    // SAFETY: reads the 16 bytes of `qs`.
+    let q = unsafe { _mm_loadu_si128(qs.as_ptr().cast()) };
+    let v = _mm256_set_m128i(_mm_srli_epi16(q, 4), q);
+    _mm256_and_si256(v, _mm256_set1_epi8(0x0f))
+}
+
+/// 32 activation bytes.
+#[target_feature(enable = "avx2,fma")]
+pub(super) fn load_x(qs: &[i8; 32]) -> __m256i {
+    // SAFETY: reads the 32 bytes of `qs`.
+    unsafe { _mm256_loadu_si256(qs.as_ptr().cast()) }
+}
+
+/// Byte `j` is 0x10 where bit `j` of `qh` is set, else 0 (ggml's
+/// `bytes_from_bits_32`, masked to the fifth bit).
+#[target_feature(enable = "avx2,fma")]
+fn fifth_bits(qh: [u8; 4]) -> __m256i {
+    let spread = _mm256_set_epi64x(
+        0x0303_0303_0303_0303,
+        0x0202_0202_0202_0202,
+        0x0101_0101_0101_0101,
+        0,
+    );
+    let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(i32::from_le_bytes(qh)), spread);
+    let bit = _mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe));
+    let set = _mm256_cmpeq_epi8(bit, _mm256_set1_epi64x(-1));
+    _mm256_and_si256(set, _mm256_set1_epi8(0x10))
+}
+
+/// Σ of unsigned `u` times signed `x` per 4 bytes, as eight `i32`.
+#[target_feature(enable = "avx2,fma")]
+fn dot_u8_i8(u: __m256i, x: __m256i) -> __m256i {
+    _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), _mm256_set1_epi16(1))
+}
+
+/// Σ `(u − offset) · x` per 4 bytes for unsigned `u`: the offset comes off
+/// as `offset · Σx` in 16 bits (|pairs| ≤ 2·31·127, no saturation).
+#[target_feature(enable = "avx2,fma")]
+fn dot_offset_i8(u: __m256i, offset: i8, x: __m256i) -> __m256i {
+    let p = _mm256_maddubs_epi16(u, x);
+    let o = _mm256_maddubs_epi16(_mm256_set1_epi8(offset), x);
+    _mm256_madd_epi16(_mm256_sub_epi16(p, o), _mm256_set1_epi16(1))
+}
+
+/// Σ of signed `w` times signed `x` per 4 bytes: |w| × (x with w's sign).
+/// Exact for w = −128 too (|−128| reads as unsigned 128; pairs ≤ 32512).
+#[target_feature(enable = "avx2,fma")]
+fn dot_i8_i8(w: __m256i, x: __m256i) -> __m256i {
+    dot_u8_i8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w))
+}
+
+/// A 16-entry signed byte table in both 128-bit lanes, for `shuffle_epi8`.
+#[target_feature(enable = "avx2,fma")]
+pub(super) fn table(t: &[i8; 16]) -> __m256i {
+    // SAFETY: reads the 16 bytes of `t`.
+    _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(t.as_ptr().cast()) })
+}
+
+/// Runs the driver for one row pair: `$prod` per block, `d·d` scales (and
+/// `m·s` minimums when given).
+macro_rules! run {
+    (@mins) => {
+        (no_mins, no_min)
+    };
+    (@mins $mins:expr) => {
+        $mins
+    };
+    ($w:ident, $x:ident, $prod:expr, $scales:expr $(, mins: $mins:expr)?) => {{
+        let (scales, scale) = $scales;
+        let (mins, min) = run!(@mins $($mins)?);
+        sum_blocks($w, $x, Row { prod: $prod, scales, scale, mins, min })
+    }};
+}
+
+pub(super) fn dot_q4_0(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn inner(w: &[BlockQ4_0], x: &[BlockQ8_0]) -> f32 {
+        run!(
+            w,
+            x,
+            |a: &BlockQ4_0, b: &BlockQ8_0| dot_offset_i8(nibbles(&a.qs), 8, load_x(&b.qs)),
+            f16_scales!(BlockQ4_0, d, BlockQ8_0, d)
+        )
+    }
+    let (w, x) = blocks(n, w, x);
+    // SAFETY: installed only when the CPU has avx2, fma and f16c.
+    unsafe { inner(w, x) }
+}
+
+pub(super) fn dot_q4_1(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn inner(w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
+        run!(
+            w,
+            x,
+            |a: &BlockQ4_1, b: &BlockQ8_1| dot_u8_i8(nibbles(&a.qs), load_x(&b.qs)),
+            f16_scales!(BlockQ4_1, d, BlockQ8_1, d),
+            mins: f16_scales!(BlockQ4_1, m, BlockQ8_1, s)
+        )
+    }
+    let (w, x) = blocks(n, w, x);
+    // SAFETY: installed only when the CPU has avx2, fma and f16c.
+    unsafe { inner(w, x) }
+}
+
+pub(super) fn dot_q5_0(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn inner(w: &[BlockQ5_0], x: &[BlockQ8_0]) -> f32 {
+        run!(
+            w,
+            x,
+            |a: &BlockQ5_0, b: &BlockQ8_0| {
+                let q = _mm256_or_si256(nibbles(&a.qs), fifth_bits(a.qh));
+                dot_offset_i8(q, 16, load_x(&b.qs))
+            },
+            f16_scales!(BlockQ5_0, d, BlockQ8_0, d)
+        )
+    }
+    let (w, x) = blocks(n, w, x);
+    // SAFETY: installed only when the CPU has avx2, fma and f16c.
+    unsafe { inner(w, x) }
+}
+
+pub(super) fn dot_q5_1(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn inner(w: &[BlockQ5_1], x: &[BlockQ8_1]) -> f32 {
+        run!(
+            w,
+            x,
+            |a: &BlockQ5_1, b: &BlockQ8_1| {
+                let q = _mm256_or_si256(nibbles(&a.qs), fifth_bits(a.qh));
+                dot_u8_i8(q, load_x(&b.qs))
+            },
+            f16_scales!(BlockQ5_1, d, BlockQ8_1, d),
+            mins: f16_scales!(BlockQ5_1, m, BlockQ8_1, s)
+        )
+    }
+    let (w, x) = blocks(n, w, x);
+    // SAFETY: installed only when the CPU has avx2, fma and f16c.
+    unsafe { inner(w, x) }
+}
+
+pub(super) fn dot_q8_0(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn inner(w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
+        run!(
+            w,
+            x,
+            |a: &BlockQ8_0, b: &BlockQ8_0| dot_i8_i8(load_x(&a.qs), load_x(&b.qs)),
+            f16_scales!(BlockQ8_0, d, BlockQ8_0, d)
+        )
+    }
+    let (w, x) = blocks(n, w, x);
+    // SAFETY: installed only when the CPU has avx2, fma and f16c.
+    unsafe { inner(w, x) }
+}
+
+pub(super) fn dot_iq4_nl(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn inner(w: &[BlockIQ4NL], x: &[BlockQ8_0]) -> f32 {
+        let t = table(&KVALUES_IQ4NL);
+        run!(
+            w,
+            x,
+            |a: &BlockIQ4NL, b: &BlockQ8_0| {
+                dot_i8_i8(_mm256_shuffle_epi8(t, nibbles(&a.qs)), load_x(&b.qs))
+            },
+            f16_scales!(BlockIQ4NL, d, BlockQ8_0, d)
+        )
+    }
+    let (w, x) = blocks(n, w, x);
+    // SAFETY: installed only when the CPU has avx2, fma and f16c.
+    unsafe { inner(w, x) }
+}
+
+pub(super) fn dot_mxfp4(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn inner(w: &[BlockMXFP4], x: &[BlockQ8_0]) -> f32 {
+        let t = table(&KVALUES_MXFP4);
+        let scales =
+            |w: &[BlockMXFP4; 4], x: &[BlockQ8_0; 4]| _mm_mul_ps(f16x4(x.map(|b| b.d)), e8m0x4(w));
+        let scale = |w: &BlockMXFP4, x: &BlockQ8_0| f16x1(x.d) * e8m0_to_f32_half(w.e);
+        run!(
+            w,
+            x,
+            |a: &BlockMXFP4, b: &BlockQ8_0| {
+                dot_i8_i8(_mm256_shuffle_epi8(t, nibbles(&a.qs)), load_x(&b.qs))
+            },
+            (scales, scale)
+        )
+    }
+    let (w, x) = blocks(n, w, x);
+    // SAFETY: installed only when the CPU has avx2, fma and f16c.
+    unsafe { inner(w, x) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::dispatch::Simd;
+    use super::super::scalar_legacy::test_support::check_against;
+    use super::*;
+
+    #[test]
+    fn matches_scalar_integer_formulation() {
+        if !Simd::Avx2.is_supported() {
+            return;
+        }
+        let mut scalar = QuantDots::reference();
+        super::super::scalar_legacy::install(&mut scalar);
+        let mut ours = scalar;
+        install(&mut ours);
+        check_against(&scalar, &ours, "avx2", false);
+    }
+}
