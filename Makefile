@@ -7,11 +7,13 @@ MODEL := models/gemma-3-270m-q4_k_m.gguf
 run: fetch
 	cargo run --release -- $(MODEL) --inspect
 
-## The whole test suite: format, lints, every test (optimized build). CI runs this.
+## The whole test suite: format, lints, every test (optimized build), and the kernel
+## tests built for aarch64 and run under qemu (NEON). CI runs this.
 test: fetch
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	cargo test --profile test-release
+	scripts/test-neon.sh
 
 fetch:
 	scripts/fetch-default-model.sh >/dev/null
