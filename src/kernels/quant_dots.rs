@@ -117,6 +117,18 @@ pub(super) fn as_slice<T: bytemuck::Pod>(bytes: &[u8]) -> std::borrow::Cow<'_, [
     }
 }
 
+/// Runs a typed float dot product on raw row bytes (for the [`QuantDots`]
+/// float entries of the SIMD modules).
+pub(super) fn on_bytes<T: bytemuck::Pod>(
+    n: usize,
+    w: &[u8],
+    x: &[u8],
+    dot: fn(&[T], &[T]) -> f32,
+) -> f32 {
+    let (w, x) = (as_slice::<T>(w), as_slice::<T>(x));
+    dot(&w[..n.min(w.len())], &x[..n.min(x.len())])
+}
+
 /// A float element that converts to f32.
 pub(super) trait Float: bytemuck::Pod {
     fn to_f32(self) -> f32;

@@ -5,6 +5,7 @@
 //! fma), which is the safety argument for each `unsafe` call below.
 
 use super::dispatch::Kernels;
+use super::quant_dots::on_bytes;
 use half::{bf16, f16};
 use std::arch::x86_64::*;
 
@@ -90,4 +91,7 @@ pub(super) fn install(k: &mut Kernels) {
     k.dot_f32 = dot_f32;
     k.dot_f16 = dot_f16;
     k.dot_bf16 = dot_bf16;
+    k.dots.f32 = |n, w, x| on_bytes(n, w, x, dot_f32);
+    k.dots.f16 = |n, w, x| on_bytes(n, w, x, dot_f16);
+    k.dots.bf16 = |n, w, x| on_bytes(n, w, x, dot_bf16);
 }
