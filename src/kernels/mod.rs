@@ -41,4 +41,6 @@ pub use pool::ThreadPool;
 pub use quant_dots::{QuantDots, VecDot, quantize_activations, vec_dot_type};
 
 #[cfg(test)]
+mod test_rng;
+#[cfg(test)]
 mod tests;

@@ -326,19 +326,7 @@ pub(super) mod test_support {
     use crate::quant::float::{F32Le, I16Le};
     use crate::quant::{BlockQ8K, quantize_row};
 
-    /// Deterministic bytes (splitmix64).
-    pub(in crate::kernels) fn bytes(n: usize, seed: u64) -> Vec<u8> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
-                let mut z = s;
-                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-                (z >> 56) as u8
-            })
-            .collect()
-    }
+    pub(in crate::kernels) use super::super::test_rng::bytes;
 
     /// The six weight types: name, block bytes, offsets of the f16 fields.
     pub(in crate::kernels) const TYPES: [(&str, usize, &[usize]); 6] = [

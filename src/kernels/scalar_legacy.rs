@@ -196,19 +196,7 @@ pub(super) mod test_support {
     use crate::gguf::GgmlType;
     use crate::quant::quantize_row;
 
-    /// Deterministic bytes (splitmix64).
-    pub(in crate::kernels) fn bytes(n: usize, seed: u64) -> Vec<u8> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
-                let mut z = s;
-                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-                (z >> 56) as u8
-            })
-            .collect()
-    }
+    pub(in crate::kernels) use super::super::test_rng::bytes;
 
     /// A weight type of this family: name, block bytes, scale layout, the
     /// activation type, and its entry in a table.

@@ -3,19 +3,7 @@
 use super::*;
 use half::{bf16, f16};
 
-/// Deterministic values in [-1, 1) (splitmix64).
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed;
-    (0..n)
-        .map(|_| {
-            s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = s;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            ((z >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
+use super::test_rng::values;
 
 fn close(a: f32, b: f32, n: usize) -> bool {
     // Different summation orders: allow a few ulps per term of magnitude ~1.
