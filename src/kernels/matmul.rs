@@ -114,7 +114,14 @@ impl Out {
     }
 }
 
-fn rows_per_chunk(rows: usize, threads: usize) -> usize {
+/// Below this much work (weight bytes × tokens) waking the other threads costs
+/// more than it saves: one chunk, run on the calling thread.
+const MIN_PARALLEL_BYTES: usize = 192 * 1024;
+
+fn rows_per_chunk(rows: usize, threads: usize, work_bytes: usize) -> usize {
+    if work_bytes < MIN_PARALLEL_BYTES {
+        return rows.max(1);
+    }
     // Enough chunks for balance (~8 per thread), big enough to amortize the claim.
     rows.div_ceil(threads * 8).clamp(1, 256)
 }
@@ -163,7 +170,7 @@ pub fn matmul(
     }
     let acts = &scratch.activations;
 
-    let chunk_rows = rows_per_chunk(w.rows, pool.threads());
+    let chunk_rows = rows_per_chunk(w.rows, pool.threads(), w.data.len() * n_tokens);
     let n_chunks = w.rows.div_ceil(chunk_rows);
     let dst = Out(out.as_mut_ptr());
     let (rows, cols, dot) = (w.rows, w.cols, w.dot);
