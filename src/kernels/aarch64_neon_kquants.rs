@@ -14,6 +14,7 @@
 //! every aarch64 target Rust ships with std for is little-endian.
 
 use super::super::quant_dots::QuantDots;
+use super::super::scalar_kquants::{blocks, unpack_k4, unpack_q3_k};
 use super::{I8Dot, f16_to_f32, flavours, load_i8, load_u8};
 use crate::quant::float::F16Le;
 use crate::quant::iq::KVALUES_IQ4NL;
@@ -46,16 +47,6 @@ flavours!(q4_k => q4_k_mull, q4_k_sdot);
 flavours!(q5_k => q5_k_mull, q5_k_sdot);
 flavours!(q6_k => q6_k_mull, q6_k_sdot);
 flavours!(iq4_xs => iq4_xs_mull, iq4_xs_sdot);
-
-/// The `n / 256` weight and activation blocks of one row pair (alignment-1
-/// structs: the casts cannot fail for any address; `matmul` checked lengths).
-#[inline(always)]
-fn blocks<'a, W: bytemuck::Pod>(n: usize, w: &'a [u8], x: &'a [u8]) -> (&'a [W], &'a [BlockQ8K]) {
-    let nb = n / 256;
-    let w: &[W] = bytemuck::cast_slice(w);
-    let x: &[BlockQ8K] = bytemuck::cast_slice(x);
-    (&w[..nb], &x[..nb])
-}
 
 #[inline(always)]
 fn h(v: F16Le) -> f32 {
@@ -105,32 +96,12 @@ fn dot1<D: I8Dot>(a: int8x16_t, b: int8x16_t) -> i32 {
     vaddvq_s32(D::dot(vdupq_n_s32(0), a, b))
 }
 
-/// The three little-endian words of a 12-byte scale array.
-#[inline(always)]
-fn words(s: &[u8; 12]) -> [u32; 3] {
-    std::array::from_fn(|i| u32::from_le_bytes(s[4 * i..4 * i + 4].try_into().expect("4")))
-}
-
-const KMASK1: u32 = 0x3f3f_3f3f;
-const KMASK2: u32 = 0x0f0f_0f0f;
-const KMASK3: u32 = 0x0303_0303;
-
-/// The eight 6-bit scales and eight 6-bit mins of a Q4_K/Q5_K block
-/// (`get_scale_min_k4` for all eight at once, ggml's `utmp` word trick).
+/// The eight 6-bit scales and eight 6-bit mins of a Q4_K/Q5_K block.
 #[inline(always)]
 fn scales_mins_k4(s: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
-    let [a0, a1, a2] = words(s);
-    let sc0 = a0 & KMASK1;
-    let sc1 = (a2 & KMASK2) | (((a0 >> 6) & KMASK3) << 4);
-    let m0 = a1 & KMASK1;
-    let m1 = ((a2 >> 4) & KMASK2) | (((a1 >> 6) & KMASK3) << 4);
-    let join = |lo: u32, hi: u32| {
-        let mut out = [0u8; 8];
-        out[..4].copy_from_slice(&lo.to_le_bytes());
-        out[4..].copy_from_slice(&hi.to_le_bytes());
-        out
-    };
-    (join(sc0, sc1), join(m0, m1))
+    let u = unpack_k4(s);
+    let (sc, m) = u.split_at(8);
+    (sc.try_into().expect("8"), m.try_into().expect("8"))
 }
 
 /// `Σ_j bsums_j · mins_{j/2}` for the eight 32-weight sub-blocks of Q4_K/Q5_K.
@@ -279,23 +250,10 @@ fn q6_k<D: I8Dot>(n: usize, w: &[u8], x: &[u8]) -> f32 {
     sumf
 }
 
-/// The sixteen Q3_K scales, offset by −32 (ggml's `utmp` word trick).
+/// The sixteen Q3_K scales, offset by −32.
 #[inline(always)]
 fn scales_q3_k(s: &[u8; 12]) -> [i8; 16] {
-    let [a0, a1, a2] = words(s);
-    let u = [
-        (a0 & KMASK2) | ((a2 & KMASK3) << 4),
-        (a1 & KMASK2) | (((a2 >> 2) & KMASK3) << 4),
-        ((a0 >> 4) & KMASK2) | (((a2 >> 4) & KMASK3) << 4),
-        ((a1 >> 4) & KMASK2) | (((a2 >> 6) & KMASK3) << 4),
-    ];
-    let mut out = [0i8; 16];
-    for (k, word) in u.iter().enumerate() {
-        for (j, byte) in word.to_le_bytes().into_iter().enumerate() {
-            out[4 * k + j] = byte as i8 - 32;
-        }
-    }
-    out
+    unpack_q3_k(s).map(|v| v as i8 - 32)
 }
 
 /// `ggml_vec_dot_q3_K_q8_K`: `d·(sc − 32)·(q − 4·[hmask bit clear])` per 16.
@@ -455,14 +413,7 @@ mod tests {
         for q8 in [127i8, -128] {
             let x = constant_activations(3, q8, 0.5);
             for (name, size, halves) in TYPES {
-                let mut w = weights(size, halves, 3, 1, |i| if i % 2 == 0 { 2.0 } else { -3.0 });
-                for b in 0..3 {
-                    for (i, v) in w[b * size..(b + 1) * size].iter_mut().enumerate() {
-                        if !halves.iter().any(|&h| i == h || i == h + 1) {
-                            *v = 0xff;
-                        }
-                    }
-                }
+                let w = saturated_weights(size, halves, 3);
                 let (a, b) = (
                     pick(&reference, name)(768, &w, &x),
                     pick(&ours, name)(768, &w, &x),

@@ -119,6 +119,7 @@ pub(super) fn as_slice<T: bytemuck::Pod>(bytes: &[u8]) -> std::borrow::Cow<'_, [
 
 /// Runs a typed float dot product on raw row bytes (for the [`QuantDots`]
 /// float entries of the SIMD modules).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // used by the x86 modules
 pub(super) fn on_bytes<T: bytemuck::Pod>(
     n: usize,
     w: &[u8],

@@ -126,6 +126,7 @@ pub(super) fn scales_iq4_xs(b: &BlockIQ4XS) -> [i8; 8] {
 /// The eight raw IQ4_XS scales (before −32) as the bytes of a u64, with word
 /// operations: byte i = nibble i of `scales_l` | bits 2i..2i+2 of `scales_h` << 4.
 #[inline]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // used by the x86 modules
 pub(super) fn unpack_iq4_xs(b: &BlockIQ4XS) -> u64 {
     let mut lo = u64::from(u32::from_le_bytes(b.scales_l));
     lo = (lo | (lo << 16)) & 0x0000_ffff_0000_ffff;
@@ -357,6 +358,24 @@ pub(super) mod test_support {
         w
     }
 
+    /// `nb` blocks with every quant, scale and min bit set (the largest
+    /// values each field can hold) and f16 scales of 2 and -3.
+    pub(in crate::kernels) fn saturated_weights(
+        size: usize,
+        halves: &[usize],
+        nb: usize,
+    ) -> Vec<u8> {
+        let mut w = weights(size, halves, nb, 1, |i| if i % 2 == 0 { 2.0 } else { -3.0 });
+        for block in w.chunks_mut(size) {
+            for (i, v) in block.iter_mut().enumerate() {
+                if !halves.iter().any(|&h| i == h || i == h + 1) {
+                    *v = 0xff;
+                }
+            }
+        }
+        w
+    }
+
     /// A Q8_K row from f32 values in [-1, 1) with a few outliers.
     pub(in crate::kernels) fn activations(n: usize, seed: u64) -> Vec<u8> {
         let v: Vec<f32> = bytes(n, seed)
@@ -374,6 +393,7 @@ pub(super) mod test_support {
 
     /// Σ |w·x| over the dequantized rows: the scale that summation-order
     /// differences are relative to.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // used by the x86 modules
     pub(in crate::kernels) fn magnitude(name: &str, w: &[u8], x: &[u8]) -> f32 {
         let ty = match name {
             "q2_k" => GgmlType::Q2_K,
@@ -482,15 +502,7 @@ mod tests {
         for q8 in [127i8, -127] {
             let x = constant_activations(3, q8, 0.5);
             for (name, size, halves) in TYPES {
-                // All bits set: largest quants, scales and mins.
-                let mut w = weights(size, halves, 3, 1, |i| if i % 2 == 0 { 2.0 } else { -3.0 });
-                for b in 0..3 {
-                    for (i, v) in w[b * size..(b + 1) * size].iter_mut().enumerate() {
-                        if !halves.iter().any(|&h| i == h || i == h + 1) {
-                            *v = 0xff;
-                        }
-                    }
-                }
+                let w = saturated_weights(size, halves, 3);
                 let (a, b) = (
                     pick(&reference, name)(768, &w, &x),
                     pick(&ours, name)(768, &w, &x),
