@@ -70,9 +70,8 @@ fn inspect_default_model() {
     assert_eq!(r["architecture_known"], true);
     assert_eq!(r["missing_tensors"].as_array().unwrap().len(), 0);
     assert_eq!(r["unsupported_tensor_types"].as_array().unwrap().len(), 0);
-    // Until the forward pass lands the report must not claim support.
-    assert_eq!(r["supported"], false);
-    assert!(r["reasons"][0].as_str().unwrap().contains("forward pass"));
+    assert_eq!(r["supported"], true, "{}", r["reasons"]);
+    assert_eq!(r["reasons"].as_array().unwrap().len(), 0);
 }
 
 #[test]

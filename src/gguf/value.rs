@@ -248,6 +248,25 @@ impl Array {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// The elements of an integer array as u64; `None` for other element
+    /// types or negative values.
+    pub fn to_u64s(&self) -> Option<Vec<u64>> {
+        fn all<T: Copy + TryInto<u64>>(v: &[T]) -> Option<Vec<u64>> {
+            v.iter().map(|&x| x.try_into().ok()).collect()
+        }
+        match self {
+            Array::U8(v) => all(v),
+            Array::I8(v) => all(v),
+            Array::U16(v) => all(v),
+            Array::I16(v) => all(v),
+            Array::U32(v) => all(v),
+            Array::I32(v) => all(v),
+            Array::U64(v) => all(v),
+            Array::I64(v) => all(v),
+            _ => None,
+        }
+    }
 }
 
 /// A short human-readable rendering: arrays show their type and length, not

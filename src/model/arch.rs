@@ -1,9 +1,11 @@
 //! The architectures rusty-llm knows, keyed by `general.architecture`.
 
+use super::config::{Activation, FfnKind, NormKind, RopeStyle};
 use std::fmt;
 
 /// A model family, as named by `general.architecture` in GGUF metadata.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Architecture {
     Llama,
     Qwen2,
@@ -31,7 +33,138 @@ struct BlockTensors {
     others: &'static [&'static str],
 }
 
+/// How the attention score scale is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttentionScale {
+    /// `1/√head_dim`.
+    InvSqrtHeadDim,
+    /// `attention.scale` when present (granite, some llamas), else `1/√head_dim`.
+    MetadataOrInvSqrtHeadDim,
+    /// Gemma's `query_pre_attn_scalar`: `1/√head_dim`, except the 27B models
+    /// (46 layers for gemma2, 62 for gemma3) use `1/√(n_embd/n_head)`.
+    Gemma { big_model_layers: usize },
+}
+
+/// How token embeddings are scaled on the way in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmbeddingScale {
+    None,
+    /// `√n_embd` (all gemmas).
+    SqrtEmbd,
+    /// `embedding_scale` from metadata (granite).
+    Metadata,
+}
+
+/// Which layers use sliding-window attention when the file sets a window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SwaLayers {
+    None,
+    /// In every group of `n` layers all but the last are windowed
+    /// (llama.cpp's `set_swa_pattern(n)`).
+    AllButLastOf(usize),
+}
+
+/// The declarative description of a family: everything that is not a number
+/// in the file. [`super::ModelConfig::from_metadata`] combines it with the
+/// file's keys; the decoder never matches on the architecture.
+#[derive(Debug, Clone, Copy)]
+pub struct ArchTraits {
+    pub norm: NormKind,
+    pub rope_style: RopeStyle,
+    pub ffn: FfnKind,
+    pub qk_norm: bool,
+    pub post_norms: bool,
+    pub attention_scale: AttentionScale,
+    pub embedding_scale: EmbeddingScale,
+    pub swa_layers: SwaLayers,
+    /// RoPE base of windowed layers when the file does not say (gemma3: 10⁴,
+    /// with no frequency scaling); `None` means the global base.
+    pub swa_rope_base: Option<f32>,
+    /// Attention and final-logit soft-capping, with llama.cpp's defaults used
+    /// when the keys are absent.
+    pub softcaps: Option<(f32, f32)>,
+    /// granite's `residual_scale` and `logit_scale` keys.
+    pub granite_scales: bool,
+    pub causal: bool,
+}
+
 impl Architecture {
+    /// The family's mechanisms, in one table.
+    pub fn traits(self) -> ArchTraits {
+        let llama = ArchTraits {
+            norm: NormKind::Rms,
+            rope_style: RopeStyle::Normal,
+            ffn: FfnKind::Gated(Activation::Silu),
+            qk_norm: false,
+            post_norms: false,
+            attention_scale: AttentionScale::MetadataOrInvSqrtHeadDim,
+            embedding_scale: EmbeddingScale::None,
+            swa_layers: SwaLayers::None,
+            swa_rope_base: None,
+            softcaps: None,
+            granite_scales: false,
+            causal: true,
+        };
+        let neox = ArchTraits {
+            rope_style: RopeStyle::Neox,
+            attention_scale: AttentionScale::InvSqrtHeadDim,
+            ..llama
+        };
+        let gemma = ArchTraits {
+            ffn: FfnKind::Gated(Activation::GeluTanh),
+            embedding_scale: EmbeddingScale::SqrtEmbd,
+            ..neox
+        };
+        match self {
+            Self::Llama => llama,
+            Self::Granite => ArchTraits {
+                embedding_scale: EmbeddingScale::Metadata,
+                granite_scales: true,
+                ..llama
+            },
+            Self::Qwen2 => neox,
+            Self::Qwen3 => ArchTraits {
+                qk_norm: true,
+                ..neox
+            },
+            Self::Phi3 => ArchTraits {
+                ffn: FfnKind::GatedFused(Activation::Silu),
+                ..neox
+            },
+            Self::Gemma => gemma,
+            Self::Gemma2 => ArchTraits {
+                post_norms: true,
+                attention_scale: AttentionScale::Gemma {
+                    big_model_layers: 46,
+                },
+                swa_layers: SwaLayers::AllButLastOf(2),
+                softcaps: Some((50.0, 30.0)),
+                ..gemma
+            },
+            Self::Gemma3 => ArchTraits {
+                qk_norm: true,
+                post_norms: true,
+                attention_scale: AttentionScale::Gemma {
+                    big_model_layers: 62,
+                },
+                swa_layers: SwaLayers::AllButLastOf(6),
+                swa_rope_base: Some(10_000.0),
+                ..gemma
+            },
+            Self::Starcoder2 => ArchTraits {
+                norm: NormKind::Layer,
+                ffn: FfnKind::Plain(Activation::GeluTanh),
+                ..neox
+            },
+            Self::Bert => ArchTraits {
+                norm: NormKind::Layer,
+                ffn: FfnKind::Plain(Activation::GeluTanh),
+                causal: false,
+                ..neox
+            },
+        }
+    }
+
     pub const ALL: [Architecture; 10] = [
         Self::Llama,
         Self::Qwen2,

@@ -17,19 +17,9 @@ pub struct SupportReport {
     pub missing_tensors: Vec<String>,
 }
 
-/// Whether the forward pass exists in this build. It is judged here, in one
-/// place, so `--inspect` never claims more than the binary can do.
-const FORWARD_PASS_AVAILABLE: bool = false;
-
 pub fn check_support(file: &GgufFile) -> SupportReport {
     let meta = file.metadata();
     let mut reasons = Vec::new();
-    if !FORWARD_PASS_AVAILABLE {
-        reasons.push(
-            "this build cannot run any model yet: the transformer forward pass is not implemented"
-                .to_string(),
-        );
-    }
 
     let arch_name = meta.str("general.architecture").ok().flatten();
     let arch = arch_name.and_then(Architecture::from_name);
@@ -39,7 +29,18 @@ pub fn check_support(file: &GgufFile) -> SupportReport {
             "architecture {name:?} is not one rusty-llm implements (known: {})",
             Architecture::ALL.map(Architecture::name).join(", ")
         )),
-        (Some(_), Some(_)) => {}
+        (Some(_), Some(Architecture::Bert)) => reasons.push(
+            "bert is an embedding encoder; this build generates text with decoders only".into(),
+        ),
+        (Some(_), Some(_)) => {
+            // The same parse the loader does, so metadata problems show here.
+            let n_vocab = file
+                .tensor_info("token_embd.weight")
+                .map_or(0, |t| t.rows().1 as usize);
+            if let Err(e) = super::ModelConfig::from_metadata(meta, n_vocab) {
+                reasons.push(e.to_string());
+            }
+        }
     }
 
     let unsupported: BTreeSet<GgmlType> = file

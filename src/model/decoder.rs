@@ -1,0 +1,395 @@
+//! The one generic transformer decoder. Every family runs through
+//! [`Model::forward`]; what differs is data in [`ModelConfig`] and which
+//! tensors [`ModelWeights`] found, never a per-family code path.
+//!
+//! One block, in llama.cpp's order (names are the debug-hook names):
+//!
+//! ```text
+//! x ─ attn_norm ─ q,k,v (+bias) ─ [qk-norm] ─ RoPE ─ KV cache ─ attention ─ attn_output (+bias)
+//!   ─ [post_attention_norm] ─ [× residual_scale] ─ + x  = ffn_inp
+//!   ─ ffn_norm ─ FFN ─ [post_ffw_norm] ─ [× residual_scale] ─ + ffn_inp  = l_out
+//! ```
+
+use super::ModelError;
+use super::attention::{AttentionShape, attention};
+use super::config::{FfnKind, ModelConfig, NormKind};
+use super::kv_cache::{KvCache, KvType};
+use super::ops::{self, RopeAngles};
+use super::weights::{Linear, ModelWeights, Norm, QkvProjection};
+use crate::gguf::GgufFile;
+use crate::kernels::{self, Kernels, Scratch, ThreadPool};
+use crate::tokenizer::TokenId;
+
+/// A loaded model: the file (memory-mapped or read), its typed config and
+/// the checked tensor directory.
+pub struct Model {
+    file: GgufFile,
+    config: ModelConfig,
+    weights: ModelWeights,
+    kernels: &'static Kernels,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("arch", &self.config.arch)
+            .field("layers", &self.config.n_layers)
+            .finish()
+    }
+}
+
+/// Which positions of a batch need logits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logits {
+    /// Only the last token's (generation).
+    Last,
+    /// Every token's (scoring, parity tests).
+    All,
+    /// None: the batch only fills the KV cache (all but the last prefill chunk).
+    None,
+}
+
+/// Called with the name and value of intermediate activations
+/// (`blk.3.attn_out`, `result_norm`, …), `n_tokens × width` row-major.
+pub type ActivationHook<'h> = &'h mut dyn FnMut(&str, &[f32]);
+
+/// Reusable buffers of a forward pass, sized on first use.
+#[derive(Debug, Default)]
+pub struct ForwardScratch {
+    x: Vec<f32>,
+    xn: Vec<f32>,
+    qkv: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    attn: Vec<f32>,
+    branch: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+    logits: Vec<f32>,
+    kernel: Scratch,
+}
+
+fn resize(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    v.resize(len, 0.0);
+    &mut v[..len]
+}
+
+impl Model {
+    /// Builds the model from an opened file, checking every tensor it will use.
+    pub fn load(file: GgufFile, kernels: &'static Kernels) -> Result<Self, ModelError> {
+        let n_vocab = file
+            .tensor_info("token_embd.weight")
+            .ok_or_else(|| ModelError::MissingTensor("token_embd.weight".into()))?
+            .rows()
+            .1 as usize;
+        let config = ModelConfig::from_metadata(file.metadata(), n_vocab)?;
+        if !config.causal {
+            return Err(ModelError::Unsupported(format!(
+                "{} is an encoder (non-causal attention); text generation needs a decoder",
+                config.arch
+            )));
+        }
+        let weights = ModelWeights::load(&file, &config, kernels)?;
+        Ok(Self {
+            file,
+            config,
+            weights,
+            kernels,
+        })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    pub fn file(&self) -> &GgufFile {
+        &self.file
+    }
+
+    pub fn weights(&self) -> &ModelWeights {
+        &self.weights
+    }
+
+    pub fn kernels(&self) -> &'static Kernels {
+        self.kernels
+    }
+
+    /// An empty KV cache for `n_ctx` positions.
+    pub fn new_cache(&self, kv_type: KvType, n_ctx: usize) -> KvCache {
+        let c = &self.config;
+        KvCache::new(
+            kv_type,
+            n_ctx,
+            c.n_layers,
+            c.n_head_kv,
+            c.head_dim_k,
+            c.head_dim_v,
+        )
+    }
+
+    /// Bytes of weights read per generated token (every matrix once; the
+    /// embedding table contributes one row).
+    pub fn weight_bytes_per_token(&self) -> usize {
+        let w = &self.weights;
+        let mut total = w.output.bytes();
+        for l in &w.layers {
+            total += match &l.qkv {
+                QkvProjection::Separate { q, k, v } => q.bytes() + k.bytes() + v.bytes(),
+                QkvProjection::Fused(qkv) => qkv.bytes(),
+            };
+            total += l.attn_out.bytes() + l.ffn_up.bytes() + l.ffn_down.bytes();
+            total += l.ffn_gate.as_ref().map_or(0, Linear::bytes);
+        }
+        total
+    }
+
+    fn matmul(
+        &self,
+        pool: &ThreadPool,
+        linear: &Linear,
+        xs: &[f32],
+        n_tokens: usize,
+        out: &mut [f32],
+        scratch: &mut Scratch,
+    ) -> Result<(), ModelError> {
+        let w = linear.bind(&self.file, self.kernels)?;
+        kernels::matmul(pool, &w, xs, n_tokens, out, scratch)?;
+        if let Some(bias) = &linear.bias {
+            for row in out.chunks_exact_mut(linear.rows) {
+                ops::add_assign(row, bias);
+            }
+        }
+        Ok(())
+    }
+
+    fn norm_rows(&self, norm: &Norm, x: &[f32], out: &mut [f32]) {
+        let (n, eps) = (self.config.n_embd, self.config.norm_eps);
+        for (xr, or) in x.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
+            match self.config.norm {
+                NormKind::Rms => ops::rms_norm(xr, &norm.weight, eps, or),
+                NormKind::Layer => ops::layer_norm(xr, &norm.weight, norm.bias.as_deref(), eps, or),
+            }
+        }
+    }
+
+    /// Runs `tokens` at positions `pos0..` through the model, appending their
+    /// keys and values to `cache`, and returns the requested logits
+    /// (`n_vocab` per output row; empty for [`Logits::None`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward<'s>(
+        &self,
+        pool: &ThreadPool,
+        cache: &mut KvCache,
+        scratch: &'s mut ForwardScratch,
+        tokens: &[TokenId],
+        pos0: usize,
+        logits: Logits,
+        mut hook: Option<ActivationHook<'_>>,
+    ) -> Result<&'s [f32], ModelError> {
+        let c = &self.config;
+        let w = &self.weights;
+        let n = tokens.len();
+        if n == 0 {
+            return Ok(&[]);
+        }
+        if pos0 + n > cache.n_ctx() {
+            return Err(ModelError::ContextFull {
+                needed: pos0 + n,
+                n_ctx: cache.n_ctx(),
+            });
+        }
+        let mut dump = |name: &dyn Fn() -> String, values: &[f32]| {
+            if let Some(h) = hook.as_mut() {
+                h(&name(), values);
+            }
+        };
+        let s = scratch;
+        let d = c.n_embd;
+
+        // Token embeddings.
+        let x = resize(&mut s.x, n * d);
+        let table_bytes = w.token_embd.data(&self.file);
+        let row_bytes = table_bytes.len() / c.n_vocab;
+        for (t, &tok) in tokens.iter().enumerate() {
+            if tok as usize >= c.n_vocab {
+                return Err(ModelError::TokenOutOfRange {
+                    token: tok,
+                    n_vocab: c.n_vocab,
+                });
+            }
+            let row = &table_bytes[tok as usize * row_bytes..][..row_bytes];
+            crate::quant::dequantize_row(w.token_embd.ty, row, &mut x[t * d..(t + 1) * d])
+                .map_err(|e| ModelError::Kernel(e.in_tensor(&w.token_embd.name).into()))?;
+        }
+        if let Some(scale) = c.embedding_scale {
+            ops::scale(x, scale);
+        }
+        dump(&|| "inp_embd".into(), x);
+
+        let (q_dim, k_dim, v_dim) = (c.q_dim(), c.k_dim(), c.v_dim());
+        let attn_width = c.n_head * c.head_dim_v;
+        let mut angles = RopeAngles::new(c.rope.n_rot);
+        for (il, lw) in w.layers.iter().enumerate() {
+            let lc = &c.layers[il];
+            let xn = resize(&mut s.xn, n * d);
+            self.norm_rows(&lw.attn_norm, &s.x, xn);
+            dump(&|| format!("blk.{il}.attn_norm"), xn);
+
+            // Projections.
+            let q = resize(&mut s.q, n * q_dim);
+            let k = resize(&mut s.k, n * k_dim);
+            let v = resize(&mut s.v, n * v_dim);
+            match &lw.qkv {
+                QkvProjection::Separate {
+                    q: wq,
+                    k: wk,
+                    v: wv,
+                } => {
+                    self.matmul(pool, wq, xn, n, q, &mut s.kernel)?;
+                    self.matmul(pool, wk, xn, n, k, &mut s.kernel)?;
+                    self.matmul(pool, wv, xn, n, v, &mut s.kernel)?;
+                }
+                QkvProjection::Fused(wqkv) => {
+                    let qkv = resize(&mut s.qkv, n * wqkv.rows);
+                    self.matmul(pool, wqkv, xn, n, qkv, &mut s.kernel)?;
+                    for t in 0..n {
+                        let row = &qkv[t * wqkv.rows..(t + 1) * wqkv.rows];
+                        q[t * q_dim..(t + 1) * q_dim].copy_from_slice(&row[..q_dim]);
+                        k[t * k_dim..(t + 1) * k_dim].copy_from_slice(&row[q_dim..q_dim + k_dim]);
+                        v[t * v_dim..(t + 1) * v_dim].copy_from_slice(&row[q_dim + k_dim..]);
+                    }
+                }
+            }
+            if let (Some(qn), Some(kn)) = (&lw.q_norm, &lw.k_norm) {
+                ops::rms_norm_heads(q, qn, c.norm_eps);
+                ops::rms_norm_heads(k, kn, c.norm_eps);
+            }
+            for t in 0..n {
+                angles.compute(
+                    &c.rope,
+                    lc.rope_base,
+                    lc.rope_freq_scale,
+                    w.rope_freqs.as_deref(),
+                    pos0 + t,
+                );
+                for head in q[t * q_dim..(t + 1) * q_dim].chunks_exact_mut(c.head_dim_k) {
+                    angles.apply(c.rope.style, head);
+                }
+                for head in k[t * k_dim..(t + 1) * k_dim].chunks_exact_mut(c.head_dim_k) {
+                    angles.apply(c.rope.style, head);
+                }
+                cache.store(
+                    il,
+                    pos0 + t,
+                    &k[t * k_dim..(t + 1) * k_dim],
+                    &v[t * v_dim..(t + 1) * v_dim],
+                );
+            }
+            dump(&|| format!("blk.{il}.q_roped"), q);
+
+            // Attention and output projection.
+            let attn = resize(&mut s.attn, n * attn_width);
+            let shape = AttentionShape {
+                n_head: c.n_head,
+                n_head_kv: c.n_head_kv,
+                head_dim_k: c.head_dim_k,
+                head_dim_v: c.head_dim_v,
+                scale: c.attn_scale,
+                softcap: c.attn_softcap,
+                window: lc.sliding_window,
+                causal: c.causal,
+            };
+            attention(
+                pool,
+                self.kernels,
+                cache,
+                il,
+                &shape,
+                q,
+                pos0,
+                pos0 + n,
+                attn,
+            );
+            dump(&|| format!("blk.{il}.kqv_out"), attn);
+            let branch = resize(&mut s.branch, n * d);
+            self.matmul(pool, &lw.attn_out, attn, n, branch, &mut s.kernel)?;
+            if let Some(post) = &lw.post_attn_norm {
+                let xn = resize(&mut s.xn, n * d);
+                self.norm_rows(post, branch, xn);
+                branch.copy_from_slice(xn);
+            }
+            if let Some(rs) = c.residual_scale {
+                ops::scale(branch, rs);
+            }
+            dump(&|| format!("blk.{il}.attn_out"), branch);
+            ops::add_assign(&mut s.x, branch);
+            dump(&|| format!("blk.{il}.ffn_inp"), &s.x);
+
+            // Feed-forward.
+            let xn = resize(&mut s.xn, n * d);
+            self.norm_rows(&lw.ffn_norm, &s.x, xn);
+            let up = resize(&mut s.up, n * lw.ffn_up.rows);
+            self.matmul(pool, &lw.ffn_up, xn, n, up, &mut s.kernel)?;
+            let hidden: &[f32] = match c.ffn {
+                FfnKind::Gated(act) => {
+                    let gate_w = lw.ffn_gate.as_ref().expect("loader requires ffn_gate");
+                    let gate = resize(&mut s.gate, n * c.n_ff);
+                    self.matmul(pool, gate_w, xn, n, gate, &mut s.kernel)?;
+                    ops::gated(act, gate, up);
+                    gate
+                }
+                FfnKind::GatedFused(act) => {
+                    let gate = resize(&mut s.gate, n * c.n_ff);
+                    for t in 0..n {
+                        let row = &up[t * 2 * c.n_ff..(t + 1) * 2 * c.n_ff];
+                        let g = &mut gate[t * c.n_ff..(t + 1) * c.n_ff];
+                        g.copy_from_slice(&row[..c.n_ff]);
+                        ops::gated(act, g, &row[c.n_ff..]);
+                    }
+                    gate
+                }
+                FfnKind::Plain(act) => {
+                    for v in up.iter_mut() {
+                        *v = act.apply(*v);
+                    }
+                    up
+                }
+            };
+            let branch = resize(&mut s.branch, n * d);
+            self.matmul(pool, &lw.ffn_down, hidden, n, branch, &mut s.kernel)?;
+            if let Some(post) = &lw.post_ffn_norm {
+                let xn = resize(&mut s.xn, n * d);
+                self.norm_rows(post, branch, xn);
+                branch.copy_from_slice(xn);
+            }
+            if let Some(rs) = c.residual_scale {
+                ops::scale(branch, rs);
+            }
+            dump(&|| format!("blk.{il}.ffn_out"), branch);
+            ops::add_assign(&mut s.x, branch);
+            dump(&|| format!("blk.{il}.l_out"), &s.x);
+        }
+
+        // Output head, on the rows that need logits.
+        let rows: &[f32] = match logits {
+            Logits::None => return Ok(&[]),
+            Logits::Last => &s.x[(n - 1) * d..],
+            Logits::All => &s.x,
+        };
+        let n_out = rows.len() / d;
+        let xn = resize(&mut s.xn, n_out * d);
+        self.norm_rows(&w.output_norm, rows, xn);
+        dump(&|| "result_norm".into(), xn);
+        let out = resize(&mut s.logits, n_out * c.n_vocab);
+        self.matmul(pool, &w.output, xn, n_out, out, &mut s.kernel)?;
+        if let Some(div) = c.logit_divisor {
+            ops::scale(out, 1.0 / div);
+        }
+        if let Some(cap) = c.final_softcap {
+            ops::softcap(out, cap);
+        }
+        dump(&|| "result_output".into(), out);
+        Ok(&s.logits[..n_out * c.n_vocab])
+    }
+}

@@ -1,0 +1,281 @@
+//! The element-wise and per-row operations of a transformer block, written to
+//! round exactly where ggml's CPU backend rounds (llama.cpp's logits are our
+//! reference): sums of squares in f64, GELU through an f16 table, RoPE angles
+//! by repeated f32 multiplication.
+
+use super::config::{Activation, RopeConfig, RopeScaling, RopeStyle};
+use half::f16;
+use std::sync::OnceLock;
+
+/// `out = x / rms(x) · w` (ggml `rms_norm` then `mul`).
+pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    // ggml accumulates the squares in double, then rounds the mean to f32.
+    let sum: f64 = x.iter().map(|&v| (v * v) as f64).sum();
+    let mean = (sum / x.len() as f64) as f32;
+    let scale = 1.0 / (mean + eps).sqrt();
+    for ((o, &v), &w) in out.iter_mut().zip(x).zip(weight) {
+        *o = (v * scale) * w;
+    }
+}
+
+/// In-place [`rms_norm`] of every `weight.len()`-wide slice of `x` (per-head
+/// QK-norm).
+pub fn rms_norm_heads(x: &mut [f32], weight: &[f32], eps: f32) {
+    let mut tmp = vec![0.0; weight.len()];
+    for head in x.chunks_exact_mut(weight.len()) {
+        rms_norm(head, weight, eps, &mut tmp);
+        head.copy_from_slice(&tmp);
+    }
+}
+
+/// `out = (x − mean) / sd · w + b` (ggml `norm`, `mul`, `add`).
+pub fn layer_norm(x: &[f32], weight: &[f32], bias: Option<&[f32]>, eps: f32, out: &mut [f32]) {
+    let n = x.len() as f64;
+    let mean = (x.iter().map(|&v| v as f64).sum::<f64>() / n) as f32;
+    let mut sum2 = 0.0f64;
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = v - mean;
+        sum2 += (*o * *o) as f64;
+    }
+    let variance = (sum2 / n) as f32;
+    let scale = 1.0 / (variance + eps).sqrt();
+    for (o, &w) in out.iter_mut().zip(weight) {
+        *o = (*o * scale) * w;
+    }
+    if let Some(b) = bias {
+        for (o, &b) in out.iter_mut().zip(b) {
+            *o += b;
+        }
+    }
+}
+
+/// `x += y`.
+pub fn add_assign(x: &mut [f32], y: &[f32]) {
+    for (a, &b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
+/// `x *= s`.
+pub fn scale(x: &mut [f32], s: f32) {
+    for v in x {
+        *v *= s;
+    }
+}
+
+/// `cap · tanh(x / cap)`, in ggml's order (scale, tanh, scale).
+pub fn softcap(x: &mut [f32], cap: f32) {
+    for v in x {
+        *v = (*v * (1.0 / cap)).tanh() * cap;
+    }
+}
+
+/// `x · sigmoid(x)`.
+#[inline]
+pub fn silu(x: f32) -> f32 {
+    x / (1.0 + (-x).exp())
+}
+
+/// ggml's GELU: the tanh approximation evaluated at the f16 rounding of `x`
+/// and rounded to f16, through a 64 Ki-entry table; exactly 0 below −10 and
+/// the identity above 10.
+#[inline]
+pub fn gelu(x: f32) -> f32 {
+    if x <= -10.0 {
+        0.0
+    } else if x >= 10.0 {
+        x
+    } else {
+        gelu_table()[f16::from_f32(x).to_bits() as usize]
+    }
+}
+
+fn gelu_table() -> &'static [f32; 1 << 16] {
+    static TABLE: OnceLock<Box<[f32; 1 << 16]>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+        const COEF_A: f32 = 0.044715;
+        let mut table = Box::new([0.0f32; 1 << 16]);
+        for (bits, out) in table.iter_mut().enumerate() {
+            let x = f16::from_bits(bits as u16).to_f32();
+            let y = 0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + COEF_A * x * x)).tanh());
+            *out = f16::from_f32(y).to_f32();
+        }
+        table
+    })
+}
+
+impl Activation {
+    #[inline]
+    pub fn apply(self, x: f32) -> f32 {
+        match self {
+            Activation::Silu => silu(x),
+            Activation::GeluTanh => gelu(x),
+        }
+    }
+}
+
+/// `gate[i] = act(gate[i]) · up[i]` (ggml's fused `swiglu`/`geglu`).
+pub fn gated(act: Activation, gate: &mut [f32], up: &[f32]) {
+    for (g, &u) in gate.iter_mut().zip(up) {
+        *g = act.apply(*g) * u;
+    }
+}
+
+/// The cos/sin table of one position for RoPE, as ggml's `rope_cache_init`
+/// builds it: angles by repeated multiplication in f32, then YaRN's ramp.
+pub struct RopeAngles {
+    cos_sin: Vec<(f32, f32)>,
+}
+
+impl RopeAngles {
+    pub fn new(n_rot: usize) -> Self {
+        Self {
+            cos_sin: vec![(1.0, 0.0); n_rot / 2],
+        }
+    }
+
+    /// Fills the table for `pos` with `base` and `freq_scale`; `freq_factors`
+    /// (llama3's `rope_freqs`) divide each pair's angle.
+    pub fn compute(
+        &mut self,
+        rope: &RopeConfig,
+        base: f32,
+        freq_scale: f32,
+        freq_factors: Option<&[f32]>,
+        pos: usize,
+    ) {
+        let n_rot = rope.n_rot;
+        let theta_scale = base.powf(-2.0 / n_rot as f32);
+        let (ext_factor, corr) = match rope.scaling {
+            RopeScaling::Yarn {
+                ext_factor,
+                beta_fast,
+                beta_slow,
+            } => (
+                ext_factor,
+                yarn_corr_dims(n_rot, rope.n_ctx_orig, base, beta_fast, beta_slow),
+            ),
+            _ => (0.0, [0.0, 0.0]),
+        };
+        let mut theta = pos as f32;
+        for (pair, cs) in self.cos_sin.iter_mut().enumerate() {
+            let ff = freq_factors.map_or(1.0, |f| f[pair]);
+            let theta_extrap = theta / ff;
+            let theta_interp = freq_scale * theta_extrap;
+            let mut mscale = rope.attn_factor;
+            let mut angle = theta_interp;
+            if ext_factor != 0.0 {
+                let ramp_mix = yarn_ramp(corr[0], corr[1], 2 * pair) * ext_factor;
+                angle = theta_interp * (1.0 - ramp_mix) + theta_extrap * ramp_mix;
+                mscale *= 1.0 + 0.1 * (1.0 / freq_scale).ln();
+            }
+            *cs = (angle.cos() * mscale, angle.sin() * mscale);
+            theta *= theta_scale;
+        }
+    }
+
+    /// Rotates the first `n_rot` dimensions of one head in place.
+    pub fn apply(&self, style: RopeStyle, head: &mut [f32]) {
+        let half = self.cos_sin.len();
+        for (i, &(cos, sin)) in self.cos_sin.iter().enumerate() {
+            let (a, b) = match style {
+                RopeStyle::Normal => (2 * i, 2 * i + 1),
+                RopeStyle::Neox => (i, i + half),
+            };
+            let (x0, x1) = (head[a], head[b]);
+            head[a] = x0 * cos - x1 * sin;
+            head[b] = x0 * sin + x1 * cos;
+        }
+    }
+}
+
+fn yarn_corr_dim(n_dims: usize, n_ctx_orig: usize, n_rot: f32, base: f32) -> f32 {
+    n_dims as f32 * (n_ctx_orig as f32 / (n_rot * 2.0 * std::f32::consts::PI)).ln()
+        / (2.0 * base.ln())
+}
+
+/// The dimension range over which YaRN blends (ggml `rope_yarn_corr_dims`).
+fn yarn_corr_dims(
+    n_dims: usize,
+    n_ctx_orig: usize,
+    base: f32,
+    beta_fast: f32,
+    beta_slow: f32,
+) -> [f32; 2] {
+    let start = yarn_corr_dim(n_dims, n_ctx_orig, beta_fast, base).floor();
+    let end = yarn_corr_dim(n_dims, n_ctx_orig, beta_slow, base).ceil();
+    [start.max(0.0), end.min(n_dims as f32 - 1.0)]
+}
+
+fn yarn_ramp(low: f32, high: f32, i0: usize) -> f32 {
+    let y = ((i0 / 2) as f32 - low) / (high - low).max(0.001);
+    1.0 - y.clamp(0.0, 1.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rms_norm_of_constant_is_weight() {
+        let mut out = [0.0; 4];
+        rms_norm(&[3.0; 4], &[1.0, 2.0, 3.0, 4.0], 0.0, &mut out);
+        assert_eq!(out, [1.0, 2.0, 3.0, 4.0]);
+    }
+
+    #[test]
+    fn layer_norm_centres_and_scales() {
+        let mut out = [0.0; 4];
+        layer_norm(
+            &[1.0, 2.0, 3.0, 4.0],
+            &[1.0; 4],
+            Some(&[10.0; 4]),
+            0.0,
+            &mut out,
+        );
+        let sd = 1.25f32.sqrt();
+        let want = [
+            -1.5 / sd + 10.0,
+            -0.5 / sd + 10.0,
+            0.5 / sd + 10.0,
+            1.5 / sd + 10.0,
+        ];
+        for (o, w) in out.iter().zip(want) {
+            assert!((o - w).abs() < 1e-6, "{out:?} vs {want:?}");
+        }
+    }
+
+    #[test]
+    fn gelu_follows_ggml_table_rules() {
+        assert_eq!(gelu(-10.0), 0.0);
+        assert_eq!(gelu(12.5), 12.5);
+        assert_eq!(gelu(0.0), 0.0);
+        // 1.0 is exact in f16; gelu_tanh(1) = 0.841192, rounded to f16 = 0.84130859375.
+        assert_eq!(gelu(1.0), 0.841_308_6);
+        // Inputs are rounded to f16 first: these two share a table entry.
+        assert_eq!(gelu(0.3), gelu(0.300_01));
+    }
+
+    #[test]
+    fn rope_rotates_pairs_by_position_angle() {
+        let rope = RopeConfig {
+            style: RopeStyle::Normal,
+            n_rot: 4,
+            scaling: RopeScaling::None,
+            n_ctx_orig: 0,
+            attn_factor: 1.0,
+        };
+        let mut angles = RopeAngles::new(4);
+        angles.compute(&rope, 10_000.0, 1.0, None, 3);
+        let mut head = [1.0, 0.0, 1.0, 0.0, 7.0];
+        angles.apply(RopeStyle::Normal, &mut head);
+        // pair 0 angle 3, pair 1 angle 3·10000^(-1/2); dimension 4 untouched.
+        assert!((head[0] - 3f32.cos()).abs() < 1e-6 && (head[1] - 3f32.sin()).abs() < 1e-6);
+        assert!((head[2] - 0.03f32.cos()).abs() < 1e-6 && (head[3] - 0.03f32.sin()).abs() < 1e-6);
+        assert_eq!(head[4], 7.0);
+        let mut neox = [1.0, 1.0, 0.0, 0.0];
+        angles.apply(RopeStyle::Neox, &mut neox);
+        assert!((neox[0] - 3f32.cos()).abs() < 1e-6 && (neox[2] - 3f32.sin()).abs() < 1e-6);
+    }
+}

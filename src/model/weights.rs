@@ -1,0 +1,259 @@
+//! The tensors of a decoder, found by name, checked against the config's
+//! shapes and kernel support at load time (so a bad file fails before any
+//! token is processed), and left in place in the memory-mapped file.
+
+use super::ModelError;
+use super::config::{FfnKind, ModelConfig, NormKind};
+use crate::gguf::{GgmlType, GgufFile};
+use crate::kernels::{Kernels, Weights};
+
+/// A matrix applied to activations: `rows` outputs from `cols` inputs, with
+/// an optional bias. It refers to its bytes in the file by tensor index.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    pub name: String,
+    tensor: usize,
+    pub ty: GgmlType,
+    pub rows: usize,
+    pub cols: usize,
+    pub bias: Option<Vec<f32>>,
+}
+
+impl Linear {
+    /// The kernel view of this matrix's bytes in `file`.
+    pub fn bind<'f>(
+        &self,
+        file: &'f GgufFile,
+        kernels: &Kernels,
+    ) -> Result<Weights<'f>, ModelError> {
+        Ok(Weights::new(
+            &self.name,
+            self.ty,
+            self.rows,
+            self.cols,
+            self.data(file),
+            kernels,
+        )?)
+    }
+
+    /// This matrix's bytes in `file`.
+    pub fn data<'f>(&self, file: &'f GgufFile) -> &'f [u8] {
+        file.view(&file.tensors()[self.tensor]).data
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.ty.bytes_for(self.cols as u64).unwrap_or(0) as usize * self.rows
+    }
+}
+
+/// Norm weights (and bias, for LayerNorm), dequantized to f32 at load.
+#[derive(Debug, Clone)]
+pub struct Norm {
+    pub weight: Vec<f32>,
+    pub bias: Option<Vec<f32>>,
+}
+
+/// How a block projects queries, keys and values.
+#[derive(Debug, Clone)]
+pub enum QkvProjection {
+    Separate {
+        q: Linear,
+        k: Linear,
+        v: Linear,
+    },
+    /// One `attn_qkv` matrix whose outputs are `[q; k; v]` (phi3).
+    Fused(Linear),
+}
+
+#[derive(Debug, Clone)]
+pub struct LayerWeights {
+    pub attn_norm: Norm,
+    pub qkv: QkvProjection,
+    pub q_norm: Option<Vec<f32>>,
+    pub k_norm: Option<Vec<f32>>,
+    pub attn_out: Linear,
+    pub post_attn_norm: Option<Norm>,
+    pub ffn_norm: Norm,
+    pub ffn_gate: Option<Linear>,
+    pub ffn_up: Linear,
+    pub ffn_down: Linear,
+    pub post_ffn_norm: Option<Norm>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ModelWeights {
+    /// `token_embd.weight`: one row per token, any supported type.
+    pub token_embd: Linear,
+    pub output_norm: Norm,
+    /// `output.weight`, or `token_embd.weight` when the model ties them.
+    pub output: Linear,
+    /// llama3-style per-pair RoPE frequency divisors (`rope_freqs.weight`).
+    pub rope_freqs: Option<Vec<f32>>,
+    pub layers: Vec<LayerWeights>,
+}
+
+/// Finds tensors by name and checks them.
+struct Loader<'f> {
+    file: &'f GgufFile,
+    kernels: &'f Kernels,
+}
+
+impl Loader<'_> {
+    fn index(&self, name: &str) -> Option<usize> {
+        self.file.tensors().iter().position(|t| t.name == name)
+    }
+
+    fn vector(&self, name: &str, len: usize) -> Result<Option<Vec<f32>>, ModelError> {
+        let Some(i) = self.index(name) else {
+            return Ok(None);
+        };
+        let info = &self.file.tensors()[i];
+        if info.elements() != len as u64 {
+            return Err(ModelError::TensorShape {
+                name: name.into(),
+                expected: format!("{len} elements"),
+                found: format!("{:?}", info.shape()),
+            });
+        }
+        let values = crate::quant::dequantize_tensor(&self.file.view(info))
+            .map_err(|e| ModelError::Kernel(e.in_tensor(name).into()))?;
+        Ok(Some(values))
+    }
+
+    fn required_vector(&self, name: &str, len: usize) -> Result<Vec<f32>, ModelError> {
+        self.vector(name, len)?
+            .ok_or_else(|| ModelError::MissingTensor(name.into()))
+    }
+
+    fn norm(&self, prefix: &str, len: usize, kind: NormKind) -> Result<Option<Norm>, ModelError> {
+        let Some(weight) = self.vector(&format!("{prefix}.weight"), len)? else {
+            return Ok(None);
+        };
+        let bias = match kind {
+            NormKind::Layer => self.vector(&format!("{prefix}.bias"), len)?,
+            NormKind::Rms => None,
+        };
+        Ok(Some(Norm { weight, bias }))
+    }
+
+    fn required_norm(&self, prefix: &str, len: usize, kind: NormKind) -> Result<Norm, ModelError> {
+        self.norm(prefix, len, kind)?
+            .ok_or_else(|| ModelError::MissingTensor(format!("{prefix}.weight")))
+    }
+
+    /// `{prefix}.weight` as `rows` outputs × `cols` inputs, plus its optional bias.
+    fn linear(&self, prefix: &str, cols: usize, rows: usize) -> Result<Option<Linear>, ModelError> {
+        let name = format!("{prefix}.weight");
+        let Some(i) = self.index(&name) else {
+            return Ok(None);
+        };
+        let info = &self.file.tensors()[i];
+        let (c, r) = info.rows();
+        if (c, r) != (cols as u64, rows as u64) || info.n_dims > 2 {
+            return Err(ModelError::TensorShape {
+                name,
+                expected: format!("[{cols}, {rows}]"),
+                found: format!("{:?}", info.shape()),
+            });
+        }
+        let linear = Linear {
+            name: name.clone(),
+            tensor: i,
+            ty: info.ggml_type,
+            rows,
+            cols,
+            bias: self.vector(&format!("{prefix}.bias"), rows)?,
+        };
+        linear.bind(self.file, self.kernels)?; // type and size checks, once
+        Ok(Some(linear))
+    }
+
+    fn required_linear(
+        &self,
+        prefix: &str,
+        cols: usize,
+        rows: usize,
+    ) -> Result<Linear, ModelError> {
+        self.linear(prefix, cols, rows)?
+            .ok_or_else(|| ModelError::MissingTensor(format!("{prefix}.weight")))
+    }
+}
+
+impl ModelWeights {
+    pub fn load(
+        file: &GgufFile,
+        config: &ModelConfig,
+        kernels: &Kernels,
+    ) -> Result<Self, ModelError> {
+        let l = Loader { file, kernels };
+        let c = config;
+        let token_embd = l.required_linear("token_embd", c.n_embd, c.n_vocab)?;
+        let output = match l.linear("output", c.n_embd, c.n_vocab)? {
+            Some(output) => output,
+            None => token_embd.clone(),
+        };
+        let output_norm = l.required_norm("output_norm", c.n_embd, c.norm)?;
+        let rope_freqs = l.vector("rope_freqs.weight", c.rope.n_rot / 2)?;
+
+        let mut layers = Vec::with_capacity(c.n_layers);
+        for il in 0..c.n_layers {
+            let p = |s: &str| format!("blk.{il}.{s}");
+            let qkv = match l.linear(&p("attn_qkv"), c.n_embd, c.q_dim() + c.k_dim() + c.v_dim())? {
+                Some(fused) => QkvProjection::Fused(fused),
+                None => QkvProjection::Separate {
+                    q: l.required_linear(&p("attn_q"), c.n_embd, c.q_dim())?,
+                    k: l.required_linear(&p("attn_k"), c.n_embd, c.k_dim())?,
+                    v: l.required_linear(&p("attn_v"), c.n_embd, c.v_dim())?,
+                },
+            };
+            let (q_norm, k_norm) = if c.qk_norm {
+                (
+                    Some(l.required_vector(&p("attn_q_norm.weight"), c.head_dim_k)?),
+                    Some(l.required_vector(&p("attn_k_norm.weight"), c.head_dim_k)?),
+                )
+            } else {
+                (None, None)
+            };
+            let (post_attn_norm, post_ffn_norm) = if c.post_norms {
+                (
+                    Some(l.required_norm(&p("post_attention_norm"), c.n_embd, c.norm)?),
+                    Some(l.required_norm(&p("post_ffw_norm"), c.n_embd, c.norm)?),
+                )
+            } else {
+                (None, None)
+            };
+            let (ffn_gate, up_rows) = match c.ffn {
+                FfnKind::Gated(_) => (
+                    Some(l.required_linear(&p("ffn_gate"), c.n_embd, c.n_ff)?),
+                    c.n_ff,
+                ),
+                FfnKind::GatedFused(_) => (None, 2 * c.n_ff),
+                FfnKind::Plain(_) => (None, c.n_ff),
+            };
+            layers.push(LayerWeights {
+                attn_norm: l.required_norm(&p("attn_norm"), c.n_embd, c.norm)?,
+                qkv,
+                q_norm,
+                k_norm,
+                attn_out: l.required_linear(
+                    &p("attn_output"),
+                    c.n_head * c.head_dim_v,
+                    c.n_embd,
+                )?,
+                post_attn_norm,
+                ffn_norm: l.required_norm(&p("ffn_norm"), c.n_embd, c.norm)?,
+                ffn_gate,
+                ffn_up: l.required_linear(&p("ffn_up"), c.n_embd, up_rows)?,
+                ffn_down: l.required_linear(&p("ffn_down"), c.n_ff, c.n_embd)?,
+                post_ffn_norm,
+            });
+        }
+        Ok(Self {
+            token_embd,
+            output_norm,
+            output,
+            rope_freqs,
+            layers,
+        })
+    }
+}

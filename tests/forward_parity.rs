@@ -1,0 +1,299 @@
+//! The forward pass against llama.cpp's own logits (../shared/ref, recorded
+//! with an F32 KV cache and flash attention off; see ../shared/ref/FORMAT.md).
+//!
+//! Error is |ours − llama.cpp| divided by the standard deviation of the
+//! reference logits at that position. Float models must agree to 5e-3 at
+//! worst; quantized models (where both sides quantize activations to 8 bits,
+//! so an upstream rounding difference can flip a quantization step) to 0.03
+//! RMS and 0.15 at worst — llama.cpp's own F16-cache path is further from its
+//! F32 path than that. Greedy continuations must match up to the first step
+//! where the reference's top-2 margin is below 0.1 standard deviations.
+
+mod common;
+
+use rusty_llm::gguf::GgufFile;
+use rusty_llm::kernels::{ThreadPool, kernels};
+use rusty_llm::model::{ForwardScratch, KvType, Logits, Model};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+#[derive(Deserialize)]
+struct Reference {
+    model_file: String,
+    n_vocab: usize,
+    sequences: Vec<Sequence>,
+}
+
+#[derive(Deserialize)]
+struct Sequence {
+    tokens: Vec<u32>,
+    #[serde(default)]
+    logits: Vec<Vec<f32>>,
+    #[serde(default)]
+    top20: Vec<Top20>,
+    #[serde(default)]
+    last_logits: Vec<f32>,
+    greedy_continuation: Vec<u32>,
+    greedy_margin: Vec<f32>,
+}
+
+#[derive(Deserialize)]
+struct Top20 {
+    ids: Vec<u32>,
+    values: Vec<f32>,
+}
+
+fn std_dev(v: &[f32]) -> f64 {
+    let n = v.len() as f64;
+    let mean = v.iter().map(|&x| x as f64).sum::<f64>() / n;
+    (v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n).sqrt()
+}
+
+fn argmax(v: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// Accumulates normalized errors.
+#[derive(Default)]
+struct Errors {
+    sum_sq: f64,
+    count: usize,
+    max: f64,
+    worst: String,
+}
+
+impl Errors {
+    fn add(&mut self, ours: f32, theirs: f32, sd: f64, at: impl Fn() -> String) {
+        let e = (ours as f64 - theirs as f64).abs() / sd;
+        self.sum_sq += e * e;
+        self.count += 1;
+        if e > self.max || e.is_nan() {
+            self.max = if e.is_nan() { f64::INFINITY } else { e };
+            self.worst = at();
+        }
+    }
+
+    fn rms(&self) -> f64 {
+        (self.sum_sq / self.count.max(1) as f64).sqrt()
+    }
+}
+
+fn load(path: &Path) -> Model {
+    Model::load(GgufFile::open(path).unwrap(), kernels())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// How far from llama.cpp a model may be, in reference standard deviations.
+#[derive(Clone, Copy)]
+enum Tolerance {
+    /// F32/F16 weights: only summation order differs.
+    Float,
+    /// BF16 weights: activations are rounded to bf16 (8-bit mantissa) before
+    /// every product, so a last-bit difference upstream can flip one rounding
+    /// and move a logit by ~1e-2 sd. llama.cpp's own F16-cache run is 0.025 sd
+    /// away from its F32 run on this file; we measured 1.07e-2.
+    Bf16,
+    /// 8-bit activation quantization on both sides.
+    Quantized,
+    /// The real Gemma 3 270M is far more sensitive than the tiny models:
+    /// llama.cpp's F16-cache run differs from its F32 run by 0.036 sd on
+    /// average and 0.31 sd at worst (33 tokens, `diff_vs_primary`). We ask
+    /// to be no further than that noise floor.
+    DefaultModel,
+}
+
+impl Tolerance {
+    /// (rms, max) limits.
+    fn limits(self) -> (f64, f64) {
+        match self {
+            Tolerance::Float => (5e-3, 5e-3),
+            Tolerance::Bf16 => (5e-3, 1.5e-2),
+            Tolerance::Quantized => (0.03, 0.15),
+            Tolerance::DefaultModel => (0.06, 0.31),
+        }
+    }
+}
+
+/// Checks one model against its reference file; returns (rms, max).
+fn check(stem: &str, tolerance: Tolerance) -> Option<(f64, f64)> {
+    let shared = common::shared()?;
+    let reference: Reference =
+        serde_json::from_slice(&std::fs::read(shared.join(format!("ref/{stem}.json"))).unwrap())
+            .unwrap();
+    let path: PathBuf = if stem.starts_with("tiny-") {
+        shared.join("tiny").join(&reference.model_file)
+    } else {
+        common::default_model()?
+    };
+    let model = load(&path);
+    assert_eq!(model.config().n_vocab, reference.n_vocab);
+    let pool = ThreadPool::new(2);
+    let mut errors = Errors::default();
+    for (si, seq) in reference.sequences.iter().enumerate() {
+        let mut cache = model.new_cache(KvType::F32, 256);
+        let mut scratch = ForwardScratch::default();
+        let n = seq.tokens.len();
+        let logits = model
+            .forward(
+                &pool,
+                &mut cache,
+                &mut scratch,
+                &seq.tokens,
+                0,
+                Logits::All,
+                None,
+            )
+            .unwrap()
+            .to_vec();
+        let nv = reference.n_vocab;
+        for p in 0..n {
+            let ours = &logits[p * nv..(p + 1) * nv];
+            let at = |i: usize| move || format!("sequence {si} position {p} token {i}");
+            if !seq.logits.is_empty() {
+                let sd = std_dev(&seq.logits[p]);
+                for (i, (&a, &b)) in ours.iter().zip(&seq.logits[p]).enumerate() {
+                    errors.add(a, b, sd, at(i));
+                }
+            } else if p == n - 1 && !seq.last_logits.is_empty() {
+                let sd = std_dev(&seq.last_logits);
+                for (i, (&a, &b)) in ours.iter().zip(&seq.last_logits).enumerate() {
+                    errors.add(a, b, sd, at(i));
+                }
+            } else {
+                let sd = std_dev(ours);
+                let top = &seq.top20[p];
+                for (&i, &b) in top.ids.iter().zip(&top.values) {
+                    errors.add(ours[i as usize], b, sd, at(i as usize));
+                }
+            }
+        }
+
+        if std::env::var_os("PARITY_VERBOSE").is_some() {
+            eprintln!(
+                "  {stem} sequence {si}: rms so far {:.3e}, max so far {:.3e}",
+                errors.rms(),
+                errors.max
+            );
+        }
+
+        // Greedy continuation: the prompt pass, then one token at a time.
+        let mut next = argmax(&logits[(n - 1) * nv..]);
+        let mut pos = n;
+        for (step, (&want, &margin)) in seq
+            .greedy_continuation
+            .iter()
+            .zip(&seq.greedy_margin)
+            .enumerate()
+        {
+            let step_logits = if step == 0 {
+                logits[(n - 1) * nv..].to_vec()
+            } else {
+                let l = model
+                    .forward(
+                        &pool,
+                        &mut cache,
+                        &mut scratch,
+                        &[next],
+                        pos,
+                        Logits::Last,
+                        None,
+                    )
+                    .unwrap()
+                    .to_vec();
+                pos += 1;
+                next = argmax(&l);
+                l
+            };
+            if (margin as f64) < 0.1 * std_dev(&step_logits) {
+                break; // a near-tie: either token is honest
+            }
+            assert_eq!(
+                next, want,
+                "{stem}: sequence {si} greedy step {step} differs (margin {margin})"
+            );
+        }
+    }
+    let (rms, max) = (errors.rms(), errors.max);
+    eprintln!("{stem}: rms {rms:.2e}, max {max:.2e} at {}", errors.worst);
+    let (rms_tol, max_tol) = tolerance.limits();
+    assert!(
+        rms <= rms_tol && max <= max_tol,
+        "{stem}: error rms {rms:.3e} (limit {rms_tol}), max {max:.3e} (limit {max_tol}) at {}",
+        errors.worst
+    );
+    Some((rms, max))
+}
+
+#[test]
+fn llama_float() {
+    check("tiny-llama-F32", Tolerance::Float);
+    check("tiny-llama-F16", Tolerance::Float);
+    check("tiny-llama-BF16", Tolerance::Bf16);
+}
+
+#[test]
+fn llama_quantized() {
+    for t in [
+        "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K_M", "Q4_K_M", "Q5_K_M", "Q6_K",
+        "IQ4_NL", "IQ4_XS", "MXFP4",
+    ] {
+        check(&format!("tiny-llama-{t}"), Tolerance::Quantized);
+    }
+}
+
+fn family(arch: &str) {
+    check(&format!("tiny-{arch}-F16"), Tolerance::Float);
+    check(&format!("tiny-{arch}-Q8_0"), Tolerance::Quantized);
+    check(&format!("tiny-{arch}-Q4_K_M"), Tolerance::Quantized);
+}
+
+#[test]
+fn qwen2() {
+    family("qwen2");
+}
+
+#[test]
+fn qwen3() {
+    family("qwen3");
+}
+
+#[test]
+fn phi3() {
+    family("phi3");
+}
+
+#[test]
+fn gemma() {
+    family("gemma");
+}
+
+#[test]
+fn gemma2() {
+    family("gemma2");
+}
+
+#[test]
+fn gemma3() {
+    family("gemma3");
+}
+
+#[test]
+fn granite() {
+    family("granite");
+}
+
+#[test]
+fn starcoder2() {
+    family("starcoder2");
+}
+
+#[test]
+fn default_model_gemma3_270m() {
+    check("gemma-3-270m-q4_k_m", Tolerance::DefaultModel);
+}
