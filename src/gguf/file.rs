@@ -12,7 +12,7 @@ use std::time::Instant;
 enum Storage {
     #[cfg(not(target_family = "wasm"))]
     Mapped(memmap2::Mmap),
-    Owned(Vec<u8>),
+    Owned(AlignedBytes),
 }
 
 impl Storage {
@@ -20,8 +20,32 @@ impl Storage {
         match self {
             #[cfg(not(target_family = "wasm"))]
             Storage::Mapped(m) => m,
-            Storage::Owned(v) => v,
+            Storage::Owned(v) => v.bytes(),
         }
+    }
+}
+
+/// Bytes in a buffer aligned like a page-aligned map would be for tensor data
+/// (8 bytes), so f32/f16 weights can be viewed in place rather than copied.
+struct AlignedBytes {
+    words: Vec<u64>,
+    len: usize,
+}
+
+impl AlignedBytes {
+    fn zeroed(len: usize) -> Self {
+        Self {
+            words: vec![0; len.div_ceil(8)],
+            len,
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &bytemuck::cast_slice(&self.words)[..self.len]
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut bytemuck::cast_slice_mut(&mut self.words)[..self.len]
     }
 }
 
@@ -70,22 +94,43 @@ impl GgufFile {
 
     /// Reads the whole file into memory and parses it (`--no-mmap`).
     pub fn read(path: impl AsRef<Path>) -> Result<Self, GgufError> {
+        use std::io::Read;
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| GgufError::Io {
+        let io_err = |source| GgufError::Io {
             path: path.to_path_buf(),
             source,
-        })?;
-        Self::from_storage(Storage::Owned(bytes), Some(path.to_path_buf()))
+        };
+        let mut file = File::open(path).map_err(io_err)?;
+        let len = file.metadata().map_err(io_err)?.len();
+        let len = usize::try_from(len)
+            .map_err(|_| io_err(std::io::Error::other("file larger than the address space")))?;
+        let mut buf = AlignedBytes::zeroed(len);
+        file.read_exact(buf.bytes_mut()).map_err(io_err)?;
+        Self::from_storage(Storage::Owned(buf), Some(path.to_path_buf()))
     }
 
     /// Parses a file that is already in memory.
     pub fn from_bytes(bytes: Vec<u8>) -> Result<Self, FormatError> {
         let layout = reader::parse(&bytes)?;
+        let mut buf = AlignedBytes::zeroed(bytes.len());
+        buf.bytes_mut().copy_from_slice(&bytes);
         Ok(Self {
             path: None,
-            storage: Storage::Owned(bytes),
+            storage: Storage::Owned(buf),
             layout,
         })
+    }
+
+    /// Locks the mapped file in RAM (`--mlock`), so weights are never paged
+    /// out and re-read. Only mapped files can be locked.
+    pub fn lock_in_memory(&self) -> std::io::Result<()> {
+        match &self.storage {
+            #[cfg(unix)]
+            Storage::Mapped(map) => map.lock(),
+            _ => Err(std::io::Error::other(
+                "locking applies to memory-mapped files (drop --no-mmap)",
+            )),
+        }
     }
 
     fn from_storage(storage: Storage, path: Option<PathBuf>) -> Result<Self, GgufError> {

@@ -1,11 +1,11 @@
 //! Scaled dot-product attention over the KV cache, one (token, head) pair per
 //! task on the worker pool.
 //!
-//! The arithmetic follows ggml's non-flash path so logits match llama.cpp:
-//! scores are `q·k` with the cache's element type (an F16 cache rounds `q` to
-//! f16 first, as `ggml_mul_mat` converts activations to the weight type), then
-//! scale, optional soft-cap, a softmax whose sum is accumulated in f64, and
-//! the probabilities (rounded to f16 for an F16 cache) weight the values.
+//! The arithmetic follows the path llama.cpp takes for the same cache type,
+//! so logits match it: an F32 cache runs ggml's plain softmax attention (what
+//! llama.cpp does with `-ctk f32 -ctv f32 -fa off`, the parity reference), an
+//! F16 cache runs ggml's CPU flash attention (llama.cpp's default: F16 cache,
+//! flash attention on).
 
 use super::kv_cache::{KvCache, KvStore};
 use crate::kernels::{Kernels, ThreadPool};
@@ -115,32 +115,44 @@ fn head_attention(
     buf: &mut Buffers,
     out: &mut [f32],
 ) {
-    let (dk, dv) = (shape.head_dim_k, shape.head_dim_v);
-    let n = hi - lo;
-    buf.scores.clear();
-    buf.scores.resize(n, 0.0);
-    let key_base = kv_head * n_ctx * dk;
-    match keys {
-        KvStore::F32(k) => {
-            let qb: &[u8] = bytemuck::cast_slice(q);
-            for (j, s) in buf.scores.iter_mut().enumerate() {
-                let row = &k[key_base + (lo + j) * dk..][..dk];
-                *s = (kernels.dots.f32)(dk, bytemuck::cast_slice(row), qb);
-            }
+    match (keys, values) {
+        (KvStore::F32(k), KvStore::F32(v)) => {
+            softmax_attention(kernels, shape, k, v, n_ctx, kv_head, q, lo, hi, buf, out)
         }
-        KvStore::F16(k) => {
-            buf.q16.resize(dk, f16::ZERO);
-            buf.q16.convert_from_f32_slice(q);
-            let qb: &[u8] = bytemuck::cast_slice(&buf.q16);
-            for (j, s) in buf.scores.iter_mut().enumerate() {
-                let row = &k[key_base + (lo + j) * dk..][..dk];
-                *s = (kernels.dots.f16)(dk, bytemuck::cast_slice(row), qb);
-            }
+        (KvStore::F16(k), KvStore::F16(v)) => {
+            flash_attention_f16(shape, k, v, n_ctx, kv_head, q, lo, hi, buf, out)
         }
+        _ => unreachable!("KvCache stores keys and values with one type"),
     }
+}
 
-    // ggml: scale (and soft-cap), subtract the max, exp, sum in f64, multiply
-    // by the f32 rounding of 1/sum.
+/// ggml's non-flash path (what llama.cpp runs with an F32 cache and
+/// `-fa off`): all scores, softmax with an f64 sum, then `Σ p·v`.
+#[allow(clippy::too_many_arguments)]
+fn softmax_attention(
+    kernels: &Kernels,
+    shape: &AttentionShape,
+    keys: &[f32],
+    values: &[f32],
+    n_ctx: usize,
+    kv_head: usize,
+    q: &[f32],
+    lo: usize,
+    hi: usize,
+    buf: &mut Buffers,
+    out: &mut [f32],
+) {
+    let (dk, dv) = (shape.head_dim_k, shape.head_dim_v);
+    buf.scores.clear();
+    buf.scores.resize(hi - lo, 0.0);
+    let key_base = kv_head * n_ctx * dk;
+    let qb: &[u8] = bytemuck::cast_slice(q);
+    for (j, s) in buf.scores.iter_mut().enumerate() {
+        let row = &keys[key_base + (lo + j) * dk..][..dk];
+        *s = (kernels.dots.f32)(dk, bytemuck::cast_slice(row), qb);
+    }
+    // Scale (and soft-cap), subtract the max, exp, sum in f64, multiply by
+    // the f32 rounding of 1/sum.
     let mut max = f32::NEG_INFINITY;
     for s in buf.scores.iter_mut() {
         *s *= shape.scale;
@@ -155,28 +167,104 @@ fn head_attention(
         sum += *s as f64;
     }
     let inv = (1.0 / sum) as f32;
-
     out.fill(0.0);
     let value_base = kv_head * n_ctx * dv;
-    match values {
-        KvStore::F32(v) => {
-            for (j, &s) in buf.scores.iter().enumerate() {
-                let p = s * inv;
-                let row = &v[value_base + (lo + j) * dv..][..dv];
-                for (o, &x) in out.iter_mut().zip(row) {
-                    *o += p * x;
-                }
-            }
+    for (j, &s) in buf.scores.iter().enumerate() {
+        let p = s * inv;
+        let row = &values[value_base + (lo + j) * dv..][..dv];
+        for (o, &x) in out.iter_mut().zip(row) {
+            *o += p * x;
         }
-        KvStore::F16(v) => {
-            buf.row.resize(dv, 0.0);
-            for (j, &s) in buf.scores.iter().enumerate() {
-                let p = f16::from_f32(s * inv).to_f32();
-                v[value_base + (lo + j) * dv..][..dv].convert_to_f32_slice(&mut buf.row);
-                for (o, &x) in out.iter_mut().zip(&buf.row) {
-                    *o += p * x;
-                }
+    }
+}
+
+/// ggml's CPU flash attention over an F16 cache (llama.cpp's default: F16
+/// cache, flash attention on): `q` rounded to f16, one pass over the keys
+/// with an online softmax, and the weighted values accumulated *in f16*
+/// (each multiply-add rounded to f16), divided by the sum at the end.
+#[allow(clippy::too_many_arguments)]
+fn flash_attention_f16(
+    shape: &AttentionShape,
+    keys: &[f16],
+    values: &[f16],
+    n_ctx: usize,
+    kv_head: usize,
+    q: &[f32],
+    lo: usize,
+    hi: usize,
+    buf: &mut Buffers,
+    out: &mut [f32],
+) {
+    let (dk, dv) = (shape.head_dim_k, shape.head_dim_v);
+    buf.q16.resize(dk, f16::ZERO);
+    buf.q16.convert_from_f32_slice(q);
+    buf.row.clear();
+    buf.row.resize(dv, 0.0); // the accumulator, always holding f16 values
+    buf.scores.resize(dv, 0.0); // one value row in f32
+    let (acc, v32) = (&mut buf.row, &mut buf.scores);
+    let (key_base, value_base) = (kv_head * n_ctx * dk, kv_head * n_ctx * dv);
+    let round = |x: f32| f16::from_f32(x).to_f32();
+    let mut max = f32::NEG_INFINITY;
+    let mut sum = 0.0f32;
+    for pos in lo..hi {
+        let k = &keys[key_base + pos * dk..][..dk];
+        let s = dot_f16_like_ggml(k, &buf.q16);
+        // ggml folds the soft-cap divisor into the scale.
+        let s = match shape.softcap {
+            Some(cap) => cap * (s * (shape.scale / cap)).tanh(),
+            None => s * shape.scale,
+        };
+        let (mut ms, mut vs) = (1.0f32, 1.0f32);
+        if s > max {
+            ms = (max - s).exp();
+            max = s;
+            for a in acc.iter_mut() {
+                *a = round(*a * ms);
+            }
+        } else {
+            vs = (s - max).exp();
+        }
+        values[value_base + pos * dv..][..dv].convert_to_f32_slice(v32);
+        for (a, &v) in acc.iter_mut().zip(v32.iter()) {
+            *a = round(v.mul_add(vs, *a));
+        }
+        sum = sum * ms + vs;
+    }
+    let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
+    for (o, &a) in out.iter_mut().zip(acc.iter()) {
+        *o = a * inv;
+    }
+}
+
+/// `k·q` summed in exactly the order of ggml's AVX-512 `ggml_vec_dot_f16`
+/// (four 16-lane accumulators over 64-element steps, pairwise folds, then
+/// `_mm512_reduce_add_ps`'s tree), so the scores are bit-identical to
+/// llama.cpp's. This matters here: the f16 value accumulator below rounds
+/// every step, so a last-bit difference in one score can flip a rounding
+/// and move a logit by 1e-3 sd. Products of two f16 values are exact in f32,
+/// so ggml's fused multiply-adds equal a plain multiply then add.
+fn dot_f16_like_ggml(k: &[f16], q: &[f16]) -> f32 {
+    const STEP: usize = 64;
+    let n = k.len();
+    let full = n - n % STEP;
+    let mut acc = [[0.0f32; 16]; 4];
+    for i in (0..full).step_by(STEP) {
+        for (j, lanes) in acc.iter_mut().enumerate() {
+            for (l, a) in lanes.iter_mut().enumerate() {
+                let at = i + 16 * j + l;
+                *a += k[at].to_f32() * q[at].to_f32();
             }
         }
     }
+    let fold = |a: [f32; 16], b: [f32; 16]| std::array::from_fn::<f32, 16, _>(|l| a[l] + b[l]);
+    let a02 = fold(acc[0], acc[2]);
+    let a13 = fold(acc[1], acc[3]);
+    let v = fold(a02, a13);
+    let t3: [f32; 8] = std::array::from_fn(|l| v[l + 8] + v[l]);
+    let t6: [f32; 4] = std::array::from_fn(|l| t3[l + 4] + t3[l]);
+    let mut sum = ((t6[0] + t6[2]) + (t6[1] + t6[3])) as f64;
+    for at in full..n {
+        sum += (k[at].to_f32() * q[at].to_f32()) as f64;
+    }
+    sum as f32
 }
