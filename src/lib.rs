@@ -8,12 +8,14 @@
 //! - [`quant`]: quantized block formats, scalar reference;
 //! - [`kernels`]: SIMD dot products, matrix products, the worker pool;
 //! - [`model`]: architectures and what each needs from a file;
+//! - [`engine`]: from logits to text: sampling, stop strings;
 //! - [`inspect`]: the compatibility report;
 //! - [`discovery`]: finding model files on disk;
 //! - [`cli`]: the command-line surface.
 
 pub mod cli;
 pub mod discovery;
+pub mod engine;
 pub mod gguf;
 pub mod inspect;
 pub mod kernels;
