@@ -311,3 +311,107 @@ fn simd_variant_can_be_forced_and_bad_values_are_refused() {
     assert!(stderr(&o).contains("kernels: scalar"), "{}", stderr(&o));
     assert_user_error(&with_simd("sse9"), "RUSTY_LLM_SIMD");
 }
+
+fn tiny_model(name: &str) -> Option<String> {
+    let path = common::shared()?.join("tiny").join(format!("{name}.gguf"));
+    Some(path.to_str().unwrap().to_string())
+}
+
+#[test]
+fn generates_from_prompt_flag_and_stdin() {
+    let Some(model) = tiny_model("tiny-llama-Q8_0") else {
+        return;
+    };
+    let args = [&model, "-p", "Hello", "-n", "8", "--temp", "0", "--ignore-eos", "-q"];
+    let o = run(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(!text.trim().is_empty());
+    assert!(stderr(&o).is_empty(), "--quiet: {}", stderr(&o));
+    // Deterministic with --temp 0, and the same from stdin.
+    assert_eq!(stdout(&run(&args)), text);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rusty-llm"))
+        .args([&model, "-n", "8", "--temp", "0", "--ignore-eos", "-q"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"Hello").unwrap();
+    let piped = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8(piped.stdout).unwrap(), text);
+
+    // Without --quiet a summary goes to stderr.
+    let o = run(&[&model, "-p", "Hello", "-n", "4", "--temp", "0"]);
+    let err = stderr(&o);
+    assert!(err.contains("chat-template=") && err.contains("tok/s"), "{err}");
+}
+
+#[test]
+fn generation_errors_are_one_line() {
+    let Some(model) = tiny_model("tiny-llama-Q8_0") else {
+        return;
+    };
+    let o = run(&[&model, "-p", "Hello world, this is long", "-c", "8", "-n", "4"]);
+    assert_user_error(&o, "--ctx-size");
+    let o = run(&[&model, "-p", "Hi", "--kv-type", "q4"]);
+    assert_user_error(&o, "--kv-type");
+    let o = run(&[&model, "-p", "Hi", "--top-p", "0"]);
+    assert_user_error(&o, "top_p");
+}
+
+#[test]
+fn chat_history_appends_turns() {
+    let Some(model) = tiny_model("tiny-llama-Q8_0") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("chat.jsonl");
+    let log_arg = log.to_str().unwrap();
+    for _ in 0..2 {
+        let o = run(&[&model, "-p", "Hi", "-n", "3", "--temp", "0", "-q", "--chat-history", log_arg]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 4);
+    assert_eq!(lines[0]["role"], "user");
+    assert_eq!(lines[0]["content"], "Hi");
+    assert_eq!(lines[1]["role"], "assistant");
+    assert!(lines[1]["generated_tokens"].as_u64().unwrap() <= 3);
+}
+
+#[test]
+fn bench_json_reports_runs_and_summary() {
+    let Some(model) = tiny_model("tiny-llama-Q8_0") else {
+        return;
+    };
+    let o = run(&[
+        &model,
+        "--bench",
+        "--bench-json",
+        "--bench-runs",
+        "2",
+        "--bench-prompt-tokens",
+        "16",
+        "--bench-gen-tokens",
+        "4",
+        "--bench-threads",
+        "1,2",
+    ]);
+    let r = json(&o);
+    assert_eq!(r["threads"], 1);
+    assert_eq!(r["results"].as_array().unwrap().len(), 2);
+    assert_eq!(r["runs"].as_array().unwrap().len(), 2);
+    assert_eq!(r["runs"][0]["prompt_tokens"], 16);
+    assert_eq!(r["runs"][0]["generated_tokens"], 4);
+    for key in ["prefill_tokens_per_s", "decode_tokens_per_s"] {
+        assert!(r["summary"][key]["mean"].as_f64().unwrap() > 0.0, "{key}");
+        assert!(r["summary"][key]["sd"].as_f64().is_some(), "{key}");
+    }
+    assert!(r["simd"].is_string() && r["model"].is_string());
+    // The table form has pp and tg rows.
+    let o = run(&[&model, "--bench", "--bench-runs", "1", "--bench-prompt-tokens", "8", "--bench-gen-tokens", "2"]);
+    let table = stdout(&o);
+    assert!(table.contains("pp8") && table.contains("tg2"), "{table}");
+}

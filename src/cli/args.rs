@@ -64,6 +64,130 @@ pub struct Args {
     /// Log the timing of each startup step (resolve, open and map, parse) to stderr.
     #[arg(short, long)]
     pub verbose: bool,
+
+    // ---- generation ----
+    /// Send the prompt as plain text, without the chat template (the default
+    /// for models without a template).
+    #[arg(long, help_heading = "Generation")]
+    pub raw: bool,
+
+    /// Interactive chat (history, multi-line input with a trailing `\`,
+    /// /reset, /system TEXT, /stats, /help; Ctrl-C stops an answer, Ctrl-D exits).
+    #[arg(long, help_heading = "Generation", conflicts_with_all = ["inspect", "list_tensors", "list_models", "tokenize"])]
+    pub repl: bool,
+
+    /// Most tokens to generate.
+    #[arg(short = 'n', long, default_value_t = 256, value_name = "N", help_heading = "Generation")]
+    pub max_tokens: usize,
+
+    /// Sampling temperature; 0 is greedy (deterministic).
+    #[arg(short = 't', long = "temp", default_value_t = 0.8, value_name = "T", help_heading = "Sampling")]
+    pub temperature: f32,
+
+    /// Keep the smallest set of tokens whose probability reaches P (1 = off).
+    #[arg(long, default_value_t = 0.95, value_name = "P", help_heading = "Sampling")]
+    pub top_p: f32,
+
+    /// Keep the K most likely tokens (0 = off).
+    #[arg(long, default_value_t = 40, value_name = "K", help_heading = "Sampling")]
+    pub top_k: usize,
+
+    /// Drop tokens less likely than P × the most likely one (0 = off).
+    #[arg(long, default_value_t = 0.05, value_name = "P", help_heading = "Sampling")]
+    pub min_p: f32,
+
+    /// Penalize tokens seen in the last --repeat-last-n tokens (1 = off).
+    #[arg(long, default_value_t = 1.0, value_name = "X", help_heading = "Sampling")]
+    pub repeat_penalty: f32,
+
+    /// Window of the repetition penalties.
+    #[arg(long, default_value_t = 64, value_name = "N", help_heading = "Sampling")]
+    pub repeat_last_n: usize,
+
+    /// Subtracted from the logit of every token already in the window.
+    #[arg(long, default_value_t = 0.0, value_name = "X", help_heading = "Sampling")]
+    pub presence_penalty: f32,
+
+    /// Subtracted once per occurrence in the window.
+    #[arg(long, default_value_t = 0.0, value_name = "X", help_heading = "Sampling")]
+    pub frequency_penalty: f32,
+
+    /// Random seed (same seed, same text); default: from the clock.
+    #[arg(long, value_name = "N", help_heading = "Sampling")]
+    pub seed: Option<u64>,
+
+    /// System prompt for chat models.
+    #[arg(long, value_name = "TEXT", help_heading = "Generation")]
+    pub system_prompt: Option<String>,
+
+    /// Stop when the output contains TEXT (repeatable; not printed).
+    #[arg(long = "stop", value_name = "TEXT", help_heading = "Generation")]
+    pub stop: Vec<String>,
+
+    /// Keep generating past end-of-generation tokens.
+    #[arg(long, help_heading = "Generation")]
+    pub ignore_eos: bool,
+
+    /// When the context is full, drop the older half and go on instead of failing.
+    #[arg(long, help_heading = "Generation")]
+    pub context_shift: bool,
+
+    /// Threads for generation (default: physical cores).
+    #[arg(long, value_name = "N", help_heading = "Performance")]
+    pub threads: Option<usize>,
+
+    /// Threads for prompt processing (default: --threads).
+    #[arg(long, value_name = "N", help_heading = "Performance")]
+    pub threads_batch: Option<usize>,
+
+    /// Context size in tokens (default: the model's, capped at 4096).
+    #[arg(short = 'c', long, value_name = "N", help_heading = "Performance")]
+    pub ctx_size: Option<usize>,
+
+    /// Prompt tokens per batch.
+    #[arg(long, default_value_t = 512, value_name = "N", help_heading = "Performance")]
+    pub ubatch: usize,
+
+    /// KV cache element type: f16 (default, llama.cpp's) or f32 (exact).
+    #[arg(long, default_value = "f16", value_name = "TYPE", help_heading = "Performance")]
+    pub kv_type: String,
+
+    /// Lock the weights in RAM.
+    #[arg(long, help_heading = "Performance")]
+    pub mlock: bool,
+
+    /// Append each turn as a JSON line to PATH (never truncated; fsynced per turn).
+    #[arg(long, alias = "chat-log", value_name = "PATH", help_heading = "Generation")]
+    pub chat_history: Option<PathBuf>,
+
+    /// Print only the generated text (no summary on stderr).
+    #[arg(short, long, help_heading = "Generation")]
+    pub quiet: bool,
+
+    // ---- benchmark ----
+    /// Benchmark prompt processing and generation, llama-bench style.
+    #[arg(long, help_heading = "Benchmark", conflicts_with_all = ["inspect", "list_tensors", "list_models", "tokenize", "repl"])]
+    pub bench: bool,
+
+    /// Measured runs (after one warm-up run).
+    #[arg(long, default_value_t = 3, value_name = "N", help_heading = "Benchmark")]
+    pub bench_runs: usize,
+
+    /// Print one JSON object instead of a table.
+    #[arg(long, help_heading = "Benchmark")]
+    pub bench_json: bool,
+
+    /// Thread counts to measure, e.g. 1,2.
+    #[arg(long, value_delimiter = ',', value_name = "LIST", help_heading = "Benchmark")]
+    pub bench_threads: Vec<usize>,
+
+    /// Synthetic prompt length (random tokens) instead of --prompt.
+    #[arg(long, default_value_t = 512, value_name = "N", help_heading = "Benchmark")]
+    pub bench_prompt_tokens: usize,
+
+    /// Tokens generated per run.
+    #[arg(long, default_value_t = 128, value_name = "N", help_heading = "Benchmark")]
+    pub bench_gen_tokens: usize,
 }
 
 impl Args {

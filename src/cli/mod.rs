@@ -2,6 +2,9 @@
 //! mapping from library errors to one-line messages and exit codes.
 
 mod args;
+mod chat_log;
+mod generate;
+mod repl;
 mod tables;
 
 pub use args::Args;
@@ -37,6 +40,10 @@ pub enum CliError {
     },
     #[error(transparent)]
     Simd(#[from] crate::kernels::SimdError),
+    #[error(transparent)]
+    Runner(#[from] crate::engine::RunnerError),
+    #[error(transparent)]
+    Generate(#[from] crate::engine::GenerateError),
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
 }
@@ -51,7 +58,9 @@ impl CliError {
             | CliError::Gguf(_)
             | CliError::Tokenizer { .. }
             | CliError::Simd(_)
-            | CliError::PromptFile { .. } => 2,
+            | CliError::PromptFile { .. }
+            | CliError::Runner(_)
+            | CliError::Generate(_) => 2,
             CliError::Output(_) => 1,
         }
     }
@@ -121,6 +130,15 @@ pub fn run(args: &Args) -> Result<(), CliError> {
         path.display(),
         started.elapsed().as_secs_f64() * 1e3
     );
+    if !(args.inspect || args.tokenize || args.list_tensors) {
+        return if args.bench {
+            generate::bench(&path, args)
+        } else if args.repl {
+            repl::repl(&path, args)
+        } else {
+            generate::one_shot(&path, args)
+        };
+    }
     let file = if args.no_mmap {
         GgufFile::read(&path)?
     } else {
@@ -132,13 +150,8 @@ pub fn run(args: &Args) -> Result<(), CliError> {
         writeln!(out)?;
     } else if args.tokenize {
         tokenize(&mut out, &file, args)?;
-    } else if args.list_tensors {
-        tables::list_tensors(&mut out, &file)?;
     } else {
-        return Err(CliError::Usage(
-            "nothing to do: add --inspect, --list-tensors or --tokenize (generation is not implemented yet)"
-                .into(),
-        ));
+        tables::list_tensors(&mut out, &file)?;
     }
     Ok(())
 }

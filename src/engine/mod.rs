@@ -4,10 +4,21 @@
 //!   `common_sampler` order (logit bias, penalties, top-k, top-p, min-p,
 //!   temperature, draw) with an explicit seeded RNG;
 //! - `stop.rs`: stop strings over streamed text, holding back what could still
-//!   become a stop string.
+//!   become a stop string;
+//! - `session.rs`: one sequence's KV cache, reused across turns (only tokens
+//!   after the cached prefix are prefilled, in `ubatch` batches);
+//! - `generate.rs`: the loop — sample, stop checks, stream text, decode;
+//! - `runner.rs`: [`Runner`], a loaded model with tokenizer, chat template and
+//!   threads: the library's entry point.
 
+mod generate;
+mod runner;
 pub mod sampling;
+mod session;
 pub mod stop;
 
+pub use generate::{GenerateError, Generation, GenerationOptions, StopReason};
+pub use runner::{LoadOptions, Runner, RunnerError};
 pub use sampling::{Pick, Sampler, SamplerConfig, SamplingError, Stage};
+pub use session::{Session, SessionOptions};
 pub use stop::{StopOutput, StopStrings};

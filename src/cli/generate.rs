@@ -1,0 +1,295 @@
+//! Generation from the command line: loading the runner from flags, one-shot
+//! prompts (streamed to stdout), and `--bench`.
+
+use super::chat_log::{ChatLog, Turn};
+use super::{Args, CliError};
+use crate::chat::Message;
+use crate::engine::{
+    GenerationOptions, LoadOptions, Runner, SamplerConfig, Session, SessionOptions,
+};
+use crate::kernels::ThreadPool;
+use crate::model::KvType;
+use std::io::{IsTerminal, Read, Write};
+use std::path::Path;
+
+/// Loads the model with the flags' thread and memory options.
+pub fn load_runner(path: &Path, args: &Args, threads: Option<usize>) -> Result<Runner, CliError> {
+    let defaults = LoadOptions::default();
+    let threads = threads.or(args.threads).unwrap_or(defaults.threads);
+    let options = LoadOptions {
+        threads,
+        threads_batch: args.threads_batch.unwrap_or(threads),
+        mmap: !args.no_mmap,
+        mlock: args.mlock,
+    };
+    let runner = Runner::load(path, &options)?;
+    tracing::debug!("load model: {:.1} ms", runner.load_time().as_secs_f64() * 1e3);
+    Ok(runner)
+}
+
+/// Generation settings from the flags.
+pub fn generation_options(args: &Args) -> GenerationOptions {
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+    });
+    GenerationOptions {
+        max_tokens: args.max_tokens,
+        sampler: SamplerConfig {
+            temperature: args.temperature,
+            top_k: args.top_k,
+            top_p: args.top_p,
+            min_p: args.min_p,
+            repeat_penalty: args.repeat_penalty,
+            repeat_last_n: args.repeat_last_n,
+            presence_penalty: args.presence_penalty,
+            frequency_penalty: args.frequency_penalty,
+            logit_bias: Vec::new(),
+            seed,
+        },
+        stop: args.stop.clone(),
+        ignore_eos: args.ignore_eos,
+        context_shift: args.context_shift,
+    }
+}
+
+/// Session sizes from the flags.
+pub fn session_options(runner: &Runner, args: &Args) -> Result<SessionOptions, CliError> {
+    let kv_type = KvType::from_name(&args.kv_type).ok_or_else(|| {
+        CliError::Usage(format!("--kv-type {:?}: expected f16 or f32", args.kv_type))
+    })?;
+    if args.ubatch == 0 {
+        return Err(CliError::Usage("--ubatch must be at least 1".into()));
+    }
+    let ctx_size = args.ctx_size.unwrap_or_else(|| runner.default_ctx_size());
+    if ctx_size == 0 {
+        return Err(CliError::Usage("--ctx-size must be at least 1".into()));
+    }
+    Ok(SessionOptions {
+        ctx_size,
+        ubatch: args.ubatch,
+        kv_type,
+    })
+}
+
+/// The one-shot prompt: -p/--prompt-file, or stdin when it is not a terminal.
+fn one_shot_prompt(args: &Args) -> Result<String, CliError> {
+    if args.prompt.is_some() || args.prompt_file.is_some() {
+        return super::prompt_text(args);
+    }
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        return Err(CliError::Usage(
+            "no prompt: pass -p TEXT, --prompt-file PATH, pipe text on stdin, or use --repl".into(),
+        ));
+    }
+    let mut text = String::new();
+    stdin.lock().read_to_string(&mut text)?;
+    Ok(text)
+}
+
+/// `rusty-llm MODEL -p TEXT`: streams the answer to stdout, a summary to stderr.
+pub fn one_shot(path: &Path, args: &Args) -> Result<(), CliError> {
+    let prompt = one_shot_prompt(args)?;
+    let runner = load_runner(path, args, None)?;
+    let options = generation_options(args);
+    let mut session = Session::new(&runner, session_options(&runner, args)?);
+    let use_chat = !args.raw && runner.has_model_template();
+    let tokens = if use_chat {
+        let mut messages = Vec::new();
+        if let Some(system) = &args.system_prompt {
+            messages.push(Message::new("system", system));
+        }
+        messages.push(Message::new("user", &prompt));
+        runner.tokenize_chat(&messages)?
+    } else {
+        runner.tokenize_prompt(&prompt)
+    };
+    // Refuse bad requests before printing anything.
+    options.sampler.validate().map_err(crate::engine::GenerateError::from)?;
+    let ctx_size = session.options().ctx_size;
+    if !options.context_shift && tokens.len() + options.max_tokens > ctx_size {
+        return Err(crate::engine::GenerateError::WouldOverflow {
+            prompt: tokens.len(),
+            max_tokens: options.max_tokens,
+            ctx_size,
+        }
+        .into());
+    }
+    if !args.quiet {
+        eprintln!(
+            "rusty-llm: {} | {} | simd={} threads={} | chat-template={} | ctx={} kv={:?}",
+            path.display(),
+            runner.model().config().arch,
+            runner.model().kernels().simd.name(),
+            runner.pool().threads(),
+            if use_chat { runner.chat_template().name() } else { "raw" },
+            session.options().ctx_size,
+            session.options().kv_type,
+        );
+    }
+    let mut out = std::io::stdout().lock();
+    let mut write_error = None;
+    let generation = session.generate(&tokens, &options, |piece| {
+        match out.write_all(piece.as_bytes()).and_then(|()| out.flush()) {
+            Ok(()) => true,
+            Err(e) => {
+                write_error = Some(e);
+                false
+            }
+        }
+    })?;
+    if let Some(e) = write_error {
+        return Err(e.into());
+    }
+    writeln!(out)?;
+    if let Some(log_path) = &args.chat_history {
+        let mut log = ChatLog::open(log_path);
+        let model = path.display().to_string();
+        log.append(&Turn::new(&model, "user", &prompt));
+        let mut turn = Turn::new(&model, "assistant", &generation.text);
+        turn.prompt_tokens = Some(generation.prompt_tokens);
+        turn.generated_tokens = Some(generation.generated_tokens);
+        turn.prefill_ms = Some(generation.prefill_ms);
+        turn.decode_ms = Some(generation.decode_ms);
+        log.append(&turn);
+    }
+    if !args.quiet {
+        eprintln!(
+            "rusty-llm: {} prompt tokens, first token after {:.0} ms | prefill {:.1} tok/s | decode {:.1} tok/s ({} tokens, {:?})",
+            generation.prompt_tokens,
+            generation.time_to_first_token_ms,
+            generation.prefill_tokens_per_s(),
+            generation.decode_tokens_per_s(),
+            generation.generated_tokens,
+            generation.stop_reason,
+        );
+    }
+    Ok(())
+}
+
+/// Mean and sample standard deviation.
+fn mean_sd(values: &[f64]) -> serde_json::Value {
+    let n = values.len().max(1) as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let var = if values.len() > 1 {
+        values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
+    serde_json::json!({ "mean": mean, "sd": var.sqrt() })
+}
+
+/// `--bench`: for each thread count, one warm-up run and `--bench-runs`
+/// measured runs of a synthetic prompt (`--bench-prompt-tokens` random
+/// tokens) followed by `--bench-gen-tokens` greedy tokens, like llama-bench's
+/// pp and tg tests. Prints a table, or one JSON object with `--bench-json`.
+pub fn bench(path: &Path, args: &Args) -> Result<(), CliError> {
+    let thread_counts = if args.bench_threads.is_empty() {
+        vec![args.threads.unwrap_or_else(ThreadPool::default_threads)]
+    } else {
+        args.bench_threads.clone()
+    };
+    if thread_counts.contains(&0) || args.bench_runs == 0 {
+        return Err(CliError::Usage("--bench-threads and --bench-runs must be positive".into()));
+    }
+    let mut results = Vec::new();
+    let mut out = std::io::stdout().lock();
+    if !args.bench_json {
+        writeln!(out, "| model | threads | simd | test | tokens/s (mean ± sd) |")?;
+        writeln!(out, "|---|---:|---|---|---:|")?;
+    }
+    for &threads in &thread_counts {
+        let runner = load_runner(path, args, Some(threads))?;
+        let n_vocab = runner.model().config().n_vocab as u32;
+        let prompt: Vec<u32> = match (&args.prompt, &args.prompt_file) {
+            (None, None) => {
+                // Deterministic pseudo-random ids, avoiding the first few (specials).
+                let mut s = 0x9e37_79b9_7f4a_7c15u64;
+                (0..args.bench_prompt_tokens.max(1))
+                    .map(|_| {
+                        s ^= s << 13;
+                        s ^= s >> 7;
+                        s ^= s << 17;
+                        3 + (s % (n_vocab.max(4) as u64 - 3)) as u32
+                    })
+                    .collect()
+            }
+            _ => runner.tokenize_prompt(&super::prompt_text(args)?),
+        };
+        let mut options = GenerationOptions::greedy(args.bench_gen_tokens);
+        options.ignore_eos = true;
+        let session_opts = SessionOptions {
+            ctx_size: prompt.len() + args.bench_gen_tokens + 1,
+            ..session_options(&runner, args)?
+        };
+        let mut runs = Vec::new();
+        let mut warmup = None;
+        for run in 0..=args.bench_runs {
+            let mut session = Session::new(&runner, session_opts);
+            let started = std::time::Instant::now();
+            let g = session.generate(&prompt, &options, |_| true)?;
+            let record = serde_json::json!({
+                "prompt_tokens": g.prompt_tokens,
+                "generated_tokens": g.generated_tokens,
+                "prefill_ms": g.prefill_ms,
+                "decode_ms": g.decode_ms,
+                "wall_ms": started.elapsed().as_secs_f64() * 1e3,
+                "prefill_tokens_per_s": g.prefill_tokens_per_s(),
+                "decode_tokens_per_s": g.decode_tokens_per_s(),
+            });
+            if run == 0 {
+                warmup = Some(record);
+            } else {
+                runs.push(record);
+            }
+        }
+        let series = |key: &str| -> Vec<f64> {
+            runs.iter().filter_map(|r| r[key].as_f64()).collect()
+        };
+        let summary = serde_json::json!({
+            "prefill_tokens_per_s": mean_sd(&series("prefill_tokens_per_s")),
+            "decode_tokens_per_s": mean_sd(&series("decode_tokens_per_s")),
+            "prefill_ms": mean_sd(&series("prefill_ms")),
+            "decode_ms": mean_sd(&series("decode_ms")),
+        });
+        let model = path.display().to_string();
+        let simd = runner.model().kernels().simd.name();
+        if !args.bench_json {
+            for (test, key) in [
+                (format!("pp{}", prompt.len()), "prefill_tokens_per_s"),
+                (format!("tg{}", args.bench_gen_tokens), "decode_tokens_per_s"),
+            ] {
+                writeln!(
+                    out,
+                    "| {model} | {threads} | {simd} | {test} | {:.2} ± {:.2} |",
+                    summary[key]["mean"].as_f64().unwrap_or(0.0),
+                    summary[key]["sd"].as_f64().unwrap_or(0.0)
+                )?;
+            }
+        }
+        results.push(serde_json::json!({
+            "model": model,
+            "threads": threads,
+            "simd": simd,
+            "kv_type": format!("{:?}", session_opts.kv_type),
+            "prompt_tokens": prompt.len(),
+            "gen_tokens": args.bench_gen_tokens,
+            "warmup": warmup,
+            "runs": runs,
+            "summary": summary,
+        }));
+    }
+    if args.bench_json {
+        // The first thread count's result at the top level; all of them
+        // under `results` when several were measured.
+        let mut value = results[0].clone();
+        if results.len() > 1 {
+            value["results"] = serde_json::Value::Array(results);
+        }
+        serde_json::to_writer(&mut out, &value).map_err(std::io::Error::from)?;
+        writeln!(out)?;
+    }
+    Ok(())
+}
