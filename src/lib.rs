@@ -5,6 +5,7 @@
 //!
 //! - [`gguf`]: the file format — reading (memory-mapped, hardened) and writing;
 //! - [`tokenizer`]: text ↔ token ids, from GGUF metadata, matching llama.cpp;
+//! - [`chat`]: chat templates, conversation → prompt text (Jinja or builtin);
 //! - [`quant`]: quantized block formats, scalar reference;
 //! - [`kernels`]: SIMD dot products, matrix products, the worker pool;
 //! - [`model`]: architectures and what each needs from a file;
@@ -13,6 +14,7 @@
 //! - [`discovery`]: finding model files on disk;
 //! - [`cli`]: the command-line surface.
 
+pub mod chat;
 pub mod cli;
 pub mod discovery;
 pub mod engine;
