@@ -25,7 +25,8 @@ const NAME: &str = "chat_template";
 const RAISED: &str = "raise_exception: ";
 
 /// Instruction budget of one render: a hostile template (`range(10**9)`)
-/// fails instead of hanging. Real templates use a few thousand per message.
+/// fails instead of hanging. Gemma 4's 12 KB template renders 2000 messages
+/// within it (tested).
 const FUEL: u64 = 20_000_000;
 
 /// Nesting limit of `tojson` (namespaces can contain themselves).

@@ -619,6 +619,11 @@ fn gguf_gemma4_template() {
     let expected = "<|turn>system\nYou are a helpful assistant<turn|>\n<|turn>user\nHello<turn|>\n<|turn>model\nHi there<turn|>\n<|turn>user\nWho are you<turn|>\n<|turn>model\nI am an assistant<turn|>\n<|turn>user\nAnother question<turn|>\n<|turn>model\n<|channel>thought\n<channel|>";
     let out = t.render(&conversation(), true).unwrap();
     assert_eq!(out.strip_prefix("<bos>").unwrap_or(&out), expected);
+    // A long conversation stays within the render's fuel.
+    let long: Vec<Message> = (0..2000)
+        .map(|i| Message::new(["user", "assistant"][i % 2], "Some words of a turn."))
+        .collect();
+    assert!(t.render(&long, true).is_ok());
 }
 
 #[test]
@@ -632,4 +637,28 @@ fn gguf_without_template_uses_builtin() {
     );
     let llama = from_file(&manifest_path("tests/data/tiny-llama-Q4_K_M.gguf"));
     assert_eq!(llama.name(), "llama2-inst");
+}
+
+#[test]
+fn hostile_templates_fail_cleanly() {
+    // Deep nesting is refused by the parser instead of overflowing the stack.
+    let deep = format!("{{{{ {}1{} }}}}", "(".repeat(100_000), ")".repeat(100_000));
+    assert!(matches!(
+        NO_MODEL.template(Some(&deep), "llama"),
+        Err(ChatError::Syntax(_))
+    ));
+    // Unbounded macro recursion hits the recursion limit.
+    let src = "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}";
+    let t = NO_MODEL.template(Some(src), "llama").unwrap();
+    assert!(t.render(&conversation(), true).is_err());
+    // A self-containing namespace cannot hang tojson.
+    let src = "{% set ns = namespace(a=1) %}{% set ns.me = ns %}{{ ns | tojson }}";
+    let t = NO_MODEL.template(Some(src), "llama").unwrap();
+    assert!(t.render(&conversation(), true).is_err());
+}
+
+#[test]
+fn templates_can_be_shared_between_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<ChatTemplate>();
 }
