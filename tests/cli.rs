@@ -322,7 +322,17 @@ fn generates_from_prompt_flag_and_stdin() {
     let Some(model) = tiny_model("tiny-llama-Q8_0") else {
         return;
     };
-    let args = [&model, "-p", "Hello", "-n", "8", "--temp", "0", "--ignore-eos", "-q"];
+    let args = [
+        &model,
+        "-p",
+        "Hello",
+        "-n",
+        "8",
+        "--temp",
+        "0",
+        "--ignore-eos",
+        "-q",
+    ];
     let o = run(&args);
     assert!(o.status.success(), "{}", stderr(&o));
     let text = stdout(&o);
@@ -344,7 +354,10 @@ fn generates_from_prompt_flag_and_stdin() {
     // Without --quiet a summary goes to stderr.
     let o = run(&[&model, "-p", "Hello", "-n", "4", "--temp", "0"]);
     let err = stderr(&o);
-    assert!(err.contains("chat-template=") && err.contains("tok/s"), "{err}");
+    assert!(
+        err.contains("chat-template=") && err.contains("tok/s"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -352,7 +365,15 @@ fn generation_errors_are_one_line() {
     let Some(model) = tiny_model("tiny-llama-Q8_0") else {
         return;
     };
-    let o = run(&[&model, "-p", "Hello world, this is long", "-c", "8", "-n", "4"]);
+    let o = run(&[
+        &model,
+        "-p",
+        "Hello world, this is long",
+        "-c",
+        "8",
+        "-n",
+        "4",
+    ]);
     assert_user_error(&o, "--ctx-size");
     let o = run(&[&model, "-p", "Hi", "--kv-type", "q4"]);
     assert_user_error(&o, "--kv-type");
@@ -369,11 +390,25 @@ fn chat_history_appends_turns() {
     let log = dir.path().join("chat.jsonl");
     let log_arg = log.to_str().unwrap();
     for _ in 0..2 {
-        let o = run(&[&model, "-p", "Hi", "-n", "3", "--temp", "0", "-q", "--chat-history", log_arg]);
+        let o = run(&[
+            &model,
+            "-p",
+            "Hi",
+            "-n",
+            "3",
+            "--temp",
+            "0",
+            "-q",
+            "--chat-history",
+            log_arg,
+        ]);
         assert!(o.status.success(), "{}", stderr(&o));
     }
     let text = std::fs::read_to_string(&log).unwrap();
-    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 4);
     assert_eq!(lines[0]["role"], "user");
     assert_eq!(lines[0]["content"], "Hi");
@@ -411,7 +446,16 @@ fn bench_json_reports_runs_and_summary() {
     }
     assert!(r["simd"].is_string() && r["model"].is_string());
     // The table form has pp and tg rows.
-    let o = run(&[&model, "--bench", "--bench-runs", "1", "--bench-prompt-tokens", "8", "--bench-gen-tokens", "2"]);
+    let o = run(&[
+        &model,
+        "--bench",
+        "--bench-runs",
+        "1",
+        "--bench-prompt-tokens",
+        "8",
+        "--bench-gen-tokens",
+        "2",
+    ]);
     let table = stdout(&o);
     assert!(table.contains("pp8") && table.contains("tg2"), "{table}");
 }

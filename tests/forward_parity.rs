@@ -361,7 +361,15 @@ fn default_model_greedy_text_matches_llama_cpp() {
     let mut cache = model.new_cache(KvType::F32, 128);
     let mut scratch = ForwardScratch::default();
     let mut logits = model
-        .forward(&pool, &mut cache, &mut scratch, &prompt, 0, Logits::Last, None)
+        .forward(
+            &pool,
+            &mut cache,
+            &mut scratch,
+            &prompt,
+            0,
+            Logits::Last,
+            None,
+        )
         .unwrap()
         .to_vec();
     let mut generated = Vec::new();
@@ -372,13 +380,27 @@ fn default_model_greedy_text_matches_llama_cpp() {
             idx.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
             let top: Vec<String> = idx[..4]
                 .iter()
-                .map(|&t| format!("{:?}={:.3}", tokenizer.decode(&[t as u32], false), logits[t]))
+                .map(|&t| {
+                    format!(
+                        "{:?}={:.3}",
+                        tokenizer.decode(&[t as u32], false),
+                        logits[t]
+                    )
+                })
                 .collect();
             eprintln!("step {i}: {}", top.join(" "));
         }
         generated.push(next);
         logits = model
-            .forward(&pool, &mut cache, &mut scratch, &[next], prompt.len() + i, Logits::Last, None)
+            .forward(
+                &pool,
+                &mut cache,
+                &mut scratch,
+                &[next],
+                prompt.len() + i,
+                Logits::Last,
+                None,
+            )
             .unwrap()
             .to_vec();
     }

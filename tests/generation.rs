@@ -108,13 +108,32 @@ fn context_overflow_is_an_error_before_any_work() {
     let e = session
         .generate(&prompt, &GenerationOptions::greedy(10), |_| true)
         .unwrap_err();
-    assert!(matches!(e, GenerateError::WouldOverflow { prompt: 10, max_tokens: 10, ctx_size: 16 }), "{e}");
+    assert!(
+        matches!(
+            e,
+            GenerateError::WouldOverflow {
+                prompt: 10,
+                max_tokens: 10,
+                ctx_size: 16
+            }
+        ),
+        "{e}"
+    );
     assert!(e.to_string().contains("--ctx-size"));
     assert!(session.tokens().is_empty(), "nothing was computed");
 
     let long: Vec<u32> = (3..30).collect();
     let e = session.prefill(&long).unwrap_err();
-    assert!(matches!(e, GenerateError::PromptTooLong { prompt: 27, ctx_size: 16 }), "{e}");
+    assert!(
+        matches!(
+            e,
+            GenerateError::PromptTooLong {
+                prompt: 27,
+                ctx_size: 16
+            }
+        ),
+        "{e}"
+    );
 
     // With context shifting the same request completes.
     let mut options = GenerationOptions::greedy(30);
@@ -139,7 +158,12 @@ fn stop_strings_cancel_and_seeds() {
     assert!(full.text.chars().count() > 4, "{:?}", full.text);
 
     // Stop at a piece of the greedy text: it is cut there and never shown.
-    let cut = full.text.char_indices().nth(full.text.chars().count() / 2).unwrap().0;
+    let cut = full
+        .text
+        .char_indices()
+        .nth(full.text.chars().count() / 2)
+        .unwrap()
+        .0;
     let stop: String = full.text[cut..].chars().take(2).collect();
     let before = &full.text[..full.text.find(&stop).unwrap()];
     options.stop = vec![stop.clone()];

@@ -77,39 +77,86 @@ pub struct Args {
     pub repl: bool,
 
     /// Most tokens to generate.
-    #[arg(short = 'n', long, default_value_t = 256, value_name = "N", help_heading = "Generation")]
+    #[arg(
+        short = 'n',
+        long,
+        default_value_t = 256,
+        value_name = "N",
+        help_heading = "Generation"
+    )]
     pub max_tokens: usize,
 
     /// Sampling temperature; 0 is greedy (deterministic).
-    #[arg(short = 't', long = "temp", default_value_t = 0.8, value_name = "T", help_heading = "Sampling")]
+    #[arg(
+        short = 't',
+        long = "temp",
+        default_value_t = 0.8,
+        value_name = "T",
+        help_heading = "Sampling"
+    )]
     pub temperature: f32,
 
     /// Keep the smallest set of tokens whose probability reaches P (1 = off).
-    #[arg(long, default_value_t = 0.95, value_name = "P", help_heading = "Sampling")]
+    #[arg(
+        long,
+        default_value_t = 0.95,
+        value_name = "P",
+        help_heading = "Sampling"
+    )]
     pub top_p: f32,
 
     /// Keep the K most likely tokens (0 = off).
-    #[arg(long, default_value_t = 40, value_name = "K", help_heading = "Sampling")]
+    #[arg(
+        long,
+        default_value_t = 40,
+        value_name = "K",
+        help_heading = "Sampling"
+    )]
     pub top_k: usize,
 
     /// Drop tokens less likely than P × the most likely one (0 = off).
-    #[arg(long, default_value_t = 0.05, value_name = "P", help_heading = "Sampling")]
+    #[arg(
+        long,
+        default_value_t = 0.05,
+        value_name = "P",
+        help_heading = "Sampling"
+    )]
     pub min_p: f32,
 
     /// Penalize tokens seen in the last --repeat-last-n tokens (1 = off).
-    #[arg(long, default_value_t = 1.0, value_name = "X", help_heading = "Sampling")]
+    #[arg(
+        long,
+        default_value_t = 1.0,
+        value_name = "X",
+        help_heading = "Sampling"
+    )]
     pub repeat_penalty: f32,
 
     /// Window of the repetition penalties.
-    #[arg(long, default_value_t = 64, value_name = "N", help_heading = "Sampling")]
+    #[arg(
+        long,
+        default_value_t = 64,
+        value_name = "N",
+        help_heading = "Sampling"
+    )]
     pub repeat_last_n: usize,
 
     /// Subtracted from the logit of every token already in the window.
-    #[arg(long, default_value_t = 0.0, value_name = "X", help_heading = "Sampling")]
+    #[arg(
+        long,
+        default_value_t = 0.0,
+        value_name = "X",
+        help_heading = "Sampling"
+    )]
     pub presence_penalty: f32,
 
     /// Subtracted once per occurrence in the window.
-    #[arg(long, default_value_t = 0.0, value_name = "X", help_heading = "Sampling")]
+    #[arg(
+        long,
+        default_value_t = 0.0,
+        value_name = "X",
+        help_heading = "Sampling"
+    )]
     pub frequency_penalty: f32,
 
     /// Random seed (same seed, same text); default: from the clock.
@@ -145,11 +192,21 @@ pub struct Args {
     pub ctx_size: Option<usize>,
 
     /// Prompt tokens per batch.
-    #[arg(long, default_value_t = 512, value_name = "N", help_heading = "Performance")]
+    #[arg(
+        long,
+        default_value_t = 512,
+        value_name = "N",
+        help_heading = "Performance"
+    )]
     pub ubatch: usize,
 
     /// KV cache element type: f16 (default, llama.cpp's) or f32 (exact).
-    #[arg(long, default_value = "f16", value_name = "TYPE", help_heading = "Performance")]
+    #[arg(
+        long,
+        default_value = "f16",
+        value_name = "TYPE",
+        help_heading = "Performance"
+    )]
     pub kv_type: String,
 
     /// Lock the weights in RAM.
@@ -157,7 +214,12 @@ pub struct Args {
     pub mlock: bool,
 
     /// Append each turn as a JSON line to PATH (never truncated; fsynced per turn).
-    #[arg(long, alias = "chat-log", value_name = "PATH", help_heading = "Generation")]
+    #[arg(
+        long,
+        alias = "chat-log",
+        value_name = "PATH",
+        help_heading = "Generation"
+    )]
     pub chat_history: Option<PathBuf>,
 
     /// Print only the generated text (no summary on stderr).
@@ -170,7 +232,12 @@ pub struct Args {
     pub bench: bool,
 
     /// Measured runs (after one warm-up run).
-    #[arg(long, default_value_t = 3, value_name = "N", help_heading = "Benchmark")]
+    #[arg(
+        long,
+        default_value_t = 3,
+        value_name = "N",
+        help_heading = "Benchmark"
+    )]
     pub bench_runs: usize,
 
     /// Print one JSON object instead of a table.
@@ -178,15 +245,30 @@ pub struct Args {
     pub bench_json: bool,
 
     /// Thread counts to measure, e.g. 1,2.
-    #[arg(long, value_delimiter = ',', value_name = "LIST", help_heading = "Benchmark")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "LIST",
+        help_heading = "Benchmark"
+    )]
     pub bench_threads: Vec<usize>,
 
     /// Synthetic prompt length (random tokens) instead of --prompt.
-    #[arg(long, default_value_t = 512, value_name = "N", help_heading = "Benchmark")]
+    #[arg(
+        long,
+        default_value_t = 512,
+        value_name = "N",
+        help_heading = "Benchmark"
+    )]
     pub bench_prompt_tokens: usize,
 
     /// Tokens generated per run.
-    #[arg(long, default_value_t = 128, value_name = "N", help_heading = "Benchmark")]
+    #[arg(
+        long,
+        default_value_t = 128,
+        value_name = "N",
+        help_heading = "Benchmark"
+    )]
     pub bench_gen_tokens: usize,
 }
 

@@ -72,7 +72,10 @@ impl ChatLog {
         let mut line = serde_json::to_string(turn).expect("a turn serializes");
         line.push('\n');
         // One write per line: with O_APPEND the line lands whole at the end.
-        if let Err(e) = file.write_all(line.as_bytes()).and_then(|()| file.sync_data()) {
+        if let Err(e) = file
+            .write_all(line.as_bytes())
+            .and_then(|()| file.sync_data())
+        {
             warn(&self.path, &e);
             self.file = None;
         }

@@ -23,7 +23,10 @@ pub fn load_runner(path: &Path, args: &Args, threads: Option<usize>) -> Result<R
         mlock: args.mlock,
     };
     let runner = Runner::load(path, &options)?;
-    tracing::debug!("load model: {:.1} ms", runner.load_time().as_secs_f64() * 1e3);
+    tracing::debug!(
+        "load model: {:.1} ms",
+        runner.load_time().as_secs_f64() * 1e3
+    );
     Ok(runner)
 }
 
@@ -107,7 +110,10 @@ pub fn one_shot(path: &Path, args: &Args) -> Result<(), CliError> {
         runner.tokenize_prompt(&prompt)
     };
     // Refuse bad requests before printing anything.
-    options.sampler.validate().map_err(crate::engine::GenerateError::from)?;
+    options
+        .sampler
+        .validate()
+        .map_err(crate::engine::GenerateError::from)?;
     let ctx_size = session.options().ctx_size;
     if !options.context_shift && tokens.len() + options.max_tokens > ctx_size {
         return Err(crate::engine::GenerateError::WouldOverflow {
@@ -124,7 +130,11 @@ pub fn one_shot(path: &Path, args: &Args) -> Result<(), CliError> {
             runner.model().config().arch,
             runner.model().kernels().simd.name(),
             runner.pool().threads(),
-            if use_chat { runner.chat_template().name() } else { "raw" },
+            if use_chat {
+                runner.chat_template().name()
+            } else {
+                "raw"
+            },
             session.options().ctx_size,
             session.options().kv_type,
         );
@@ -192,12 +202,17 @@ pub fn bench(path: &Path, args: &Args) -> Result<(), CliError> {
         args.bench_threads.clone()
     };
     if thread_counts.contains(&0) || args.bench_runs == 0 {
-        return Err(CliError::Usage("--bench-threads and --bench-runs must be positive".into()));
+        return Err(CliError::Usage(
+            "--bench-threads and --bench-runs must be positive".into(),
+        ));
     }
     let mut results = Vec::new();
     let mut out = std::io::stdout().lock();
     if !args.bench_json {
-        writeln!(out, "| model | threads | simd | test | tokens/s (mean ± sd) |")?;
+        writeln!(
+            out,
+            "| model | threads | simd | test | tokens/s (mean ± sd) |"
+        )?;
         writeln!(out, "|---|---:|---|---|---:|")?;
     }
     for &threads in &thread_counts {
@@ -245,9 +260,8 @@ pub fn bench(path: &Path, args: &Args) -> Result<(), CliError> {
                 runs.push(record);
             }
         }
-        let series = |key: &str| -> Vec<f64> {
-            runs.iter().filter_map(|r| r[key].as_f64()).collect()
-        };
+        let series =
+            |key: &str| -> Vec<f64> { runs.iter().filter_map(|r| r[key].as_f64()).collect() };
         let summary = serde_json::json!({
             "prefill_tokens_per_s": mean_sd(&series("prefill_tokens_per_s")),
             "decode_tokens_per_s": mean_sd(&series("decode_tokens_per_s")),
@@ -259,7 +273,10 @@ pub fn bench(path: &Path, args: &Args) -> Result<(), CliError> {
         if !args.bench_json {
             for (test, key) in [
                 (format!("pp{}", prompt.len()), "prefill_tokens_per_s"),
-                (format!("tg{}", args.bench_gen_tokens), "decode_tokens_per_s"),
+                (
+                    format!("tg{}", args.bench_gen_tokens),
+                    "decode_tokens_per_s",
+                ),
             ] {
                 writeln!(
                     out,

@@ -71,7 +71,10 @@ pub fn repl(path: &Path, args: &Args) -> Result<(), CliError> {
             continue;
         }
         let _ = editor.add_history_entry(input);
-        match input.split_once(' ').map_or((input, ""), |(c, rest)| (c, rest)) {
+        match input
+            .split_once(' ')
+            .map_or((input, ""), |(c, rest)| (c, rest))
+        {
             ("/help", _) => {
                 eprintln!("{HELP}");
                 continue;

@@ -102,9 +102,7 @@ impl Generation {
 pub enum GenerateError {
     #[error("the prompt is empty")]
     EmptyPrompt,
-    #[error(
-        "the prompt has {prompt} tokens but the context holds {ctx_size} (raise --ctx-size)"
-    )]
+    #[error("the prompt has {prompt} tokens but the context holds {ctx_size} (raise --ctx-size)")]
     PromptTooLong { prompt: usize, ctx_size: usize },
     #[error(
         "{prompt} prompt tokens + {max_tokens} requested tokens exceed the context of {ctx_size} \
@@ -197,7 +195,10 @@ impl Session<'_> {
             }
             logits = self.step(token)?.to_vec();
         };
-        if matches!(stop_reason, StopReason::MaxTokens | StopReason::EndOfGeneration) {
+        if matches!(
+            stop_reason,
+            StopReason::MaxTokens | StopReason::EndOfGeneration
+        ) {
             let rest = stops.push(&decoder.finish());
             let mut tail = rest.emit;
             if !rest.stopped {

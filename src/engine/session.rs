@@ -28,7 +28,11 @@ impl SessionOptions {
     }
 
     /// A context just big enough for one generation (at least the default).
-    pub fn for_generation(runner: &Runner, prompt_tokens: usize, options: &GenerationOptions) -> Self {
+    pub fn for_generation(
+        runner: &Runner,
+        prompt_tokens: usize,
+        options: &GenerationOptions,
+    ) -> Self {
         let needed = prompt_tokens + options.max_tokens;
         let trained = runner.model().config().context_length;
         Self {
