@@ -1,11 +1,12 @@
 # The README's two commands, and a few helpers. Each target is plain shell.
 MODEL := models/gemma-3-270m-q4_k_m.gguf
+PROMPT ?= Once upon a time, in a land far away, there lived a dragon who
 
 .PHONY: run test fetch bench fuzz
 
-## Build, fetch the default model if absent, and run the main job on it.
+## Build, fetch the default model if absent, and complete a prompt with it.
 run: fetch
-	cargo run --release -- $(MODEL) --inspect
+	cargo run --release -- $(MODEL) --raw -p "$(PROMPT)" -n 64
 
 ## The whole test suite: format, lints, every test (optimized build), and the kernel
 ## tests built for aarch64 and run under qemu (NEON). CI runs this.

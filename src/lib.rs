@@ -8,8 +8,10 @@
 //! - [`chat`]: chat templates, conversation → prompt text (Jinja or builtin);
 //! - [`quant`]: quantized block formats, scalar reference;
 //! - [`kernels`]: SIMD dot products, matrix products, the worker pool;
-//! - [`model`]: architectures and what each needs from a file;
-//! - [`engine`]: from logits to text: sampling, stop strings;
+//! - [`model`]: architecture traits, the typed config, the generic decoder
+//!   (`Model::forward`), KV cache and attention;
+//! - [`engine`]: from tokens to text: `Runner` and `Session` (the library
+//!   API), the generation loop, sampling, stop strings;
 //! - [`inspect`]: the compatibility report;
 //! - [`discovery`]: finding model files on disk;
 //! - [`cli`]: the command-line surface.
@@ -24,3 +26,8 @@ pub mod kernels;
 pub mod model;
 pub mod quant;
 pub mod tokenizer;
+
+/// The README's Rust examples, compiled as doctests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
