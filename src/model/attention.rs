@@ -32,8 +32,10 @@ pub struct AttentionShape {
 #[derive(Default)]
 struct Buffers {
     scores: Vec<f32>,
-    q16: Vec<f16>,
+    q32: Vec<f32>,
     row: Vec<f32>,
+    acc: Vec<f32>,
+    acc16: Vec<f16>,
 }
 
 thread_local! {
@@ -195,20 +197,73 @@ fn flash_attention_f16(
     buf: &mut Buffers,
     out: &mut [f32],
 ) {
+    // The loop leans on fused multiply-adds (ggml's f16 accumulator uses
+    // them); compiled with FMA enabled they are one instruction instead of a
+    // libm call. Same source, same results, chosen at run time.
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU supports FMA, checked just above.
+        return unsafe {
+            flash_attention_f16_fma(shape, keys, values, n_ctx, kv_head, q, lo, hi, buf, out)
+        };
+    }
+    flash_attention_f16_body(shape, keys, values, n_ctx, kv_head, q, lo, hi, buf, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn flash_attention_f16_fma(
+    shape: &AttentionShape,
+    keys: &[f16],
+    values: &[f16],
+    n_ctx: usize,
+    kv_head: usize,
+    q: &[f32],
+    lo: usize,
+    hi: usize,
+    buf: &mut Buffers,
+    out: &mut [f32],
+) {
+    flash_attention_f16_body(shape, keys, values, n_ctx, kv_head, q, lo, hi, buf, out)
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn flash_attention_f16_body(
+    shape: &AttentionShape,
+    keys: &[f16],
+    values: &[f16],
+    n_ctx: usize,
+    kv_head: usize,
+    q: &[f32],
+    lo: usize,
+    hi: usize,
+    buf: &mut Buffers,
+    out: &mut [f32],
+) {
     let (dk, dv) = (shape.head_dim_k, shape.head_dim_v);
-    buf.q16.resize(dk, f16::ZERO);
-    buf.q16.convert_from_f32_slice(q);
-    buf.row.clear();
-    buf.row.resize(dv, 0.0); // the accumulator, always holding f16 values
-    buf.scores.resize(dv, 0.0); // one value row in f32
-    let (acc, v32) = (&mut buf.row, &mut buf.scores);
+    let Buffers {
+        q32,
+        row,
+        acc,
+        acc16,
+        ..
+    } = buf;
+    // q rounded to f16 (ggml converts it to the cache type), kept as f32.
+    acc16.resize(dk.max(dv), f16::ZERO);
+    acc16[..dk].convert_from_f32_slice(q);
+    q32.resize(dk, 0.0);
+    acc16[..dk].convert_to_f32_slice(q32);
+    row.resize(dk.max(dv), 0.0);
+    acc.clear();
+    acc.resize(dv, 0.0); // always holds f16 values
     let (key_base, value_base) = (kv_head * n_ctx * dk, kv_head * n_ctx * dv);
-    let round = |x: f32| f16::from_f32(x).to_f32();
     let mut max = f32::NEG_INFINITY;
     let mut sum = 0.0f32;
     for pos in lo..hi {
-        let k = &keys[key_base + pos * dk..][..dk];
-        let s = dot_f16_like_ggml(k, &buf.q16);
+        keys[key_base + pos * dk..][..dk].convert_to_f32_slice(&mut row[..dk]);
+        let s = dot_like_ggml_f16(&row[..dk], q32);
         // ggml folds the soft-cap divisor into the scale.
         let s = match shape.softcap {
             Some(cap) => cap * (s * (shape.scale / cap)).tanh(),
@@ -219,15 +274,17 @@ fn flash_attention_f16(
             ms = (max - s).exp();
             max = s;
             for a in acc.iter_mut() {
-                *a = round(*a * ms);
+                *a *= ms;
             }
+            round_to_f16(acc, &mut acc16[..dv]);
         } else {
             vs = (s - max).exp();
         }
-        values[value_base + pos * dv..][..dv].convert_to_f32_slice(v32);
-        for (a, &v) in acc.iter_mut().zip(v32.iter()) {
-            *a = round(v.mul_add(vs, *a));
+        values[value_base + pos * dv..][..dv].convert_to_f32_slice(&mut row[..dv]);
+        for (a, &v) in acc.iter_mut().zip(row.iter()) {
+            *a = v.mul_add(vs, *a);
         }
+        round_to_f16(acc, &mut acc16[..dv]);
         sum = sum * ms + vs;
     }
     let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
@@ -236,14 +293,22 @@ fn flash_attention_f16(
     }
 }
 
+/// Rounds every value to the nearest f16 (through `scratch`, in batches).
+#[inline(always)]
+fn round_to_f16(values: &mut [f32], scratch: &mut [f16]) {
+    scratch.convert_from_f32_slice(values);
+    scratch.convert_to_f32_slice(values);
+}
+
 /// `k·q` summed in exactly the order of ggml's AVX-512 `ggml_vec_dot_f16`
 /// (four 16-lane accumulators over 64-element steps, pairwise folds, then
 /// `_mm512_reduce_add_ps`'s tree), so the scores are bit-identical to
 /// llama.cpp's. This matters here: the f16 value accumulator below rounds
 /// every step, so a last-bit difference in one score can flip a rounding
 /// and move a logit by 1e-3 sd. Products of two f16 values are exact in f32,
-/// so ggml's fused multiply-adds equal a plain multiply then add.
-fn dot_f16_like_ggml(k: &[f16], q: &[f16]) -> f32 {
+/// so ggml's fused multiply-adds equal a plain multiply then add. Inputs are
+/// f16 values held in f32.
+fn dot_like_ggml_f16(k: &[f32], q: &[f32]) -> f32 {
     const STEP: usize = 64;
     let n = k.len();
     let full = n - n % STEP;
@@ -252,7 +317,7 @@ fn dot_f16_like_ggml(k: &[f16], q: &[f16]) -> f32 {
         for (j, lanes) in acc.iter_mut().enumerate() {
             for (l, a) in lanes.iter_mut().enumerate() {
                 let at = i + 16 * j + l;
-                *a += k[at].to_f32() * q[at].to_f32();
+                *a += k[at] * q[at];
             }
         }
     }
@@ -264,7 +329,7 @@ fn dot_f16_like_ggml(k: &[f16], q: &[f16]) -> f32 {
     let t6: [f32; 4] = std::array::from_fn(|l| t3[l + 4] + t3[l]);
     let mut sum = ((t6[0] + t6[2]) + (t6[1] + t6[3])) as f64;
     for at in full..n {
-        sum += (k[at].to_f32() * q[at].to_f32()) as f64;
+        sum += (k[at] * q[at]) as f64;
     }
     sum as f32
 }
