@@ -459,3 +459,45 @@ fn bench_json_reports_runs_and_summary() {
     let table = stdout(&o);
     assert!(table.contains("pp8") && table.contains("tg2"), "{table}");
 }
+
+#[test]
+fn repl_reuses_the_cache_across_turns() {
+    let Some(model) = tiny_model("tiny-llama-Q8_0") else {
+        return;
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rusty-llm"))
+        .args([&model, "--repl", "-n", "4", "--temp", "0", "--ignore-eos"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"Hello\n/stats\nHow are you\n/stats\n/bogus\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    let stats: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("reused from the cache"))
+        .collect();
+    assert_eq!(stats.len(), 2, "{err}");
+    assert!(stats[0].contains("(0 reused"), "{}", stats[0]);
+    // The second turn's prompt starts with the first turn: its tokens are reused.
+    let reused: usize = stats[1]
+        .split('(')
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(reused > 5, "{}", stats[1]);
+    assert!(err.contains("unknown command /bogus"));
+}
