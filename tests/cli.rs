@@ -501,3 +501,46 @@ fn repl_reuses_the_cache_across_turns() {
     assert!(reused > 5, "{}", stats[1]);
     assert!(err.contains("unknown command /bogus"));
 }
+
+#[test]
+fn dump_activations_writes_every_layer() {
+    let Some(model) = tiny_model("tiny-llama-Q8_0") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("acts.jsonl");
+    let o = run(&[
+        &model,
+        "--raw",
+        "-p",
+        "Hello world",
+        "--dump-activations",
+        path.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let names: Vec<&str> = lines.iter().map(|l| l["name"].as_str().unwrap()).collect();
+    for want in [
+        "inp_embd",
+        "blk.0.attn_norm",
+        "blk.1.attn_out",
+        "blk.1.l_out",
+        "result_norm",
+        "result_output",
+    ] {
+        assert!(names.contains(&want), "{want} missing from {names:?}");
+    }
+    let logits = lines.iter().find(|l| l["name"] == "result_output").unwrap();
+    assert_eq!(logits["width"], 1024);
+    assert_eq!(logits["values"].as_array().unwrap().len(), 1024);
+    let embd = &lines[0];
+    assert_eq!(embd["width"], 256);
+    assert_eq!(
+        embd["values"].as_array().unwrap().len(),
+        256 * embd["tokens"].as_u64().unwrap() as usize
+    );
+}

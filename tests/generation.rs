@@ -208,3 +208,90 @@ fn stop_strings_cancel_and_seeds() {
     assert_eq!(sampled(7), sampled(7));
     assert_ne!(sampled(7), sampled(8));
 }
+
+/// Rewrites a tiny model with `edit` applied to its metadata and tensors.
+fn rewritten(
+    name: &str,
+    edit: impl Fn(&mut rusty_llm::gguf::GgufWriter<'_>, &str) -> bool,
+    set: &[(&str, rusty_llm::gguf::Value)],
+) -> Option<tempfile::TempPath> {
+    use rusty_llm::gguf::{GgufFile, GgufWriter};
+    let path = common::shared()?.join("tiny").join(format!("{name}.gguf"));
+    let file = GgufFile::open(&path).unwrap();
+    let mut w = GgufWriter::new();
+    for (k, v) in file.metadata().iter() {
+        w.set(k, v.clone());
+    }
+    for (k, v) in set {
+        w.set(*k, v.clone());
+    }
+    for t in file.tensors() {
+        if edit(&mut w, &t.name) {
+            w.add_tensor(
+                t.name.clone(),
+                t.ggml_type,
+                t.shape(),
+                file.view(t).data.to_vec(),
+            )
+            .unwrap();
+        }
+    }
+    let out = tempfile::NamedTempFile::new().unwrap().into_temp_path();
+    w.write_file(&out).unwrap();
+    Some(out)
+}
+
+#[test]
+fn broken_models_fail_at_load_naming_the_cause() {
+    use rusty_llm::gguf::Value;
+    let load = |p: &std::path::Path| {
+        Runner::load(p, &LoadOptions::default())
+            .unwrap_err()
+            .to_string()
+    };
+
+    let Some(p) = rewritten("tiny-llama-Q8_0", |_, n| n != "blk.1.ffn_up.weight", &[]) else {
+        return;
+    };
+    assert!(load(&p).contains("blk.1.ffn_up.weight"), "{}", load(&p));
+
+    let p = rewritten(
+        "tiny-llama-Q8_0",
+        |_, _| true,
+        &[("general.architecture", Value::String("mamba".into()))],
+    )
+    .unwrap();
+    assert!(load(&p).contains("mamba"), "{}", load(&p));
+
+    let p = rewritten(
+        "tiny-llama-Q8_0",
+        |_, _| true,
+        &[("llama.attention.head_count_kv", Value::U32(3))],
+    )
+    .unwrap();
+    let e = load(&p);
+    assert!(e.contains("llama.attention.head_count_kv"), "{e}");
+
+    let p = rewritten(
+        "tiny-llama-Q8_0",
+        |_, _| true,
+        &[("llama.feed_forward_length", Value::U32(384))],
+    )
+    .unwrap();
+    let e = load(&p);
+    assert!(
+        e.contains("has shape") && e.contains("ffn_gate.weight"),
+        "{e}"
+    );
+}
+
+#[test]
+fn token_ids_outside_the_vocabulary_are_errors() {
+    let Some(runner) = tiny("tiny-llama-Q8_0") else {
+        return;
+    };
+    let e = f32_session(&runner, 32, 512)
+        .prefill(&[1, 5000])
+        .unwrap_err();
+    assert!(e.to_string().contains("5000"), "{e}");
+}

@@ -222,6 +222,13 @@ pub struct Args {
     )]
     pub chat_history: Option<PathBuf>,
 
+    /// Run the prompt once and write every named intermediate activation
+    /// (`inp_embd`, `blk.N.attn_norm`, `blk.N.attn_out`, `blk.N.ffn_out`,
+    /// `blk.N.l_out`, `result_norm`, `result_output`) to PATH as JSON lines,
+    /// for tracing a divergence from llama.cpp to one layer.
+    #[arg(long, value_name = "PATH", help_heading = "Generation")]
+    pub dump_activations: Option<PathBuf>,
+
     /// Print only the generated text (no summary on stderr).
     #[arg(short, long, help_heading = "Generation")]
     pub quiet: bool,

@@ -109,6 +109,9 @@ pub fn one_shot(path: &Path, args: &Args) -> Result<(), CliError> {
     } else {
         runner.tokenize_prompt(&prompt)
     };
+    if let Some(dump_path) = &args.dump_activations {
+        return dump_activations(&mut session, &tokens, dump_path);
+    }
     // Refuse bad requests before printing anything.
     options
         .sampler
@@ -308,5 +311,48 @@ pub fn bench(path: &Path, args: &Args) -> Result<(), CliError> {
         serde_json::to_writer(&mut out, &value).map_err(std::io::Error::from)?;
         writeln!(out)?;
     }
+    Ok(())
+}
+
+/// `--dump-activations PATH`: one prefill of the prompt, every activation the
+/// decoder names written as `{"name", "tokens", "width", "values"}` lines.
+fn dump_activations(
+    session: &mut Session<'_>,
+    tokens: &[u32],
+    path: &Path,
+) -> Result<(), CliError> {
+    let file = std::fs::File::create(path)
+        .map_err(|e| CliError::Usage(format!("--dump-activations {}: {e}", path.display())))?;
+    let mut out = std::io::BufWriter::new(file);
+    let mut failure = None;
+    let n_tokens = tokens.len();
+    let mut hook = |name: &str, values: &[f32]| {
+        if failure.is_some() {
+            return;
+        }
+        // `result_*` hold only the rows that produce logits (the last token).
+        let rows = if name.starts_with("result_") {
+            1
+        } else {
+            n_tokens
+        };
+        let line = serde_json::json!({
+            "name": name,
+            "tokens": rows,
+            "width": values.len() / rows.max(1),
+            "values": values,
+        });
+        if let Err(e) = serde_json::to_writer(&mut out, &line)
+            .map_err(std::io::Error::from)
+            .and_then(|()| out.write_all(b"\n"))
+        {
+            failure = Some(e);
+        }
+    };
+    session.prefill_with_hook(tokens, Some(&mut hook))?;
+    if let Some(e) = failure {
+        return Err(e.into());
+    }
+    out.flush()?;
     Ok(())
 }
