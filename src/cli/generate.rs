@@ -294,6 +294,7 @@ pub fn bench(path: &Path, args: &Args) -> Result<(), CliError> {
             "threads": threads,
             "simd": simd,
             "kv_type": format!("{:?}", session_opts.kv_type),
+            "weight_bytes_per_token": runner.model().weight_bytes_per_token(),
             "prompt_tokens": prompt.len(),
             "gen_tokens": args.bench_gen_tokens,
             "warmup": warmup,
