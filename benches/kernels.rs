@@ -2,18 +2,25 @@
 //! streamed, beside a plain read-bandwidth measurement (f32 weights, which one
 //! FMA per 4 bytes cannot slow down) that bounds what any kernel can reach.
 //!
+//! Matrix × matrix (prefill) at 512 tokens is reported in tokens/s
+//! (`elem/s`); GFLOP/s = 2 · rows · cols · tokens/s.
+//!
 //!     cargo bench --bench kernels                 # everything
 //!     cargo bench --bench kernels -- 'Q4_K'       # one type
+//!     cargo bench --bench kernels -- 'matmul'     # prefill only
 //!
 //! Shapes: Gemma 3 270M (640→2048, 2048→640, 640→1024, 640→256, and the
 //! 640×262144 output projection) and a Llama-3.2-1B-sized model (2048→8192,
-//! 8192→2048, 2048×128256). Threads: 1 and 2.
+//! 8192→2048, 2048×128256); matmul skips the two output projections (one
+//! call would take seconds). Threads: 1 and 2.
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use rusty_llm::gguf::GgmlType;
-use rusty_llm::kernels::{Scratch, ThreadPool, Weights, kernels, matvec};
+use rusty_llm::kernels::{QuantTiles, Scratch, ThreadPool, Weights, kernels, matmul, matvec};
 use rusty_llm::quant;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use std::time::Instant;
 
 /// (name, rows = outputs, cols = inputs)
 const SHAPES: &[(&str, usize, usize)] = &[
@@ -71,6 +78,12 @@ fn weights(ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
     out
 }
 
+/// Whether a row of `cols` is whole blocks of `ty` (the K-quants' 256 does
+/// not divide Gemma's 640: llama.cpp stores those tensors in other types).
+fn fits(ty: GgmlType, cols: usize) -> bool {
+    cols.is_multiple_of(ty.block_elements() as usize)
+}
+
 fn bench(c: &mut Criterion) {
     let k = kernels();
     eprintln!("kernels: {}", k.simd.name());
@@ -91,7 +104,7 @@ fn bench(c: &mut Criterion) {
             .measurement_time(Duration::from_secs(1));
         for &(shape, rows, cols) in SHAPES {
             // F32 is the bandwidth reference: measured on the large shapes only.
-            if ty == GgmlType::F32 && rows < 8192 {
+            if ty == GgmlType::F32 && rows < 8192 || !fits(ty, cols) {
                 continue;
             }
             let data = weights(ty, rows, cols);
@@ -110,7 +123,178 @@ fn bench(c: &mut Criterion) {
         }
         group.finish();
     }
+    const TOKENS: usize = 512;
+    for ty in &types[1..] {
+        let ty = *ty;
+        let mut group = c.benchmark_group(format!("matmul{TOKENS} {ty}"));
+        group
+            .sample_size(10)
+            .warm_up_time(Duration::from_millis(300))
+            .measurement_time(Duration::from_secs(2));
+        for &(shape, rows, cols) in SHAPES {
+            if rows > 100_000 || !fits(ty, cols) {
+                continue;
+            }
+            let data = weights(ty, rows, cols);
+            let w = Weights::new("bench", ty, rows, cols, &data, k).unwrap();
+            let xs = random(cols * TOKENS, 7);
+            let mut out = vec![0f32; rows * TOKENS];
+            let mut scratch = Scratch::default();
+            group.throughput(Throughput::Elements(TOKENS as u64));
+            for pool in &pools {
+                group.bench_with_input(
+                    BenchmarkId::new(shape, format!("{} threads", pool.threads())),
+                    &(),
+                    |b, _| {
+                        b.iter(|| matmul(pool, &w, &xs, TOKENS, &mut out, &mut scratch).unwrap())
+                    },
+                );
+            }
+        }
+        group.finish();
+    }
+}
+
+/// Seconds of each call of `f`, `n` calls.
+fn samples(n: usize, mut f: impl FnMut()) -> Vec<f64> {
+    (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .collect()
+}
+
+fn min_median(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(f64::total_cmp);
+    (v[0], v[v.len() / 2])
+}
+
+/// `KERNELS_TABLE=1 cargo bench --bench kernels [-- FILTER]`: a plain table
+/// for noisy machines, min and median over interleaved runs of the per-row
+/// path (`rows`, the tile kernels switched off) and the default one
+/// (`tiles`), beside the read bandwidth (an XOR over 512 MiB, and f32
+/// matvec).
+fn table(filter: &str) {
+    let k = *kernels();
+    let mut per_row = k;
+    per_row.tiles = QuantTiles::default();
+    let pools = [ThreadPool::new(1), ThreadPool::new(2)];
+    let want = |name: &str| name.contains(filter);
+    if want("read") {
+        let buf: Vec<u64> = (0..64u64 << 20).collect();
+        for pool in &pools {
+            let chunks = pool.threads() * 16;
+            let per = buf.len() / chunks;
+            let run = || {
+                let acc = AtomicU64::new(0);
+                pool.run(chunks, &|c| {
+                    let x = buf[c * per..(c + 1) * per].iter().fold(0u64, |a, &v| a ^ v);
+                    acc.fetch_xor(x, Ordering::Relaxed);
+                });
+                std::hint::black_box(acc.load(Ordering::Relaxed));
+            };
+            let (lo, med) = min_median(samples(15, run));
+            let gb = (buf.len() * 8) as f64 / 1e9;
+            println!(
+                "read xor 512MiB  {} thr  GB/s max {:.1} median {:.1}",
+                pool.threads(),
+                gb / lo,
+                gb / med
+            );
+        }
+    }
+    let types = [
+        GgmlType::F32,
+        GgmlType::Q8_0,
+        GgmlType::Q5_0,
+        GgmlType::Q4_0,
+        GgmlType::Q4_K,
+        GgmlType::Q6_K,
+    ];
+    for ty in types {
+        for &(shape, rows, cols) in SHAPES {
+            let name = format!("matvec {ty} {shape}");
+            if !want(&name) || (ty == GgmlType::F32 && rows < 8192) || !fits(ty, cols) {
+                continue;
+            }
+            let data = weights(ty, rows, cols);
+            let x = random(cols, 7);
+            let mut out = vec![0f32; rows];
+            let mut scratch = Scratch::default();
+            for pool in &pools {
+                let mut res = [Vec::new(), Vec::new()];
+                let n = (2e8 / data.len() as f64).clamp(3.0, 400.0) as usize;
+                for _ in 0..5 {
+                    for (i, kk) in [&per_row, &k].into_iter().enumerate() {
+                        let w = Weights::new("bench", ty, rows, cols, &data, kk).unwrap();
+                        res[i].extend(samples(n, || {
+                            matvec(pool, &w, &x, &mut out, &mut scratch).unwrap()
+                        }));
+                    }
+                }
+                let gb = data.len() as f64 / 1e9;
+                let [a, b] = res.map(min_median);
+                println!(
+                    "{name:45} {} thr  GB/s  rows max {:5.1} med {:5.1}  tiles max {:5.1} med {:5.1}",
+                    pool.threads(),
+                    gb / a.0,
+                    gb / a.1,
+                    gb / b.0,
+                    gb / b.1
+                );
+            }
+        }
+    }
+    const TOKENS: usize = 512;
+    for ty in &types[1..] {
+        for &(shape, rows, cols) in SHAPES {
+            let name = format!("matmul{TOKENS} {ty} {shape}");
+            if !want(&name) || rows > 100_000 || !fits(*ty, cols) {
+                continue;
+            }
+            let data = weights(*ty, rows, cols);
+            let xs = random(cols * TOKENS, 7);
+            let mut out = vec![0f32; rows * TOKENS];
+            let mut scratch = Scratch::default();
+            for pool in &pools {
+                let mut res = [Vec::new(), Vec::new()];
+                for _ in 0..3 {
+                    for (i, kk) in [&per_row, &k].into_iter().enumerate() {
+                        let w = Weights::new("bench", *ty, rows, cols, &data, kk).unwrap();
+                        res[i].extend(samples(2, || {
+                            matmul(pool, &w, &xs, TOKENS, &mut out, &mut scratch).unwrap()
+                        }));
+                    }
+                }
+                let gflop = 2.0 * (rows * cols * TOKENS) as f64 / 1e9;
+                let [a, b] = res.map(min_median);
+                println!(
+                    "{name:45} {} thr  GFLOP/s rows max {:5.1} med {:5.1}  tiles max {:5.1} med {:5.1}  (tiles tok/s max {:.0})",
+                    pool.threads(),
+                    gflop / a.0,
+                    gflop / a.1,
+                    gflop / b.0,
+                    gflop / b.1,
+                    TOKENS as f64 / b.0
+                );
+            }
+        }
+    }
 }
 
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+fn main() {
+    if std::env::var_os("KERNELS_TABLE").is_some() {
+        let filter = std::env::args()
+            .skip(1)
+            .find(|a| !a.starts_with('-'))
+            .unwrap_or_default();
+        table(&filter);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -4,6 +4,7 @@
 
 use super::quant_dots::QuantDots;
 use super::scalar;
+use super::tiles::QuantTiles;
 use half::{bf16, f16};
 use std::sync::OnceLock;
 use thiserror::Error;
@@ -91,6 +92,8 @@ pub struct Kernels {
     pub dot_bf16: fn(&[bf16], &[bf16]) -> f32,
     /// Row dot products for every weight type (raw bytes in, see `VecDot`).
     pub dots: QuantDots,
+    /// Tile kernels (several rows × several tokens) where a type has one.
+    pub tiles: QuantTiles,
 }
 
 impl Kernels {
@@ -106,6 +109,7 @@ impl Kernels {
             dot_f16: scalar::dot_f16,
             dot_bf16: scalar::dot_bf16,
             dots: QuantDots::reference(),
+            tiles: QuantTiles::default(),
         };
         // ggml's integer formulation of each quantized dot product.
         super::scalar_legacy::install(&mut k.dots);
@@ -121,6 +125,7 @@ impl Kernels {
                 super::x86_avx512::install(&mut k);
                 super::x86_avx512_legacy::install(&mut k.dots);
                 super::x86_avx512_kquants::install(&mut k.dots);
+                super::x86_avx512_tiles::install(&mut k.tiles);
             }
             #[cfg(target_arch = "aarch64")]
             Simd::Neon => super::aarch64_neon::install(&mut k),

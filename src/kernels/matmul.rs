@@ -4,11 +4,14 @@
 //! Activations are quantized once per call into the weight type's activation
 //! format; each chunk then runs row dot products. For a batch of tokens the rows
 //! of a chunk are visited tile by tile of tokens, so a weight row is read from
-//! memory once per tile and served from cache for the other tokens.
+//! memory once per tile and served from cache for the other tokens. Batches of
+//! at least `tiles::TILE` tokens go through the type's tile kernel where the
+//! variant has one (4 rows × 4 tokens per call, see `tiles`).
 
 use super::dispatch::Kernels;
 use super::pool::ThreadPool;
 use super::quant_dots::{VecDot, quantize_activations, vec_dot_type};
+use super::tiles::{TILE, Tile};
 use crate::gguf::GgmlType;
 use crate::quant::QuantError;
 use thiserror::Error;
@@ -36,6 +39,7 @@ pub struct Weights<'a> {
     data: &'a [u8],
     row_bytes: usize,
     dot: VecDot,
+    tile: Option<Tile>,
 }
 
 impl std::fmt::Debug for Weights<'_> {
@@ -82,6 +86,7 @@ impl<'a> Weights<'a> {
             data,
             row_bytes,
             dot,
+            tile: kernels.tiles.get(ty),
         })
     }
 
@@ -95,6 +100,8 @@ impl<'a> Weights<'a> {
 pub struct Scratch {
     activations: Vec<u8>,
     row: Vec<u8>,
+    /// Activations in a tile kernel's own layout.
+    prepared: Vec<u8>,
 }
 
 /// A raw output pointer that chunks write to at disjoint indices.
@@ -170,6 +177,24 @@ pub fn matmul(
     }
     let acts = &scratch.activations;
 
+    if let Some(tile) = w.tile.filter(|_| n_tokens >= TILE) {
+        let (xs, x_bytes) = match tile.prepare {
+            Some(prepare) => {
+                scratch.prepared.clear();
+                for x in acts.chunks_exact(act_bytes) {
+                    prepare(w.cols, x, &mut scratch.prepared);
+                }
+                (
+                    &scratch.prepared[..],
+                    scratch.prepared.len() / n_tokens.max(1),
+                )
+            }
+            None => (&acts[..], act_bytes),
+        };
+        run_tiles(pool, w, tile, xs, x_bytes, n_tokens, out);
+        return Ok(());
+    }
+
     let chunk_rows = rows_per_chunk(w.rows, pool.threads(), w.data.len() * n_tokens);
     let n_chunks = w.rows.div_ceil(chunk_rows);
     let dst = Out(out.as_mut_ptr());
@@ -191,4 +216,52 @@ pub fn matmul(
         }
     });
     Ok(())
+}
+
+/// `matmul` through a tile kernel: each chunk of rows (a multiple of the
+/// tile) is swept tile of tokens by tile of tokens, so the chunk's weights
+/// stay in cache while every token passes over them.
+fn run_tiles(
+    pool: &ThreadPool,
+    w: &Weights<'_>,
+    tile: Tile,
+    xs: &[u8],
+    x_bytes: usize,
+    n_tokens: usize,
+    out: &mut [f32],
+) {
+    let chunk_rows =
+        rows_per_chunk(w.rows, pool.threads(), w.data.len() * n_tokens).next_multiple_of(TILE);
+    let n_chunks = w.rows.div_ceil(chunk_rows);
+    let dst = Out(out.as_mut_ptr());
+    let (rows, cols, rb) = (w.rows, w.cols, w.row_bytes);
+    pool.run(n_chunks, &|chunk| {
+        let first = chunk * chunk_rows;
+        let last = (first + chunk_rows).min(rows);
+        let mut o = [0f32; TILE * TILE];
+        for t0 in (0..n_tokens).step_by(TILE) {
+            let nt = TILE.min(n_tokens - t0);
+            let x = &xs[t0 * x_bytes..(t0 + nt) * x_bytes];
+            for r0 in (first..last).step_by(TILE) {
+                let nr = TILE.min(last - r0);
+                (tile.dot)(
+                    cols,
+                    &w.data[r0 * rb..(r0 + nr) * rb],
+                    rb,
+                    nr,
+                    x,
+                    x_bytes,
+                    nt,
+                    &mut o,
+                );
+                for t in 0..nt {
+                    for r in 0..nr {
+                        // SAFETY: (t0 + t) * rows + r0 + r < n_tokens * rows ==
+                        // out.len(), and rows r0.. belong to this chunk only.
+                        unsafe { *dst.at((t0 + t) * rows + r0 + r) = o[t * TILE + r] };
+                    }
+                }
+            }
+        }
+    });
 }

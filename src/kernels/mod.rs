@@ -22,6 +22,7 @@ mod quant_dots;
 mod scalar;
 mod scalar_kquants;
 mod scalar_legacy;
+mod tiles;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx2;
 #[cfg(target_arch = "x86_64")]
@@ -34,11 +35,14 @@ mod x86_avx512;
 mod x86_avx512_kquants;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx512_legacy;
+#[cfg(target_arch = "x86_64")]
+mod x86_avx512_tiles;
 
 pub use dispatch::{Kernels, Simd, SimdError, kernels, kernels_checked};
 pub use matmul::{KernelError, Scratch, Weights, matmul, matvec};
 pub use pool::ThreadPool;
 pub use quant_dots::{QuantDots, VecDot, quantize_activations, vec_dot_type};
+pub use tiles::{Prepare, QuantTiles, TILE, Tile, TileDot};
 
 #[cfg(test)]
 mod test_rng;

@@ -46,3 +46,145 @@ fn variant_names_and_refusals() {
         assert!(e.contains("neon") && e.contains("scalar"), "{e}");
     }
 }
+
+/// Random weight rows of `ty`: quantized where the project has a quantizer,
+/// else random blocks with a small f16 scale up front (Q5_0).
+fn weight_rows(ty: crate::gguf::GgmlType, rows: usize, cols: usize, seed: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    if crate::quant::can_quantize(ty) {
+        let v = values(rows * cols, seed);
+        for r in v.chunks_exact(cols) {
+            crate::quant::quantize_row(ty, r, &mut out).unwrap();
+        }
+    } else {
+        out = super::test_rng::bytes(rows * ty.bytes_for(cols as u64).unwrap() as usize, seed);
+        for block in out.chunks_mut(ty.block_bytes() as usize) {
+            block[..2].copy_from_slice(&f16::from_f32(0.01).to_le_bytes());
+        }
+    }
+    out
+}
+
+/// The tile kernels against the scalar reference and against matrix ×
+/// vector, on shapes that leave partial tiles (rows, tokens) and partial
+/// groups of blocks (columns); and every tile shape against one-by-one
+/// (1×1) calls of the same kernel, bit for bit.
+#[test]
+fn tile_kernels_match_scalar_and_matvec_on_ragged_shapes() {
+    use crate::gguf::GgmlType;
+    let scalar = Kernels::for_simd(Simd::Scalar).unwrap();
+    for simd in Simd::supported() {
+        let k = Kernels::for_simd(simd).unwrap();
+        for ty in [
+            GgmlType::Q4_0,
+            GgmlType::Q5_0,
+            GgmlType::Q8_0,
+            GgmlType::Q4_K,
+            GgmlType::Q6_K,
+        ] {
+            let block = ty.block_elements() as usize;
+            let col_blocks: &[usize] = if block == 32 {
+                &[1, 2, 3, 4, 5, 7, 20]
+            } else {
+                &[1, 2, 3]
+            };
+            for &nb in col_blocks {
+                let cols = nb * block;
+                for rows in [1, 3, 4, 6, 9] {
+                    let data = weight_rows(ty, rows, cols, (rows * 7 + nb) as u64);
+                    let mut deq = vec![0f32; rows * cols];
+                    crate::quant::dequantize_row(ty, &data, &mut deq).unwrap();
+                    let ws = Weights::new("w", ty, rows, cols, &data, &k).unwrap();
+                    let wr = Weights::new("w", ty, rows, cols, &data, &scalar).unwrap();
+                    if let Some(tile) = k.tiles.get(ty) {
+                        tile_shapes_agree(tile, ty, rows, cols, &data);
+                    }
+                    for threads in [1, 3] {
+                        let pool = ThreadPool::new(threads);
+                        for tokens in [1, 2, 4, 5, 7] {
+                            let xs = values(tokens * cols, (tokens * 13 + rows) as u64);
+                            let mut got = vec![0f32; tokens * rows];
+                            let mut want = vec![0f32; tokens * rows];
+                            let mut s = Scratch::default();
+                            matmul(&pool, &ws, &xs, tokens, &mut got, &mut s).unwrap();
+                            matmul(&pool, &wr, &xs, tokens, &mut want, &mut s).unwrap();
+                            for t in 0..tokens {
+                                let x = &xs[t * cols..(t + 1) * cols];
+                                let mut one = vec![0f32; rows];
+                                matvec(&pool, &ws, x, &mut one, &mut s).unwrap();
+                                for r in 0..rows {
+                                    let mag: f32 = deq[r * cols..(r + 1) * cols]
+                                        .iter()
+                                        .zip(x)
+                                        .map(|(a, b)| (a * b).abs())
+                                        .sum();
+                                    let a = got[t * rows + r];
+                                    for (b, what) in
+                                        [(want[t * rows + r], "scalar"), (one[r], "matvec")]
+                                    {
+                                        assert!(
+                                            (a - b).abs() <= 1e-5 * mag.max(1e-3),
+                                            "{simd:?} {ty} rows {rows} cols {cols} tokens {tokens} \
+                                             r {r} t {t}: {a} vs {what} {b}"
+                                        );
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A tile kernel's results for every tile shape (up to 4×4) equal its
+/// one-row, one-token calls bit for bit.
+fn tile_shapes_agree(tile: Tile, ty: crate::gguf::GgmlType, rows: usize, cols: usize, data: &[u8]) {
+    let row_bytes = data.len() / rows;
+    let mut acts = Vec::new();
+    let mut row = Vec::new();
+    for t in 0..TILE {
+        quantize_activations(ty, &values(cols, 99 + t as u64), &mut row).unwrap();
+        match tile.prepare {
+            Some(p) => p(cols, &row, &mut acts),
+            None => acts.extend_from_slice(&row),
+        }
+    }
+    let x_bytes = acts.len() / TILE;
+    let nr = rows.min(TILE);
+    for nt in 1..=TILE {
+        let mut all = [0f32; TILE * TILE];
+        (tile.dot)(
+            cols,
+            &data[..nr * row_bytes],
+            row_bytes,
+            nr,
+            &acts[..nt * x_bytes],
+            x_bytes,
+            nt,
+            &mut all,
+        );
+        for t in 0..nt {
+            for r in 0..nr {
+                let mut one = [0f32; TILE * TILE];
+                let w = &data[r * row_bytes..(r + 1) * row_bytes];
+                (tile.dot)(
+                    cols,
+                    w,
+                    row_bytes,
+                    1,
+                    &acts[t * x_bytes..(t + 1) * x_bytes],
+                    x_bytes,
+                    1,
+                    &mut one,
+                );
+                assert_eq!(
+                    all[t * TILE + r].to_bits(),
+                    one[0].to_bits(),
+                    "{ty} {nr}x{nt} r {r} t {t}"
+                );
+            }
+        }
+    }
+}

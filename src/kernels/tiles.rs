@@ -1,0 +1,128 @@
+//! Tile kernels: the dot products of up to [`TILE`] weight rows with up to
+//! [`TILE`] activation rows in one call, so a weight block is loaded and
+//! decoded once per tile of tokens and an activation block once per tile of
+//! rows. `matmul` uses them for batches of at least [`TILE`] tokens where
+//! the table has one; matrix × vector and types without one run the per-row
+//! [`super::VecDot`] (one long stream per row: in decode the weights come
+//! from memory, and the per-row kernels measured faster there than 4-row
+//! tiles, whose short interleaved streams the hardware prefetcher follows
+//! less well).
+//!
+//! A tile kernel may read its activations in a layout of its own, made once
+//! per token by its `prepare` from the `vec_dot_type` bytes (e.g. blocks
+//! regrouped to fit a register, offsets folded into per-block sums).
+//!
+//! Every kernel is written once for any `R × T` and instantiated for 4×4,
+//! 4×1, 1×4 and 1×1 ([`drive`]); the arithmetic of one (row, token) pair is
+//! the same in each, so a result never depends on which tile computed it.
+//! Against the per-row dots only the order of the f32 sums differs (the
+//! integer sums are exact), so a batch and the same tokens one by one agree
+//! to rounding, not bit for bit.
+
+use crate::gguf::GgmlType;
+
+/// Rows and tokens of the largest tile.
+pub const TILE: usize = 4;
+
+/// Dot products of `rows` (1..=[`TILE`]) consecutive weight rows of
+/// `row_bytes` each (`w`) with `tokens` (1..=[`TILE`]) consecutive activation
+/// rows of `x_bytes` each (`x`, as the tile's `prepare` made them, or the
+/// `vec_dot_type` bytes when it has none), `n` elements per row:
+/// `out[t * TILE + r]`.
+pub type TileDot = fn(
+    n: usize,
+    w: &[u8],
+    row_bytes: usize,
+    rows: usize,
+    x: &[u8],
+    x_bytes: usize,
+    tokens: usize,
+    out: &mut [f32; TILE * TILE],
+);
+
+/// Turns one token's activations (`n` elements in `vec_dot_type` bytes) into
+/// the tile kernel's layout, appended to `out`.
+pub type Prepare = fn(n: usize, x: &[u8], out: &mut Vec<u8>);
+
+/// A tile kernel and the activation layout it reads.
+#[derive(Debug, Clone, Copy)]
+pub struct Tile {
+    pub dot: TileDot,
+    pub prepare: Option<Prepare>,
+}
+
+/// The tile kernels of a variant, by weight type (`None`: per-row dots).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct QuantTiles {
+    pub q4_0: Option<Tile>,
+    pub q5_0: Option<Tile>,
+    pub q8_0: Option<Tile>,
+    pub q4_k: Option<Tile>,
+    pub q6_k: Option<Tile>,
+}
+
+impl QuantTiles {
+    pub fn get(&self, ty: GgmlType) -> Option<Tile> {
+        match ty {
+            GgmlType::Q4_0 => self.q4_0,
+            GgmlType::Q5_0 => self.q5_0,
+            GgmlType::Q8_0 => self.q8_0,
+            GgmlType::Q4_K => self.q4_k,
+            GgmlType::Q6_K => self.q6_k,
+            _ => None,
+        }
+    }
+}
+
+/// A kernel written for any tile shape: `out[t][r]` for the `R` weight rows
+/// and `T` activation rows given.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // implemented by the x86 modules
+pub(super) trait TileKernel {
+    fn run<const R: usize, const T: usize>(n: usize, w: [&[u8]; R], x: [&[u8]; T])
+    -> [[f32; R]; T];
+}
+
+/// Runs `K` on a tile of any size up to `TILE × TILE`: the full tile in one
+/// call, ragged edges as 4×1, 1×4 or 1×1 calls.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+#[allow(clippy::too_many_arguments)] // the `TileDot` signature
+#[inline]
+pub(super) fn drive<K: TileKernel>(
+    n: usize,
+    w: &[u8],
+    row_bytes: usize,
+    rows: usize,
+    x: &[u8],
+    x_bytes: usize,
+    tokens: usize,
+    out: &mut [f32; TILE * TILE],
+) {
+    assert!(rows <= TILE && tokens <= TILE);
+    let wr = |r: usize| &w[r * row_bytes..(r + 1) * row_bytes];
+    let xt = |t: usize| &x[t * x_bytes..(t + 1) * x_bytes];
+    if rows == TILE && tokens == TILE {
+        let o = K::run::<TILE, TILE>(n, std::array::from_fn(wr), std::array::from_fn(xt));
+        for (t, o) in o.iter().enumerate() {
+            out[t * TILE..t * TILE + TILE].copy_from_slice(o);
+        }
+    } else if rows == TILE {
+        for t in 0..tokens {
+            let [o] = K::run::<TILE, 1>(n, std::array::from_fn(wr), [xt(t)]);
+            out[t * TILE..t * TILE + TILE].copy_from_slice(&o);
+        }
+    } else if tokens == TILE {
+        for r in 0..rows {
+            let o = K::run::<1, TILE>(n, [wr(r)], std::array::from_fn(xt));
+            for (t, [v]) in o.iter().enumerate() {
+                out[t * TILE + r] = *v;
+            }
+        }
+    } else {
+        for r in 0..rows {
+            for t in 0..tokens {
+                let [[v]] = K::run::<1, 1>(n, [wr(r)], [xt(t)]);
+                out[t * TILE + r] = v;
+            }
+        }
+    }
+}
