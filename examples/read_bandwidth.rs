@@ -16,7 +16,11 @@ fn main() {
         .skip(1)
         .filter_map(|a| a.parse().ok())
         .collect();
-    let threads = if threads.is_empty() { vec![1, 2] } else { threads };
+    let threads = if threads.is_empty() {
+        vec![1, 2]
+    } else {
+        threads
+    };
     let (rows, cols) = (32768, 2048); // 256 MiB of f32: far beyond every cache
     let data: Vec<f32> = (0..rows * cols).map(|i| (i % 7) as f32 * 0.01).collect();
     let bytes: &[u8] = bytemuck::cast_slice(&data);
@@ -33,7 +37,10 @@ fn main() {
             matvec(&pool, &w, &x, &mut out, &mut scratch).unwrap();
             best = best.min(start.elapsed().as_secs_f64());
         }
-        results.insert(t.to_string(), serde_json::json!(bytes.len() as f64 / best / 1e9));
+        results.insert(
+            t.to_string(),
+            serde_json::json!(bytes.len() as f64 / best / 1e9),
+        );
     }
     println!("{}", serde_json::json!({ "threads": results }));
 }

@@ -194,5 +194,11 @@ pub fn quantize_activations(
         action: "multiplied",
     })?;
     out.clear();
-    quant::quantize_row(target, x, out)
+    match target {
+        // llama.cpp's x86 activation quantizers (see `activations`).
+        GgmlType::Q8_0 if x.len() % 32 == 0 => super::activations::quantize_q8_0(x, out),
+        GgmlType::Q8_1 if x.len() % 32 == 0 => super::activations::quantize_q8_1(x, out),
+        _ => return quant::quantize_row(target, x, out),
+    }
+    Ok(())
 }

@@ -329,6 +329,7 @@ impl Model {
             // Feed-forward.
             let xn = resize(&mut s.xn, n * d);
             self.norm_rows(&lw.ffn_norm, &s.x, xn);
+            dump(&|| format!("blk.{il}.ffn_norm"), xn);
             let up = resize(&mut s.up, n * lw.ffn_up.rows);
             self.matmul(pool, &lw.ffn_up, xn, n, up, &mut s.kernel)?;
             let hidden: &[f32] = match c.ffn {
@@ -356,8 +357,10 @@ impl Model {
                     up
                 }
             };
+            dump(&|| format!("blk.{il}.ffn_hidden"), hidden);
             let branch = resize(&mut s.branch, n * d);
             self.matmul(pool, &lw.ffn_down, hidden, n, branch, &mut s.kernel)?;
+            dump(&|| format!("blk.{il}.ffn_down"), branch);
             if let Some(post) = &lw.post_ffn_norm {
                 let xn = resize(&mut s.xn, n * d);
                 self.norm_rows(post, branch, xn);

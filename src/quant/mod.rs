@@ -25,7 +25,7 @@ pub mod legacy;
 use crate::gguf::{GgmlType, TensorView};
 use bytemuck::{Pod, Zeroable};
 
-pub use float::{BlockBF16, BlockF16, BlockF32};
+pub use float::{BlockBF16, BlockF16, BlockF32, F16Le};
 pub use iq::{BlockIQ4NL, BlockIQ4XS, BlockMXFP4};
 pub use kquants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K};
 pub use legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1};
