@@ -196,8 +196,8 @@ pub fn quantize_activations(
     out.clear();
     match target {
         // llama.cpp's x86 activation quantizers (see `activations`).
-        GgmlType::Q8_0 if x.len() % 32 == 0 => super::activations::quantize_q8_0(x, out),
-        GgmlType::Q8_1 if x.len() % 32 == 0 => super::activations::quantize_q8_1(x, out),
+        GgmlType::Q8_0 if x.len().is_multiple_of(32) => super::activations::quantize_q8_0(x, out),
+        GgmlType::Q8_1 if x.len().is_multiple_of(32) => super::activations::quantize_q8_1(x, out),
         _ => return quant::quantize_row(target, x, out),
     }
     Ok(())
