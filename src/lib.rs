@@ -14,6 +14,7 @@
 //!   API), the generation loop, sampling, stop strings;
 //! - [`inspect`]: the compatibility report;
 //! - [`discovery`]: finding model files on disk;
+//! - [`server`]: the HTTP server (OpenAI-compatible and native routes);
 //! - [`cli`]: the command-line surface.
 
 pub mod chat;
@@ -25,6 +26,7 @@ pub mod inspect;
 pub mod kernels;
 pub mod model;
 pub mod quant;
+pub mod server;
 pub mod tokenizer;
 
 /// The README's Rust examples, compiled as doctests so they cannot rot.

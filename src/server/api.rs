@@ -1,0 +1,586 @@
+//! Route handlers: request bodies validated into typed values, generation
+//! submitted to the engine, answers in the shapes OpenAI's and llama-server's
+//! clients expect.
+
+use super::engine::{Event, Job, SubmitError};
+use super::{AppState, Loaded, error_json};
+use crate::chat::Message;
+use crate::engine::{Generation, GenerationOptions, SamplerConfig, StopReason};
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::sse::{Event as SseEvent, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream::{self, Stream};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use tokio::sync::mpsc;
+
+type AppResult = Result<Response, Response>;
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn next_id(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    format!("{prefix}-{:x}{:04x}", unix_now(), COUNTER.fetch_add(1, Ordering::Relaxed) & 0xffff)
+}
+
+/// The loaded model, or the 503 that says why not.
+fn loaded(state: &AppState) -> Result<&Loaded, Response> {
+    match state.loaded.get() {
+        Some(Ok(l)) => Ok(l),
+        Some(Err(e)) => Err(error_json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the model failed to load: {e}"),
+        )),
+        None => Err(error_json(StatusCode::SERVICE_UNAVAILABLE, "the model is still loading")),
+    }
+}
+
+/// A JSON body, with rejections turned into our 400 JSON errors.
+fn body<T>(parsed: Result<Json<T>, JsonRejection>) -> Result<T, Response> {
+    parsed
+        .map(|Json(v)| v)
+        .map_err(|e| error_json(e.status(), format!("invalid request body: {}", e.body_text())))
+}
+
+/// `Authorization: Bearer KEY` on every route but the health checks.
+pub(crate) async fn require_api_key(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let open = matches!(request.uri().path(), "/health" | "/healthz" | "/ready");
+    if let (Some(key), false) = (&state.api_key, open) {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(key.as_str()) {
+            let mut r = error_json(StatusCode::UNAUTHORIZED, "missing or wrong API key");
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return r;
+        }
+    }
+    next.run(request).await
+}
+
+pub(crate) async fn not_found(request: Request) -> Response {
+    error_json(
+        StatusCode::NOT_FOUND,
+        format!("no route {} {}", request.method(), request.uri().path()),
+    )
+}
+
+pub(crate) async fn root(State(state): State<Arc<AppState>>) -> Response {
+    let model = state.loaded.get().and_then(|l| l.as_ref().ok()).map(|l| l.model_id.clone());
+    Json(json!({
+        "name": "rusty-llm",
+        "version": env!("CARGO_PKG_VERSION"),
+        "model": model,
+        "routes": ["/health", "/ready", "/v1/models", "/v1/chat/completions", "/v1/completions",
+                   "/generate", "/tokenize", "/detokenize"],
+    }))
+    .into_response()
+}
+
+pub(crate) async fn health() -> Response {
+    Json(json!({ "status": "ok" })).into_response()
+}
+
+pub(crate) async fn ready(State(state): State<Arc<AppState>>) -> Response {
+    match loaded(&state) {
+        Ok(l) => Json(json!({ "status": "ready", "model": l.model_id })).into_response(),
+        Err(r) => r,
+    }
+}
+
+pub(crate) async fn version() -> Response {
+    Json(json!({ "version": env!("CARGO_PKG_VERSION") })).into_response()
+}
+
+fn model_object(state: &AppState, l: &Loaded) -> Value {
+    let created = state
+        .started
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    json!({ "id": l.model_id, "object": "model", "created": created, "owned_by": "rusty-llm" })
+}
+
+pub(crate) async fn models(State(state): State<Arc<AppState>>) -> AppResult {
+    let l = loaded(&state)?;
+    Ok(Json(json!({ "object": "list", "data": [model_object(&state, l)] })).into_response())
+}
+
+pub(crate) async fn model(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> AppResult {
+    let l = loaded(&state)?;
+    if id != l.model_id {
+        return Err(error_json(StatusCode::NOT_FOUND, format!("no model {id:?} (serving {:?})", l.model_id)));
+    }
+    Ok(Json(model_object(&state, l)).into_response())
+}
+
+pub(crate) async fn embeddings_unavailable() -> Response {
+    error_json(
+        StatusCode::NOT_IMPLEMENTED,
+        "embeddings are not available in this build yet",
+    )
+}
+
+/// `stop` as OpenAI sends it: one string or a list.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum StopField {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// Sampling and length fields shared by the generation routes.
+#[derive(Debug, Default, Deserialize)]
+struct SamplingFields {
+    max_tokens: Option<usize>,
+    max_completion_tokens: Option<usize>,
+    /// llama-server's name for max_tokens.
+    n_predict: Option<i64>,
+    temperature: Option<f32>,
+    top_p: Option<f32>,
+    top_k: Option<usize>,
+    min_p: Option<f32>,
+    presence_penalty: Option<f32>,
+    frequency_penalty: Option<f32>,
+    repeat_penalty: Option<f32>,
+    repeat_last_n: Option<usize>,
+    seed: Option<u64>,
+    stop: Option<StopField>,
+    #[serde(default)]
+    ignore_eos: bool,
+}
+
+impl SamplingFields {
+    /// Generation options for a prompt of `prompt_len` tokens in a context of
+    /// `ctx_size`: without a length, generate until the context is full.
+    fn options(&self, prompt_len: usize, ctx_size: usize) -> Result<GenerationOptions, Response> {
+        let d = SamplerConfig::default();
+        let sampler = SamplerConfig {
+            temperature: self.temperature.unwrap_or(d.temperature),
+            top_p: self.top_p.unwrap_or(d.top_p),
+            top_k: self.top_k.unwrap_or(d.top_k),
+            min_p: self.min_p.unwrap_or(d.min_p),
+            presence_penalty: self.presence_penalty.unwrap_or(0.0),
+            frequency_penalty: self.frequency_penalty.unwrap_or(0.0),
+            repeat_penalty: self.repeat_penalty.unwrap_or(d.repeat_penalty),
+            repeat_last_n: self.repeat_last_n.unwrap_or(d.repeat_last_n),
+            logit_bias: Vec::new(),
+            seed: self.seed.unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64)
+            }),
+        };
+        sampler
+            .validate()
+            .map_err(|e| error_json(StatusCode::BAD_REQUEST, e.to_string()))?;
+        let remaining = ctx_size.saturating_sub(prompt_len);
+        let requested = self
+            .max_completion_tokens
+            .or(self.max_tokens)
+            .or(self.n_predict.filter(|&n| n >= 0).map(|n| n as usize));
+        if prompt_len >= ctx_size {
+            return Err(error_json(
+                StatusCode::BAD_REQUEST,
+                format!("the prompt has {prompt_len} tokens but the context holds {ctx_size}"),
+            ));
+        }
+        let max_tokens = match requested {
+            Some(n) if n > remaining => {
+                return Err(error_json(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "{prompt_len} prompt tokens + max_tokens {n} exceed the context of {ctx_size} tokens"
+                    ),
+                ));
+            }
+            Some(n) => n,
+            None => remaining,
+        };
+        let stop = match &self.stop {
+            None => Vec::new(),
+            Some(StopField::One(s)) => vec![s.clone()],
+            Some(StopField::Many(v)) => v.clone(),
+        };
+        Ok(GenerationOptions {
+            max_tokens,
+            sampler,
+            stop,
+            ignore_eos: self.ignore_eos,
+            context_shift: false,
+        })
+    }
+}
+
+/// Message content: a string, or OpenAI's list of parts (text parts joined).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Content {
+    Text(String),
+    Parts(Vec<ContentPart>),
+}
+
+#[derive(Debug, Deserialize)]
+struct ContentPart {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    text: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct ChatMessage {
+    role: String,
+    #[serde(default)]
+    content: Option<Content>,
+}
+
+impl ChatMessage {
+    fn into_message(self) -> Result<Message, Response> {
+        let content = match self.content {
+            None => String::new(),
+            Some(Content::Text(t)) => t,
+            Some(Content::Parts(parts)) => {
+                let mut text = String::new();
+                for p in parts {
+                    if p.kind != "text" {
+                        return Err(error_json(
+                            StatusCode::BAD_REQUEST,
+                            format!("message content of type {:?} is not supported (text only)", p.kind),
+                        ));
+                    }
+                    text.push_str(&p.text);
+                }
+                text
+            }
+        };
+        Ok(Message::new(self.role, content))
+    }
+}
+
+fn messages(list: Vec<ChatMessage>) -> Result<Vec<Message>, Response> {
+    if list.is_empty() {
+        return Err(error_json(StatusCode::BAD_REQUEST, "messages must not be empty"));
+    }
+    list.into_iter().map(ChatMessage::into_message).collect()
+}
+
+/// Sets the job's cancel flag when dropped (the client went away).
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Submits a job; returns its event stream and the cancel guard.
+fn submit(
+    l: &Loaded,
+    tokens: Vec<u32>,
+    options: GenerationOptions,
+) -> Result<(mpsc::UnboundedReceiver<Event>, CancelOnDrop), Response> {
+    let (events, rx) = mpsc::unbounded_channel();
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let job = Job {
+        tokens,
+        options,
+        events,
+        cancelled: Arc::clone(&cancelled),
+    };
+    match l.engine.submit(job) {
+        Ok(()) => Ok((rx, CancelOnDrop(cancelled))),
+        Err(SubmitError::Busy) => {
+            let mut r = error_json(StatusCode::SERVICE_UNAVAILABLE, "the server is busy; retry shortly");
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            Err(r)
+        }
+        Err(SubmitError::Stopped) => Err(error_json(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the inference engine has stopped",
+        )),
+    }
+}
+
+/// Waits for the whole generation.
+async fn collect(mut rx: mpsc::UnboundedReceiver<Event>) -> Result<(String, Generation), Response> {
+    let mut text = String::new();
+    while let Some(event) = rx.recv().await {
+        match event {
+            Event::Text(t) => text.push_str(&t),
+            Event::Done(g) => return Ok((text, g)),
+            Event::Error(e) => return Err(error_json(StatusCode::BAD_REQUEST, e)),
+        }
+    }
+    Err(error_json(StatusCode::INTERNAL_SERVER_ERROR, "the generation ended without a result"))
+}
+
+fn finish_reason(g: &Generation) -> &'static str {
+    match g.stop_reason {
+        StopReason::MaxTokens => "length",
+        _ => "stop",
+    }
+}
+
+fn usage(g: &Generation) -> Value {
+    json!({
+        "prompt_tokens": g.prompt_tokens,
+        "completion_tokens": g.generated_tokens,
+        "total_tokens": g.prompt_tokens + g.generated_tokens,
+        "prompt_tokens_details": { "cached_tokens": g.cached_tokens },
+    })
+}
+
+/// An SSE stream of `chunk(text)` objects, a final `done(generation)` object
+/// and `[DONE]`, as OpenAI streams.
+fn sse_stream(
+    rx: mpsc::UnboundedReceiver<Event>,
+    guard: CancelOnDrop,
+    chunk: impl Fn(&str) -> Value + Send + 'static,
+    done: impl Fn(&Generation) -> Value + Send + 'static,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    use futures_util::StreamExt;
+    // The worker drops its sender after `Done`, which ends this stream; the
+    // guard lives as long as the stream, so a dropped stream (a client that
+    // went away) cancels the job.
+    let events = tokio_stream::wrappers::UnboundedReceiverStream::new(rx).map(move |event| {
+        let _alive = &guard;
+        Ok(match event {
+            Event::Text(t) => SseEvent::default().data(chunk(&t).to_string()),
+            Event::Done(g) => SseEvent::default().data(done(&g).to_string()),
+            Event::Error(e) => {
+                SseEvent::default().data(json!({ "error": { "message": e } }).to_string())
+            }
+        })
+    });
+    let tail = stream::once(async { Ok(SseEvent::default().data("[DONE]")) });
+    Sse::new(events.chain(tail))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ChatRequest {
+    #[serde(default)]
+    model: Option<String>,
+    messages: Vec<ChatMessage>,
+    #[serde(default)]
+    stream: bool,
+    #[serde(flatten)]
+    sampling: SamplingFields,
+}
+
+pub(crate) async fn chat_completions(
+    State(state): State<Arc<AppState>>,
+    req: Result<Json<ChatRequest>, JsonRejection>,
+) -> AppResult {
+    let l = loaded(&state)?;
+    let req = body(req)?;
+    let messages = messages(req.messages)?;
+    let tokens = l
+        .runner
+        .tokenize_chat(&messages)
+        .map_err(|e| error_json(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let options = req.sampling.options(tokens.len(), l.runner.default_ctx_size())?;
+    let (rx, guard) = submit(l, tokens, options)?;
+    let id = next_id("chatcmpl");
+    let model = req.model.unwrap_or_else(|| l.model_id.clone());
+    let created = unix_now();
+    if req.stream {
+        let (id2, model2) = (id.clone(), model.clone());
+        let chunk = move |t: &str| {
+            json!({ "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+                    "choices": [{ "index": 0, "delta": { "role": "assistant", "content": t }, "finish_reason": null }] })
+        };
+        let done = move |g: &Generation| {
+            json!({ "id": id2, "object": "chat.completion.chunk", "created": created, "model": model2,
+                    "choices": [{ "index": 0, "delta": {}, "finish_reason": finish_reason(g) }],
+                    "usage": usage(g) })
+        };
+        return Ok(sse_stream(rx, guard, chunk, done).into_response());
+    }
+    let (text, g) = collect(rx).await?;
+    drop(guard);
+    Ok(Json(json!({
+        "id": id, "object": "chat.completion", "created": created, "model": model,
+        "choices": [{ "index": 0, "message": { "role": "assistant", "content": text },
+                      "finish_reason": finish_reason(&g) }],
+        "usage": usage(&g),
+    }))
+    .into_response())
+}
+
+/// A prompt as OpenAI's completions route takes it: a string (or a list
+/// holding one string).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum PromptField {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct CompletionRequest {
+    #[serde(default)]
+    model: Option<String>,
+    prompt: PromptField,
+    #[serde(default)]
+    stream: bool,
+    #[serde(flatten)]
+    sampling: SamplingFields,
+}
+
+pub(crate) async fn completions(
+    State(state): State<Arc<AppState>>,
+    req: Result<Json<CompletionRequest>, JsonRejection>,
+) -> AppResult {
+    let l = loaded(&state)?;
+    let req = body(req)?;
+    let prompt = match req.prompt {
+        PromptField::One(p) => p,
+        PromptField::Many(mut v) if v.len() == 1 => v.remove(0),
+        PromptField::Many(v) => {
+            return Err(error_json(
+                StatusCode::BAD_REQUEST,
+                format!("prompt: {} prompts given; this server completes one per request", v.len()),
+            ));
+        }
+    };
+    let tokens = l.runner.tokenize_prompt(&prompt);
+    let options = req.sampling.options(tokens.len(), l.runner.default_ctx_size())?;
+    let (rx, guard) = submit(l, tokens, options)?;
+    let id = next_id("cmpl");
+    let model = req.model.unwrap_or_else(|| l.model_id.clone());
+    let created = unix_now();
+    if req.stream {
+        let (id2, model2) = (id.clone(), model.clone());
+        let chunk = move |t: &str| {
+            json!({ "id": id, "object": "text_completion", "created": created, "model": model,
+                    "choices": [{ "index": 0, "text": t, "finish_reason": null }] })
+        };
+        let done = move |g: &Generation| {
+            json!({ "id": id2, "object": "text_completion", "created": created, "model": model2,
+                    "choices": [{ "index": 0, "text": "", "finish_reason": finish_reason(g) }],
+                    "usage": usage(g) })
+        };
+        return Ok(sse_stream(rx, guard, chunk, done).into_response());
+    }
+    let (text, g) = collect(rx).await?;
+    drop(guard);
+    Ok(Json(json!({
+        "id": id, "object": "text_completion", "created": created, "model": model,
+        "choices": [{ "index": 0, "text": text, "finish_reason": finish_reason(&g) }],
+        "usage": usage(&g),
+    }))
+    .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct GenerateRequest {
+    #[serde(default)]
+    prompt: Option<String>,
+    #[serde(default)]
+    messages: Option<Vec<ChatMessage>>,
+    #[serde(flatten)]
+    sampling: SamplingFields,
+}
+
+/// The native route: a prompt (plain completion) or messages (chat
+/// template), answered with the text and timings.
+pub(crate) async fn generate(
+    State(state): State<Arc<AppState>>,
+    req: Result<Json<GenerateRequest>, JsonRejection>,
+) -> AppResult {
+    let l = loaded(&state)?;
+    let req = body(req)?;
+    let tokens = match (req.prompt, req.messages) {
+        (Some(p), None) => l.runner.tokenize_prompt(&p),
+        (None, Some(m)) => l
+            .runner
+            .tokenize_chat(&messages(m)?)
+            .map_err(|e| error_json(StatusCode::BAD_REQUEST, e.to_string()))?,
+        _ => {
+            return Err(error_json(
+                StatusCode::BAD_REQUEST,
+                "give exactly one of \"prompt\" and \"messages\"",
+            ));
+        }
+    };
+    let options = req.sampling.options(tokens.len(), l.runner.default_ctx_size())?;
+    let (rx, guard) = submit(l, tokens, options)?;
+    let (text, g) = collect(rx).await?;
+    drop(guard);
+    Ok(Json(json!({
+        "text": text,
+        "prompt_tokens": g.prompt_tokens,
+        "cached_tokens": g.cached_tokens,
+        "generated_tokens": g.generated_tokens,
+        "stop_reason": g.stop_reason,
+        "prefill_ms": g.prefill_ms,
+        "decode_ms": g.decode_ms,
+        "total_ms": g.total_ms,
+    }))
+    .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct TokenizeRequest {
+    content: String,
+    #[serde(default)]
+    add_special: bool,
+    #[serde(default)]
+    parse_special: bool,
+}
+
+/// llama-server's `/tokenize`: `{"content": …}` → `{"tokens": […]}`.
+pub(crate) async fn tokenize(
+    State(state): State<Arc<AppState>>,
+    req: Result<Json<TokenizeRequest>, JsonRejection>,
+) -> AppResult {
+    let l = loaded(&state)?;
+    let req = body(req)?;
+    let tokens = l
+        .runner
+        .tokenizer()
+        .encode(&req.content, req.add_special, req.parse_special);
+    Ok(Json(json!({ "tokens": tokens })).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct DetokenizeRequest {
+    tokens: Vec<u32>,
+}
+
+/// llama-server's `/detokenize`: `{"tokens": […]}` → `{"content": …}`.
+pub(crate) async fn detokenize(
+    State(state): State<Arc<AppState>>,
+    req: Result<Json<DetokenizeRequest>, JsonRejection>,
+) -> AppResult {
+    let l = loaded(&state)?;
+    let req = body(req)?;
+    let n_vocab = l.runner.tokenizer().vocab().len();
+    if let Some(bad) = req.tokens.iter().find(|&&t| t as usize >= n_vocab) {
+        return Err(error_json(
+            StatusCode::BAD_REQUEST,
+            format!("token {bad} is outside the vocabulary of {n_vocab}"),
+        ));
+    }
+    let content = l.runner.tokenizer().decode(&req.tokens, false);
+    Ok(Json(json!({ "content": content })).into_response())
+}

@@ -1,0 +1,87 @@
+//! The inference worker: one thread owns the model's session and runs jobs
+//! from a bounded queue, streaming events back over a channel per job, so the
+//! async runtime never blocks on a forward pass.
+
+use crate::engine::{Generation, GenerationOptions, Runner, Session, SessionOptions};
+use crate::tokenizer::TokenId;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::sync::mpsc;
+
+/// What a job reports while it runs.
+#[derive(Debug)]
+pub enum Event {
+    /// A piece of generated text.
+    Text(String),
+    /// The generation finished.
+    Done(Generation),
+    /// It failed (bad request found late, context full, …).
+    Error(String),
+}
+
+/// One generation request for the worker.
+pub struct Job {
+    pub tokens: Vec<TokenId>,
+    pub options: GenerationOptions,
+    pub events: mpsc::UnboundedSender<Event>,
+    /// Set by the handler when its client went away.
+    pub cancelled: Arc<AtomicBool>,
+}
+
+/// The queue into the worker.
+#[derive(Clone)]
+pub struct EngineHandle {
+    jobs: mpsc::Sender<Job>,
+}
+
+/// Why a job was not accepted.
+#[derive(Debug)]
+pub enum SubmitError {
+    /// The queue is full: answer 503 and let the client retry.
+    Busy,
+    /// The worker has stopped.
+    Stopped,
+}
+
+impl EngineHandle {
+    /// Starts the worker thread for `runner` with room for `queue` waiting jobs.
+    pub fn start(runner: Arc<Runner>, session: SessionOptions, queue: usize) -> Self {
+        let (jobs, mut rx) = mpsc::channel::<Job>(queue.max(1));
+        std::thread::Builder::new()
+            .name("rusty-llm-engine".into())
+            .spawn(move || {
+                // One session, reused across requests: a request that starts
+                // like the previous one (a continuing chat, a shared system
+                // prompt) prefills only what differs.
+                let mut session = Session::new(&runner, session);
+                while let Some(job) = rx.blocking_recv() {
+                    run(&mut session, job);
+                }
+            })
+            .expect("spawning the engine thread");
+        Self { jobs }
+    }
+
+    /// Queues a job; never waits.
+    pub fn submit(&self, job: Job) -> Result<(), SubmitError> {
+        self.jobs.try_send(job).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => SubmitError::Busy,
+            mpsc::error::TrySendError::Closed(_) => SubmitError::Stopped,
+        })
+    }
+}
+
+fn run(session: &mut Session<'_>, job: Job) {
+    if job.cancelled.load(Ordering::Relaxed) {
+        return;
+    }
+    let events = &job.events;
+    let result = session.generate(&job.tokens, &job.options, |piece| {
+        // A closed receiver means the client disconnected: stop at once.
+        !job.cancelled.load(Ordering::Relaxed) && events.send(Event::Text(piece.to_string())).is_ok()
+    });
+    let _ = match result {
+        Ok(g) => events.send(Event::Done(g)),
+        Err(e) => events.send(Event::Error(e.to_string())),
+    };
+}
