@@ -147,3 +147,52 @@ fn write_file_is_atomic_and_readable() {
         "llama"
     );
 }
+
+/// Streaming a file tensor by tensor (in pieces) gives the same bytes as
+/// writing it whole; a short or overlong tensor is refused and leaves no file.
+#[test]
+fn streamed_file_matches_the_whole_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let a: Vec<u8> = (0..64 * 4).map(|i| i as u8).collect();
+    let b: Vec<u8> = (0..34 * 3).map(|i| (i * 7) as u8).collect();
+    let mut whole = GgufWriter::new();
+    whole.set("general.architecture", Value::String("llama".into()));
+    whole
+        .add_tensor("a", GgmlType::F32, &[64], a.as_slice())
+        .unwrap();
+    whole
+        .add_tensor("b", GgmlType::Q8_0, &[32, 3], b.as_slice())
+        .unwrap();
+
+    let mut declared = GgufWriter::new();
+    declared.set("general.architecture", Value::String("llama".into()));
+    declared.declare_tensor("a", GgmlType::F32, &[64]).unwrap();
+    declared
+        .declare_tensor("b", GgmlType::Q8_0, &[32, 3])
+        .unwrap();
+    assert!(
+        declared.to_bytes().is_err(),
+        "declared tensors have no data"
+    );
+    let path = dir.path().join("s.gguf");
+    let mut stream = declared.stream_file(&path).unwrap();
+    stream.write(&a[..100]).unwrap();
+    stream.write(&a[100..]).unwrap();
+    for piece in b.chunks(34) {
+        stream.write(piece).unwrap();
+    }
+    assert!(stream.write(&[0]).is_err(), "past the last tensor");
+    stream.finish().unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), whole.to_bytes().unwrap());
+
+    let short = dir.path().join("short.gguf");
+    let mut stream = declared.stream_file(&short).unwrap();
+    stream.write(&a).unwrap();
+    assert!(
+        stream.write(&vec![0; b.len() + 1]).is_err(),
+        "overlong piece"
+    );
+    assert!(stream.finish().is_err(), "b is missing");
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(left.len(), 1, "only s.gguf remains: {left:?}");
+}

@@ -6,7 +6,12 @@ use std::process::ExitCode;
 
 /// rusty-llm: run GGUF language models locally.
 #[derive(Debug, Parser)]
-#[command(name = "rusty-llm", version, about)]
+#[command(
+    name = "rusty-llm",
+    version,
+    about,
+    after_help = "Other commands:\n  rusty-llm quantize IN.gguf OUT.gguf TYPE   convert a model (see rusty-llm quantize --help)"
+)]
 pub struct Args {
     /// A .gguf file, a folder holding one model, or a model name looked up in --model-dir.
     pub model: Option<String>,
@@ -283,29 +288,33 @@ impl Args {
     /// Parses `std::env::args`. Help and version go to stdout (exit 0); a usage
     /// error becomes one line on stderr and exit code 2.
     pub fn parse_or_message() -> Result<Self, ExitCode> {
-        Self::try_parse().map_err(|e| {
-            use clap::error::ErrorKind;
-            match e.kind() {
-                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
-                    let _ = e.print();
-                    ExitCode::SUCCESS
-                }
-                _ => {
-                    // Clap's message spans several lines; keep what precedes its
-                    // usage block, folded into one line.
-                    let rendered = e.to_string();
-                    let message: Vec<&str> = rendered
-                        .lines()
-                        .take_while(|l| !l.starts_with("Usage:"))
-                        .map(str::trim)
-                        .filter(|l| !l.is_empty())
-                        .collect();
-                    let message = message.join(" ");
-                    let message = message.strip_prefix("error: ").unwrap_or(&message);
-                    eprintln!("rusty-llm: {message}; see rusty-llm --help");
-                    ExitCode::from(2)
-                }
-            }
-        })
+        Self::try_parse().map_err(|e| clap_exit(e, "rusty-llm --help"))
+    }
+}
+
+/// Help and version go to stdout (exit 0); a usage error becomes one line on
+/// stderr pointing at `help` (the command that shows the usage), exit code 2.
+pub(super) fn clap_exit(e: clap::Error, help: &str) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            ExitCode::SUCCESS
+        }
+        _ => {
+            // Clap's message spans several lines; keep what precedes its
+            // usage block, folded into one line.
+            let rendered = e.to_string();
+            let message: Vec<&str> = rendered
+                .lines()
+                .take_while(|l| !l.starts_with("Usage:"))
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with("For more information"))
+                .collect();
+            let message = message.join(" ");
+            let message = message.strip_prefix("error: ").unwrap_or(&message);
+            eprintln!("rusty-llm: {message}; see {help}");
+            ExitCode::from(2)
+        }
     }
 }

@@ -4,6 +4,7 @@
 mod args;
 mod chat_log;
 mod generate;
+mod quantize;
 mod repl;
 mod tables;
 
@@ -68,6 +69,13 @@ impl CliError {
 
 /// Entry point used by `main`: parses arguments, runs, and reports.
 pub fn main() -> ExitCode {
+    // Subcommands come first and have their own parsers, so the plain
+    // `rusty-llm MODEL …` form stays as it was (a model file named `quantize`
+    // is still reachable as `./quantize`).
+    if std::env::args_os().nth(1).is_some_and(|a| a == "quantize") {
+        init_logging(false);
+        return quantize::main(std::env::args_os().skip(1));
+    }
     let args = match Args::parse_or_message() {
         Ok(args) => args,
         Err(code) => return code,

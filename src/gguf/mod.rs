@@ -19,4 +19,4 @@ pub use metadata::{Metadata, MetadataError};
 pub use reader::{DEFAULT_ALIGNMENT, limits};
 pub use tensor::{TensorInfo, TensorSummary, TensorView};
 pub use value::{Array, Value, ValueType};
-pub use writer::GgufWriter;
+pub use writer::{GgufWriter, TensorStream};

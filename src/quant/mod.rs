@@ -12,10 +12,13 @@
 //! - [`kquants`]: the 256-element super-blocks Q2_K … Q6_K and Q8_K;
 //! - [`kquants_ref`]: ggml's reference quantizers for Q4_K, Q5_K and Q6_K;
 //! - [`iq`]: the non-linear 4-bit formats IQ4_NL, IQ4_XS and MXFP4.
+//! - [`convert`]: whole-file conversion (`rusty-llm quantize`), with llama.cpp's
+//!   per-tensor type rules.
 //!
 //! The rest of the project uses the row functions below; the block traits are
 //! the reference the SIMD kernels are tested against.
 
+pub mod convert;
 pub mod float;
 pub mod iq;
 pub mod kquants;
