@@ -238,6 +238,30 @@ pub struct Args {
     #[arg(short, long, help_heading = "Generation")]
     pub quiet: bool,
 
+    // ---- server ----
+    /// Serve the model over HTTP at ADDR (e.g. 127.0.0.1:8080): OpenAI-style
+    /// /v1/chat/completions and /v1/completions, /generate, /tokenize, …
+    #[arg(long, value_name = "ADDR", help_heading = "Server", conflicts_with_all = ["inspect", "list_tensors", "list_models", "tokenize", "repl", "bench"])]
+    pub serve: Option<std::net::SocketAddr>,
+
+    /// Require `Authorization: Bearer KEY` on every route but the health checks.
+    #[arg(
+        long,
+        env = "RUSTY_LLM_API_KEY",
+        value_name = "KEY",
+        help_heading = "Server",
+        hide_env_values = true
+    )]
+    pub api_key: Option<String>,
+
+    /// Largest accepted request body.
+    #[arg(long, default_value_t = 8 << 20, value_name = "BYTES", help_heading = "Server")]
+    pub max_body_bytes: usize,
+
+    /// Requests that may wait for the engine; beyond that the server answers 503.
+    #[arg(long, default_value_t = 16, value_name = "N", help_heading = "Server")]
+    pub queue_size: usize,
+
     // ---- benchmark ----
     /// Benchmark prompt processing and generation, llama-bench style.
     #[arg(long, help_heading = "Benchmark", conflicts_with_all = ["inspect", "list_tensors", "list_models", "tokenize", "repl"])]

@@ -357,3 +357,32 @@ fn dump_activations(
     out.flush()?;
     Ok(())
 }
+
+/// `--serve ADDR`: the HTTP server over this model.
+pub fn serve(path: &Path, addr: std::net::SocketAddr, args: &Args) -> Result<(), CliError> {
+    let defaults = LoadOptions::default();
+    let threads = args.threads.unwrap_or(defaults.threads);
+    let kv_type = KvType::from_name(&args.kv_type).ok_or_else(|| {
+        CliError::Usage(format!("--kv-type {:?}: expected f16 or f32", args.kv_type))
+    })?;
+    let options = crate::server::ServerOptions {
+        addr,
+        model_path: path.to_path_buf(),
+        load: LoadOptions {
+            threads,
+            threads_batch: args.threads_batch.unwrap_or(threads),
+            mmap: !args.no_mmap,
+            mlock: args.mlock,
+        },
+        session: SessionOptions {
+            ctx_size: args.ctx_size.unwrap_or(0),
+            ubatch: args.ubatch.max(1),
+            kv_type,
+        },
+        queue_size: args.queue_size,
+        max_body_bytes: args.max_body_bytes,
+        api_key: args.api_key.clone(),
+    };
+    crate::server::serve(options)?;
+    Ok(())
+}

@@ -45,6 +45,8 @@ pub enum CliError {
     Runner(#[from] crate::engine::RunnerError),
     #[error(transparent)]
     Generate(#[from] crate::engine::GenerateError),
+    #[error(transparent)]
+    Server(#[from] crate::server::ServerError),
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
 }
@@ -61,7 +63,8 @@ impl CliError {
             | CliError::Simd(_)
             | CliError::PromptFile { .. }
             | CliError::Runner(_)
-            | CliError::Generate(_) => 2,
+            | CliError::Generate(_)
+            | CliError::Server(_) => 2,
             CliError::Output(_) => 1,
         }
     }
@@ -139,7 +142,9 @@ pub fn run(args: &Args) -> Result<(), CliError> {
         started.elapsed().as_secs_f64() * 1e3
     );
     if !(args.inspect || args.tokenize || args.list_tensors) {
-        return if args.bench {
+        return if let Some(addr) = args.serve {
+            generate::serve(&path, addr, args)
+        } else if args.bench {
             generate::bench(&path, args)
         } else if args.repl {
             repl::repl(&path, args)

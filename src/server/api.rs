@@ -3,13 +3,13 @@
 //! clients expect.
 
 use super::engine::{Event, Job, SubmitError};
-use super::{AppState, Loaded, error_json};
+use super::{ApiError, AppState, Loaded, error_json};
 use crate::chat::Message;
 use crate::engine::{Generation, GenerationOptions, SamplerConfig, StopReason};
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tokio::sync::mpsc;
 
-type AppResult = Result<Response, Response>;
+type AppResult = Result<Response, ApiError>;
 
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
@@ -31,26 +31,36 @@ fn unix_now() -> u64 {
 
 fn next_id(prefix: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    format!("{prefix}-{:x}{:04x}", unix_now(), COUNTER.fetch_add(1, Ordering::Relaxed) & 0xffff)
+    format!(
+        "{prefix}-{:x}{:04x}",
+        unix_now(),
+        COUNTER.fetch_add(1, Ordering::Relaxed) & 0xffff
+    )
 }
 
 /// The loaded model, or the 503 that says why not.
-fn loaded(state: &AppState) -> Result<&Loaded, Response> {
+fn loaded(state: &AppState) -> Result<&Loaded, ApiError> {
     match state.loaded.get() {
         Some(Ok(l)) => Ok(l),
         Some(Err(e)) => Err(error_json(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("the model failed to load: {e}"),
         )),
-        None => Err(error_json(StatusCode::SERVICE_UNAVAILABLE, "the model is still loading")),
+        None => Err(error_json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the model is still loading",
+        )),
     }
 }
 
 /// A JSON body, with rejections turned into our 400 JSON errors.
-fn body<T>(parsed: Result<Json<T>, JsonRejection>) -> Result<T, Response> {
-    parsed
-        .map(|Json(v)| v)
-        .map_err(|e| error_json(e.status(), format!("invalid request body: {}", e.body_text())))
+fn body<T>(parsed: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    parsed.map(|Json(v)| v).map_err(|e| {
+        error_json(
+            e.status(),
+            format!("invalid request body: {}", e.body_text()),
+        )
+    })
 }
 
 /// `Authorization: Bearer KEY` on every route but the health checks.
@@ -67,10 +77,9 @@ pub(crate) async fn require_api_key(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         if given != Some(key.as_str()) {
-            let mut r = error_json(StatusCode::UNAUTHORIZED, "missing or wrong API key");
-            r.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            return r;
+            return error_json(StatusCode::UNAUTHORIZED, "missing or wrong API key")
+                .with_header(header::WWW_AUTHENTICATE, "Bearer")
+                .into_response();
         }
     }
     next.run(request).await
@@ -81,10 +90,15 @@ pub(crate) async fn not_found(request: Request) -> Response {
         StatusCode::NOT_FOUND,
         format!("no route {} {}", request.method(), request.uri().path()),
     )
+    .into_response()
 }
 
 pub(crate) async fn root(State(state): State<Arc<AppState>>) -> Response {
-    let model = state.loaded.get().and_then(|l| l.as_ref().ok()).map(|l| l.model_id.clone());
+    let model = state
+        .loaded
+        .get()
+        .and_then(|l| l.as_ref().ok())
+        .map(|l| l.model_id.clone());
     Json(json!({
         "name": "rusty-llm",
         "version": env!("CARGO_PKG_VERSION"),
@@ -102,7 +116,7 @@ pub(crate) async fn health() -> Response {
 pub(crate) async fn ready(State(state): State<Arc<AppState>>) -> Response {
     match loaded(&state) {
         Ok(l) => Json(json!({ "status": "ready", "model": l.model_id })).into_response(),
-        Err(r) => r,
+        Err(e) => e.into_response(),
     }
 }
 
@@ -126,7 +140,10 @@ pub(crate) async fn models(State(state): State<Arc<AppState>>) -> AppResult {
 pub(crate) async fn model(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> AppResult {
     let l = loaded(&state)?;
     if id != l.model_id {
-        return Err(error_json(StatusCode::NOT_FOUND, format!("no model {id:?} (serving {:?})", l.model_id)));
+        return Err(error_json(
+            StatusCode::NOT_FOUND,
+            format!("no model {id:?} (serving {:?})", l.model_id),
+        ));
     }
     Ok(Json(model_object(&state, l)).into_response())
 }
@@ -136,6 +153,7 @@ pub(crate) async fn embeddings_unavailable() -> Response {
         StatusCode::NOT_IMPLEMENTED,
         "embeddings are not available in this build yet",
     )
+    .into_response()
 }
 
 /// `stop` as OpenAI sends it: one string or a list.
@@ -170,7 +188,7 @@ struct SamplingFields {
 impl SamplingFields {
     /// Generation options for a prompt of `prompt_len` tokens in a context of
     /// `ctx_size`: without a length, generate until the context is full.
-    fn options(&self, prompt_len: usize, ctx_size: usize) -> Result<GenerationOptions, Response> {
+    fn options(&self, prompt_len: usize, ctx_size: usize) -> Result<GenerationOptions, ApiError> {
         let d = SamplerConfig::default();
         let sampler = SamplerConfig {
             temperature: self.temperature.unwrap_or(d.temperature),
@@ -253,7 +271,7 @@ struct ChatMessage {
 }
 
 impl ChatMessage {
-    fn into_message(self) -> Result<Message, Response> {
+    fn into_message(self) -> Result<Message, ApiError> {
         let content = match self.content {
             None => String::new(),
             Some(Content::Text(t)) => t,
@@ -263,7 +281,10 @@ impl ChatMessage {
                     if p.kind != "text" {
                         return Err(error_json(
                             StatusCode::BAD_REQUEST,
-                            format!("message content of type {:?} is not supported (text only)", p.kind),
+                            format!(
+                                "message content of type {:?} is not supported (text only)",
+                                p.kind
+                            ),
                         ));
                     }
                     text.push_str(&p.text);
@@ -275,9 +296,12 @@ impl ChatMessage {
     }
 }
 
-fn messages(list: Vec<ChatMessage>) -> Result<Vec<Message>, Response> {
+fn messages(list: Vec<ChatMessage>) -> Result<Vec<Message>, ApiError> {
     if list.is_empty() {
-        return Err(error_json(StatusCode::BAD_REQUEST, "messages must not be empty"));
+        return Err(error_json(
+            StatusCode::BAD_REQUEST,
+            "messages must not be empty",
+        ));
     }
     list.into_iter().map(ChatMessage::into_message).collect()
 }
@@ -296,7 +320,7 @@ fn submit(
     l: &Loaded,
     tokens: Vec<u32>,
     options: GenerationOptions,
-) -> Result<(mpsc::UnboundedReceiver<Event>, CancelOnDrop), Response> {
+) -> Result<(mpsc::UnboundedReceiver<Event>, CancelOnDrop), ApiError> {
     let (events, rx) = mpsc::unbounded_channel();
     let cancelled = Arc::new(AtomicBool::new(false));
     let job = Job {
@@ -307,12 +331,11 @@ fn submit(
     };
     match l.engine.submit(job) {
         Ok(()) => Ok((rx, CancelOnDrop(cancelled))),
-        Err(SubmitError::Busy) => {
-            let mut r = error_json(StatusCode::SERVICE_UNAVAILABLE, "the server is busy; retry shortly");
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            Err(r)
-        }
+        Err(SubmitError::Busy) => Err(error_json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is busy; retry shortly",
+        )
+        .with_header(header::RETRY_AFTER, "1")),
         Err(SubmitError::Stopped) => Err(error_json(
             StatusCode::INTERNAL_SERVER_ERROR,
             "the inference engine has stopped",
@@ -321,7 +344,7 @@ fn submit(
 }
 
 /// Waits for the whole generation.
-async fn collect(mut rx: mpsc::UnboundedReceiver<Event>) -> Result<(String, Generation), Response> {
+async fn collect(mut rx: mpsc::UnboundedReceiver<Event>) -> Result<(String, Generation), ApiError> {
     let mut text = String::new();
     while let Some(event) = rx.recv().await {
         match event {
@@ -330,7 +353,10 @@ async fn collect(mut rx: mpsc::UnboundedReceiver<Event>) -> Result<(String, Gene
             Event::Error(e) => return Err(error_json(StatusCode::BAD_REQUEST, e)),
         }
     }
-    Err(error_json(StatusCode::INTERNAL_SERVER_ERROR, "the generation ended without a result"))
+    Err(error_json(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "the generation ended without a result",
+    ))
 }
 
 fn finish_reason(g: &Generation) -> &'static str {
@@ -397,7 +423,7 @@ pub(crate) async fn chat_completions(
         .runner
         .tokenize_chat(&messages)
         .map_err(|e| error_json(StatusCode::BAD_REQUEST, e.to_string()))?;
-    let options = req.sampling.options(tokens.len(), l.runner.default_ctx_size())?;
+    let options = req.sampling.options(tokens.len(), l.ctx_size)?;
     let (rx, guard) = submit(l, tokens, options)?;
     let id = next_id("chatcmpl");
     let model = req.model.unwrap_or_else(|| l.model_id.clone());
@@ -458,12 +484,15 @@ pub(crate) async fn completions(
         PromptField::Many(v) => {
             return Err(error_json(
                 StatusCode::BAD_REQUEST,
-                format!("prompt: {} prompts given; this server completes one per request", v.len()),
+                format!(
+                    "prompt: {} prompts given; this server completes one per request",
+                    v.len()
+                ),
             ));
         }
     };
     let tokens = l.runner.tokenize_prompt(&prompt);
-    let options = req.sampling.options(tokens.len(), l.runner.default_ctx_size())?;
+    let options = req.sampling.options(tokens.len(), l.ctx_size)?;
     let (rx, guard) = submit(l, tokens, options)?;
     let id = next_id("cmpl");
     let model = req.model.unwrap_or_else(|| l.model_id.clone());
@@ -522,7 +551,7 @@ pub(crate) async fn generate(
             ));
         }
     };
-    let options = req.sampling.options(tokens.len(), l.runner.default_ctx_size())?;
+    let options = req.sampling.options(tokens.len(), l.ctx_size)?;
     let (rx, guard) = submit(l, tokens, options)?;
     let (text, g) = collect(rx).await?;
     drop(guard);

@@ -78,7 +78,8 @@ fn run(session: &mut Session<'_>, job: Job) {
     let events = &job.events;
     let result = session.generate(&job.tokens, &job.options, |piece| {
         // A closed receiver means the client disconnected: stop at once.
-        !job.cancelled.load(Ordering::Relaxed) && events.send(Event::Text(piece.to_string())).is_ok()
+        !job.cancelled.load(Ordering::Relaxed)
+            && events.send(Event::Text(piece.to_string())).is_ok()
     });
     let _ = match result {
         Ok(g) => events.send(Event::Done(g)),

@@ -51,6 +51,8 @@ pub(crate) struct Loaded {
     pub runner: Arc<Runner>,
     pub engine: EngineHandle,
     pub model_id: String,
+    /// Positions per request (the engine session's KV cache).
+    pub ctx_size: usize,
 }
 
 /// Shared by every handler.
@@ -137,6 +139,7 @@ pub fn serve(options: ServerOptions) -> Result<(), ServerError> {
                     );
                     Loaded {
                         engine: EngineHandle::start(Arc::clone(&runner), session, opts.queue_size),
+                        ctx_size: session.ctx_size,
                         runner,
                         model_id,
                     }
@@ -176,18 +179,47 @@ async fn shutdown_signal() {
     }
 }
 
-/// A JSON error in OpenAI's shape.
-pub(crate) fn error_json(status: StatusCode, message: impl Into<String>) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    let kind = match status.as_u16() {
-        400..=499 => "invalid_request_error",
-        _ => "server_error",
-    };
-    (
+/// An error answered as JSON in OpenAI's shape
+/// (`{"error": {"message", "type", "code"}}`).
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    message: String,
+    headers: Vec<(axum::http::HeaderName, axum::http::HeaderValue)>,
+}
+
+impl ApiError {
+    pub(crate) fn with_header(mut self, name: axum::http::HeaderName, value: &'static str) -> Self {
+        self.headers
+            .push((name, axum::http::HeaderValue::from_static(value)));
+        self
+    }
+}
+
+impl axum::response::IntoResponse for ApiError {
+    fn into_response(self) -> axum::response::Response {
+        let kind = match self.status.as_u16() {
+            400..=499 => "invalid_request_error",
+            _ => "server_error",
+        };
+        let mut r = (
+            self.status,
+            axum::Json(serde_json::json!({
+                "error": { "message": self.message, "type": kind, "code": self.status.as_u16() }
+            })),
+        )
+            .into_response();
+        for (k, v) in self.headers {
+            r.headers_mut().insert(k, v);
+        }
+        r
+    }
+}
+
+pub(crate) fn error_json(status: StatusCode, message: impl Into<String>) -> ApiError {
+    ApiError {
         status,
-        axum::Json(serde_json::json!({
-            "error": { "message": message.into(), "type": kind, "code": status.as_u16() }
-        })),
-    )
-        .into_response()
+        message: message.into(),
+        headers: Vec::new(),
+    }
 }
