@@ -37,8 +37,18 @@ fn request(
     body: Option<&str>,
     extra: &[(&str, &str)],
 ) -> (u16, String, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    try_request(port, method, path, body, extra).unwrap()
+}
+
+fn try_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    extra: &[(&str, &str)],
+) -> std::io::Result<(u16, String, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
     let body = body.unwrap_or("");
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
@@ -49,19 +59,23 @@ fn request(
     }
     req.push_str("\r\n");
     req.push_str(body);
-    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(req.as_bytes())?;
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
+    s.read_to_end(&mut raw)?;
     let raw = String::from_utf8_lossy(&raw).into_owned();
     let (head, rest) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {head:?}")))?;
     let head = head.to_ascii_lowercase();
     let body = if head.contains("transfer-encoding: chunked") {
         dechunk(rest)
     } else {
         rest.to_string()
     };
-    (status, head, body)
+    Ok((status, head, body))
 }
 
 fn dechunk(mut s: &str) -> String {
@@ -96,9 +110,8 @@ fn start(model: &str, extra: &[&str]) -> Server {
     let server = Server { child, port };
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok()
-            && request(port, "GET", "/ready", None, &[]).0 == 200
-        {
+        // Until the listener is up, connections are refused (or reset).
+        if let Ok((200, _, _)) = try_request(port, "GET", "/ready", None, &[]) {
             return server;
         }
         assert!(Instant::now() < deadline, "server did not become ready");
