@@ -323,3 +323,64 @@ fn api_key_guards_everything_but_health() {
     );
     assert_eq!(status, 200);
 }
+
+#[test]
+fn ollama_routes() {
+    let Some(model) = tiny("tiny-llama-Q8_0") else {
+        return;
+    };
+    let s = start(&model, &[]);
+    let p = s.port;
+    // Non-streaming chat.
+    let chat = json!({"model": "tiny", "messages": [{"role": "user", "content": "Hello"}], "stream": false,
+                      "options": {"temperature": 0, "num_predict": 5}})
+    .to_string();
+    let (status, _, body) = request(p, "POST", "/api/chat", Some(&chat), &[]);
+    assert_eq!(status, 200, "{body}");
+    let r = json_of(&body);
+    assert_eq!(r["done"], true);
+    assert_eq!(r["message"]["role"], "assistant");
+    assert!(r["eval_count"].as_u64().unwrap() <= 5);
+    assert!(r["prompt_eval_count"].as_u64().unwrap() > 0);
+    let text = r["message"]["content"].as_str().unwrap().to_string();
+
+    // Streaming is Ollama's default: JSON lines ending with done: true.
+    let streamed = json!({"messages": [{"role": "user", "content": "Hello"}],
+                          "options": {"temperature": 0, "num_predict": 5}})
+    .to_string();
+    let (status, head, body) = request(p, "POST", "/api/chat", Some(&streamed), &[]);
+    assert_eq!(status, 200);
+    assert!(head.contains("application/x-ndjson"), "{head}");
+    let lines: Vec<Value> = body
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(json_of)
+        .collect();
+    assert_eq!(lines.last().unwrap()["done"], true);
+    let joined: String = lines
+        .iter()
+        .filter_map(|l| l["message"]["content"].as_str())
+        .collect();
+    assert_eq!(joined, text);
+
+    let generate = json!({"prompt": "Once upon", "raw": true, "stream": false, "options": {"num_predict": 3, "temperature": 0}})
+        .to_string();
+    let (status, _, body) = request(p, "POST", "/api/generate", Some(&generate), &[]);
+    assert_eq!(status, 200, "{body}");
+    assert!(json_of(&body)["response"].is_string());
+
+    let (_, _, body) = request(p, "GET", "/api/tags", None, &[]);
+    let tags = json_of(&body);
+    assert_eq!(tags["models"][0]["name"], "tiny-llama-Q8_0");
+    assert_eq!(tags["models"][0]["details"]["format"], "gguf");
+    let (_, _, body) = request(p, "GET", "/api/ps", None, &[]);
+    assert_eq!(json_of(&body)["models"].as_array().unwrap().len(), 1);
+    let (_, _, body) = request(
+        p,
+        "POST",
+        "/api/show",
+        Some(r#"{"model": "tiny-llama-Q8_0"}"#),
+        &[],
+    );
+    assert_eq!(json_of(&body)["model_info"]["llama.block_count"], 2);
+}

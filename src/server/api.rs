@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 
 type AppResult = Result<Response, ApiError>;
 
-fn unix_now() -> u64 {
+pub(super) fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -39,7 +39,7 @@ fn next_id(prefix: &str) -> String {
 }
 
 /// The loaded model, or the 503 that says why not.
-fn loaded(state: &AppState) -> Result<&Loaded, ApiError> {
+pub(super) fn loaded(state: &AppState) -> Result<&Loaded, ApiError> {
     match state.loaded.get() {
         Some(Ok(l)) => Ok(l),
         Some(Err(e)) => Err(error_json(
@@ -54,7 +54,7 @@ fn loaded(state: &AppState) -> Result<&Loaded, ApiError> {
 }
 
 /// A JSON body, with rejections turned into our 400 JSON errors.
-fn body<T>(parsed: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+pub(super) fn body<T>(parsed: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     parsed.map(|Json(v)| v).map_err(|e| {
         error_json(
             e.status(),
@@ -159,36 +159,40 @@ pub(crate) async fn embeddings_unavailable() -> Response {
 /// `stop` as OpenAI sends it: one string or a list.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
-enum StopField {
+pub(super) enum StopField {
     One(String),
     Many(Vec<String>),
 }
 
 /// Sampling and length fields shared by the generation routes.
 #[derive(Debug, Default, Deserialize)]
-struct SamplingFields {
-    max_tokens: Option<usize>,
-    max_completion_tokens: Option<usize>,
+pub(super) struct SamplingFields {
+    pub(super) max_tokens: Option<usize>,
+    pub(super) max_completion_tokens: Option<usize>,
     /// llama-server's name for max_tokens.
-    n_predict: Option<i64>,
-    temperature: Option<f32>,
-    top_p: Option<f32>,
-    top_k: Option<usize>,
-    min_p: Option<f32>,
-    presence_penalty: Option<f32>,
-    frequency_penalty: Option<f32>,
-    repeat_penalty: Option<f32>,
-    repeat_last_n: Option<usize>,
-    seed: Option<u64>,
-    stop: Option<StopField>,
+    pub(super) n_predict: Option<i64>,
+    pub(super) temperature: Option<f32>,
+    pub(super) top_p: Option<f32>,
+    pub(super) top_k: Option<usize>,
+    pub(super) min_p: Option<f32>,
+    pub(super) presence_penalty: Option<f32>,
+    pub(super) frequency_penalty: Option<f32>,
+    pub(super) repeat_penalty: Option<f32>,
+    pub(super) repeat_last_n: Option<usize>,
+    pub(super) seed: Option<u64>,
+    pub(super) stop: Option<StopField>,
     #[serde(default)]
-    ignore_eos: bool,
+    pub(super) ignore_eos: bool,
 }
 
 impl SamplingFields {
     /// Generation options for a prompt of `prompt_len` tokens in a context of
     /// `ctx_size`: without a length, generate until the context is full.
-    fn options(&self, prompt_len: usize, ctx_size: usize) -> Result<GenerationOptions, ApiError> {
+    pub(super) fn options(
+        &self,
+        prompt_len: usize,
+        ctx_size: usize,
+    ) -> Result<GenerationOptions, ApiError> {
         let d = SamplerConfig::default();
         let sampler = SamplerConfig {
             temperature: self.temperature.unwrap_or(d.temperature),
@@ -264,7 +268,7 @@ struct ContentPart {
 }
 
 #[derive(Debug, Deserialize)]
-struct ChatMessage {
+pub(super) struct ChatMessage {
     role: String,
     #[serde(default)]
     content: Option<Content>,
@@ -296,7 +300,7 @@ impl ChatMessage {
     }
 }
 
-fn messages(list: Vec<ChatMessage>) -> Result<Vec<Message>, ApiError> {
+pub(super) fn messages(list: Vec<ChatMessage>) -> Result<Vec<Message>, ApiError> {
     if list.is_empty() {
         return Err(error_json(
             StatusCode::BAD_REQUEST,
@@ -307,7 +311,7 @@ fn messages(list: Vec<ChatMessage>) -> Result<Vec<Message>, ApiError> {
 }
 
 /// Sets the job's cancel flag when dropped (the client went away).
-struct CancelOnDrop(Arc<AtomicBool>);
+pub(super) struct CancelOnDrop(Arc<AtomicBool>);
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
@@ -316,7 +320,7 @@ impl Drop for CancelOnDrop {
 }
 
 /// Submits a job; returns its event stream and the cancel guard.
-fn submit(
+pub(super) fn submit(
     l: &Loaded,
     tokens: Vec<u32>,
     options: GenerationOptions,
@@ -344,7 +348,9 @@ fn submit(
 }
 
 /// Waits for the whole generation.
-async fn collect(mut rx: mpsc::UnboundedReceiver<Event>) -> Result<(String, Generation), ApiError> {
+pub(super) async fn collect(
+    mut rx: mpsc::UnboundedReceiver<Event>,
+) -> Result<(String, Generation), ApiError> {
     let mut text = String::new();
     while let Some(event) = rx.recv().await {
         match event {

@@ -8,6 +8,7 @@
 
 mod api;
 mod engine;
+mod ollama;
 
 use crate::engine::{LoadOptions, Runner, SessionOptions};
 use axum::Router;
@@ -77,6 +78,11 @@ pub(crate) fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route("/generate", post(api::generate))
         .route("/tokenize", post(api::tokenize))
         .route("/detokenize", post(api::detokenize))
+        .route("/api/generate", post(ollama::generate))
+        .route("/api/chat", post(ollama::chat))
+        .route("/api/tags", get(ollama::tags))
+        .route("/api/ps", get(ollama::ps))
+        .route("/api/show", post(ollama::show))
         .route("/v1/embeddings", post(api::embeddings_unavailable))
         .route("/api/embed", post(api::embeddings_unavailable))
         .route("/api/embeddings", post(api::embeddings_unavailable))
