@@ -384,3 +384,56 @@ fn ollama_routes() {
     );
     assert_eq!(json_of(&body)["model_info"]["llama.block_count"], 2);
 }
+
+#[test]
+fn responses_and_lmstudio_routes() {
+    let Some(model) = tiny("tiny-llama-Q8_0") else {
+        return;
+    };
+    let s = start(&model, &[]);
+    let p = s.port;
+    let req = json!({"input": "Hello", "instructions": "Be brief", "max_output_tokens": 4,
+                     "temperature": 0, "ignore_eos": true})
+    .to_string();
+    let (status, _, body) = request(p, "POST", "/v1/responses", Some(&req), &[]);
+    assert_eq!(status, 200, "{body}");
+    let r = json_of(&body);
+    assert_eq!(r["object"], "response");
+    assert_eq!(r["status"], "completed");
+    assert_eq!(r["usage"]["output_tokens"], 4);
+    let text = r["output"][0]["content"][0]["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(r["output_text"], text.as_str());
+
+    let streamed = json!({"input": "Hello", "instructions": "Be brief", "max_output_tokens": 4,
+                          "temperature": 0, "ignore_eos": true, "stream": true})
+    .to_string();
+    let (_, _, body) = request(p, "POST", "/v1/responses", Some(&streamed), &[]);
+    let events: Vec<&str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .collect();
+    assert_eq!(events.first(), Some(&"response.created"));
+    assert_eq!(events.last(), Some(&"response.completed"));
+    let deltas: String = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(json_of)
+        .filter(|v| v["type"] == "response.output_text.delta")
+        .map(|v| v["delta"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(deltas, text);
+
+    let (_, _, body) = request(p, "GET", "/api/v0/models", None, &[]);
+    let m = json_of(&body);
+    assert_eq!(m["data"][0]["state"], "loaded");
+    assert_eq!(m["data"][0]["compatibility_type"], "gguf");
+    let chat =
+        json!({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}).to_string();
+    assert_eq!(
+        request(p, "POST", "/api/v0/chat/completions", Some(&chat), &[]).0,
+        200
+    );
+}

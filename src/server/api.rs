@@ -619,3 +619,138 @@ pub(crate) async fn detokenize(
     let content = l.runner.tokenizer().decode(&req.tokens, false);
     Ok(Json(json!({ "content": content })).into_response())
 }
+
+/// The model as LM Studio's `/api/v0/models` lists it.
+fn lmstudio_model(l: &Loaded) -> Value {
+    let file = l.runner.model().file();
+    let quantization = file
+        .tensor_info("blk.0.ffn_down.weight")
+        .map_or("unknown".to_string(), |t| t.ggml_type.name().to_string());
+    json!({
+        "id": l.model_id,
+        "object": "model",
+        "type": "llm",
+        "publisher": "local",
+        "arch": l.runner.model().config().arch,
+        "compatibility_type": "gguf",
+        "quantization": quantization,
+        "state": "loaded",
+        "max_context_length": l.runner.model().config().context_length,
+    })
+}
+
+/// `GET /api/v0/models` (LM Studio).
+pub(crate) async fn lmstudio_models(State(state): State<Arc<AppState>>) -> AppResult {
+    let l = loaded(&state)?;
+    Ok(Json(json!({ "object": "list", "data": [lmstudio_model(l)] })).into_response())
+}
+
+/// `GET /api/v0/models/{id}` (LM Studio).
+pub(crate) async fn lmstudio_model_route(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> AppResult {
+    let l = loaded(&state)?;
+    if id != l.model_id {
+        return Err(error_json(
+            StatusCode::NOT_FOUND,
+            format!("no model {id:?} (serving {:?})", l.model_id),
+        ));
+    }
+    Ok(Json(lmstudio_model(l)).into_response())
+}
+
+/// The Responses API's `input`: a string or a list of messages.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum ResponsesInput {
+    Text(String),
+    Messages(Vec<ChatMessage>),
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ResponsesRequest {
+    #[serde(default)]
+    model: Option<String>,
+    input: ResponsesInput,
+    #[serde(default)]
+    instructions: Option<String>,
+    #[serde(default)]
+    max_output_tokens: Option<usize>,
+    #[serde(default)]
+    stream: bool,
+    #[serde(flatten)]
+    sampling: SamplingFields,
+}
+
+/// `POST /v1/responses`: OpenAI's Responses API (text in, text out).
+pub(crate) async fn responses(
+    State(state): State<Arc<AppState>>,
+    req: Result<Json<ResponsesRequest>, JsonRejection>,
+) -> AppResult {
+    let l = loaded(&state)?;
+    let mut req = body(req)?;
+    let mut list = Vec::new();
+    if let Some(i) = &req.instructions {
+        list.push(Message::new("system", i));
+    }
+    match req.input {
+        ResponsesInput::Text(t) => list.push(Message::new("user", t)),
+        ResponsesInput::Messages(m) => list.extend(messages(m)?),
+    }
+    let tokens = l
+        .runner
+        .tokenize_chat(&list)
+        .map_err(|e| error_json(StatusCode::BAD_REQUEST, e.to_string()))?;
+    req.sampling.max_tokens = req.max_output_tokens.or(req.sampling.max_tokens);
+    let options = req.sampling.options(tokens.len(), l.ctx_size)?;
+    let (rx, guard) = submit(l, tokens, options)?;
+    let id = next_id("resp");
+    let item_id = next_id("msg");
+    let model = req.model.unwrap_or_else(|| l.model_id.clone());
+    let created = unix_now();
+    let response = move |text: &str, g: Option<&Generation>| {
+        json!({
+            "id": id, "object": "response", "created_at": created, "model": model,
+            "status": if g.is_some() { "completed" } else { "in_progress" },
+            "output": [{ "type": "message", "id": item_id, "status": "completed", "role": "assistant",
+                         "content": [{ "type": "output_text", "text": text, "annotations": [] }] }],
+            "usage": g.map(|g| json!({ "input_tokens": g.prompt_tokens, "output_tokens": g.generated_tokens,
+                                       "total_tokens": g.prompt_tokens + g.generated_tokens })),
+        })
+    };
+    if req.stream {
+        use futures_util::StreamExt;
+        // Typed server-sent events: created, output_text.delta…, completed.
+        let created_event = SseEvent::default().event("response.created").data(
+            json!({ "type": "response.created", "response": response("", None) }).to_string(),
+        );
+        let mut text = String::new();
+        let events = tokio_stream::wrappers::UnboundedReceiverStream::new(rx).map(move |event| {
+            let _alive = &guard;
+            Ok::<_, Infallible>(match event {
+                Event::Text(t) => {
+                    text.push_str(&t);
+                    SseEvent::default().event("response.output_text.delta").data(
+                        json!({ "type": "response.output_text.delta", "delta": t, "output_index": 0, "content_index": 0 })
+                            .to_string(),
+                    )
+                }
+                Event::Done(g) => SseEvent::default().event("response.completed").data(
+                    json!({ "type": "response.completed", "response": response(&text, Some(&g)) })
+                        .to_string(),
+                ),
+                Event::Error(e) => SseEvent::default()
+                    .event("error")
+                    .data(json!({ "type": "error", "message": e }).to_string()),
+            })
+        });
+        let all = stream::once(async move { Ok(created_event) }).chain(events);
+        return Ok(Sse::new(all).into_response());
+    }
+    let (text, g) = collect(rx).await?;
+    drop(guard);
+    let mut r = response(&text, Some(&g));
+    r["output_text"] = json!(text);
+    Ok(Json(r).into_response())
+}
