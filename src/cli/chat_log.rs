@@ -82,6 +82,24 @@ impl ChatLog {
     }
 }
 
+impl ChatLog {
+    /// Appends a user turn and the assistant's answer with its counts and timings.
+    pub fn append_exchange(
+        &mut self,
+        model: &str,
+        prompt: &str,
+        answer: &crate::engine::Generation,
+    ) {
+        self.append(&Turn::new(model, "user", prompt));
+        let mut turn = Turn::new(model, "assistant", &answer.text);
+        turn.prompt_tokens = Some(answer.prompt_tokens);
+        turn.generated_tokens = Some(answer.generated_tokens);
+        turn.prefill_ms = Some(answer.prefill_ms);
+        turn.decode_ms = Some(answer.decode_ms);
+        self.append(&turn);
+    }
+}
+
 fn warn(path: &Path, e: &std::io::Error) {
     eprintln!(
         "rusty-llm: cannot write the chat history {}: {e} (continuing without it)",

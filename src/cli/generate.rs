@@ -1,7 +1,7 @@
 //! Generation from the command line: loading the runner from flags, one-shot
 //! prompts (streamed to stdout), and `--bench`.
 
-use super::chat_log::{ChatLog, Turn};
+use super::chat_log::ChatLog;
 use super::{Args, CliError};
 use crate::chat::Message;
 use crate::engine::{
@@ -160,13 +160,7 @@ pub fn one_shot(path: &Path, args: &Args) -> Result<(), CliError> {
     if let Some(log_path) = &args.chat_history {
         let mut log = ChatLog::open(log_path);
         let model = path.display().to_string();
-        log.append(&Turn::new(&model, "user", &prompt));
-        let mut turn = Turn::new(&model, "assistant", &generation.text);
-        turn.prompt_tokens = Some(generation.prompt_tokens);
-        turn.generated_tokens = Some(generation.generated_tokens);
-        turn.prefill_ms = Some(generation.prefill_ms);
-        turn.decode_ms = Some(generation.decode_ms);
-        log.append(&turn);
+        log.append_exchange(&model, &prompt, &generation);
     }
     if !args.quiet {
         eprintln!(

@@ -3,7 +3,7 @@
 //! new tokens are prefilled. Ctrl-C stops the current answer (not the
 //! program), Ctrl-D exits.
 
-use super::chat_log::{ChatLog, Turn};
+use super::chat_log::ChatLog;
 use super::generate::{generation_options, load_runner, session_options};
 use super::{Args, CliError};
 use crate::chat::Message;
@@ -135,13 +135,7 @@ pub fn repl(path: &Path, args: &Args) -> Result<(), CliError> {
                     g.stop_reason
                 );
                 if let Some(log) = log.as_mut() {
-                    log.append(&Turn::new(&model_name, "user", input));
-                    let mut turn = Turn::new(&model_name, "assistant", &g.text);
-                    turn.prompt_tokens = Some(g.prompt_tokens);
-                    turn.generated_tokens = Some(g.generated_tokens);
-                    turn.prefill_ms = Some(g.prefill_ms);
-                    turn.decode_ms = Some(g.decode_ms);
-                    log.append(&turn);
+                    log.append_exchange(&model_name, input, &g);
                 }
                 history.push(Message::new("assistant", &g.text));
                 last_stats = Some(stats);

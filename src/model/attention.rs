@@ -103,6 +103,20 @@ pub fn attention(
     });
 }
 
+/// One (token, head) task over a cache of element type `T`: the query and
+/// the cached positions `lo..hi` of one key/value head.
+#[derive(Clone, Copy)]
+struct HeadTask<'a, T> {
+    shape: &'a AttentionShape,
+    keys: &'a [T],
+    values: &'a [T],
+    n_ctx: usize,
+    kv_head: usize,
+    q: &'a [f32],
+    lo: usize,
+    hi: usize,
+}
+
 #[allow(clippy::too_many_arguments)]
 fn head_attention(
     kernels: &Kernels,
@@ -118,11 +132,31 @@ fn head_attention(
     out: &mut [f32],
 ) {
     match (keys, values) {
-        (KvStore::F32(k), KvStore::F32(v)) => {
-            softmax_attention(kernels, shape, k, v, n_ctx, kv_head, q, lo, hi, buf, out)
+        (KvStore::F32(keys), KvStore::F32(values)) => {
+            let task = HeadTask {
+                shape,
+                keys,
+                values,
+                n_ctx,
+                kv_head,
+                q,
+                lo,
+                hi,
+            };
+            softmax_attention(kernels, task, buf, out)
         }
-        (KvStore::F16(k), KvStore::F16(v)) => {
-            flash_attention_f16(shape, k, v, n_ctx, kv_head, q, lo, hi, buf, out)
+        (KvStore::F16(keys), KvStore::F16(values)) => {
+            let task = HeadTask {
+                shape,
+                keys,
+                values,
+                n_ctx,
+                kv_head,
+                q,
+                lo,
+                hi,
+            };
+            flash_attention_f16(task, buf, out)
         }
         _ => unreachable!("KvCache stores keys and values with one type"),
     }
@@ -130,20 +164,23 @@ fn head_attention(
 
 /// ggml's non-flash path (what llama.cpp runs with an F32 cache and
 /// `-fa off`): all scores, softmax with an f64 sum, then `Σ p·v`.
-#[allow(clippy::too_many_arguments)]
 fn softmax_attention(
     kernels: &Kernels,
-    shape: &AttentionShape,
-    keys: &[f32],
-    values: &[f32],
-    n_ctx: usize,
-    kv_head: usize,
-    q: &[f32],
-    lo: usize,
-    hi: usize,
+    task: HeadTask<'_, f32>,
     buf: &mut Buffers,
     out: &mut [f32],
 ) {
+    let HeadTask {
+        shape,
+        keys,
+        values,
+        n_ctx,
+        kv_head,
+        q,
+        lo,
+        hi,
+    } = task;
+
     let (dk, dv) = (shape.head_dim_k, shape.head_dim_v);
     buf.scores.clear();
     buf.scores.resize(hi - lo, 0.0);
@@ -184,64 +221,37 @@ fn softmax_attention(
 /// cache, flash attention on): `q` rounded to f16, one pass over the keys
 /// with an online softmax, and the weighted values accumulated *in f16*
 /// (each multiply-add rounded to f16), divided by the sum at the end.
-#[allow(clippy::too_many_arguments)]
-fn flash_attention_f16(
-    shape: &AttentionShape,
-    keys: &[f16],
-    values: &[f16],
-    n_ctx: usize,
-    kv_head: usize,
-    q: &[f32],
-    lo: usize,
-    hi: usize,
-    buf: &mut Buffers,
-    out: &mut [f32],
-) {
+fn flash_attention_f16(task: HeadTask<'_, f16>, buf: &mut Buffers, out: &mut [f32]) {
     // The loop leans on fused multiply-adds (ggml's f16 accumulator uses
     // them); compiled with FMA enabled they are one instruction instead of a
     // libm call. Same source, same results, chosen at run time.
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU supports FMA, checked just above.
-        return unsafe {
-            flash_attention_f16_fma(shape, keys, values, n_ctx, kv_head, q, lo, hi, buf, out)
-        };
+        return unsafe { flash_attention_f16_fma(task, buf, out) };
     }
-    flash_attention_f16_body(shape, keys, values, n_ctx, kv_head, q, lo, hi, buf, out)
+    flash_attention_f16_body(task, buf, out)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn flash_attention_f16_fma(
-    shape: &AttentionShape,
-    keys: &[f16],
-    values: &[f16],
-    n_ctx: usize,
-    kv_head: usize,
-    q: &[f32],
-    lo: usize,
-    hi: usize,
-    buf: &mut Buffers,
-    out: &mut [f32],
-) {
-    flash_attention_f16_body(shape, keys, values, n_ctx, kv_head, q, lo, hi, buf, out)
+unsafe fn flash_attention_f16_fma(task: HeadTask<'_, f16>, buf: &mut Buffers, out: &mut [f32]) {
+    flash_attention_f16_body(task, buf, out)
 }
 
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn flash_attention_f16_body(
-    shape: &AttentionShape,
-    keys: &[f16],
-    values: &[f16],
-    n_ctx: usize,
-    kv_head: usize,
-    q: &[f32],
-    lo: usize,
-    hi: usize,
-    buf: &mut Buffers,
-    out: &mut [f32],
-) {
+fn flash_attention_f16_body(task: HeadTask<'_, f16>, buf: &mut Buffers, out: &mut [f32]) {
+    let HeadTask {
+        shape,
+        keys,
+        values,
+        n_ctx,
+        kv_head,
+        q,
+        lo,
+        hi,
+    } = task;
+
     let (dk, dv) = (shape.head_dim_k, shape.head_dim_v);
     let Buffers {
         q32,
