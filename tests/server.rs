@@ -437,3 +437,35 @@ fn responses_and_lmstudio_routes() {
         200
     );
 }
+
+#[test]
+fn openapi_and_offline_docs() {
+    let Some(model) = tiny("tiny-llama-Q8_0") else {
+        return;
+    };
+    let s = start(&model, &[]);
+    let p = s.port;
+    let (status, _, body) = request(p, "GET", "/openapi.json", None, &[]);
+    assert_eq!(status, 200);
+    let doc = json_of(&body);
+    assert_eq!(doc["openapi"], "3.0.3");
+    for path in [
+        "/v1/chat/completions",
+        "/api/chat",
+        "/generate",
+        "/tokenize",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} missing");
+    }
+    assert_eq!(request(p, "GET", "/swagger.json", None, &[]).0, 200);
+    let (status, _, page) = request(p, "GET", "/docs", None, &[]);
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("/docs/swagger-ui-bundle.js") && !page.contains("https://"),
+        "no CDN"
+    );
+    let (status, head, js) = request(p, "GET", "/docs/swagger-ui-bundle.js", None, &[]);
+    assert_eq!(status, 200);
+    assert!(head.contains("application/javascript"));
+    assert!(js.len() > 1_000_000);
+}

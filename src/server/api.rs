@@ -70,6 +70,7 @@ pub(crate) async fn require_api_key(
     next: Next,
 ) -> Response {
     let open = matches!(request.uri().path(), "/health" | "/healthz" | "/ready");
+    // Note: /docs and /openapi.json stay behind the key too; they describe the API.
     if let (Some(key), false) = (&state.api_key, open) {
         let given = request
             .headers()

@@ -9,6 +9,7 @@
 mod api;
 mod engine;
 mod ollama;
+pub mod openapi;
 
 use crate::engine::{LoadOptions, Runner, SessionOptions};
 use axum::Router;
@@ -78,6 +79,11 @@ pub(crate) fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route("/generate", post(api::generate))
         .route("/tokenize", post(api::tokenize))
         .route("/detokenize", post(api::detokenize))
+        .route("/openapi.json", get(openapi::openapi_json))
+        .route("/swagger.json", get(openapi::openapi_json))
+        .route("/docs", get(openapi::docs))
+        .route("/docs/swagger-ui-bundle.js", get(openapi::swagger_js))
+        .route("/docs/swagger-ui.css", get(openapi::swagger_css))
         .route("/v1/responses", post(api::responses))
         .route("/api/v0/models", get(api::lmstudio_models))
         .route("/api/v0/models/{id}", get(api::lmstudio_model_route))
