@@ -151,7 +151,9 @@ fn openai_and_native_routes() {
         request(p, "GET", "/v1/models/tiny-llama-Q8_0", None, &[]).0,
         200
     );
-    assert_eq!(request(p, "GET", "/v1/models/other", None, &[]).0, 404);
+    // Unknown ids map to the loaded model (clients hard-code names).
+    let (_, _, body) = request(p, "GET", "/v1/models/gpt-4o", None, &[]);
+    assert_eq!(json_of(&body)["id"], "tiny-llama-Q8_0");
 
     // Chat, greedy: deterministic, with usage.
     let chat = json!({"model": "x", "messages": [{"role": "user", "content": "Hello"}],
@@ -161,6 +163,10 @@ fn openai_and_native_routes() {
     assert_eq!(status, 200, "{body}");
     let r = json_of(&body);
     assert_eq!(r["object"], "chat.completion");
+    assert_eq!(
+        r["model"], "tiny-llama-Q8_0",
+        "responses name the serving model"
+    );
     assert_eq!(r["choices"][0]["message"]["role"], "assistant");
     assert_eq!(r["choices"][0]["finish_reason"], "length");
     assert_eq!(r["usage"]["completion_tokens"], 6);

@@ -138,14 +138,12 @@ pub(crate) async fn models(State(state): State<Arc<AppState>>) -> AppResult {
     Ok(Json(json!({ "object": "list", "data": [model_object(&state, l)] })).into_response())
 }
 
-pub(crate) async fn model(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> AppResult {
+/// Any id answers with the loaded model: clients often hard-code a name.
+pub(crate) async fn model(
+    State(state): State<Arc<AppState>>,
+    Path(_id): Path<String>,
+) -> AppResult {
     let l = loaded(&state)?;
-    if id != l.model_id {
-        return Err(error_json(
-            StatusCode::NOT_FOUND,
-            format!("no model {id:?} (serving {:?})", l.model_id),
-        ));
-    }
     Ok(Json(model_object(&state, l)).into_response())
 }
 
@@ -283,16 +281,15 @@ impl ChatMessage {
             Some(Content::Parts(parts)) => {
                 let mut text = String::new();
                 for p in parts {
-                    if p.kind != "text" {
-                        return Err(error_json(
-                            StatusCode::BAD_REQUEST,
-                            format!(
-                                "message content of type {:?} is not supported (text only)",
-                                p.kind
-                            ),
-                        ));
+                    match p.kind.as_str() {
+                        "text" | "input_text" => text.push_str(&p.text),
+                        // Models here read text only: an image becomes a visible
+                        // placeholder rather than silently vanishing.
+                        other => text.push_str(&format!(
+                            "[{}: not shown to this model]",
+                            other.trim_end_matches("_url")
+                        )),
                     }
-                    text.push_str(&p.text);
                 }
                 text
             }
@@ -413,6 +410,9 @@ pub(crate) struct ChatRequest {
     #[serde(default)]
     model: Option<String>,
     messages: Vec<ChatMessage>,
+    /// Number of choices; only 1 is supported.
+    #[serde(default)]
+    n: Option<u32>,
     #[serde(default)]
     stream: bool,
     #[serde(flatten)]
@@ -425,6 +425,12 @@ pub(crate) async fn chat_completions(
 ) -> AppResult {
     let l = loaded(&state)?;
     let req = body(req)?;
+    if req.n.is_some_and(|n| n != 1) {
+        return Err(error_json(
+            StatusCode::BAD_REQUEST,
+            "n: only one choice per request is supported",
+        ));
+    }
     let messages = messages(req.messages)?;
     let tokens = l
         .runner
@@ -433,7 +439,9 @@ pub(crate) async fn chat_completions(
     let options = req.sampling.options(tokens.len(), l.ctx_size)?;
     let (rx, guard) = submit(l, tokens, options)?;
     let id = next_id("chatcmpl");
-    let model = req.model.unwrap_or_else(|| l.model_id.clone());
+    // Any requested id maps to the loaded model; answers name the one that served.
+    let _requested = req.model;
+    let model = l.model_id.clone();
     let created = unix_now();
     if req.stream {
         let (id2, model2) = (id.clone(), model.clone());
@@ -502,7 +510,9 @@ pub(crate) async fn completions(
     let options = req.sampling.options(tokens.len(), l.ctx_size)?;
     let (rx, guard) = submit(l, tokens, options)?;
     let id = next_id("cmpl");
-    let model = req.model.unwrap_or_else(|| l.model_id.clone());
+    // Any requested id maps to the loaded model; answers name the one that served.
+    let _requested = req.model;
+    let model = l.model_id.clone();
     let created = unix_now();
     if req.stream {
         let (id2, model2) = (id.clone(), model.clone());
@@ -649,15 +659,9 @@ pub(crate) async fn lmstudio_models(State(state): State<Arc<AppState>>) -> AppRe
 /// `GET /api/v0/models/{id}` (LM Studio).
 pub(crate) async fn lmstudio_model_route(
     State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    Path(_id): Path<String>,
 ) -> AppResult {
     let l = loaded(&state)?;
-    if id != l.model_id {
-        return Err(error_json(
-            StatusCode::NOT_FOUND,
-            format!("no model {id:?} (serving {:?})", l.model_id),
-        ));
-    }
     Ok(Json(lmstudio_model(l)).into_response())
 }
 
@@ -708,7 +712,9 @@ pub(crate) async fn responses(
     let (rx, guard) = submit(l, tokens, options)?;
     let id = next_id("resp");
     let item_id = next_id("msg");
-    let model = req.model.unwrap_or_else(|| l.model_id.clone());
+    // Any requested id maps to the loaded model; answers name the one that served.
+    let _requested = req.model;
+    let model = l.model_id.clone();
     let created = unix_now();
     let response = move |text: &str, g: Option<&Generation>| {
         json!({

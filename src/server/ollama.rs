@@ -149,7 +149,9 @@ pub(crate) async fn generate(
         .sampling()
         .options(tokens.len(), l.ctx_size)?;
     let (rx, guard) = submit(l, tokens, options)?;
-    let model = req.model.unwrap_or_else(|| l.model_id.clone());
+    // Any requested id maps to the loaded model; answers name the one that served.
+    let _requested = req.model;
+    let model = l.model_id.clone();
     if req.stream {
         let m2 = model.clone();
         return Ok(ndjson(
@@ -201,7 +203,9 @@ pub(crate) async fn chat(
         .sampling()
         .options(tokens.len(), l.ctx_size)?;
     let (rx, guard) = submit(l, tokens, options)?;
-    let model = req.model.unwrap_or_else(|| l.model_id.clone());
+    // Any requested id maps to the loaded model; answers name the one that served.
+    let _requested = req.model;
+    let model = l.model_id.clone();
     if req.stream {
         let m2 = model.clone();
         return Ok(ndjson(
