@@ -195,10 +195,23 @@ pub fn matmul(
         return Ok(());
     }
 
+    // Fewer tokens than a tile: one row at a time, through the tile's row
+    // kernel on its prepared activations where it has one.
+    let (acts, act_bytes, dot) = match w.tile.and_then(|t| Some((t.prepare?, t.row?))) {
+        Some((prepare, row)) => {
+            scratch.prepared.clear();
+            for x in acts.chunks_exact(act_bytes) {
+                prepare(w.cols, x, &mut scratch.prepared);
+            }
+            let bytes = scratch.prepared.len() / n_tokens.max(1);
+            (&scratch.prepared[..], bytes, row)
+        }
+        None => (&acts[..], act_bytes, w.dot),
+    };
     let chunk_rows = rows_per_chunk(w.rows, pool.threads(), w.data.len() * n_tokens);
     let n_chunks = w.rows.div_ceil(chunk_rows);
     let dst = Out(out.as_mut_ptr());
-    let (rows, cols, dot) = (w.rows, w.cols, w.dot);
+    let (rows, cols) = (w.rows, w.cols);
     pool.run(n_chunks, &|chunk| {
         let first = chunk * chunk_rows;
         let last = (first + chunk_rows).min(rows);

@@ -42,7 +42,7 @@ pub use dispatch::{Kernels, Simd, SimdError, kernels, kernels_checked};
 pub use matmul::{KernelError, Scratch, Weights, matmul, matvec};
 pub use pool::ThreadPool;
 pub use quant_dots::{QuantDots, VecDot, quantize_activations, vec_dot_type};
-pub use tiles::{Prepare, QuantTiles, TILE, Tile, TileDot};
+pub use tiles::{Prepare, QuantTiles, RowDot, TILE, Tile, TileDot};
 
 #[cfg(test)]
 mod test_rng;
