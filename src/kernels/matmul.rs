@@ -8,7 +8,7 @@
 //! at least `tiles::TILE` tokens go through the type's tile kernel where the
 //! variant has one (4 rows × 4 tokens per call, see `tiles`).
 
-use super::dispatch::Kernels;
+use super::dispatch::{Kernels, Quantize};
 use super::pool::ThreadPool;
 use super::quant_dots::{VecDot, quantize_activations, vec_dot_type};
 use super::tiles::{TILE, Tile};
@@ -40,6 +40,8 @@ pub struct Weights<'a> {
     row_bytes: usize,
     dot: VecDot,
     tile: Option<Tile>,
+    /// The variant's own activation quantizer, if it has one.
+    quantize: Option<Quantize>,
 }
 
 impl std::fmt::Debug for Weights<'_> {
@@ -87,6 +89,7 @@ impl<'a> Weights<'a> {
             row_bytes,
             dot,
             tile: kernels.tiles.get(ty),
+            quantize: vec_dot_type(ty).and_then(|a| kernels.quantizers.get(a)),
         })
     }
 
@@ -172,8 +175,13 @@ pub fn matmul(
         .expect("cols fit the activation blocks") as usize;
     scratch.activations.clear();
     for x in xs.chunks_exact(w.cols) {
-        quantize_activations(w.ty, x, &mut scratch.row)?;
-        scratch.activations.extend_from_slice(&scratch.row);
+        match w.quantize {
+            Some(quantize) => quantize(x, &mut scratch.activations),
+            None => {
+                quantize_activations(w.ty, x, &mut scratch.row)?;
+                scratch.activations.extend_from_slice(&scratch.row);
+            }
+        }
     }
     let acts = &scratch.activations;
 
