@@ -1,6 +1,9 @@
 //! Matrix × vector throughput at real model shapes, in GB/s of weight bytes
-//! streamed, beside a plain read-bandwidth measurement (f32 weights, which one
-//! FMA per 4 bytes cannot slow down) that bounds what any kernel can reach.
+//! streamed. The bound any kernel can reach is a plain read of as many bytes
+//! (the table mode's `read` column): note that one matrix of these shapes
+//! (up to ~18 MB) stays in a 32 MiB L3 across iterations, so that bound is
+//! cache bandwidth, several times DRAM's (`read` filter: 512 MiB), which a
+//! whole model's decode step actually streams from.
 //!
 //! Matrix × matrix (prefill) at 512 tokens is reported in tokens/s
 //! (`elem/s`); GFLOP/s = 2 · rows · cols · tokens/s.
@@ -123,6 +126,23 @@ fn bench(c: &mut Criterion) {
         }
         group.finish();
     }
+    // The cost of handing an empty job to the pool and waiting for it: what
+    // every matrix product of a decode step pays before any arithmetic.
+    let mut group = c.benchmark_group("pool run empty");
+    group
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1));
+    for pool in &pools {
+        group.bench_function(format!("{} threads", pool.threads()), |b| {
+            b.iter(|| {
+                pool.run(pool.threads() * 4, &|c| {
+                    std::hint::black_box(c);
+                })
+            })
+        });
+    }
+    group.finish();
     const TOKENS: usize = 512;
     for ty in &types[1..] {
         let ty = *ty;
@@ -171,11 +191,51 @@ fn min_median(mut v: Vec<f64>) -> (f64, f64) {
     (v[0], v[v.len() / 2])
 }
 
+/// Reads every word of `words` over the pool (chunks like a matvec's),
+/// summing with eight independent accumulators so the loop is bound by loads,
+/// not by a dependency chain.
+fn read_all(pool: &ThreadPool, words: &[u64]) {
+    let chunks = pool.threads() * 8;
+    let per = words.len().div_ceil(chunks);
+    let acc = AtomicU64::new(0);
+    pool.run(chunks, &|c| {
+        let part = &words[(c * per).min(words.len())..((c + 1) * per).min(words.len())];
+        acc.fetch_xor(sum_words(part), Ordering::Relaxed);
+    });
+    std::hint::black_box(acc.load(Ordering::Relaxed));
+}
+
+fn sum_words(words: &[u64]) -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") {
+        #[target_feature(enable = "avx2")]
+        fn wide(words: &[u64]) -> u64 {
+            sum_words_generic(words)
+        }
+        // SAFETY: the CPU has AVX2 (checked above).
+        return unsafe { wide(words) };
+    }
+    sum_words_generic(words)
+}
+
+#[inline(always)]
+fn sum_words_generic(words: &[u64]) -> u64 {
+    let mut acc = [0u64; 16];
+    let (blocks, rest) = words.as_chunks::<16>();
+    for b in blocks {
+        for (a, v) in acc.iter_mut().zip(b) {
+            *a = a.wrapping_add(*v);
+        }
+    }
+    acc.iter().chain(rest).fold(0, |a, &v| a.wrapping_add(v))
+}
+
 /// `KERNELS_TABLE=1 cargo bench --bench kernels [-- FILTER]`: a plain table
 /// for noisy machines, min and median over interleaved runs of the per-row
-/// path (`rows`, the tile kernels switched off) and the default one
-/// (`tiles`), beside the read bandwidth (an XOR over 512 MiB, and f32
-/// matvec).
+/// path (`rows`, the tile kernels switched off), the default one, and a read
+/// of as many bytes (`read`, hot like the weights: the bandwidth that bounds
+/// a matvec of this size), with the default path's share of it. `read`
+/// alone measures DRAM (512 MiB).
 fn table(filter: &str) {
     let k = *kernels();
     let mut per_row = k;
@@ -183,26 +243,49 @@ fn table(filter: &str) {
     let pools = [ThreadPool::new(1), ThreadPool::new(2)];
     let want = |name: &str| name.contains(filter);
     if want("read") {
+        // Beyond the last-level cache: DRAM bandwidth. The matvec rows below
+        // compare against a buffer of their own size instead (a 1B-model
+        // matrix fits in a 32 MiB L3 and is re-read hot by the bench).
         let buf: Vec<u64> = (0..64u64 << 20).collect();
         for pool in &pools {
-            let chunks = pool.threads() * 16;
-            let per = buf.len() / chunks;
-            let run = || {
-                let acc = AtomicU64::new(0);
-                pool.run(chunks, &|c| {
-                    let x = buf[c * per..(c + 1) * per].iter().fold(0u64, |a, &v| a ^ v);
-                    acc.fetch_xor(x, Ordering::Relaxed);
-                });
-                std::hint::black_box(acc.load(Ordering::Relaxed));
-            };
-            let (lo, med) = min_median(samples(15, run));
+            let (lo, med) = min_median(samples(15, || read_all(pool, &buf)));
             let gb = (buf.len() * 8) as f64 / 1e9;
             println!(
-                "read xor 512MiB  {} thr  GB/s max {:.1} median {:.1}",
+                "read 512MiB (DRAM)  {} thr  GB/s max {:.1} median {:.1}",
                 pool.threads(),
                 gb / lo,
                 gb / med
             );
+        }
+    }
+    if want("pool") {
+        // Round trip of an empty job, back to back and after `gap` µs of
+        // the caller's own work (a decode step's kernels are 5–100 µs apart).
+        for pool in &pools {
+            for gap_us in [0u64, 20, 100, 1000] {
+                let spin = |us: u64| {
+                    let t = Instant::now();
+                    while t.elapsed().as_micros() < u128::from(us) {
+                        std::hint::spin_loop();
+                    }
+                };
+                let mut v = Vec::new();
+                for _ in 0..2000 {
+                    spin(gap_us);
+                    let t = Instant::now();
+                    pool.run(pool.threads() * 4, &|c| {
+                        std::hint::black_box(c);
+                    });
+                    v.push(t.elapsed().as_secs_f64());
+                }
+                let (lo, med) = min_median(v);
+                println!(
+                    "pool run empty  {} thr  gap {gap_us:4} us  µs min {:.2} median {:.2}",
+                    pool.threads(),
+                    lo * 1e6,
+                    med * 1e6
+                );
+            }
         }
     }
     let types = [
@@ -223,8 +306,11 @@ fn table(filter: &str) {
             let x = random(cols, 7);
             let mut out = vec![0f32; rows];
             let mut scratch = Scratch::default();
+            // The bandwidth reference: the same number of bytes, read the
+            // same way (hot, split over the pool).
+            let words: Vec<u64> = (0..data.len() as u64 / 8).collect();
             for pool in &pools {
-                let mut res = [Vec::new(), Vec::new()];
+                let mut res = [Vec::new(), Vec::new(), Vec::new()];
                 let n = (2e8 / data.len() as f64).clamp(3.0, 400.0) as usize;
                 for _ in 0..5 {
                     for (i, kk) in [&per_row, &k].into_iter().enumerate() {
@@ -233,16 +319,21 @@ fn table(filter: &str) {
                             matvec(pool, &w, &x, &mut out, &mut scratch).unwrap()
                         }));
                     }
+                    res[2].extend(samples(n, || read_all(pool, &words)));
                 }
                 let gb = data.len() as f64 / 1e9;
-                let [a, b] = res.map(min_median);
+                let [a, b, r] = res.map(min_median);
                 println!(
-                    "{name:45} {} thr  GB/s  rows max {:5.1} med {:5.1}  tiles max {:5.1} med {:5.1}",
+                    "{name:40} {} thr  GB/s rows {:5.1} {:5.1}  default {:5.1} {:5.1}  read {:5.1} {:5.1}  default/read {:3.0}% {:3.0}%",
                     pool.threads(),
                     gb / a.0,
                     gb / a.1,
                     gb / b.0,
-                    gb / b.1
+                    gb / b.1,
+                    gb / r.0,
+                    gb / r.1,
+                    100.0 * r.0 / b.0,
+                    100.0 * r.1 / b.1,
                 );
             }
         }

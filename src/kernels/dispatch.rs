@@ -94,6 +94,31 @@ pub struct Kernels {
     pub dots: QuantDots,
     /// Tile kernels (several rows × several tokens) where a type has one.
     pub tiles: QuantTiles,
+    /// SIMD activation quantizers, bit for bit equal to `crate::quant`'s
+    /// (`None`: the scalar ones).
+    pub quantizers: ActQuantizers,
+}
+
+/// Quantizes an f32 activation row (a whole number of blocks) into one
+/// activation format, appending to `out`.
+pub type Quantize = fn(x: &[f32], out: &mut Vec<u8>);
+
+/// The activation quantizers a variant speeds up, by target format.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ActQuantizers {
+    pub q8_0: Option<Quantize>,
+    pub q8_1: Option<Quantize>,
+}
+
+impl ActQuantizers {
+    /// The quantizer into `act_type`, if this variant has its own.
+    pub fn get(&self, act_type: crate::gguf::GgmlType) -> Option<Quantize> {
+        match act_type {
+            crate::gguf::GgmlType::Q8_0 => self.q8_0,
+            crate::gguf::GgmlType::Q8_1 => self.q8_1,
+            _ => None,
+        }
+    }
 }
 
 impl Kernels {
@@ -110,6 +135,7 @@ impl Kernels {
             dot_bf16: scalar::dot_bf16,
             dots: QuantDots::reference(),
             tiles: QuantTiles::default(),
+            quantizers: ActQuantizers::default(),
         };
         // ggml's integer formulation of each quantized dot product.
         super::scalar_legacy::install(&mut k.dots);
@@ -126,6 +152,7 @@ impl Kernels {
                 super::x86_avx512_legacy::install(&mut k.dots);
                 super::x86_avx512_kquants::install(&mut k.dots);
                 super::x86_avx512_tiles::install(&mut k.tiles);
+                super::x86_avx512_quantize::install(&mut k);
             }
             #[cfg(target_arch = "aarch64")]
             Simd::Neon => super::aarch64_neon::install(&mut k),

@@ -8,7 +8,7 @@
 //! at least `tiles::TILE` tokens go through the type's tile kernel where the
 //! variant has one (4 rows × 4 tokens per call, see `tiles`).
 
-use super::dispatch::Kernels;
+use super::dispatch::{Kernels, Quantize};
 use super::pool::ThreadPool;
 use super::quant_dots::{VecDot, quantize_activations, vec_dot_type};
 use super::tiles::{TILE, Tile};
@@ -40,6 +40,8 @@ pub struct Weights<'a> {
     row_bytes: usize,
     dot: VecDot,
     tile: Option<Tile>,
+    /// The variant's own activation quantizer, if it has one.
+    quantize: Option<Quantize>,
 }
 
 impl std::fmt::Debug for Weights<'_> {
@@ -87,6 +89,7 @@ impl<'a> Weights<'a> {
             row_bytes,
             dot,
             tile: kernels.tiles.get(ty),
+            quantize: vec_dot_type(ty).and_then(|a| kernels.quantizers.get(a)),
         })
     }
 
@@ -172,8 +175,13 @@ pub fn matmul(
         .expect("cols fit the activation blocks") as usize;
     scratch.activations.clear();
     for x in xs.chunks_exact(w.cols) {
-        quantize_activations(w.ty, x, &mut scratch.row)?;
-        scratch.activations.extend_from_slice(&scratch.row);
+        match w.quantize {
+            Some(quantize) => quantize(x, &mut scratch.activations),
+            None => {
+                quantize_activations(w.ty, x, &mut scratch.row)?;
+                scratch.activations.extend_from_slice(&scratch.row);
+            }
+        }
     }
     let acts = &scratch.activations;
 
@@ -195,10 +203,23 @@ pub fn matmul(
         return Ok(());
     }
 
+    // Fewer tokens than a tile: one row at a time, through the tile's row
+    // kernel on its prepared activations where it has one.
+    let (acts, act_bytes, dot) = match w.tile.and_then(|t| Some((t.prepare?, t.row?))) {
+        Some((prepare, row)) => {
+            scratch.prepared.clear();
+            for x in acts.chunks_exact(act_bytes) {
+                prepare(w.cols, x, &mut scratch.prepared);
+            }
+            let bytes = scratch.prepared.len() / n_tokens.max(1);
+            (&scratch.prepared[..], bytes, row)
+        }
+        None => (&acts[..], act_bytes, w.dot),
+    };
     let chunk_rows = rows_per_chunk(w.rows, pool.threads(), w.data.len() * n_tokens);
     let n_chunks = w.rows.div_ceil(chunk_rows);
     let dst = Out(out.as_mut_ptr());
-    let (rows, cols, dot) = (w.rows, w.cols, w.dot);
+    let (rows, cols) = (w.rows, w.cols);
     pool.run(n_chunks, &|chunk| {
         let first = chunk * chunk_rows;
         let last = (first + chunk_rows).min(rows);

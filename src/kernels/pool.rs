@@ -7,12 +7,16 @@
 //! keeps its workers hot instead: a job is published by bumping a generation
 //! counter, workers spin on it briefly and only then park, and chunks of a job
 //! are claimed from one atomic counter so uneven chunks balance themselves.
+//! Once every chunk is claimed `run` closes the job and waits only for the
+//! workers that joined it, so a worker that was parked (or descheduled on a
+//! busy machine) and wakes late is never waited for: the caller has done its
+//! share of the work instead.
 //!
 //! `run` blocks until every chunk is done; the calling thread works too.
 
 use std::cell::UnsafeCell;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
@@ -22,25 +26,53 @@ const SPIN_BEFORE_PARK: u32 = 20_000;
 
 type Job = dyn Fn(usize) + Sync;
 
+/// `join` word layout: the job's generation in the high 32 bits, then a
+/// "closed" bit, then the number of workers that joined.
+const CLOSED: u64 = 1 << 31;
+const JOINED: u64 = CLOSED - 1;
+
+/// A value on a cache line of its own: the chunk counter is hammered by every
+/// thread and must not share a line with what parked or spinning workers
+/// read.
+#[repr(align(128))]
+struct Line<T>(T);
+
+impl<T> std::ops::Deref for Line<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 struct Shared {
     /// Bumped once per job; workers compare it with the last one they ran.
-    generation: AtomicUsize,
-    /// The current job. Written by `run` before `generation` is bumped (Release)
-    /// and read by workers after they observe the bump (Acquire).
+    generation: Line<AtomicUsize>,
+    /// The current job. Written by `run` before `generation` is bumped and
+    /// read only by workers that joined it (see `join`).
     job: UnsafeCell<Option<&'static Job>>,
     n_chunks: AtomicUsize,
-    next_chunk: AtomicUsize,
-    /// Workers that have not yet finished the current job.
-    busy: AtomicUsize,
+    next_chunk: Line<AtomicUsize>,
+    /// Which job is open to workers, whether `run` has closed it, and how
+    /// many workers joined it (see `CLOSED`). A worker joins with a
+    /// compare-exchange on the generation it saw, so a late worker can never
+    /// join a job that `run` already closed (or a newer one by mistake), and
+    /// `run` waits only for workers that joined: a parked worker that wakes
+    /// late costs the caller nothing.
+    join: Line<AtomicU64>,
+    /// Joined workers that have finished the current job.
+    done: AtomicU64,
     panicked: AtomicBool,
     shutdown: AtomicBool,
+    /// Workers parked (or about to park) on `wake`; `run` skips the wake-up
+    /// call when there are none.
+    sleepers: AtomicUsize,
     sleep_lock: Mutex<()>,
     wake: Condvar,
 }
 
-// SAFETY: `job` is only written by `run` while no worker reads it (every worker
-// has finished the previous job, `busy == 0`), and read by workers only between
-// observing a new generation and decrementing `busy`.
+// SAFETY: `job` is only written by `run` while no worker reads it (the
+// previous job is closed and every worker that joined it is done), and read
+// by workers only between joining a job and counting themselves `done`.
 unsafe impl Sync for Shared {}
 
 /// A fixed set of worker threads that execute chunked jobs.
@@ -64,13 +96,15 @@ impl ThreadPool {
     /// plus `threads - 1` workers.
     pub fn new(threads: usize) -> Self {
         let shared = Arc::new(Shared {
-            generation: AtomicUsize::new(0),
+            generation: Line(AtomicUsize::new(0)),
             job: UnsafeCell::new(None),
             n_chunks: AtomicUsize::new(0),
-            next_chunk: AtomicUsize::new(0),
-            busy: AtomicUsize::new(0),
+            next_chunk: Line(AtomicUsize::new(0)),
+            join: Line(AtomicU64::new(CLOSED)),
+            done: AtomicU64::new(0),
             panicked: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
+            sleepers: AtomicUsize::new(0),
             sleep_lock: Mutex::new(()),
             wake: Condvar::new(),
         });
@@ -112,29 +146,38 @@ impl ThreadPool {
         }
         let _one_job_at_a_time = self.run_lock.lock().unwrap_or_else(|e| e.into_inner());
         let s = &*self.shared;
-        // SAFETY: the reference is only used until this function returns: we wait
-        // below until every worker has finished with it (`busy == 0`), so
-        // extending its lifetime to 'static is never observable.
+        // SAFETY: the reference is only used until this function returns: we
+        // close the job below and wait until every worker that joined it is
+        // done, so extending its lifetime to 'static is never observable.
         let job: &'static Job =
             unsafe { std::mem::transmute::<&'a (dyn Fn(usize) + Sync + 'a), &'static Job>(f) };
-        // SAFETY: no worker reads `job` now: the previous job ended with busy == 0.
+        // SAFETY: no worker reads `job` now: the previous job is closed and
+        // its workers are done.
         unsafe { *s.job.get() = Some(job) };
         s.n_chunks.store(n_chunks, Ordering::Relaxed);
         s.next_chunk.store(0, Ordering::Relaxed);
-        s.busy.store(self.workers.len(), Ordering::Relaxed);
+        s.done.store(0, Ordering::Relaxed);
         s.panicked.store(false, Ordering::Relaxed);
-        {
-            // Taking the lock orders the bump against a worker about to sleep.
-            let _guard = s.sleep_lock.lock().unwrap_or_else(|e| e.into_inner());
-            s.generation.fetch_add(1, Ordering::Release);
+        let generation = s.generation.load(Ordering::Relaxed).wrapping_add(1);
+        s.join.store(tag(generation), Ordering::Release);
+        // SeqCst pairs with the worker's `sleepers` increment then generation
+        // check: either it sees this bump or we see it asleep and wake it.
+        s.generation.store(generation, Ordering::SeqCst);
+        if s.sleepers.load(Ordering::SeqCst) != 0 {
+            // Taking the lock orders the wake-up after a worker about to wait.
+            drop(s.sleep_lock.lock().unwrap_or_else(|e| e.into_inner()));
+            s.wake.notify_all();
         }
-        s.wake.notify_all();
 
         let mine = catch_unwind(AssertUnwindSafe(|| claim_chunks(s, job)));
-        while s.busy.load(Ordering::Acquire) != 0 {
+        // Every chunk is claimed: close the job to latecomers and wait for the
+        // workers that joined it.
+        let joined = s.join.fetch_or(CLOSED, Ordering::AcqRel) & JOINED;
+        while s.done.load(Ordering::Acquire) != joined {
             std::hint::spin_loop();
         }
-        // SAFETY: all workers are done with the job.
+        // SAFETY: every worker that joined is done with the job; no other can
+        // join a closed one.
         unsafe { *s.job.get() = None };
         if let Err(payload) = mine {
             resume_unwind(payload);
@@ -145,6 +188,11 @@ impl ThreadPool {
     }
 }
 
+/// The `join` word of an open job of `generation` that no worker joined yet.
+fn tag(generation: usize) -> u64 {
+    (generation as u64 & 0xffff_ffff) << 32
+}
+
 fn claim_chunks(s: &Shared, job: &Job) {
     let n = s.n_chunks.load(Ordering::Relaxed);
     loop {
@@ -153,6 +201,23 @@ fn claim_chunks(s: &Shared, job: &Job) {
             return;
         }
         job(chunk);
+    }
+}
+
+/// Joins the job of `generation` if it is still open.
+fn join(s: &Shared, generation: usize) -> bool {
+    let mut cur = s.join.load(Ordering::Acquire);
+    loop {
+        if cur & !(CLOSED | JOINED) != tag(generation) || cur & CLOSED != 0 {
+            return false;
+        }
+        match s
+            .join
+            .compare_exchange_weak(cur, cur + 1, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => return true,
+            Err(now) => cur = now,
+        }
     }
 }
 
@@ -176,18 +241,24 @@ fn worker(s: &Shared) {
                 continue;
             }
             let guard = s.sleep_lock.lock().unwrap_or_else(|e| e.into_inner());
-            if s.generation.load(Ordering::Acquire) == seen && !s.shutdown.load(Ordering::Acquire) {
+            s.sleepers.fetch_add(1, Ordering::SeqCst);
+            if s.generation.load(Ordering::SeqCst) == seen && !s.shutdown.load(Ordering::Acquire) {
                 drop(s.wake.wait(guard).unwrap_or_else(|e| e.into_inner()));
             }
+            s.sleepers.fetch_sub(1, Ordering::SeqCst);
         }
-        // SAFETY: `run` published the job before bumping the generation we saw,
-        // and keeps it alive until we decrement `busy`.
+        if !join(s, seen) {
+            continue;
+        }
+        // SAFETY: we joined the open job of the generation we saw; `run`
+        // published it before opening it and keeps it alive until we count
+        // ourselves done.
         if let Some(job) = unsafe { *s.job.get() }
             && catch_unwind(AssertUnwindSafe(|| claim_chunks(s, job))).is_err()
         {
             s.panicked.store(true, Ordering::Relaxed);
         }
-        s.busy.fetch_sub(1, Ordering::Release);
+        s.done.fetch_add(1, Ordering::Release);
     }
 }
 
@@ -211,7 +282,6 @@ impl Drop for ThreadPool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicU64;
 
     #[test]
     fn every_chunk_runs_exactly_once() {
@@ -241,6 +311,24 @@ mod tests {
                 *o = c.load(Ordering::Relaxed);
             }
             assert_eq!(out[63], round * 63);
+        }
+    }
+
+    #[test]
+    fn jobs_after_parking_mix_with_back_to_back_jobs() {
+        for threads in [2, 3] {
+            let pool = ThreadPool::new(threads);
+            for round in 0..200u64 {
+                if round % 50 == 0 {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                let sum = AtomicU64::new(0);
+                let n = 1 + (round as usize % 9);
+                pool.run(n, &|i| {
+                    sum.fetch_add(i as u64 + 1, Ordering::Relaxed);
+                });
+                assert_eq!(sum.load(Ordering::Relaxed), (n * (n + 1) / 2) as u64);
+            }
         }
     }
 

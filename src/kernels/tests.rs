@@ -139,7 +139,7 @@ fn tile_kernels_match_scalar_and_matvec_on_ragged_shapes() {
 }
 
 /// A tile kernel's results for every tile shape (up to 4×4) equal its
-/// one-row, one-token calls bit for bit.
+/// one-row, one-token calls bit for bit, and so does its row kernel.
 fn tile_shapes_agree(tile: Tile, ty: crate::gguf::GgmlType, rows: usize, cols: usize, data: &[u8]) {
     let row_bytes = data.len() / rows;
     let mut acts = Vec::new();
@@ -184,6 +184,10 @@ fn tile_shapes_agree(tile: Tile, ty: crate::gguf::GgmlType, rows: usize, cols: u
                     one[0].to_bits(),
                     "{ty} {nr}x{nt} r {r} t {t}"
                 );
+                if let Some(row) = tile.row {
+                    let v = row(cols, w, &acts[t * x_bytes..(t + 1) * x_bytes]);
+                    assert_eq!(v.to_bits(), one[0].to_bits(), "{ty} row kernel r {r} t {t}");
+                }
             }
         }
     }

@@ -44,11 +44,20 @@ pub type TileDot = fn(
 /// the tile kernel's layout, appended to `out`.
 pub type Prepare = fn(n: usize, x: &[u8], out: &mut Vec<u8>);
 
+/// The dot product of one weight row with one token's activations in the
+/// tile's `prepare`d layout: matrix × vector for the types whose offsets and
+/// scales are cheaper to fold in once per token than once per row.
+pub type RowDot = fn(n: usize, w: &[u8], x: &[u8]) -> f32;
+
 /// A tile kernel and the activation layout it reads.
 #[derive(Debug, Clone, Copy)]
 pub struct Tile {
     pub dot: TileDot,
     pub prepare: Option<Prepare>,
+    /// A one-row kernel on the same prepared layout, used by matrix ×
+    /// vector (and batches below [`TILE`] tokens) instead of the per-row
+    /// [`super::VecDot`] when present.
+    pub row: Option<RowDot>,
 }
 
 /// The tile kernels of a variant, by weight type (`None`: per-row dots).

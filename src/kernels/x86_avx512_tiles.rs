@@ -25,7 +25,7 @@
 //! for each call. Loads go through references to fixed-size arrays.
 
 use super::scalar_kquants::unpack_k4;
-use super::tiles::{QuantTiles, Tile, TileKernel, drive};
+use super::tiles::{QuantTiles, RowDot, Tile, TileKernel, drive};
 use super::x86_avx2_kquants::f16;
 use crate::quant::float::F16Le;
 use crate::quant::{BlockQ4_0, BlockQ4K, BlockQ5_0, BlockQ6K, BlockQ8_0, BlockQ8K};
@@ -36,25 +36,36 @@ pub(super) fn install(tiles: &mut QuantTiles) {
     if !is_x86_feature_detected!("avx512vnni") {
         return;
     }
+    // The row kernels gather a group's fields with byte permutes (VBMI).
+    let vbmi = is_x86_feature_detected!("avx512vbmi");
     tiles.q4_0 = Some(Tile {
         dot: drive::<Nibbles<BlockQ4_0>>,
         prepare: Some(prepare_nibbles::<8>),
+        row: vbmi.then_some(nibble_row::<BlockQ4_0> as RowDot),
     });
     tiles.q5_0 = Some(Tile {
         dot: drive::<Nibbles<BlockQ5_0>>,
         prepare: Some(prepare_nibbles::<16>),
+        // Not installed: `nibble_row::<BlockQ5_0>` is exact (tested below)
+        // but its f32 order flips a 0.011-logit near-tie in the default
+        // model's greedy continuation (tests/forward_parity.rs), whose Q5_0
+        // tensors then part ways with llama.cpp's text.
+        row: None,
     });
     tiles.q8_0 = Some(Tile {
         dot: drive::<Q8Tile>,
         prepare: Some(prepare_q8_0),
+        row: None,
     });
     tiles.q4_k = Some(Tile {
         dot: drive::<Q4KTile>,
         prepare: None,
+        row: None,
     });
     tiles.q6_k = Some(Tile {
         dot: drive::<Q6KTile>,
         prepare: None,
+        row: None,
     });
 }
 
@@ -185,12 +196,15 @@ fn f16x4(h: [F16Le; 4]) -> __m128 {
 /// optionally 32 fifth bits.
 trait NibbleBlock: bytemuck::Pod {
     const FIFTH: bool;
+    /// Byte offset of `qs` in the block (`d` is at 0, `qh` at 2).
+    const QS_AT: usize;
     fn qs(&self) -> &[u8; 16];
     fn d(&self) -> F16Le;
     fn qh(&self) -> u32;
 }
 impl NibbleBlock for BlockQ4_0 {
     const FIFTH: bool = false;
+    const QS_AT: usize = 2;
     fn qs(&self) -> &[u8; 16] {
         &self.qs
     }
@@ -203,6 +217,7 @@ impl NibbleBlock for BlockQ4_0 {
 }
 impl NibbleBlock for BlockQ5_0 {
     const FIFTH: bool = true;
+    const QS_AT: usize = 6;
     fn qs(&self) -> &[u8; 16] {
         &self.qs
     }
@@ -318,6 +333,85 @@ fn nibbles_tile<W: NibbleBlock, const R: usize, const T: usize>(
         }
     }
     acc.map(|a| a.map(|v| _mm512_reduce_add_ps(v)))
+}
+
+/// Byte-permute indices that gather fields of a group of four blocks of
+/// `size` bytes (`4 · size` ≤ 128) from two loads: `a` = bytes 0..64 of the
+/// group, `b` = its last 64 bytes (index bit 6 picks `b`).
+fn group_index(size: usize, pick: impl Fn(usize) -> usize) -> [u8; 64] {
+    let last = 4 * size - 64;
+    std::array::from_fn(|j| {
+        let o = pick(j);
+        (if o < 64 { o } else { 64 + o - last }) as u8
+    })
+}
+
+/// Matrix × vector for Q4_0 / Q5_0 on the [`prepare_nibbles`] layout: one
+/// row, one token, the same arithmetic as [`nibbles_tile`]'s 1×1 (so
+/// decode and prefill agree bit for bit), but each group of four blocks
+/// is gathered from two 64-byte loads with byte permutes (VBMI) instead of
+/// four 16-byte inserts and scalar assembly of the scales and fifth bits:
+/// the per-row dots spent most of their time there, not waiting on memory.
+fn nibble_row<W: NibbleBlock>(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    // SAFETY: installed only on CPUs with these features (module doc and
+    // the VBMI check in `install`).
+    unsafe { nibble_row_inner::<W>(n, w, x) }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
+fn nibble_row_inner<W: NibbleBlock>(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    let size = size_of::<W>();
+    let gb = 4 * size;
+    let nb = n / 32;
+    // qs: output byte 16k + i is block k's byte i (ggml's Q4_0/Q5_0 nibble
+    // layout, as `decode_nibbles` puts block k in 128-bit lane k).
+    let qs_idx = group_index(size, |j| (j / 16) * size + W::QS_AT + j % 16);
+    // d: f16 lane l is block l / 4's scale (lanes 4k..4k + 4 hold block k).
+    let d_idx = group_index(size, |j| ((j % 32) / 8) * size + j % 2);
+    // qh: bytes 0..8 are the low 16 bits of each block's qh (the fifth bits
+    // of elements 0..16, a k-mask for the low nibbles), bytes 8..16 the high.
+    let qh_idx = group_index(size, |j| {
+        let j = j % 16;
+        ((j % 8) / 2) * size + 2 + (j / 8) * 2 + j % 2
+    });
+    let ld = |i: &[u8; 64]| ld512(i, 0);
+    let (qs_idx, d_idx, qh_idx) = (ld(&qs_idx), ld(&d_idx), ld(&qh_idx));
+    let m4 = _mm512_set1_epi8(0x0f);
+    let sixteen = _mm512_set1_epi8(0x10);
+    let group = |a: __m512i, b: __m512i, xg: &[u8], acc: __m512| {
+        let q = _mm512_permutex2var_epi8(a, qs_idx, b);
+        let mut lo = _mm512_and_si512(q, m4);
+        let mut hi = _mm512_and_si512(_mm512_srli_epi16::<4>(q), m4);
+        if W::FIFTH {
+            let h = _mm512_castsi512_si128(_mm512_permutex2var_epi8(a, qh_idx, b));
+            let ml = _mm_cvtsi128_si64(h) as u64;
+            let mh = _mm_extract_epi64::<1>(h) as u64;
+            lo = _mm512_mask_add_epi8(lo, ml, lo, sixteen);
+            hi = _mm512_mask_add_epi8(hi, mh, hi, sixteen);
+        }
+        let dw = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutex2var_epi8(
+            a, d_idx, b,
+        )));
+        let p = _mm512_dpbusd_epi32(ld512(xg, 192), lo, ld512(xg, 0));
+        let p = _mm512_dpbusd_epi32(p, hi, ld512(xg, 64));
+        let s = _mm512_mul_ps(dw, ld512_ps(xg, 128));
+        _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), s, acc)
+    };
+    let mut acc = _mm512_setzero_ps();
+    let full = nb / 4;
+    for g in 0..full {
+        let (a, b) = (ld512(w, g * gb), ld512(w, g * gb + gb - 64));
+        acc = group(a, b, &x[g * NIB_GROUP..(g + 1) * NIB_GROUP], acc);
+    }
+    if !nb.is_multiple_of(4) {
+        // The partial group, padded with zero blocks (scale 0; the prepared
+        // activations are padded the same way).
+        let mut pad = [0u8; 128];
+        pad[..(nb % 4) * size].copy_from_slice(&w[full * gb..nb * size]);
+        let (a, b) = (ld512(&pad, 0), ld512(&pad, gb - 64));
+        acc = group(a, b, &x[full * NIB_GROUP..(full + 1) * NIB_GROUP], acc);
+    }
+    _mm512_reduce_add_ps(acc)
 }
 
 struct Q8Tile;
@@ -553,4 +647,42 @@ fn q6_k_tile<const R: usize, const T: usize>(
         }
     }
     acc.map(|a| a.map(|v| _mm512_reduce_add_ps(v)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::test_rng;
+
+    /// The Q5_0 row kernel (not installed, see `install`) against the tile
+    /// kernel's 1×1, bit for bit, on ragged block counts.
+    #[test]
+    fn q5_0_row_kernel_equals_the_tile_kernel() {
+        if !(crate::kernels::Simd::Avx512.is_supported()
+            && is_x86_feature_detected!("avx512vnni")
+            && is_x86_feature_detected!("avx512vbmi"))
+        {
+            return;
+        }
+        for nb in [1, 2, 3, 4, 5, 7, 8, 9, 20] {
+            let n = nb * 32;
+            let mut w = test_rng::bytes(nb * size_of::<BlockQ5_0>(), nb as u64);
+            for b in w.chunks_mut(size_of::<BlockQ5_0>()) {
+                b[..2].copy_from_slice(&half::f16::from_f32(0.01).to_le_bytes());
+            }
+            let mut q8 = Vec::new();
+            crate::quant::quantize_row(
+                crate::gguf::GgmlType::Q8_0,
+                &test_rng::values(n, 5 + nb as u64),
+                &mut q8,
+            )
+            .unwrap();
+            let mut x = Vec::new();
+            prepare_nibbles::<16>(n, &q8, &mut x);
+            // SAFETY: the CPU has the features (checked above).
+            let [[want]] = unsafe { nibbles_tile::<BlockQ5_0, 1, 1>(n, [&w], [&x]) };
+            let got = nibble_row::<BlockQ5_0>(n, &w, &x);
+            assert_eq!(got.to_bits(), want.to_bits(), "{nb} blocks");
+        }
+    }
 }

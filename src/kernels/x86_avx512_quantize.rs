@@ -1,0 +1,167 @@
+//! AVX-512 activation quantizers for Q8_0 and Q8_1, bit for bit equal to
+//! `quantize_row_q8_0_ref` / `quantize_row_q8_1_ref` as `crate::quant`
+//! implements them (the scalar definition):
+//!
+//! - `amax` = max |x| with NaN ignored (Rust's `f32::max`; `vmaxps` returns
+//!   its second operand when the first is NaN, so the running max goes
+//!   second);
+//! - `d = amax / 127`, `id = 1/d` (0 when `d` is 0), computed in scalar f32
+//!   exactly as the reference does;
+//! - `q = roundf(x · id) as i8`: C's `roundf` (halves away from zero) as
+//!   truncate, then ±1 where the exact remainder `x − trunc(x)` is at least
+//!   one half; Rust's saturating `as i8` as a clamp to [−128, 127] with NaN
+//!   sent to 0 first.
+//!
+//! Safety: every function is `#[target_feature(enable = "avx512f,avx512bw,
+//! avx512vl")]`; `install` runs after `dispatch` confirmed those features.
+
+use super::dispatch::{ActQuantizers, Kernels};
+use crate::quant::float::F16Le;
+use std::arch::x86_64::*;
+
+pub(super) fn install(k: &mut Kernels) {
+    k.quantizers = ActQuantizers {
+        q8_0: Some(quantize_q8_0),
+        q8_1: Some(quantize_q8_1),
+    };
+}
+
+/// One block of 32: `(d, qs, Σ qs)`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+fn block(x: &[f32; 32]) -> (f32, [i8; 32], i32) {
+    // SAFETY: `x` is 32 readable f32s; unaligned loads.
+    let v = unsafe {
+        [
+            _mm512_loadu_ps(x.as_ptr()),
+            _mm512_loadu_ps(x.as_ptr().add(16)),
+        ]
+    };
+    let m = _mm512_max_ps(_mm512_abs_ps(v[0]), _mm512_setzero_ps());
+    let m = _mm512_max_ps(_mm512_abs_ps(v[1]), m);
+    let amax = _mm512_reduce_max_ps(m);
+    let d = amax / 127.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let idv = _mm512_set1_ps(id);
+    let half = _mm512_set1_ps(0.5);
+    let one = _mm512_set1_ps(1.0);
+    let sign = _mm512_set1_epi32(i32::MIN);
+    let (lo, hi) = (_mm512_set1_ps(-128.0), _mm512_set1_ps(127.0));
+    let mut qs = [0i8; 32];
+    let mut sum = _mm512_setzero_si512();
+    for (h, &v) in v.iter().enumerate() {
+        let x = _mm512_mul_ps(v, idv);
+        let t = _mm512_roundscale_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(x);
+        let frac = _mm512_abs_ps(_mm512_sub_ps(x, t));
+        let away = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(frac, half);
+        // ±1 with x's sign.
+        let step = _mm512_castsi512_ps(_mm512_or_si512(
+            _mm512_and_si512(_mm512_castps_si512(x), sign),
+            _mm512_castps_si512(one),
+        ));
+        let r = _mm512_mask_add_ps(t, away, t, step);
+        let ordered = _mm512_cmp_ps_mask::<_CMP_ORD_Q>(r, r);
+        let r = _mm512_maskz_mov_ps(ordered, r);
+        let r = _mm512_min_ps(_mm512_max_ps(r, lo), hi);
+        let q = _mm512_cvtps_epi32(r);
+        sum = _mm512_add_epi32(sum, q);
+        // SAFETY: 16 bytes into `qs[16h..16h + 16]`.
+        unsafe { _mm_storeu_si128(qs.as_mut_ptr().add(16 * h).cast(), _mm512_cvtepi32_epi8(q)) };
+    }
+    (d, qs, _mm512_reduce_add_epi32(sum))
+}
+
+/// `quantize_row_q8_0_ref`, appended to `out`.
+pub(super) fn quantize_q8_0(x: &[f32], out: &mut Vec<u8>) {
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    fn inner(x: &[f32], out: &mut Vec<u8>) {
+        let (blocks, _) = x.as_chunks::<32>();
+        out.reserve(blocks.len() * 34);
+        for b in blocks {
+            let (d, qs, _) = block(b);
+            out.extend_from_slice(&F16Le::from_f32(d).0);
+            out.extend_from_slice(bytemuck::cast_slice(&qs));
+        }
+    }
+    // SAFETY: installed only on CPUs with these features (module doc).
+    unsafe { inner(x, out) }
+}
+
+/// `quantize_row_q8_1_ref` (`s = f16(Σq · d)`, the f32 `d`), appended to `out`.
+pub(super) fn quantize_q8_1(x: &[f32], out: &mut Vec<u8>) {
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    fn inner(x: &[f32], out: &mut Vec<u8>) {
+        let (blocks, _) = x.as_chunks::<32>();
+        out.reserve(blocks.len() * 36);
+        for b in blocks {
+            let (d, qs, sum) = block(b);
+            out.extend_from_slice(&F16Le::from_f32(d).0);
+            out.extend_from_slice(&F16Le::from_f32(sum as f32 * d).0);
+            out.extend_from_slice(bytemuck::cast_slice(&qs));
+        }
+    }
+    // SAFETY: installed only on CPUs with these features (module doc).
+    unsafe { inner(x, out) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gguf::GgmlType;
+
+    /// Blocks that exercise every rounding path: random scales, exact
+    /// halves (amax 127 makes `id` 1), zeros, signed zeros, subnormals,
+    /// huge values, infinities and NaNs.
+    fn inputs() -> Vec<Vec<f32>> {
+        let mut out = Vec::new();
+        for seed in 0..200u64 {
+            let scale = [1e-3f32, 1.0, 37.5, 1e30][seed as usize % 4];
+            let v: Vec<f32> = crate::kernels::test_rng::values(64, seed)
+                .iter()
+                .map(|v| v * scale)
+                .collect();
+            out.push(v);
+        }
+        let halves: Vec<f32> = (0..32).map(|i| i as f32 - 15.5).chain([127.0]).collect();
+        let mut h = halves[1..].to_vec();
+        h.truncate(32);
+        out.push(h.clone());
+        out.push(h.iter().map(|v| -v).collect());
+        out.push(vec![0.0; 32]);
+        out.push(
+            (0..32)
+                .map(|i| if i % 2 == 0 { -0.0 } else { 0.0 })
+                .collect(),
+        );
+        out.push((0..32).map(|i| f32::from_bits(i + 1)).collect());
+        out.push((0..32).map(|i| (i as f32 - 16.0) * 1e37).collect());
+        let mut specials: Vec<f32> = (0..32).map(|i| i as f32).collect();
+        specials[3] = f32::INFINITY;
+        out.push(specials.clone());
+        specials[3] = f32::NAN;
+        out.push(specials.clone());
+        specials[5] = f32::NEG_INFINITY;
+        out.push(specials);
+        out.push(vec![f32::NAN; 32]);
+        out
+    }
+
+    #[test]
+    fn q8_quantizers_equal_the_scalar_ones_bit_for_bit() {
+        if !crate::kernels::Simd::Avx512.is_supported() {
+            return;
+        }
+        for x in inputs() {
+            for (ty, ours) in [
+                (GgmlType::Q8_0, quantize_q8_0 as fn(&[f32], &mut Vec<u8>)),
+                (GgmlType::Q8_1, quantize_q8_1),
+            ] {
+                let mut want = Vec::new();
+                crate::quant::quantize_row(ty, &x, &mut want).unwrap();
+                let mut got = Vec::new();
+                ours(&x, &mut got);
+                assert_eq!(got, want, "{ty} {x:?}");
+            }
+        }
+    }
+}
