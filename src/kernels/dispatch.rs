@@ -94,7 +94,7 @@ pub struct Kernels {
     pub dots: QuantDots,
     /// Tile kernels (several rows × several tokens) where a type has one.
     pub tiles: QuantTiles,
-    /// SIMD activation quantizers, bit for bit equal to `crate::quant`'s
+    /// SIMD activation quantizers, bit for bit equal to `kernels::activations`
     /// (`None`: the scalar ones).
     pub quantizers: ActQuantizers,
 }

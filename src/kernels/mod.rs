@@ -15,7 +15,7 @@
 
 #[cfg(target_arch = "aarch64")]
 mod aarch64_neon;
-mod activations;
+pub(crate) mod activations;
 mod dispatch;
 mod matmul;
 pub mod pool;

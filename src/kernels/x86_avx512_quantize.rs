@@ -1,16 +1,14 @@
 //! AVX-512 activation quantizers for Q8_0 and Q8_1, bit for bit equal to
-//! `quantize_row_q8_0_ref` / `quantize_row_q8_1_ref` as `crate::quant`
-//! implements them (the scalar definition):
+//! `kernels::activations` (llama.cpp's x86 formulation, the scalar
+//! definition):
 //!
 //! - `amax` = max |x| with NaN ignored (Rust's `f32::max`; `vmaxps` returns
 //!   its second operand when the first is NaN, so the running max goes
 //!   second);
-//! - `d = amax / 127`, `id = 1/d` (0 when `d` is 0), computed in scalar f32
-//!   exactly as the reference does;
-//! - `q = roundf(x · id) as i8`: C's `roundf` (halves away from zero) as
-//!   truncate, then ±1 where the exact remainder `x − trunc(x)` is at least
-//!   one half; Rust's saturating `as i8` as a clamp to [−128, 127] with NaN
-//!   sent to 0 first.
+//! - `d = amax / 127`, `id = 127 / amax` (0 when `amax` is 0), in scalar f32;
+//! - `q = round_ties_even(x · id) as i8`: `vrndscaleps` to nearest even;
+//!   Rust's saturating `as i8` as a clamp to [−128, 127] with NaN sent to 0
+//!   first.
 //!
 //! Safety: every function is `#[target_feature(enable = "avx512f,avx512bw,
 //! avx512vl")]`; `install` runs after `dispatch` confirmed those features.
@@ -41,25 +39,14 @@ fn block(x: &[f32; 32]) -> (f32, [i8; 32], i32) {
     let m = _mm512_max_ps(_mm512_abs_ps(v[1]), m);
     let amax = _mm512_reduce_max_ps(m);
     let d = amax / 127.0;
-    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
     let idv = _mm512_set1_ps(id);
-    let half = _mm512_set1_ps(0.5);
-    let one = _mm512_set1_ps(1.0);
-    let sign = _mm512_set1_epi32(i32::MIN);
     let (lo, hi) = (_mm512_set1_ps(-128.0), _mm512_set1_ps(127.0));
     let mut qs = [0i8; 32];
     let mut sum = _mm512_setzero_si512();
     for (h, &v) in v.iter().enumerate() {
         let x = _mm512_mul_ps(v, idv);
-        let t = _mm512_roundscale_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(x);
-        let frac = _mm512_abs_ps(_mm512_sub_ps(x, t));
-        let away = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(frac, half);
-        // ±1 with x's sign.
-        let step = _mm512_castsi512_ps(_mm512_or_si512(
-            _mm512_and_si512(_mm512_castps_si512(x), sign),
-            _mm512_castps_si512(one),
-        ));
-        let r = _mm512_mask_add_ps(t, away, t, step);
+        let r = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(x);
         let ordered = _mm512_cmp_ps_mask::<_CMP_ORD_Q>(r, r);
         let r = _mm512_maskz_mov_ps(ordered, r);
         let r = _mm512_min_ps(_mm512_max_ps(r, lo), hi);
@@ -71,7 +58,7 @@ fn block(x: &[f32; 32]) -> (f32, [i8; 32], i32) {
     (d, qs, _mm512_reduce_add_epi32(sum))
 }
 
-/// `quantize_row_q8_0_ref`, appended to `out`.
+/// `activations::quantize_q8_0`, appended to `out`.
 pub(super) fn quantize_q8_0(x: &[f32], out: &mut Vec<u8>) {
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     fn inner(x: &[f32], out: &mut Vec<u8>) {
@@ -87,7 +74,7 @@ pub(super) fn quantize_q8_0(x: &[f32], out: &mut Vec<u8>) {
     unsafe { inner(x, out) }
 }
 
-/// `quantize_row_q8_1_ref` (`s = f16(Σq · d)`, the f32 `d`), appended to `out`.
+/// `activations::quantize_q8_1` (`s = f16(Σq · d)`, the f32 `d`), appended to `out`.
 pub(super) fn quantize_q8_1(x: &[f32], out: &mut Vec<u8>) {
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     fn inner(x: &[f32], out: &mut Vec<u8>) {
@@ -152,12 +139,21 @@ mod tests {
             return;
         }
         for x in inputs() {
-            for (ty, ours) in [
-                (GgmlType::Q8_0, quantize_q8_0 as fn(&[f32], &mut Vec<u8>)),
-                (GgmlType::Q8_1, quantize_q8_1),
+            type Quantize = fn(&[f32], &mut Vec<u8>);
+            for (ty, ours, scalar) in [
+                (
+                    GgmlType::Q8_0,
+                    quantize_q8_0 as Quantize,
+                    crate::kernels::activations::quantize_q8_0 as Quantize,
+                ),
+                (
+                    GgmlType::Q8_1,
+                    quantize_q8_1,
+                    crate::kernels::activations::quantize_q8_1,
+                ),
             ] {
                 let mut want = Vec::new();
-                crate::quant::quantize_row(ty, &x, &mut want).unwrap();
+                scalar(&x, &mut want);
                 let mut got = Vec::new();
                 ours(&x, &mut got);
                 assert_eq!(got, want, "{ty} {x:?}");
