@@ -204,6 +204,16 @@ pub fn bench(path: &Path, args: &Args) -> Result<(), CliError> {
         ));
     }
     let mut results = Vec::new();
+    // Progress on stderr (a terminal only): one step per run, warm-up included.
+    let bar = if std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::new((thread_counts.len() * (args.bench_runs + 1)) as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} runs")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
     let mut out = std::io::stdout().lock();
     if !args.bench_json {
         writeln!(
@@ -238,7 +248,9 @@ pub fn bench(path: &Path, args: &Args) -> Result<(), CliError> {
         };
         let mut runs = Vec::new();
         let mut warmup = None;
+        bar.set_message(format!("bench, {threads} thread(s)"));
         for run in 0..=args.bench_runs {
+            bar.inc(1);
             let mut session = Session::new(&runner, session_opts);
             let started = std::time::Instant::now();
             let g = session.generate(&prompt, &options, |_| true)?;
@@ -296,6 +308,7 @@ pub fn bench(path: &Path, args: &Args) -> Result<(), CliError> {
             "summary": summary,
         }));
     }
+    bar.finish_and_clear();
     if args.bench_json {
         // The first thread count's result at the top level; all of them
         // under `results` when several were measured.
