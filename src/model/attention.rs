@@ -79,6 +79,13 @@ pub fn attention(
     let dst = OutPtr(out.as_mut_ptr());
     let (keys, values) = cache.layer(layer);
     let n_ctx = cache.n_ctx();
+    // A batch of queries over an F16 cache would convert every cached row
+    // once per query; convert the rows in use once instead (exact, so the
+    // flash-attention arithmetic is unchanged).
+    let widened = match (keys, values) {
+        (KvStore::F16(k), KvStore::F16(v)) if n_tokens > 1 => Some(widen(k, v, shape, n_ctx, n_kv)),
+        _ => None,
+    };
     pool.run(tasks.div_ceil(per_chunk), &|chunk| {
         BUFFERS.with_borrow_mut(|buf| {
             for task in chunk * per_chunk..((chunk + 1) * per_chunk).min(tasks) {
@@ -95,12 +102,69 @@ pub fn attention(
                         shape.head_dim_v,
                     )
                 };
+                if let Some((k32, v32)) = &widened {
+                    let task = HeadTask {
+                        shape,
+                        keys: &k32[..],
+                        values: &v32[..],
+                        n_ctx: n_kv,
+                        kv_head,
+                        q: q_head,
+                        lo,
+                        hi,
+                    };
+                    flash_attention(task, buf, out_head);
+                    continue;
+                }
                 head_attention(
                     kernels, shape, keys, values, n_ctx, kv_head, q_head, lo, hi, buf, out_head,
                 );
             }
         })
     });
+}
+
+/// Positions `0..n_kv` of every key/value head, as f32, laid out like the
+/// cache with `n_kv` as the position stride.
+fn widen(
+    keys: &[f16],
+    values: &[f16],
+    shape: &AttentionShape,
+    n_ctx: usize,
+    n_kv: usize,
+) -> (Vec<f32>, Vec<f32>) {
+    let (dk, dv) = (shape.head_dim_k, shape.head_dim_v);
+    let mut k32 = vec![0.0; shape.n_head_kv * n_kv * dk];
+    let mut v32 = vec![0.0; shape.n_head_kv * n_kv * dv];
+    for h in 0..shape.n_head_kv {
+        keys[h * n_ctx * dk..][..n_kv * dk]
+            .convert_to_f32_slice(&mut k32[h * n_kv * dk..][..n_kv * dk]);
+        values[h * n_ctx * dv..][..n_kv * dv]
+            .convert_to_f32_slice(&mut v32[h * n_kv * dv..][..n_kv * dv]);
+    }
+    (k32, v32)
+}
+
+/// A cache element type whose rows the flash path reads as f32: f16 rows are
+/// converted into a buffer, f32 rows (already widened f16 values) are used
+/// in place.
+trait CacheRow: Copy {
+    fn as_f32<'a>(row: &'a [Self], buf: &'a mut [f32]) -> &'a [f32];
+}
+
+impl CacheRow for f16 {
+    #[inline(always)]
+    fn as_f32<'a>(row: &'a [Self], buf: &'a mut [f32]) -> &'a [f32] {
+        row.convert_to_f32_slice(&mut buf[..row.len()]);
+        &buf[..row.len()]
+    }
+}
+
+impl CacheRow for f32 {
+    #[inline(always)]
+    fn as_f32<'a>(row: &'a [Self], _buf: &'a mut [f32]) -> &'a [f32] {
+        row
+    }
 }
 
 /// One (token, head) task over a cache of element type `T`: the query and
@@ -156,7 +220,7 @@ fn head_attention(
                 lo,
                 hi,
             };
-            flash_attention_f16(task, buf, out)
+            flash_attention(task, buf, out)
         }
         _ => unreachable!("KvCache stores keys and values with one type"),
     }
@@ -221,26 +285,30 @@ fn softmax_attention(
 /// cache, flash attention on): `q` rounded to f16, one pass over the keys
 /// with an online softmax, and the weighted values accumulated *in f16*
 /// (each multiply-add rounded to f16), divided by the sum at the end.
-fn flash_attention_f16(task: HeadTask<'_, f16>, buf: &mut Buffers, out: &mut [f32]) {
+fn flash_attention<T: CacheRow>(task: HeadTask<'_, T>, buf: &mut Buffers, out: &mut [f32]) {
     // The loop leans on fused multiply-adds (ggml's f16 accumulator uses
     // them); compiled with FMA enabled they are one instruction instead of a
     // libm call. Same source, same results, chosen at run time.
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU supports FMA, checked just above.
-        return unsafe { flash_attention_f16_fma(task, buf, out) };
+        return unsafe { flash_attention_fma(task, buf, out) };
     }
-    flash_attention_f16_body(task, buf, out)
+    flash_attention_body(task, buf, out)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "fma")]
-unsafe fn flash_attention_f16_fma(task: HeadTask<'_, f16>, buf: &mut Buffers, out: &mut [f32]) {
-    flash_attention_f16_body(task, buf, out)
+unsafe fn flash_attention_fma<T: CacheRow>(
+    task: HeadTask<'_, T>,
+    buf: &mut Buffers,
+    out: &mut [f32],
+) {
+    flash_attention_body(task, buf, out)
 }
 
 #[inline(always)]
-fn flash_attention_f16_body(task: HeadTask<'_, f16>, buf: &mut Buffers, out: &mut [f32]) {
+fn flash_attention_body<T: CacheRow>(task: HeadTask<'_, T>, buf: &mut Buffers, out: &mut [f32]) {
     let HeadTask {
         shape,
         keys,
@@ -272,8 +340,8 @@ fn flash_attention_f16_body(task: HeadTask<'_, f16>, buf: &mut Buffers, out: &mu
     let mut max = f32::NEG_INFINITY;
     let mut sum = 0.0f32;
     for pos in lo..hi {
-        keys[key_base + pos * dk..][..dk].convert_to_f32_slice(&mut row[..dk]);
-        let s = dot_like_ggml_f16(&row[..dk], q32);
+        let k = T::as_f32(&keys[key_base + pos * dk..][..dk], row);
+        let s = dot_like_ggml_f16(k, q32);
         // ggml folds the soft-cap divisor into the scale.
         let s = match shape.softcap {
             Some(cap) => cap * (s * (shape.scale / cap)).tanh(),
@@ -290,8 +358,8 @@ fn flash_attention_f16_body(task: HeadTask<'_, f16>, buf: &mut Buffers, out: &mu
         } else {
             vs = (s - max).exp();
         }
-        values[value_base + pos * dv..][..dv].convert_to_f32_slice(&mut row[..dv]);
-        for (a, &v) in acc.iter_mut().zip(row.iter()) {
+        let v = T::as_f32(&values[value_base + pos * dv..][..dv], row);
+        for (a, &v) in acc.iter_mut().zip(v) {
             *a = v.mul_add(vs, *a);
         }
         round_to_f16(acc, &mut acc16[..dv]);
