@@ -102,23 +102,40 @@ pub fn attention(
                         shape.head_dim_v,
                     )
                 };
-                if let Some((k32, v32)) = &widened {
-                    let task = HeadTask {
-                        shape,
-                        keys: &k32[..],
-                        values: &v32[..],
-                        n_ctx: n_kv,
-                        kv_head,
-                        q: q_head,
-                        lo,
-                        hi,
-                    };
-                    flash_attention(task, buf, out_head);
-                    continue;
+                let query = Query {
+                    shape,
+                    kv_head,
+                    q: q_head,
+                    lo,
+                    hi,
+                };
+                match (&widened, keys, values) {
+                    (Some((keys, values)), _, _) => {
+                        let rows = Rows {
+                            keys,
+                            values,
+                            n_ctx: n_kv,
+                        };
+                        flash_attention(query, rows, buf, out_head)
+                    }
+                    (None, KvStore::F32(keys), KvStore::F32(values)) => {
+                        let rows = Rows {
+                            keys,
+                            values,
+                            n_ctx,
+                        };
+                        softmax_attention(kernels, query, rows, buf, out_head)
+                    }
+                    (None, KvStore::F16(keys), KvStore::F16(values)) => {
+                        let rows = Rows {
+                            keys,
+                            values,
+                            n_ctx,
+                        };
+                        flash_attention(query, rows, buf, out_head)
+                    }
+                    _ => unreachable!("KvCache stores keys and values with one type"),
                 }
-                head_attention(
-                    kernels, shape, keys, values, n_ctx, kv_head, q_head, lo, hi, buf, out_head,
-                );
             }
         })
     });
@@ -167,83 +184,46 @@ impl CacheRow for f32 {
     }
 }
 
-/// One (token, head) task over a cache of element type `T`: the query and
-/// the cached positions `lo..hi` of one key/value head.
+/// One (token, head) task: the query and which cached positions it sees.
 #[derive(Clone, Copy)]
-struct HeadTask<'a, T> {
+struct Query<'a> {
     shape: &'a AttentionShape,
-    keys: &'a [T],
-    values: &'a [T],
-    n_ctx: usize,
     kv_head: usize,
     q: &'a [f32],
     lo: usize,
     hi: usize,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn head_attention(
-    kernels: &Kernels,
-    shape: &AttentionShape,
-    keys: &KvStore,
-    values: &KvStore,
+/// One layer's cached keys and values, `[kv_head][position][dim]` with a
+/// position stride of `n_ctx`.
+#[derive(Clone, Copy)]
+struct Rows<'a, T> {
+    keys: &'a [T],
+    values: &'a [T],
     n_ctx: usize,
-    kv_head: usize,
-    q: &[f32],
-    lo: usize,
-    hi: usize,
-    buf: &mut Buffers,
-    out: &mut [f32],
-) {
-    match (keys, values) {
-        (KvStore::F32(keys), KvStore::F32(values)) => {
-            let task = HeadTask {
-                shape,
-                keys,
-                values,
-                n_ctx,
-                kv_head,
-                q,
-                lo,
-                hi,
-            };
-            softmax_attention(kernels, task, buf, out)
-        }
-        (KvStore::F16(keys), KvStore::F16(values)) => {
-            let task = HeadTask {
-                shape,
-                keys,
-                values,
-                n_ctx,
-                kv_head,
-                q,
-                lo,
-                hi,
-            };
-            flash_attention(task, buf, out)
-        }
-        _ => unreachable!("KvCache stores keys and values with one type"),
-    }
 }
 
 /// ggml's non-flash path (what llama.cpp runs with an F32 cache and
 /// `-fa off`): all scores, softmax with an f64 sum, then `Σ p·v`.
 fn softmax_attention(
     kernels: &Kernels,
-    task: HeadTask<'_, f32>,
+    query: Query<'_>,
+    rows: Rows<'_, f32>,
     buf: &mut Buffers,
     out: &mut [f32],
 ) {
-    let HeadTask {
+    let Query {
         shape,
-        keys,
-        values,
-        n_ctx,
         kv_head,
         q,
         lo,
         hi,
-    } = task;
+    } = query;
+    let Rows {
+        keys,
+        values,
+        n_ctx,
+    } = rows;
 
     let (dk, dv) = (shape.head_dim_k, shape.head_dim_v);
     buf.scores.clear();
@@ -285,40 +265,53 @@ fn softmax_attention(
 /// cache, flash attention on): `q` rounded to f16, one pass over the keys
 /// with an online softmax, and the weighted values accumulated *in f16*
 /// (each multiply-add rounded to f16), divided by the sum at the end.
-fn flash_attention<T: CacheRow>(task: HeadTask<'_, T>, buf: &mut Buffers, out: &mut [f32]) {
+fn flash_attention<T: CacheRow>(
+    query: Query<'_>,
+    rows: Rows<'_, T>,
+    buf: &mut Buffers,
+    out: &mut [f32],
+) {
     // The loop leans on fused multiply-adds (ggml's f16 accumulator uses
     // them); compiled with FMA enabled they are one instruction instead of a
     // libm call. Same source, same results, chosen at run time.
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU supports FMA, checked just above.
-        return unsafe { flash_attention_fma(task, buf, out) };
+        return unsafe { flash_attention_fma(query, rows, buf, out) };
     }
-    flash_attention_body(task, buf, out)
+    flash_attention_body(query, rows, buf, out)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "fma")]
 unsafe fn flash_attention_fma<T: CacheRow>(
-    task: HeadTask<'_, T>,
+    query: Query<'_>,
+    rows: Rows<'_, T>,
     buf: &mut Buffers,
     out: &mut [f32],
 ) {
-    flash_attention_body(task, buf, out)
+    flash_attention_body(query, rows, buf, out)
 }
 
 #[inline(always)]
-fn flash_attention_body<T: CacheRow>(task: HeadTask<'_, T>, buf: &mut Buffers, out: &mut [f32]) {
-    let HeadTask {
+fn flash_attention_body<T: CacheRow>(
+    query: Query<'_>,
+    rows: Rows<'_, T>,
+    buf: &mut Buffers,
+    out: &mut [f32],
+) {
+    let Query {
         shape,
-        keys,
-        values,
-        n_ctx,
         kv_head,
         q,
         lo,
         hi,
-    } = task;
+    } = query;
+    let Rows {
+        keys,
+        values,
+        n_ctx,
+    } = rows;
 
     let (dk, dv) = (shape.head_dim_k, shape.head_dim_v);
     let Buffers {
