@@ -308,6 +308,14 @@ pub(super) fn messages(list: Vec<ChatMessage>) -> Result<Vec<Message>, ApiError>
     list.into_iter().map(ChatMessage::into_message).collect()
 }
 
+/// The prompt tokens of a conversation through the model's chat template
+/// (a template error is the client's: 400).
+pub(super) fn chat_tokens(l: &Loaded, messages: &[Message]) -> Result<Vec<u32>, ApiError> {
+    l.runner
+        .tokenize_chat(messages)
+        .map_err(|e| error_json(StatusCode::BAD_REQUEST, e.to_string()))
+}
+
 /// Sets the job's cancel flag when dropped (the client went away).
 pub(super) struct CancelOnDrop(Arc<AtomicBool>);
 
@@ -432,10 +440,7 @@ pub(crate) async fn chat_completions(
         ));
     }
     let messages = messages(req.messages)?;
-    let tokens = l
-        .runner
-        .tokenize_chat(&messages)
-        .map_err(|e| error_json(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let tokens = chat_tokens(l, &messages)?;
     let options = req.sampling.options(tokens.len(), l.ctx_size)?;
     let (rx, guard) = submit(l, tokens, options)?;
     let id = next_id("chatcmpl");
@@ -557,10 +562,7 @@ pub(crate) async fn generate(
     let req = body(req)?;
     let tokens = match (req.prompt, req.messages) {
         (Some(p), None) => l.runner.tokenize_prompt(&p),
-        (None, Some(m)) => l
-            .runner
-            .tokenize_chat(&messages(m)?)
-            .map_err(|e| error_json(StatusCode::BAD_REQUEST, e.to_string()))?,
+        (None, Some(m)) => chat_tokens(l, &messages(m)?)?,
         _ => {
             return Err(error_json(
                 StatusCode::BAD_REQUEST,
@@ -703,10 +705,7 @@ pub(crate) async fn responses(
         ResponsesInput::Text(t) => list.push(Message::new("user", t)),
         ResponsesInput::Messages(m) => list.extend(messages(m)?),
     }
-    let tokens = l
-        .runner
-        .tokenize_chat(&list)
-        .map_err(|e| error_json(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let tokens = chat_tokens(l, &list)?;
     req.sampling.max_tokens = req.max_output_tokens.or(req.sampling.max_tokens);
     let options = req.sampling.options(tokens.len(), l.ctx_size)?;
     let (rx, guard) = submit(l, tokens, options)?;

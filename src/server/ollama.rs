@@ -1,7 +1,9 @@
 //! Ollama's API: `/api/generate`, `/api/chat` (streamed as JSON lines by
 //! default, as Ollama does), `/api/tags`, `/api/ps`, `/api/show`.
 
-use super::api::{ChatMessage, SamplingFields, StopField, body, collect, loaded, messages, submit};
+use super::api::{
+    ChatMessage, SamplingFields, StopField, body, chat_tokens, collect, loaded, messages, submit,
+};
 use super::engine::Event;
 use super::{ApiError, AppState, Loaded};
 use crate::engine::{Generation, StopReason};
@@ -139,9 +141,7 @@ pub(crate) async fn generate(
             m.push(crate::chat::Message::new("system", s));
         }
         m.push(crate::chat::Message::new("user", &req.prompt));
-        l.runner
-            .tokenize_chat(&m)
-            .map_err(|e| super::error_json(axum::http::StatusCode::BAD_REQUEST, e.to_string()))?
+        chat_tokens(l, &m)?
     };
     let options = req
         .options
@@ -193,10 +193,7 @@ pub(crate) async fn chat(
 ) -> AppResult {
     let l = loaded(&state)?;
     let req = body(req)?;
-    let tokens = l
-        .runner
-        .tokenize_chat(&messages(req.messages)?)
-        .map_err(|e| super::error_json(axum::http::StatusCode::BAD_REQUEST, e.to_string()))?;
+    let tokens = chat_tokens(l, &messages(req.messages)?)?;
     let options = req
         .options
         .unwrap_or_default()
