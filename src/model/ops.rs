@@ -7,12 +7,17 @@ use super::config::{Activation, RopeConfig, RopeScaling, RopeStyle};
 use half::f16;
 use std::sync::OnceLock;
 
-/// `out = x / rms(x) · w` (ggml `rms_norm` then `mul`).
-pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
-    // ggml accumulates the squares in double, then rounds the mean to f32.
+/// `1 / rms(x)` as ggml computes it: squares summed in f64, the mean
+/// rounded to f32.
+fn inv_rms(x: &[f32], eps: f32) -> f32 {
     let sum: f64 = x.iter().map(|&v| (v * v) as f64).sum();
     let mean = (sum / x.len() as f64) as f32;
-    let scale = 1.0 / (mean + eps).sqrt();
+    1.0 / (mean + eps).sqrt()
+}
+
+/// `out = x / rms(x) · w` (ggml `rms_norm` then `mul`).
+pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    let scale = inv_rms(x, eps);
     for ((o, &v), &w) in out.iter_mut().zip(x).zip(weight) {
         *o = (v * scale) * w;
     }
@@ -21,10 +26,11 @@ pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
 /// In-place [`rms_norm`] of every `weight.len()`-wide slice of `x` (per-head
 /// QK-norm).
 pub fn rms_norm_heads(x: &mut [f32], weight: &[f32], eps: f32) {
-    let mut tmp = vec![0.0; weight.len()];
     for head in x.chunks_exact_mut(weight.len()) {
-        rms_norm(head, weight, eps, &mut tmp);
-        head.copy_from_slice(&tmp);
+        let scale = inv_rms(head, eps);
+        for (v, &w) in head.iter_mut().zip(weight) {
+            *v = (*v * scale) * w;
+        }
     }
 }
 
