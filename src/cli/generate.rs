@@ -113,19 +113,7 @@ pub fn one_shot(path: &Path, args: &Args) -> Result<(), CliError> {
         return dump_activations(&mut session, &tokens, dump_path);
     }
     // Refuse bad requests before printing anything.
-    options
-        .sampler
-        .validate()
-        .map_err(crate::engine::GenerateError::from)?;
-    let ctx_size = session.options().ctx_size;
-    if !options.context_shift && tokens.len() + options.max_tokens > ctx_size {
-        return Err(crate::engine::GenerateError::WouldOverflow {
-            prompt: tokens.len(),
-            max_tokens: options.max_tokens,
-            ctx_size,
-        }
-        .into());
-    }
+    session.check_request(tokens.len(), &options)?;
     if !args.quiet {
         eprintln!(
             "rusty-llm: {} | {} | simd={} threads={} | chat-template={} | ctx={} kv={:?}",

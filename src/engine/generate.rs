@@ -128,6 +128,26 @@ fn ms_since(t: Instant) -> f64 {
 }
 
 impl Session<'_> {
+    /// Refuses, before any work, a request this session cannot complete:
+    /// invalid sampler settings, or a prompt plus `max_tokens` beyond the
+    /// context (unless the options allow context shifting).
+    pub fn check_request(
+        &self,
+        prompt_tokens: usize,
+        options: &GenerationOptions,
+    ) -> Result<(), GenerateError> {
+        options.sampler.validate()?;
+        let ctx_size = self.options().ctx_size;
+        if !options.context_shift && prompt_tokens + options.max_tokens > ctx_size {
+            return Err(GenerateError::WouldOverflow {
+                prompt: prompt_tokens,
+                max_tokens: options.max_tokens,
+                ctx_size,
+            });
+        }
+        Ok(())
+    }
+
     /// Generates a continuation of `prompt`, calling `on_text` with each
     /// piece of text; returning `false` from it stops generation.
     pub fn generate(
@@ -138,13 +158,7 @@ impl Session<'_> {
     ) -> Result<Generation, GenerateError> {
         let start = Instant::now();
         let ctx_size = self.options().ctx_size;
-        if !options.context_shift && prompt.len() + options.max_tokens > ctx_size {
-            return Err(GenerateError::WouldOverflow {
-                prompt: prompt.len(),
-                max_tokens: options.max_tokens,
-                ctx_size,
-            });
-        }
+        self.check_request(prompt.len(), options)?;
         let mut sampler = Sampler::new(options.sampler.clone())?;
         let runner = self.runner;
         let tokenizer = runner.tokenizer();
