@@ -17,6 +17,7 @@
 mod aarch64_neon;
 pub(crate) mod activations;
 mod dispatch;
+pub mod f32_blocks;
 mod matmul;
 pub mod pool;
 mod quant_dots;

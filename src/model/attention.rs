@@ -5,10 +5,13 @@
 //! so logits match it: an F32 cache runs ggml's plain softmax attention (what
 //! llama.cpp does with `-ctk f32 -ctv f32 -fa off`, the parity reference), an
 //! F16 cache runs ggml's CPU flash attention (llama.cpp's default: F16 cache,
-//! flash attention on).
+//! flash attention on): per query with an f16 value accumulator, or, for a
+//! batch of at least [`TILE_Q`] queries, ggml's tiled form (f32 matrix
+//! products over 64 × 64 tiles), as llama.cpp switches between the two.
 
 use super::kv_cache::{KvCache, KvStore};
-use crate::kernels::{Kernels, ThreadPool};
+use crate::kernels::f32_blocks::{expf_like_ggml, gemm_acc, reduce_add_16};
+use crate::kernels::{Kernels, Simd, ThreadPool};
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 use std::cell::RefCell;
@@ -79,6 +82,12 @@ pub fn attention(
     let dst = OutPtr(out.as_mut_ptr());
     let (keys, values) = cache.layer(layer);
     let n_ctx = cache.n_ctx();
+    if let (KvStore::F16(k), KvStore::F16(v)) = (keys, values)
+        && n_tokens >= TILE_Q
+    {
+        let cached = TiledKv::new(k, v, shape, n_ctx, n_kv);
+        return tiled_flash_attention(pool, kernels, &cached, shape, q, pos0, out);
+    }
     // A batch of queries over an F16 cache would convert every cached row
     // once per query; convert the rows in use once instead (exact, so the
     // flash-attention arithmetic is unchanged).
@@ -403,4 +412,402 @@ fn dot_like_ggml_f16(k: &[f32], q: &[f32]) -> f32 {
         sum += (k[at] * q[at]) as f64;
     }
     sum as f32
+}
+
+/// Queries and keys per tile of ggml's tiled flash attention
+/// (`GGML_FA_TILE_Q`, `GGML_FA_TILE_KV`). llama.cpp runs the tiled form when
+/// a batch holds at least `TILE_Q` queries
+/// (`ggml_compute_forward_flash_attn_ext_tiled` in `ggml-cpu/ops.cpp`).
+pub const TILE_Q: usize = 64;
+const TILE_KV: usize = 64;
+
+/// One layer's cached keys and values widened to f32 in the layouts the
+/// tile products read: keys transposed per tile (`[kv_head][tile][dim][64]`,
+/// so 64 positions are contiguous) and values by position
+/// (`[kv_head][position][dim]`), both zero past the last position.
+struct TiledKv {
+    keys: Vec<f32>,
+    values: Vec<f32>,
+    n_tiles: usize,
+    n_kv: usize,
+}
+
+impl TiledKv {
+    fn new(
+        keys: &[f16],
+        values: &[f16],
+        shape: &AttentionShape,
+        n_ctx: usize,
+        n_kv: usize,
+    ) -> Self {
+        let (dk, dv) = (shape.head_dim_k, shape.head_dim_v);
+        let n_tiles = n_kv.div_ceil(TILE_KV);
+        let padded = n_tiles * TILE_KV;
+        let mut kt = vec![0.0f32; shape.n_head_kv * padded * dk];
+        let mut v32 = vec![0.0f32; shape.n_head_kv * padded * dv];
+        let mut row = vec![0.0f32; dk];
+        for h in 0..shape.n_head_kv {
+            for pos in 0..n_kv {
+                keys[(h * n_ctx + pos) * dk..][..dk].convert_to_f32_slice(&mut row);
+                let tile = &mut kt[(h * n_tiles + pos / TILE_KV) * dk * TILE_KV..][..dk * TILE_KV];
+                for (d, &x) in row.iter().enumerate() {
+                    tile[d * TILE_KV + pos % TILE_KV] = x;
+                }
+            }
+            values[h * n_ctx * dv..][..n_kv * dv]
+                .convert_to_f32_slice(&mut v32[h * padded * dv..][..n_kv * dv]);
+        }
+        Self {
+            keys: kt,
+            values: v32,
+            n_tiles,
+            n_kv,
+        }
+    }
+
+    /// Keys of `tile` for `kv_head`: `dim × 64`.
+    fn key_tile(&self, kv_head: usize, tile: usize, dk: usize) -> &[f32] {
+        &self.keys[(kv_head * self.n_tiles + tile) * dk * TILE_KV..][..dk * TILE_KV]
+    }
+
+    /// Values of `tile` for `kv_head`: `64 × dim`.
+    fn value_tile(&self, kv_head: usize, tile: usize, dv: usize) -> &[f32] {
+        &self.values[(kv_head * self.n_tiles + tile) * TILE_KV * dv..][..TILE_KV * dv]
+    }
+}
+
+/// Per-thread buffers of one tiled task.
+#[derive(Default)]
+struct TileBuffers {
+    q: Vec<f32>,
+    scores: Vec<f32>,
+    acc: Vec<f32>,
+    max: Vec<f32>,
+    sum: Vec<f32>,
+}
+
+thread_local! {
+    static TILE_BUFFERS: RefCell<TileBuffers> = RefCell::new(TileBuffers::default());
+}
+
+/// ggml's tiled flash attention: for each head and each tile of up to 64
+/// queries, walk the key tiles: scores `Q·Kᵀ` (one f32 fused multiply-add
+/// chain per score), scale, soft-cap, mask, an online softmax per query with
+/// ggml's vector `exp` and per-tile sums (16-lane trees added in f64), and
+/// `acc += P·V` in f32. Each query row's arithmetic is independent of which
+/// rows share its tile, so the split into tasks does not change results.
+fn tiled_flash_attention(
+    pool: &ThreadPool,
+    kernels: &Kernels,
+    cached: &TiledKv,
+    shape: &AttentionShape,
+    q: &[f32],
+    pos0: usize,
+    out: &mut [f32],
+) {
+    let q_dim = shape.n_head * shape.head_dim_k;
+    let n_tokens = q.len() / q_dim;
+    let q_tiles = n_tokens.div_ceil(TILE_Q);
+    let dst = OutPtr(out.as_mut_ptr());
+    pool.run(shape.n_head * q_tiles, &|task| {
+        let (h, t0) = (task / q_tiles, task % q_tiles * TILE_Q);
+        let rows = TILE_Q.min(n_tokens - t0);
+        TILE_BUFFERS.with_borrow_mut(|buf| {
+            let tile = QueryTile {
+                head: h,
+                first_token: t0,
+                rows,
+                pos0,
+            };
+            attend_tile(kernels.simd, cached, shape, q, tile, buf);
+            let v_dim = shape.n_head * shape.head_dim_v;
+            let dv = shape.head_dim_v;
+            for r in 0..rows {
+                let inv = match buf.sum[r] {
+                    0.0 => 0.0,
+                    s => 1.0 / s,
+                };
+                // SAFETY: task (h, t0) alone writes head h of tokens t0..t0 + rows.
+                let out_row = unsafe {
+                    std::slice::from_raw_parts_mut(dst.at((t0 + r) * v_dim + h * dv), dv)
+                };
+                for (o, &a) in out_row.iter_mut().zip(&buf.acc[r * dv..][..dv]) {
+                    *o = a * inv;
+                }
+            }
+        })
+    });
+}
+
+/// Which queries one tiled task owns: head `head` of tokens
+/// `first_token..first_token + rows`, the first token at position `pos0`.
+#[derive(Clone, Copy)]
+struct QueryTile {
+    head: usize,
+    first_token: usize,
+    rows: usize,
+    pos0: usize,
+}
+
+impl QueryTile {
+    /// The cached positions `lo..hi` that row `r` sees.
+    fn visible(&self, shape: &AttentionShape, n_kv: usize, r: usize) -> (usize, usize) {
+        let pos = self.pos0 + self.first_token + r;
+        let hi = if shape.causal {
+            (pos + 1).min(n_kv)
+        } else {
+            n_kv
+        };
+        let lo = shape.window.map_or(0, |w| (pos + 1).saturating_sub(w));
+        (lo, hi)
+    }
+}
+
+/// Leaves the unnormalized `Σ p·v` of each row in `buf.acc` and its softmax
+/// denominator in `buf.sum`.
+fn attend_tile(
+    simd: Simd,
+    cached: &TiledKv,
+    shape: &AttentionShape,
+    q: &[f32],
+    tile: QueryTile,
+    buf: &mut TileBuffers,
+) {
+    let (dk, dv) = (shape.head_dim_k, shape.head_dim_v);
+    let q_dim = shape.n_head * dk;
+    let rows = tile.rows;
+    let kv_head = tile.head / (shape.n_head / shape.n_head_kv);
+    buf.q.clear();
+    for r in 0..rows {
+        buf.q
+            .extend_from_slice(&q[(tile.first_token + r) * q_dim + tile.head * dk..][..dk]);
+    }
+    buf.acc.clear();
+    buf.acc.resize(rows * dv, 0.0);
+    buf.max.clear();
+    buf.max.resize(rows, f32::NEG_INFINITY);
+    buf.sum.clear();
+    buf.sum.resize(rows, 0.0);
+    buf.scores.resize(rows * TILE_KV, 0.0);
+
+    let first_lo = tile.visible(shape, cached.n_kv, 0).0;
+    let last_hi = tile.visible(shape, cached.n_kv, rows - 1).1;
+    // ggml folds the soft-cap divisor into the scale.
+    let scale = shape.softcap.map_or(shape.scale, |cap| shape.scale / cap);
+    for kv_tile in first_lo / TILE_KV..last_hi.div_ceil(TILE_KV) {
+        let base = kv_tile * TILE_KV;
+        let scores = &mut buf.scores[..rows * TILE_KV];
+        scores.fill(0.0);
+        gemm_acc(
+            simd,
+            scores,
+            &buf.q,
+            cached.key_tile(kv_head, kv_tile, dk),
+            rows,
+            dk,
+            TILE_KV,
+        );
+        for r in 0..rows {
+            let row = &mut scores[r * TILE_KV..][..TILE_KV];
+            let (lo, hi) = tile.visible(shape, cached.n_kv, r);
+            let mut tile_max = f32::NEG_INFINITY;
+            for (j, s) in row.iter_mut().enumerate() {
+                let pos = base + j;
+                *s *= scale;
+                if let Some(cap) = shape.softcap {
+                    *s = s.tanh() * cap;
+                }
+                if pos < lo || pos >= hi {
+                    *s = f32::NEG_INFINITY;
+                }
+                tile_max = tile_max.max(*s);
+            }
+            if tile_max == f32::NEG_INFINITY {
+                row.fill(0.0);
+                continue;
+            }
+            let old = buf.max[r];
+            let new = old.max(tile_max);
+            if new > old {
+                let ms = (old - new).exp();
+                for a in &mut buf.acc[r * dv..][..dv] {
+                    *a *= ms;
+                }
+                buf.sum[r] *= ms;
+            }
+            buf.max[r] = new;
+            for s in row.iter_mut() {
+                *s = expf_like_ggml(*s - new);
+            }
+            // `ggml_vec_soft_max_f32`: each 16-lane group reduced in f32,
+            // the groups summed in f64, then added to the running f32 sum.
+            let tile_sum: f64 = row
+                .chunks_exact(16)
+                .map(|g| reduce_add_16(g.try_into().expect("16 lanes")) as f64)
+                .sum();
+            buf.sum[r] = (buf.sum[r] as f64 + tile_sum) as f32;
+        }
+        gemm_acc(
+            simd,
+            &mut buf.acc,
+            scores,
+            cached.value_tile(kv_head, kv_tile, dv),
+            rows,
+            TILE_KV,
+            dv,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::kv_cache::KvType;
+
+    /// Deterministic values in [-1, 1).
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// Exact attention in f64 over the cache's (f16-rounded) keys and values.
+    fn exact(
+        cache: &KvCache,
+        shape: &AttentionShape,
+        q: &[f32],
+        pos0: usize,
+        n_kv: usize,
+    ) -> Vec<f32> {
+        let (keys, values) = match cache.layer(0) {
+            (KvStore::F16(k), KvStore::F16(v)) => (k, v),
+            _ => unreachable!(),
+        };
+        let (dk, dv, n_ctx) = (shape.head_dim_k, shape.head_dim_v, cache.n_ctx());
+        let n_tokens = q.len() / (shape.n_head * dk);
+        let mut out = vec![0.0f32; n_tokens * shape.n_head * dv];
+        for t in 0..n_tokens {
+            for h in 0..shape.n_head {
+                let kvh = h / (shape.n_head / shape.n_head_kv);
+                let pos = pos0 + t;
+                let hi = if shape.causal { pos + 1 } else { n_kv };
+                let lo = shape.window.map_or(0, |w| (pos + 1).saturating_sub(w));
+                let qh = &q[(t * shape.n_head + h) * dk..][..dk];
+                let scores: Vec<f64> = (lo..hi)
+                    .map(|p| {
+                        let k = &keys[(kvh * n_ctx + p) * dk..][..dk];
+                        let s: f64 = k.iter().zip(qh).map(|(&k, &q)| k.to_f64() * q as f64).sum();
+                        let s = s * shape.scale as f64;
+                        shape
+                            .softcap
+                            .map_or(s, |c| (s / c as f64).tanh() * c as f64)
+                    })
+                    .collect();
+                let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let w: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+                let sum: f64 = w.iter().sum();
+                for d in 0..dv {
+                    let acc: f64 = (lo..hi)
+                        .zip(&w)
+                        .map(|(p, w)| w * values[(kvh * n_ctx + p) * dv + d].to_f64())
+                        .sum();
+                    out[(t * shape.n_head + h) * dv + d] = (acc / sum) as f32;
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn tiled_flash_attention_matches_exact_attention() {
+        let pool = ThreadPool::new(2);
+        let cases = [
+            // (n_head, n_head_kv, head_dim, window, softcap, pos0, n_tokens)
+            (4, 1, 64, None, None, 0, 64),
+            (4, 2, 32, Some(40), None, 0, 150),
+            (2, 2, 16, None, Some(50.0), 70, 65),
+            (8, 2, 80, Some(512), None, 3, 200),
+        ];
+        for (i, &(n_head, n_head_kv, hd, window, softcap, pos0, n)) in cases.iter().enumerate() {
+            let shape = AttentionShape {
+                n_head,
+                n_head_kv,
+                head_dim_k: hd,
+                head_dim_v: hd,
+                scale: 1.0 / (hd as f32).sqrt(),
+                softcap,
+                window,
+                causal: true,
+            };
+            let n_kv = pos0 + n;
+            let mut cache = KvCache::new(KvType::F16, n_kv + 5, 1, n_head_kv, hd, hd);
+            let kv_width = n_head_kv * hd;
+            let k = values(n_kv * kv_width, 10 + i as u64);
+            let v = values(n_kv * kv_width, 20 + i as u64);
+            for p in 0..n_kv {
+                // Larger keys so the softmax is peaked, as in real models.
+                let kp: Vec<f32> = k[p * kv_width..][..kv_width]
+                    .iter()
+                    .map(|x| x * 6.0)
+                    .collect();
+                cache.store(0, p, &kp, &v[p * kv_width..][..kv_width]);
+            }
+            let q = values(n * n_head * hd, 30 + i as u64);
+            for simd in Simd::supported() {
+                let kernels = Kernels::for_simd(simd).unwrap();
+                let mut out = vec![0.0; n * n_head * hd];
+                attention(&pool, &kernels, &cache, 0, &shape, &q, pos0, n_kv, &mut out);
+                let want = exact(&cache, &shape, &q, pos0, n_kv);
+                let worst = out
+                    .iter()
+                    .zip(&want)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0f32, f32::max);
+                assert!(worst < 2e-5, "case {i} {simd:?}: max |Δ| {worst}");
+            }
+        }
+    }
+
+    #[test]
+    fn tiled_results_do_not_depend_on_the_variant_or_thread_count() {
+        let shape = AttentionShape {
+            n_head: 4,
+            n_head_kv: 1,
+            head_dim_k: 256,
+            head_dim_v: 256,
+            scale: 1.0 / 16.0,
+            softcap: None,
+            window: Some(100),
+            causal: true,
+        };
+        let n = 130;
+        let mut cache = KvCache::new(KvType::F16, n, 1, 1, 256, 256);
+        let (k, v) = (values(n * 256, 1), values(n * 256, 2));
+        for p in 0..n {
+            cache.store(0, p, &k[p * 256..][..256], &v[p * 256..][..256]);
+        }
+        let q = values(n * 4 * 256, 3);
+        let mut first: Option<Vec<f32>> = None;
+        for simd in Simd::supported() {
+            for threads in [1, 2, 3] {
+                let pool = ThreadPool::new(threads);
+                let kernels = Kernels::for_simd(simd).unwrap();
+                let mut out = vec![0.0; n * 4 * 256];
+                attention(&pool, &kernels, &cache, 0, &shape, &q, 0, n, &mut out);
+                match &first {
+                    None => first = Some(out),
+                    Some(f) => assert!(
+                        f.iter().zip(&out).all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{simd:?} with {threads} threads differs"
+                    ),
+                }
+            }
+        }
+    }
 }

@@ -1,0 +1,223 @@
+//! f32 building blocks of ggml's tiled flash attention, with ggml's exact
+//! arithmetic so attention over a batch matches llama.cpp bit for bit:
+//!
+//! - [`gemm_acc`]: `C += A·B` where every element of `C` is one chain of fused
+//!   multiply-adds in `k` order (ggml's `simd_gemm`, `ggml-cpu/simd-gemm.h`);
+//! - [`expf_like_ggml`]: ggml's vector `exp` (`ggml_v_expf`, AVX-512 form in
+//!   `ggml-cpu/vec.h`), a polynomial that differs from libm in the last bits;
+//! - [`reduce_add_16`]: the summation tree of `_mm512_reduce_add_ps`.
+//!
+//! Each lane of these is an independent chain of IEEE operations, so the
+//! plain Rust below *is* the definition, whatever the vector width; the ISA
+//! variants are the same source compiled with the instructions enabled (the
+//! fused multiply-add must be one instruction, not a libm call, to be fast).
+
+use super::Simd;
+
+/// Columns per register block of [`gemm_acc`] (four 16-lane registers).
+const COLS: usize = 64;
+/// Rows per register block: 4 × 4 accumulators, as ggml's AVX-512 kernel.
+const ROWS: usize = 4;
+
+/// `c[m×n] += a[m×k] · b[k×n]` (row-major), each `c[i][j]` accumulated as
+/// `c = fma(a[i][kk], b[kk][j], c)` for `kk = 0, 1, …, k−1`.
+pub fn gemm_acc(simd: Simd, c: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usize) {
+    assert!(c.len() >= m * n && a.len() >= m * k && b.len() >= k * n);
+    match simd {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the variant was chosen because the CPU has these features.
+        Simd::Avx512 => unsafe { gemm_acc_avx512(c, a, b, m, k, n) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above (AVX2 implies FMA in `Simd::is_supported`).
+        Simd::Avx2 => unsafe { gemm_acc_avx2(c, a, b, m, k, n) },
+        _ => gemm_acc_body(c, a, b, m, k, n),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn gemm_acc_avx512(c: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usize) {
+    gemm_acc_body(c, a, b, m, k, n)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn gemm_acc_avx2(c: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usize) {
+    gemm_acc_body(c, a, b, m, k, n)
+}
+
+#[inline(always)]
+fn gemm_acc_body(c: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usize) {
+    let mut i = 0;
+    while i + ROWS <= m {
+        block_rows::<ROWS>(c, a, b, i, k, n);
+        i += ROWS;
+    }
+    while i < m {
+        block_rows::<1>(c, a, b, i, k, n);
+        i += 1;
+    }
+}
+
+/// Rows `i0..i0 + R` of `c`, in column blocks of 64, then 16, then 1.
+#[inline(always)]
+fn block_rows<const R: usize>(c: &mut [f32], a: &[f32], b: &[f32], i0: usize, k: usize, n: usize) {
+    let mut j = 0;
+    while j + COLS <= n {
+        block::<R, COLS>(c, a, b, i0, j, k, n);
+        j += COLS;
+    }
+    while j + 16 <= n {
+        block::<R, 16>(c, a, b, i0, j, k, n);
+        j += 16;
+    }
+    while j < n {
+        block::<R, 1>(c, a, b, i0, j, k, n);
+        j += 1;
+    }
+}
+
+/// One `R × W` block of `c` held in accumulators across the whole `k` loop.
+#[inline(always)]
+fn block<const R: usize, const W: usize>(
+    c: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    i0: usize,
+    j0: usize,
+    k: usize,
+    n: usize,
+) {
+    let mut acc = [[0.0f32; W]; R];
+    for (r, lanes) in acc.iter_mut().enumerate() {
+        lanes.copy_from_slice(&c[(i0 + r) * n + j0..][..W]);
+    }
+    for kk in 0..k {
+        let brow: &[f32; W] = b[kk * n + j0..][..W].try_into().expect("W columns");
+        for (r, lanes) in acc.iter_mut().enumerate() {
+            let x = a[(i0 + r) * k + kk];
+            for (acc, &y) in lanes.iter_mut().zip(brow) {
+                *acc = x.mul_add(y, *acc);
+            }
+        }
+    }
+    for (r, lanes) in acc.iter().enumerate() {
+        c[(i0 + r) * n + j0..][..W].copy_from_slice(lanes);
+    }
+}
+
+/// ggml's `ggml_v_expf` (AVX-512 form), one lane: `2^n · p(b)` with
+/// `n = round(x·log2 e)` and `b = x − n·ln 2` in two parts; beyond
+/// `|n| > 192` it returns 0 or ∞. Within a few ulp of `exp(x)`.
+#[inline(always)]
+pub fn expf_like_ggml(x: f32) -> f32 {
+    let r = f32::from_bits(0x4b40_0000); // 0x1.8p23: rounds to an integer
+    let z = x.mul_add(f32::from_bits(0x3fb8_aa3b), r); // 0x1.715476p+0
+    let n = z - r;
+    let b = (-n).mul_add(
+        f32::from_bits(0x35bf_be8e),                  // 0x1.7f7d1cp-20
+        (-n).mul_add(f32::from_bits(0x3f31_7200), x), // 0x1.62e4p-1
+    );
+    let u = b * b;
+    let j = f32::from_bits(0x3c07_2010) // 0x1.0e4020p-7
+        .mul_add(b, f32::from_bits(0x3d2b_9f17)) // 0x1.573e2ep-5
+        .mul_add(
+            u,
+            f32::from_bits(0x3e2a_af33).mul_add(b, f32::from_bits(0x3eff_fedb)), // 0x1.555e66p-3, 0x1.fffdb6p-2
+        )
+        .mul_add(u, f32::from_bits(0x3f7f_fff6).mul_add(b, 1.0)); // 0x1.ffffecp-1
+    if n.abs() > 192.0 {
+        return if n <= 0.0 { 0.0 } else { f32::INFINITY };
+    }
+    // `_mm512_scalef_ps(j, n)`: j·2ⁿ rounded once. The product is exact in
+    // f64 (|n| ≤ 192), so one rounding to f32 gives the same value, also
+    // where it lands among the subnormals.
+    let pow2 = f64::from_bits(((n as i64 + 1023) as u64) << 52);
+    (j as f64 * pow2) as f32
+}
+
+/// The sum of 16 lanes in the order of `_mm512_reduce_add_ps` (halves, then
+/// quarters, then pairs).
+#[inline(always)]
+pub fn reduce_add_16(v: &[f32; 16]) -> f32 {
+    let t8: [f32; 8] = std::array::from_fn(|l| v[l + 8] + v[l]);
+    let t4: [f32; 4] = std::array::from_fn(|l| t8[l + 4] + t8[l]);
+    (t4[0] + t4[2]) + (t4[1] + t4[3])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::test_rng::values;
+
+    fn reference_gemm(c: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usize) {
+        for i in 0..m {
+            for j in 0..n {
+                let mut s = c[i * n + j];
+                for kk in 0..k {
+                    s = a[i * k + kk].mul_add(b[kk * n + j], s);
+                }
+                c[i * n + j] = s;
+            }
+        }
+    }
+
+    #[test]
+    fn gemm_acc_is_one_fma_chain_per_element_on_every_variant() {
+        let shapes = [
+            (1, 1, 1),
+            (4, 256, 64),
+            (5, 64, 256),
+            (7, 33, 81),
+            (64, 64, 96),
+            (3, 5, 17),
+        ];
+        for (seed, &(m, k, n)) in shapes.iter().enumerate() {
+            let seed = seed as u64 * 3;
+            let a = values(m * k, seed);
+            let b = values(k * n, seed + 1);
+            let c0 = values(m * n, seed + 2);
+            let mut want = c0.clone();
+            reference_gemm(&mut want, &a, &b, m, k, n);
+            for simd in Simd::supported() {
+                let mut got = c0.clone();
+                gemm_acc(simd, &mut got, &a, &b, m, k, n);
+                let same = got
+                    .iter()
+                    .zip(&want)
+                    .all(|(x, y)| x.to_bits() == y.to_bits());
+                assert!(same, "{simd:?} m={m} k={k} n={n}");
+            }
+        }
+    }
+
+    #[test]
+    fn expf_like_ggml_is_close_to_exp_and_saturates_like_ggml() {
+        let mut x = -110.0f32;
+        while x < 88.5 {
+            let got = expf_like_ggml(x) as f64;
+            let want = (x as f64).exp();
+            // A few ulp in the normal range; subnormal results to absolute 1e-44.
+            let tol = (want * 4e-7).max(3e-45);
+            assert!((got - want).abs() <= tol, "x={x} got={got} want={want}");
+            x += 0.0137;
+        }
+        assert_eq!(expf_like_ggml(0.0), 1.0);
+        assert_eq!(expf_like_ggml(f32::NEG_INFINITY), 0.0);
+        assert_eq!(expf_like_ggml(-200.0), 0.0);
+        assert_eq!(expf_like_ggml(200.0), f32::INFINITY);
+        assert!(expf_like_ggml(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn reduce_add_16_follows_the_halving_tree() {
+        // 1e8 absorbs 1.0 unless the two meet only after 1e8 is cancelled.
+        let mut v = [0.0f32; 16];
+        v[0] = 1e8;
+        v[8] = -1e8;
+        v[1] = 1.0;
+        assert_eq!(reduce_add_16(&v), 1.0);
+        let w: [f32; 16] = std::array::from_fn(|i| i as f32);
+        assert_eq!(reduce_add_16(&w), 120.0);
+    }
+}
