@@ -13,6 +13,7 @@
 //! - [`engine`]: from tokens to text: `Runner` and `Session` (the library
 //!   API), the generation loop, sampling, stop strings;
 //! - [`inspect`]: the compatibility report;
+//! - [`profile`]: `RUSTY_LLM_PROFILE=1`, time per operation;
 //! - [`discovery`]: finding model files on disk;
 //! - [`server`]: the HTTP server (OpenAI-compatible and native routes);
 //! - [`cli`]: the command-line surface.
@@ -25,6 +26,7 @@ pub mod gguf;
 pub mod inspect;
 pub mod kernels;
 pub mod model;
+pub mod profile;
 pub mod quant;
 pub mod server;
 pub mod tokenizer;

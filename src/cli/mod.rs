@@ -84,7 +84,11 @@ pub fn main() -> ExitCode {
         Err(code) => return code,
     };
     init_logging(args.verbose);
-    match run(&args) {
+    let result = run(&args);
+    if let Some(table) = crate::profile::report() {
+        eprint!("{table}");
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         // A closed stdout (`rusty-llm … | head`) is the reader's choice, not an error.
         Err(CliError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,

@@ -184,8 +184,10 @@ impl Session<'_> {
             if tokens.len() >= options.max_tokens {
                 break StopReason::MaxTokens;
             }
+            let timed = crate::profile::scope(|| "sampling".into());
             let token = sampler.sample(&logits)?;
             sampler.accept(token);
+            drop(timed);
             first_token_ms.get_or_insert_with(|| ms_since(start));
             if !options.ignore_eos && vocab.is_eog(token) {
                 break StopReason::EndOfGeneration;

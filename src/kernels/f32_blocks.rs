@@ -34,10 +34,61 @@ pub fn gemm_acc(simd: Simd, c: &mut [f32], a: &[f32], b: &[f32], m: usize, k: us
     }
 }
 
+/// The 4 × 64 blocks with explicit registers: each loaded row of `b` serves
+/// four rows of `a` (the compiler's version reloads it per row); the edges
+/// go through the generic blocks.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
 unsafe fn gemm_acc_avx512(c: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usize) {
-    gemm_acc_body(c, a, b, m, k, n)
+    use std::arch::x86_64::*;
+    let mut i = 0;
+    while i + ROWS <= m {
+        let mut j = 0;
+        while j + COLS <= n {
+            // SAFETY: rows i..i + 4 and columns j..j + 64 lie inside c (m×n),
+            // a (m×k) and b (k×n), whose lengths `gemm_acc` checked.
+            unsafe {
+                let cp = c.as_mut_ptr().add(i * n + j);
+                let mut acc = [[_mm512_setzero_ps(); 4]; ROWS];
+                for (r, lanes) in acc.iter_mut().enumerate() {
+                    for (l, v) in lanes.iter_mut().enumerate() {
+                        *v = _mm512_loadu_ps(cp.add(r * n + 16 * l));
+                    }
+                }
+                let ap = a.as_ptr().add(i * k);
+                let mut bp = b.as_ptr().add(j);
+                for kk in 0..k {
+                    let bv: [__m512; 4] = std::array::from_fn(|l| _mm512_loadu_ps(bp.add(16 * l)));
+                    for (r, lanes) in acc.iter_mut().enumerate() {
+                        let x = _mm512_set1_ps(*ap.add(r * k + kk));
+                        for (v, &y) in lanes.iter_mut().zip(&bv) {
+                            *v = _mm512_fmadd_ps(x, y, *v);
+                        }
+                    }
+                    bp = bp.add(n);
+                }
+                for (r, lanes) in acc.iter().enumerate() {
+                    for (l, &v) in lanes.iter().enumerate() {
+                        _mm512_storeu_ps(cp.add(r * n + 16 * l), v);
+                    }
+                }
+            }
+            j += COLS;
+        }
+        while j + 16 <= n {
+            block::<ROWS, 16>(c, a, b, i, j, k, n);
+            j += 16;
+        }
+        while j < n {
+            block::<ROWS, 1>(c, a, b, i, j, k, n);
+            j += 1;
+        }
+        i += ROWS;
+    }
+    while i < m {
+        block_rows::<1>(c, a, b, i, k, n);
+        i += 1;
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -111,6 +162,22 @@ fn block<const R: usize, const W: usize>(
 /// `|n| > 192` it returns 0 or ∞. Within a few ulp of `exp(x)`.
 #[inline(always)]
 pub fn expf_like_ggml(x: f32) -> f32 {
+    let (j, n) = exp_parts(x);
+    // `_mm512_scalef_ps(j, n)`: j·2ⁿ rounded once. In two steps of at most
+    // 2^±96 the first product is exact (j is near 1), so the second is the
+    // only rounding, also where the result lands among the subnormals.
+    // Branch-free (selects), so loops over it vectorize.
+    let half = n as i32 / 2;
+    let pow2 = |e: i32| f32::from_bits(((e.clamp(-126, 127) + 127) as u32) << 23);
+    let res = j * pow2(half) * pow2(n as i32 - half);
+    let saturated = if n <= 0.0 { 0.0 } else { f32::INFINITY };
+    if n.abs() > 192.0 { saturated } else { res }
+}
+
+/// `ggml_v_expf`'s polynomial `j ≈ exp(b)` and exponent `n`, with
+/// `exp(x) = j·2ⁿ`.
+#[inline(always)]
+fn exp_parts(x: f32) -> (f32, f32) {
     let r = f32::from_bits(0x4b40_0000); // 0x1.8p23: rounds to an integer
     let z = x.mul_add(f32::from_bits(0x3fb8_aa3b), r); // 0x1.715476p+0
     let n = z - r;
@@ -126,14 +193,46 @@ pub fn expf_like_ggml(x: f32) -> f32 {
             f32::from_bits(0x3e2a_af33).mul_add(b, f32::from_bits(0x3eff_fedb)), // 0x1.555e66p-3, 0x1.fffdb6p-2
         )
         .mul_add(u, f32::from_bits(0x3f7f_fff6).mul_add(b, 1.0)); // 0x1.ffffecp-1
-    if n.abs() > 192.0 {
-        return if n <= 0.0 { 0.0 } else { f32::INFINITY };
+    (j, n)
+}
+
+/// ggml's `ggml_vec_soft_max_f32` over a row whose length is a multiple of
+/// 16: `x ← exp(x − max)` with [`expf_like_ggml`], returning the sum, each
+/// group of 16 reduced as `_mm512_reduce_add_ps` does and the groups added
+/// in f64.
+pub fn exp_sum_16(simd: Simd, x: &mut [f32], max: f32) -> f64 {
+    assert!(x.len().is_multiple_of(16));
+    match simd {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the variant was chosen because the CPU has these features.
+        Simd::Avx512 => unsafe { exp_sum_16_avx512(x, max) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Simd::Avx2 => unsafe { exp_sum_16_avx2(x, max) },
+        _ => exp_sum_16_body(x, max),
     }
-    // `_mm512_scalef_ps(j, n)`: j·2ⁿ rounded once. The product is exact in
-    // f64 (|n| ≤ 192), so one rounding to f32 gives the same value, also
-    // where it lands among the subnormals.
-    let pow2 = f64::from_bits(((n as i64 + 1023) as u64) << 52);
-    (j as f64 * pow2) as f32
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn exp_sum_16_avx512(x: &mut [f32], max: f32) -> f64 {
+    exp_sum_16_body(x, max)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn exp_sum_16_avx2(x: &mut [f32], max: f32) -> f64 {
+    exp_sum_16_body(x, max)
+}
+
+#[inline(always)]
+fn exp_sum_16_body(x: &mut [f32], max: f32) -> f64 {
+    for v in x.iter_mut() {
+        *v = expf_like_ggml(*v - max);
+    }
+    x.chunks_exact(16)
+        .map(|g| reduce_add_16(g.try_into().expect("16 lanes")) as f64)
+        .fold(0.0, |sum, g| sum + g)
 }
 
 /// The sum of 16 lanes in the order of `_mm512_reduce_add_ps` (halves, then
@@ -207,6 +306,42 @@ mod tests {
         assert_eq!(expf_like_ggml(-200.0), 0.0);
         assert_eq!(expf_like_ggml(200.0), f32::INFINITY);
         assert!(expf_like_ggml(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn expf_like_ggml_scales_exactly_near_the_ends_of_the_range() {
+        // The two-step 2ⁿ equals j·2ⁿ computed exactly in f64 and rounded
+        // once, as `scalef` does, across the subnormal and overflow ends.
+        for i in 0..8000 {
+            let x = -134.0 + i as f32 * 0.0279;
+            let (j, n) = exp_parts(x);
+            let want = (j as f64 * 2f64.powi(n as i32)) as f32;
+            let want = if n.abs() > 192.0 {
+                if n <= 0.0 { 0.0 } else { f32::INFINITY }
+            } else {
+                want
+            };
+            assert_eq!(expf_like_ggml(x).to_bits(), want.to_bits(), "x={x}");
+        }
+    }
+
+    #[test]
+    fn exp_sum_16_is_the_same_on_every_variant() {
+        let row: Vec<f32> = values(64, 9).iter().map(|v| v * 40.0).collect();
+        let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+        let mut want = row.clone();
+        let want_sum = exp_sum_16_body(&mut want, max);
+        for simd in Simd::supported() {
+            let mut got = row.clone();
+            let sum = exp_sum_16(simd, &mut got, max);
+            assert_eq!(sum.to_bits(), want_sum.to_bits(), "{simd:?}");
+            assert!(
+                got.iter()
+                    .zip(&want)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{simd:?}"
+            );
+        }
     }
 
     #[test]

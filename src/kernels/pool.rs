@@ -173,9 +173,11 @@ impl ThreadPool {
         // Every chunk is claimed: close the job to latecomers and wait for the
         // workers that joined it.
         let joined = s.join.fetch_or(CLOSED, Ordering::AcqRel) & JOINED;
+        let waited = crate::profile::scope(|| "pool wait (caller idle)".into());
         while s.done.load(Ordering::Acquire) != joined {
             std::hint::spin_loop();
         }
+        drop(waited);
         // SAFETY: every worker that joined is done with the job; no other can
         // join a closed one.
         unsafe { *s.job.get() = None };

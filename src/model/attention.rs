@@ -10,7 +10,7 @@
 //! products over 64 × 64 tiles), as llama.cpp switches between the two.
 
 use super::kv_cache::{KvCache, KvStore};
-use crate::kernels::f32_blocks::{expf_like_ggml, gemm_acc, reduce_add_16};
+use crate::kernels::f32_blocks::{exp_sum_16, gemm_acc, reduce_add_16};
 use crate::kernels::{Kernels, Simd, ThreadPool};
 use half::f16;
 use half::slice::HalfFloatSliceExt;
@@ -88,11 +88,15 @@ pub fn attention(
         let cached = TiledKv::new(k, v, shape, n_ctx, n_kv);
         return tiled_flash_attention(pool, kernels, &cached, shape, q, pos0, out);
     }
+    let f16_kernel = flash_f16_kernel(kernels.simd, shape);
     // A batch of queries over an F16 cache would convert every cached row
     // once per query; convert the rows in use once instead (exact, so the
-    // flash-attention arithmetic is unchanged).
+    // flash-attention arithmetic is unchanged). The SIMD kernel converts in
+    // registers and needs no copy.
     let widened = match (keys, values) {
-        (KvStore::F16(k), KvStore::F16(v)) if n_tokens > 1 => Some(widen(k, v, shape, n_ctx, n_kv)),
+        (KvStore::F16(k), KvStore::F16(v)) if n_tokens > 1 && f16_kernel.is_none() => {
+            Some(widen(k, v, shape, n_ctx, n_kv))
+        }
         _ => None,
     };
     pool.run(tasks.div_ceil(per_chunk), &|chunk| {
@@ -141,7 +145,10 @@ pub fn attention(
                             values,
                             n_ctx,
                         };
-                        flash_attention(query, rows, buf, out_head)
+                        match f16_kernel {
+                            Some(kernel) => kernel(query, rows, buf, out_head),
+                            None => flash_attention(query, rows, buf, out_head),
+                        }
                     }
                     _ => unreachable!("KvCache stores keys and values with one type"),
                 }
@@ -373,6 +380,116 @@ fn flash_attention_body<T: CacheRow>(
     }
 }
 
+/// The per-query flash attention over an F16 cache in SIMD, where the
+/// variant has one for this shape: the same arithmetic as
+/// [`flash_attention`], with the f16 conversions in registers.
+type FlashF16 = fn(Query<'_>, Rows<'_, f16>, &mut Buffers, &mut [f32]);
+
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+fn flash_f16_kernel(simd: Simd, shape: &AttentionShape) -> Option<FlashF16> {
+    match simd {
+        // ggml's f16 dot takes 64 elements a step; the value rows go 16 at a time.
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx512
+            if shape.head_dim_k.is_multiple_of(64) && shape.head_dim_v.is_multiple_of(16) =>
+        {
+            Some(|query, rows, buf, out| {
+                // SAFETY: the AVX-512 variant is only selected on CPUs that have
+                // AVX-512F (and F16C and FMA, which it implies here).
+                unsafe { flash_attention_f16_avx512(query, rows, buf, out) }
+            })
+        }
+        _ => None,
+    }
+}
+
+/// [`flash_attention_body`] for an F16 cache with AVX-512: keys and values
+/// widened 16 at a time in registers, the f16 accumulator kept as f16.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,f16c,fma")]
+unsafe fn flash_attention_f16_avx512(
+    query: Query<'_>,
+    rows: Rows<'_, f16>,
+    buf: &mut Buffers,
+    out: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    const NEAREST: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    let Query {
+        shape,
+        kv_head,
+        q,
+        lo,
+        hi,
+    } = query;
+    let (dk, dv) = (shape.head_dim_k, shape.head_dim_v);
+    let Buffers { q32, acc16, .. } = buf;
+    // q rounded to f16 (ggml converts it to the cache type), kept as f32.
+    acc16.clear();
+    acc16.resize(dk.max(dv), f16::ZERO);
+    acc16[..dk].convert_from_f32_slice(q);
+    q32.resize(dk, 0.0);
+    acc16[..dk].convert_to_f32_slice(q32);
+    acc16[..dv].fill(f16::ZERO);
+    let mut max = f32::NEG_INFINITY;
+    let mut sum = 0.0f32;
+    // SAFETY: every pointer stays inside its slice: positions lo..hi < n_ctx
+    // of this head's rows, dims in steps that divide dk and dv, and `acc`
+    // holds dv values; the caller guarantees AVX-512F, F16C and FMA.
+    unsafe {
+        let acc = acc16.as_mut_ptr() as *mut u16;
+        let qp = q32.as_ptr();
+        let key_base = rows.keys.as_ptr().add(kv_head * rows.n_ctx * dk) as *const u16;
+        let value_base = rows.values.as_ptr().add(kv_head * rows.n_ctx * dv) as *const u16;
+        let load16 = |p: *const u16| _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i));
+        for pos in lo..hi {
+            // `dot_like_ggml_f16`, vectorized: the same four accumulators and folds.
+            let kp = key_base.add(pos * dk);
+            let mut lanes = [_mm512_setzero_ps(); 4];
+            for i in (0..dk).step_by(64) {
+                for (j, a) in lanes.iter_mut().enumerate() {
+                    let at = i + 16 * j;
+                    *a = _mm512_fmadd_ps(load16(kp.add(at)), _mm512_loadu_ps(qp.add(at)), *a);
+                }
+            }
+            let folded = _mm512_add_ps(
+                _mm512_add_ps(lanes[0], lanes[2]),
+                _mm512_add_ps(lanes[1], lanes[3]),
+            );
+            let mut v16 = [0.0f32; 16];
+            _mm512_storeu_ps(v16.as_mut_ptr(), folded);
+            let s = reduce_add_16(&v16);
+            let s = match shape.softcap {
+                Some(cap) => cap * (s * (shape.scale / cap)).tanh(),
+                None => s * shape.scale,
+            };
+            let (mut ms, mut vs) = (1.0f32, 1.0f32);
+            if s > max {
+                ms = (max - s).exp();
+                max = s;
+                let m = _mm512_set1_ps(ms);
+                for d in (0..dv).step_by(16) {
+                    let a = _mm512_mul_ps(load16(acc.add(d)), m);
+                    _mm256_storeu_si256(acc.add(d) as *mut __m256i, _mm512_cvtps_ph::<NEAREST>(a));
+                }
+            } else {
+                vs = (s - max).exp();
+            }
+            let vp = value_base.add(pos * dv);
+            let w = _mm512_set1_ps(vs);
+            for d in (0..dv).step_by(16) {
+                let a = _mm512_fmadd_ps(load16(vp.add(d)), w, load16(acc.add(d)));
+                _mm256_storeu_si256(acc.add(d) as *mut __m256i, _mm512_cvtps_ph::<NEAREST>(a));
+            }
+            sum = sum * ms + vs;
+        }
+    }
+    let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
+    for (o, a) in out.iter_mut().zip(&acc16[..dv]) {
+        *o = a.to_f32() * inv;
+    }
+}
+
 /// Rounds every value to the nearest f16 (through `scratch`, in batches).
 #[inline(always)]
 fn round_to_f16(values: &mut [f32], scratch: &mut [f16]) {
@@ -564,8 +681,55 @@ impl QueryTile {
 }
 
 /// Leaves the unnormalized `Σ p·v` of each row in `buf.acc` and its softmax
-/// denominator in `buf.sum`.
+/// denominator in `buf.sum`. The per-row loops vectorize when compiled for
+/// the variant's instructions (same source, same results).
 fn attend_tile(
+    simd: Simd,
+    cached: &TiledKv,
+    shape: &AttentionShape,
+    q: &[f32],
+    tile: QueryTile,
+    buf: &mut TileBuffers,
+) {
+    match simd {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the variant was chosen because the CPU has these features.
+        Simd::Avx512 => unsafe { attend_tile_avx512(simd, cached, shape, q, tile, buf) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Simd::Avx2 => unsafe { attend_tile_avx2(simd, cached, shape, q, tile, buf) },
+        _ => attend_tile_body(simd, cached, shape, q, tile, buf),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn attend_tile_avx512(
+    simd: Simd,
+    cached: &TiledKv,
+    shape: &AttentionShape,
+    q: &[f32],
+    tile: QueryTile,
+    buf: &mut TileBuffers,
+) {
+    attend_tile_body(simd, cached, shape, q, tile, buf)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn attend_tile_avx2(
+    simd: Simd,
+    cached: &TiledKv,
+    shape: &AttentionShape,
+    q: &[f32],
+    tile: QueryTile,
+    buf: &mut TileBuffers,
+) {
+    attend_tile_body(simd, cached, shape, q, tile, buf)
+}
+
+#[inline(always)]
+fn attend_tile_body(
     simd: Simd,
     cached: &TiledKv,
     shape: &AttentionShape,
@@ -608,18 +772,23 @@ fn attend_tile(
             TILE_KV,
         );
         for r in 0..rows {
-            let row = &mut scores[r * TILE_KV..][..TILE_KV];
+            let row: &mut [f32; TILE_KV] = (&mut scores[r * TILE_KV..][..TILE_KV])
+                .try_into()
+                .expect("a tile row");
             let (lo, hi) = tile.visible(shape, cached.n_kv, r);
+            // The visible part of this tile, as indices into the row.
+            let (from, to) = (lo.max(base) - base, hi.clamp(base, base + TILE_KV) - base);
+            match shape.softcap {
+                Some(cap) => row.iter_mut().for_each(|s| *s = (*s * scale).tanh() * cap),
+                None => row.iter_mut().for_each(|s| *s *= scale),
+            }
             let mut tile_max = f32::NEG_INFINITY;
             for (j, s) in row.iter_mut().enumerate() {
-                let pos = base + j;
-                *s *= scale;
-                if let Some(cap) = shape.softcap {
-                    *s = s.tanh() * cap;
-                }
-                if pos < lo || pos >= hi {
-                    *s = f32::NEG_INFINITY;
-                }
+                *s = if j >= from && j < to {
+                    *s
+                } else {
+                    f32::NEG_INFINITY
+                };
                 tile_max = tile_max.max(*s);
             }
             if tile_max == f32::NEG_INFINITY {
@@ -636,15 +805,8 @@ fn attend_tile(
                 buf.sum[r] *= ms;
             }
             buf.max[r] = new;
-            for s in row.iter_mut() {
-                *s = expf_like_ggml(*s - new);
-            }
-            // `ggml_vec_soft_max_f32`: each 16-lane group reduced in f32,
-            // the groups summed in f64, then added to the running f32 sum.
-            let tile_sum: f64 = row
-                .chunks_exact(16)
-                .map(|g| reduce_add_16(g.try_into().expect("16 lanes")) as f64)
-                .sum();
+            // `ggml_vec_soft_max_f32`, then added to the running f32 sum.
+            let tile_sum = exp_sum_16(simd, row, new);
             buf.sum[r] = (buf.sum[r] as f64 + tile_sum) as f32;
         }
         gemm_acc(
@@ -807,6 +969,69 @@ mod tests {
                         "{simd:?} with {threads} threads differs"
                     ),
                 }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod per_query_tests {
+    use super::*;
+    use crate::model::kv_cache::KvType;
+
+    #[test]
+    fn simd_per_query_flash_equals_the_generic_one_bit_for_bit() {
+        let pool = ThreadPool::new(2);
+        for &(dk, n_kv, n, softcap) in &[
+            (64, 40, 1, None),
+            (256, 300, 1, None),
+            (128, 90, 7, Some(30.0)),
+        ] {
+            let shape = AttentionShape {
+                n_head: 4,
+                n_head_kv: 2,
+                head_dim_k: dk,
+                head_dim_v: dk,
+                scale: 1.0 / (dk as f32).sqrt(),
+                softcap,
+                window: Some(64),
+                causal: true,
+            };
+            let mut cache = KvCache::new(KvType::F16, n_kv + 3, 1, 2, dk, dk);
+            let width = 2 * dk;
+            let vals = |seed: u32, i: usize| {
+                ((i as u32).wrapping_mul(2_654_435_761) ^ seed) as f32 / u32::MAX as f32 * 4.0 - 2.0
+            };
+            for p in 0..n_kv {
+                let k: Vec<f32> = (0..width).map(|i| vals(1, p * width + i) * 3.0).collect();
+                let v: Vec<f32> = (0..width).map(|i| vals(2, p * width + i)).collect();
+                cache.store(0, p, &k, &v);
+            }
+            let q: Vec<f32> = (0..n * 4 * dk).map(|i| vals(3, i)).collect();
+            let run = |simd: Simd| {
+                let kernels = Kernels::for_simd(simd).unwrap();
+                let mut out = vec![0.0; n * 4 * dk];
+                attention(
+                    &pool,
+                    &kernels,
+                    &cache,
+                    0,
+                    &shape,
+                    &q,
+                    n_kv - n,
+                    n_kv,
+                    &mut out,
+                );
+                out
+            };
+            let reference = run(Simd::Scalar);
+            for simd in Simd::supported() {
+                let got = run(simd);
+                let same = got
+                    .iter()
+                    .zip(&reference)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{simd:?} dk={dk} n={n}");
             }
         }
     }

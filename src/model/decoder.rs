@@ -18,6 +18,7 @@ use super::ops::{self, RopeAngles};
 use super::weights::{Linear, ModelWeights, Norm, QkvProjection};
 use crate::gguf::GgufFile;
 use crate::kernels::{self, Kernels, Scratch, ThreadPool};
+use crate::profile;
 use crate::tokenizer::TokenId;
 
 /// A loaded model: the file (memory-mapped or read), its typed config and
@@ -153,6 +154,13 @@ impl Model {
         out: &mut [f32],
         scratch: &mut Scratch,
     ) -> Result<(), ModelError> {
+        let _timed = profile::scope(|| {
+            let batch = if n_tokens > 1 { "batch" } else { "1 token" };
+            format!(
+                "matmul {} {}→{} {batch}",
+                linear.ty, linear.cols, linear.rows
+            )
+        });
         let w = linear.bind(&self.file, self.kernels)?;
         kernels::matmul(pool, &w, xs, n_tokens, out, scratch)?;
         if let Some(bias) = &linear.bias {
@@ -164,6 +172,7 @@ impl Model {
     }
 
     fn norm_rows(&self, norm: &Norm, x: &[f32], out: &mut [f32]) {
+        let _timed = profile::scope(|| "norms".into());
         let (n, eps) = (self.config.n_embd, self.config.norm_eps);
         for (xr, or) in x.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
             match self.config.norm {
@@ -261,6 +270,7 @@ impl Model {
                     }
                 }
             }
+            let timed = profile::scope(|| "qk-norm, rope, cache store".into());
             if let (Some(qn), Some(kn)) = (&lw.q_norm, &lw.k_norm) {
                 ops::rms_norm_heads(q, qn, c.norm_eps);
                 ops::rms_norm_heads(k, kn, c.norm_eps);
@@ -286,6 +296,7 @@ impl Model {
                     &v[t * v_dim..(t + 1) * v_dim],
                 );
             }
+            drop(timed);
             dump(&|| format!("blk.{il}.q_roped"), q);
 
             // Attention and output projection.
@@ -300,6 +311,10 @@ impl Model {
                 window: lc.sliding_window,
                 causal: c.causal,
             };
+            let timed = profile::scope(|| {
+                let batch = if n > 1 { "batch" } else { "1 token" };
+                format!("attention {:?} cache {batch}", cache.kv_type())
+            });
             attention(
                 pool,
                 self.kernels,
@@ -311,6 +326,7 @@ impl Model {
                 pos0 + n,
                 attn,
             );
+            drop(timed);
             dump(&|| format!("blk.{il}.kqv_out"), attn);
             let branch = resize(&mut s.branch, n * d);
             self.matmul(pool, &lw.attn_out, attn, n, branch, &mut s.kernel)?;
@@ -337,6 +353,7 @@ impl Model {
                     let gate_w = lw.ffn_gate.as_ref().expect("loader requires ffn_gate");
                     let gate = resize(&mut s.gate, n * c.n_ff);
                     self.matmul(pool, gate_w, xn, n, gate, &mut s.kernel)?;
+                    let _timed = profile::scope(|| "ffn activation".into());
                     ops::gated(act, gate, up);
                     gate
                 }
