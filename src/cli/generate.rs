@@ -228,6 +228,10 @@ pub fn bench(path: &Path, args: &Args) -> Result<(), CliError> {
             }
             _ => runner.tokenize_prompt(&super::prompt_text(args)?),
         };
+        // As llama-bench does: ppN is the prompt's prefill alone, tgN a
+        // generation from an empty context (one token of prompt), so decode
+        // speed does not depend on the prompt length.
+        let prefill_only = GenerationOptions::greedy(0);
         let mut options = GenerationOptions::greedy(args.bench_gen_tokens);
         options.ignore_eos = true;
         let session_opts = SessionOptions {
@@ -239,17 +243,17 @@ pub fn bench(path: &Path, args: &Args) -> Result<(), CliError> {
         bar.set_message(format!("bench, {threads} thread(s)"));
         for run in 0..=args.bench_runs {
             bar.inc(1);
-            let mut session = Session::new(&runner, session_opts);
             let started = std::time::Instant::now();
-            let g = session.generate(&prompt, &options, |_| true)?;
+            let pp = Session::new(&runner, session_opts).generate(&prompt, &prefill_only, |_| true)?;
+            let tg = Session::new(&runner, session_opts).generate(&prompt[..1], &options, |_| true)?;
             let record = serde_json::json!({
-                "prompt_tokens": g.prompt_tokens,
-                "generated_tokens": g.generated_tokens,
-                "prefill_ms": g.prefill_ms,
-                "decode_ms": g.decode_ms,
+                "prompt_tokens": pp.prompt_tokens,
+                "generated_tokens": tg.generated_tokens,
+                "prefill_ms": pp.prefill_ms,
+                "decode_ms": tg.decode_ms,
                 "wall_ms": started.elapsed().as_secs_f64() * 1e3,
-                "prefill_tokens_per_s": g.prefill_tokens_per_s(),
-                "decode_tokens_per_s": g.decode_tokens_per_s(),
+                "prefill_tokens_per_s": pp.prefill_tokens_per_s(),
+                "decode_tokens_per_s": tg.decode_tokens_per_s(),
             });
             if run == 0 {
                 warmup = Some(record);
