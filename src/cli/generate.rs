@@ -244,8 +244,10 @@ pub fn bench(path: &Path, args: &Args) -> Result<(), CliError> {
         for run in 0..=args.bench_runs {
             bar.inc(1);
             let started = std::time::Instant::now();
-            let pp = Session::new(&runner, session_opts).generate(&prompt, &prefill_only, |_| true)?;
-            let tg = Session::new(&runner, session_opts).generate(&prompt[..1], &options, |_| true)?;
+            let pp =
+                Session::new(&runner, session_opts).generate(&prompt, &prefill_only, |_| true)?;
+            let tg =
+                Session::new(&runner, session_opts).generate(&prompt[..1], &options, |_| true)?;
             let record = serde_json::json!({
                 "prompt_tokens": pp.prompt_tokens,
                 "generated_tokens": tg.generated_tokens,

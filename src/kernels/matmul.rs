@@ -173,6 +173,7 @@ pub fn matmul(
     let act_bytes = act_type
         .bytes_for(w.cols as u64)
         .expect("cols fit the activation blocks") as usize;
+    let timed = crate::profile::scope(|| format!("quantize activations ({act_type})"));
     scratch.activations.clear();
     for x in xs.chunks_exact(w.cols) {
         match w.quantize {
@@ -183,11 +184,13 @@ pub fn matmul(
             }
         }
     }
+    drop(timed);
     let acts = &scratch.activations;
 
     if let Some(tile) = w.tile.filter(|_| n_tokens >= TILE) {
         let (xs, x_bytes) = match tile.prepare {
             Some(prepare) => {
+                let _timed = crate::profile::scope(|| "prepare tile activations".into());
                 scratch.prepared.clear();
                 for x in acts.chunks_exact(act_bytes) {
                     prepare(w.cols, x, &mut scratch.prepared);

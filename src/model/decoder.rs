@@ -12,7 +12,7 @@
 
 use super::ModelError;
 use super::attention::{AttentionShape, attention};
-use super::config::{FfnKind, ModelConfig, NormKind};
+use super::config::{Activation, FfnKind, ModelConfig, NormKind};
 use super::kv_cache::{KvCache, KvType};
 use super::ops::{self, RopeAngles};
 use super::weights::{Linear, ModelWeights, Norm, QkvProjection};
@@ -354,7 +354,7 @@ impl Model {
                     let gate = resize(&mut s.gate, n * c.n_ff);
                     self.matmul(pool, gate_w, xn, n, gate, &mut s.kernel)?;
                     let _timed = profile::scope(|| "ffn activation".into());
-                    ops::gated(act, gate, up);
+                    gated_on_pool(pool, act, gate, up);
                     gate
                 }
                 FfnKind::GatedFused(act) => {
@@ -412,4 +412,31 @@ impl Model {
         dump(&|| "result_output".into(), out);
         Ok(&s.logits[..n_out * c.n_vocab])
     }
+}
+
+/// [`ops::gated`] spread over the pool: a batch's FFN activation (tokens ×
+/// FFN width GELUs) is worth sharing, one token's is not.
+fn gated_on_pool(pool: &ThreadPool, act: Activation, gate: &mut [f32], up: &[f32]) {
+    const CHUNK: usize = 16 * 1024;
+    let len = gate.len();
+    if len <= CHUNK || pool.threads() == 1 {
+        return ops::gated(act, gate, up);
+    }
+    #[derive(Clone, Copy)]
+    struct Gate(*mut f32);
+    // SAFETY: each chunk writes its own range of `gate`, which outlives `run`.
+    unsafe impl Send for Gate {}
+    unsafe impl Sync for Gate {}
+    impl Gate {
+        fn at(&self, i: usize) -> *mut f32 {
+            self.0.wrapping_add(i)
+        }
+    }
+    let dst = Gate(gate.as_mut_ptr());
+    pool.run(len.div_ceil(CHUNK), &|chunk| {
+        let (start, end) = (chunk * CHUNK, ((chunk + 1) * CHUNK).min(len));
+        // SAFETY: chunks are disjoint ranges inside `gate` (see `Gate`).
+        let g = unsafe { std::slice::from_raw_parts_mut(dst.at(start), end - start) };
+        ops::gated(act, g, &up[start..end]);
+    });
 }
