@@ -77,52 +77,42 @@ pub(super) fn f16x1(h: F16Le) -> f32 {
 }
 
 /// One row pair's kernel pieces, per block (`W` weight, `X` activation).
-struct Row<P, S4, S1, M4, M1> {
-    /// Eight `i32` partial sums of `q_w · q_x` of one block.
+struct Row<P, S1, M1> {
+    /// Eight `i32` partial sums of `q_w · q_x` of one block (lane `k`: the
+    /// products of elements `4k..4k + 4`).
     prod: P,
-    /// `d_w · d_x` of four blocks.
-    scales: S4,
     /// `d_w · d_x` of one block.
     scale: S1,
-    /// `m_w · s_x` of four blocks (zero for the `_0` types).
-    mins: M4,
-    /// `m_w · s_x` of one block.
+    /// The two factors `(m_w, s_x)` of one block's minimum term (zeros for
+    /// the `_0` types).
     min: M1,
 }
 
-/// Σ over blocks of `scale · Σprod + min`, four blocks per step (as arrays
-/// of four, so no index is checked in the loop).
+/// Σ over blocks of `scale · Σprod + min` in ggml's own f32 order
+/// (`ggml_vec_dot_q{4,5,8}_0_q8_0`, `ggml_vec_dot_q{4,5}_1_q8_1`, the AVX2
+/// branch of `arch/x86/quants.c`, and `tinyBLAS_Q0_AVX` in
+/// `llamafile/sgemm.cpp`, whose per-element order is the same): one
+/// accumulator of eight lanes, `acc = fma(d_w·d_x, f32(lane), acc)` block
+/// after block, then `hsum_float_8`; the `_1` types add `summs`, a scalar
+/// `fma(m_w, s_x, summs)` chain (GCC contracts ggml's `summs += m*s`).
+/// One FMA chain is latency bound like ggml's; it is what makes our logits
+/// equal llama.cpp's bit for bit.
 #[target_feature(enable = "avx2,fma,f16c")]
-fn sum_blocks<W, X, P, S4, S1, M4, M1>(w: &[W], x: &[X], r: Row<P, S4, S1, M4, M1>) -> f32
+fn sum_blocks<W, X, P, S1, M1>(w: &[W], x: &[X], r: Row<P, S1, M1>) -> f32
 where
     P: Fn(&W, &X) -> __m256i,
-    S4: Fn(&[W; 4], &[X; 4]) -> __m128,
     S1: Fn(&W, &X) -> f32,
-    M4: Fn(&[W; 4], &[X; 4]) -> __m128,
-    M1: Fn(&W, &X) -> f32,
+    M1: Fn(&W, &X) -> (f32, f32),
 {
-    let mut acc = [_mm256_setzero_ps(); 4];
-    let mut mins = _mm_setzero_ps();
-    let (w4, w_tail) = w.as_chunks::<4>();
-    let (x4, x_tail) = x.as_chunks::<4>();
-    for (a, b) in w4.iter().zip(x4) {
-        let s = _mm256_castps128_ps256((r.scales)(a, b));
-        for (k, acc) in acc.iter_mut().enumerate() {
-            let d = _mm256_permutevar8x32_ps(s, _mm256_set1_epi32(k as i32));
-            *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps((r.prod)(&a[k], &b[k])), d, *acc);
-        }
-        mins = _mm_add_ps(mins, (r.mins)(a, b));
-    }
-    let mut tail = 0f32;
-    for (a, b) in w_tail.iter().zip(x_tail) {
+    let mut acc = _mm256_setzero_ps();
+    let mut summs = 0f32;
+    for (a, b) in w.iter().zip(x) {
         let d = _mm256_set1_ps((r.scale)(a, b));
-        acc[0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps((r.prod)(a, b)), d, acc[0]);
-        tail += (r.min)(a, b);
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps((r.prod)(a, b)), acc);
+        let (m, s) = (r.min)(a, b);
+        summs = m.mul_add(s, summs);
     }
-    let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-    let mins = _mm_add_ps(mins, _mm_movehl_ps(mins, mins));
-    let mins = _mm_add_ss(mins, _mm_movehdup_ps(mins));
-    hsum(sum) + (_mm_cvtss_f32(mins) + tail)
+    hsum(acc) + summs
 }
 
 /// The minimum terms of the `_0` types.
@@ -131,8 +121,8 @@ pub(super) fn no_mins<W, X>(_: &[W; 4], _: &[X; 4]) -> __m128 {
     unsafe { _mm_setzero_ps() }
 }
 
-pub(super) fn no_min<W, X>(_: &W, _: &X) -> f32 {
-    0.0
+pub(super) fn no_min<W, X>(_: &W, _: &X) -> (f32, f32) {
+    (0.0, 0.0)
 }
 
 /// The scale products of four blocks and of one: f16 field `$a` of `$W`
@@ -146,6 +136,17 @@ macro_rules! f16_scales {
     };
 }
 pub(super) use f16_scales;
+
+/// The minimum-term factors of four blocks (unused) and of one: f16 field
+/// `$a` of `$W` and field `$b` of `$X`, not multiplied.
+macro_rules! f16_min_factors {
+    ($W:ty, $a:ident, $X:ty, $b:ident) => {
+        (
+            |w: &[$W; 4], x: &[$X; 4]| f16_products4(w.map(|b| b.$a), x.map(|b| b.$b)),
+            |w: &$W, x: &$X| (f16x1(w.$a), f16x1(x.$b)),
+        )
+    };
+}
 
 /// Four MXFP4 scales `2^(e−128)` as f32 (`GGML_E8M0_TO_FP32_HALF`):
 /// `(e − 1) << 23`, or the subnormal `0x200000 << e` for e < 2.
@@ -224,15 +225,17 @@ pub(super) fn table(t: &[i8; 16]) -> __m256i {
 /// `m·s` minimums when given).
 macro_rules! run {
     (@mins) => {
-        (no_mins, no_min)
+        ((), no_min)
     };
     (@mins $mins:expr) => {
         $mins
     };
     ($w:ident, $x:ident, $prod:expr, $scales:expr $(, mins: $mins:expr)?) => {{
-        let (scales, scale) = $scales;
-        let (mins, min) = run!(@mins $($mins)?);
-        sum_blocks($w, $x, Row { prod: $prod, scales, scale, mins, min })
+        // The four-block forms are for the AVX-512 kernels; ggml's order
+        // takes one block at a time.
+        let (_, scale) = $scales;
+        let (_, min) = run!(@mins $($mins)?);
+        sum_blocks($w, $x, Row { prod: $prod, scale, min })
     }};
 }
 
@@ -259,7 +262,7 @@ pub(super) fn dot_q4_1(n: usize, w: &[u8], x: &[u8]) -> f32 {
             x,
             |a: &BlockQ4_1, b: &BlockQ8_1| dot_u8_i8(nibbles(&a.qs), load_x(&b.qs)),
             f16_scales!(BlockQ4_1, d, BlockQ8_1, d),
-            mins: f16_scales!(BlockQ4_1, m, BlockQ8_1, s)
+            mins: f16_min_factors!(BlockQ4_1, m, BlockQ8_1, s)
         )
     }
     let (w, x) = blocks(n, w, x);
@@ -296,7 +299,7 @@ pub(super) fn dot_q5_1(n: usize, w: &[u8], x: &[u8]) -> f32 {
                 dot_u8_i8(q, load_x(&b.qs))
             },
             f16_scales!(BlockQ5_1, d, BlockQ8_1, d),
-            mins: f16_scales!(BlockQ5_1, m, BlockQ8_1, s)
+            mins: f16_min_factors!(BlockQ5_1, m, BlockQ8_1, s)
         )
     }
     let (w, x) = blocks(n, w, x);

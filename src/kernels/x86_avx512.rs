@@ -32,19 +32,47 @@ fn dot_by_16(
     (_mm512_reduce_add_ps(sum), i)
 }
 
+/// ggml's `ggml_vec_dot_f32` / `ggml_vec_dot_f16` main loop (AVX-512,
+/// `GGML_F32_STEP` 64): four 16-lane accumulators over steps of 64 elements,
+/// folded as `GGML_F32x16_REDUCE` does ((0 + 2) + (1 + 3)), then
+/// `_mm512_reduce_add_ps`. Returns the sum and the elements done (`n`
+/// rounded down to 64); the callers add the rest as ggml does.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
+fn dot_by_64(
+    n: usize,
+    load_w: impl Fn(usize) -> __m512,
+    load_x: impl Fn(usize) -> __m512,
+) -> (f32, usize) {
+    let mut acc = [_mm512_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 64 <= n {
+        for (k, a) in acc.iter_mut().enumerate() {
+            *a = _mm512_fmadd_ps(load_w(i + 16 * k), load_x(i + 16 * k), *a);
+        }
+        i += 64;
+    }
+    let sum = _mm512_add_ps(_mm512_add_ps(acc[0], acc[2]), _mm512_add_ps(acc[1], acc[3]));
+    (_mm512_reduce_add_ps(sum), i)
+}
+
+/// `ggml_vec_dot_f32` in ggml's order: [`dot_by_64`], then the leftovers one
+/// by one into the f32 sum (`sumf += x[i]*y[i]`, contracted to an FMA).
 pub(super) fn dot_f32(w: &[f32], x: &[f32]) -> f32 {
     let n = w.len().min(x.len());
     // SAFETY: features checked by dispatch; loads stay below n.
     unsafe {
-        #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
         fn inner(w: &[f32], x: &[f32], n: usize) -> f32 {
-            let (sum, done) = dot_by_16(
+            let (mut sum, done) = dot_by_64(
                 n,
                 // SAFETY: i + 16 <= n.
                 |i| unsafe { _mm512_loadu_ps(w.as_ptr().add(i)) },
                 |i| unsafe { _mm512_loadu_ps(x.as_ptr().add(i)) },
             );
-            sum + super::scalar::dot_f32(&w[done..n], &x[done..n])
+            for (a, b) in w[done..n].iter().zip(&x[done..n]) {
+                sum = a.mul_add(*b, sum);
+            }
+            sum
         }
         inner(w, x, n)
     }
@@ -54,14 +82,20 @@ pub(super) fn dot_f16(w: &[f16], x: &[f16]) -> f32 {
     let n = w.len().min(x.len());
     // SAFETY: features checked by dispatch; loads stay below n.
     unsafe {
-        #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
         fn inner(w: &[f16], x: &[f16], n: usize) -> f32 {
             let load = |p: *const f16| {
                 // SAFETY: callers pass p + 16 <= end of the slice.
                 unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p.cast())) }
             };
-            let (sum, done) = dot_by_16(n, |i| load(w[i..].as_ptr()), |i| load(x[i..].as_ptr()));
-            sum + super::scalar::dot_f16(&w[done..n], &x[done..n])
+            // ggml_vec_dot_f16: the sum is a double, leftovers added one
+            // product at a time.
+            let (sum, done) = dot_by_64(n, |i| load(w[i..].as_ptr()), |i| load(x[i..].as_ptr()));
+            let mut sum = f64::from(sum);
+            for (a, b) in w[done..n].iter().zip(&x[done..n]) {
+                sum += f64::from(a.to_f32() * b.to_f32());
+            }
+            sum as f32
         }
         inner(w, x, n)
     }

@@ -124,7 +124,7 @@ pub fn attention(
                             values,
                             n_ctx,
                         };
-                        softmax_attention(kernels, query, rows, buf, out_head)
+                        softmax_attention(kernels, query, rows, n_tokens > 1, buf, out_head)
                     }
                     (None, KvStore::F16(keys), KvStore::F16(values)) => {
                         let rows = Rows {
@@ -204,11 +204,18 @@ struct Rows<'a, T> {
 }
 
 /// ggml's non-flash path (what llama.cpp runs with an F32 cache and
-/// `-fa off`): all scores, softmax with an f64 sum, then `Σ p·v`.
+/// `-fa off`), in its f32 order: scores by `ggml_vec_dot_f32`, softmax with
+/// ggml's vector exp (`ggml_v_expf`) summed per 16 cache slots
+/// (`ggml_vec_soft_max_f32`), then `Σ p·v` as ggml's `kqv` matmul does it:
+/// `ggml_vec_dot_f32` over the cache slots for one query (`batch` false),
+/// tinyBLAS's 16-lane F32 kernel (`llamafile_sgemm`) for a batch. llama.cpp
+/// runs these over the whole padded cache view (masked slots are exact
+/// zeros), so the lanes are fixed by the slot index, which is the position.
 fn softmax_attention(
     kernels: &Kernels,
     query: Query<'_>,
     rows: Rows<'_, f32>,
+    batch: bool,
     buf: &mut Buffers,
     out: &mut [f32],
 ) {
@@ -234,8 +241,8 @@ fn softmax_attention(
         let row = &keys[key_base + (lo + j) * dk..][..dk];
         *s = (kernels.dots.f32)(dk, bytemuck::cast_slice(row), qb);
     }
-    // Scale (and soft-cap), subtract the max, exp, sum in f64, multiply by
-    // the f32 rounding of 1/sum.
+    // Scale (and soft-cap), subtract the max, exp, sum in f64 by blocks of
+    // 16 slots, multiply by the f32 rounding of 1/sum.
     let mut max = f32::NEG_INFINITY;
     for s in buf.scores.iter_mut() {
         *s *= shape.scale;
@@ -244,21 +251,128 @@ fn softmax_attention(
         }
         max = max.max(*s);
     }
-    let mut sum = 0.0f64;
-    for s in buf.scores.iter_mut() {
-        *s = (*s - max).exp();
-        sum += *s as f64;
-    }
+    let sum = ggml_exp_sum(&mut buf.scores, lo, max);
     let inv = (1.0 / sum) as f32;
-    out.fill(0.0);
-    let value_base = kv_head * n_ctx * dv;
-    for (j, &s) in buf.scores.iter().enumerate() {
-        let p = s * inv;
-        let row = &values[value_base + (lo + j) * dv..][..dv];
-        for (o, &x) in out.iter_mut().zip(row) {
-            *o += p * x;
-        }
+    for s in buf.scores.iter_mut() {
+        *s *= inv;
     }
+    let value_base = kv_head * n_ctx * dv;
+    // One accumulator row per lane a slot lands in: ggml_vec_dot_f32 has 4
+    // accumulators of 16 lanes over steps of 64, tinyBLAS one of 16.
+    let lanes = if batch { 16 } else { 64 };
+    buf.acc.clear();
+    buf.acc.resize(lanes * dv, 0.0);
+    for (j, &p) in buf.scores.iter().enumerate() {
+        let slot = lo + j;
+        let row = &values[value_base + slot * dv..][..dv];
+        fma_into(&mut buf.acc[(slot % lanes) * dv..][..dv], row, p);
+    }
+    let acc = &buf.acc;
+    let lane = |l: usize, d: usize| acc[l * dv + d];
+    for (d, o) in out.iter_mut().enumerate() {
+        let v: [f32; 16] = if batch {
+            std::array::from_fn(|l| lane(l, d))
+        } else {
+            // GGML_F32x16_REDUCE: (sum0 + sum2) + (sum1 + sum3).
+            std::array::from_fn(|l| {
+                (lane(l, d) + lane(32 + l, d)) + (lane(16 + l, d) + lane(48 + l, d))
+            })
+        };
+        *o = reduce_add_16(&v);
+    }
+}
+
+/// `acc[i] = fma(row[i], p, acc[i])`: hardware FMA where the CPU has it
+/// (the same value as the software one, much faster).
+fn fma_into(acc: &mut [f32], row: &[f32], p: f32) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("fma") {
+        #[target_feature(enable = "fma")]
+        fn with_fma(acc: &mut [f32], row: &[f32], p: f32) {
+            for (a, &x) in acc.iter_mut().zip(row) {
+                *a = x.mul_add(p, *a);
+            }
+        }
+        // SAFETY: the CPU has FMA (checked above).
+        return unsafe { with_fma(acc, row, p) };
+    }
+    for (a, &x) in acc.iter_mut().zip(row) {
+        *a = x.mul_add(p, *a);
+    }
+}
+
+/// `_mm512_reduce_add_ps` as GCC writes it: halves, quarters, then
+/// `(t[0] + t[2]) + (t[1] + t[3])`.
+#[inline(always)]
+fn reduce_add_16(v: &[f32; 16]) -> f32 {
+    let t8: [f32; 8] = std::array::from_fn(|l| v[l + 8] + v[l]);
+    let t4: [f32; 4] = std::array::from_fn(|l| t8[l + 4] + t8[l]);
+    (t4[0] + t4[2]) + (t4[1] + t4[3])
+}
+
+/// `ggml_vec_soft_max_f32` (AVX-512): every score becomes
+/// `ggml_v_expf(s − max)`; the sum adds, in f64, the `_mm512_reduce_add_ps`
+/// of each block of 16 cache slots (slot `lo + j` for score `j`; slots
+/// outside the scores are masked, exact zeros).
+fn ggml_exp_sum(scores: &mut [f32], lo: usize, max: f32) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has FMA (checked above).
+        return unsafe { ggml_exp_sum_fma(scores, lo, max) };
+    }
+    ggml_exp_sum_body(scores, lo, max)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "fma")]
+fn ggml_exp_sum_fma(scores: &mut [f32], lo: usize, max: f32) -> f64 {
+    ggml_exp_sum_body(scores, lo, max)
+}
+
+#[inline(always)]
+fn ggml_exp_sum_body(scores: &mut [f32], lo: usize, max: f32) -> f64 {
+    for s in scores.iter_mut() {
+        *s = ggml_v_expf(*s - max);
+    }
+    let mut sum = 0.0f64;
+    let hi = lo + scores.len();
+    let mut block = lo - lo % 16;
+    while block < hi {
+        let v: [f32; 16] = std::array::from_fn(|l| {
+            let slot = block + l;
+            if slot >= lo && slot < hi { scores[slot - lo] } else { 0.0 }
+        });
+        sum += f64::from(reduce_add_16(&v));
+        block += 16;
+    }
+    sum
+}
+
+/// One lane of ggml's `ggml_v_expf` (`ggml-cpu/vec.h`, AVX-512 form): a
+/// degree-5 polynomial on `x − n·ln 2` scaled by `2^n`, not the correctly
+/// rounded `expf`; copied so the softmax weights equal llama.cpp's.
+#[inline(always)]
+fn ggml_v_expf(x: f32) -> f32 {
+    let r = f32::from_bits(0x4b40_0000); // 0x1.8p23
+    let z = x.mul_add(f32::from_bits(0x3fb8_aa3b), r); // 0x1.715476p+0
+    let n = z - r;
+    let b = (-n).mul_add(
+        f32::from_bits(0x35bf_be8e), // 0x1.7f7d1cp-20
+        (-n).mul_add(f32::from_bits(0x3f31_7200), x), // 0x1.62e4p-1
+    );
+    if n.abs() > 192.0 {
+        return if n <= 0.0 { 0.0 } else { f32::INFINITY };
+    }
+    let u = b * b;
+    let j = f32::from_bits(0x3c07_2010) // 0x1.0e4020p-7
+        .mul_add(b, f32::from_bits(0x3d2b_9f17)) // 0x1.573e2ep-5
+        .mul_add(
+            u,
+            f32::from_bits(0x3e2a_af33).mul_add(b, f32::from_bits(0x3eff_fedb)), // 0x1.555e66p-3, 0x1.fffdb6p-2
+        )
+        .mul_add(u, f32::from_bits(0x3f7f_fff6).mul_add(b, 1.0)); // 0x1.ffffecp-1
+    // _mm512_scalef_ps(j, n): j · 2^n, rounded once.
+    libm::scalbnf(j, n as i32)
 }
 
 /// ggml's CPU flash attention over an F16 cache (llama.cpp's default: F16

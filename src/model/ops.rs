@@ -181,8 +181,27 @@ impl RopeAngles {
         }
     }
 
-    /// Rotates the first `n_rot` dimensions of one head in place.
+    /// Rotates the first `n_rot` dimensions of one head in place, with the
+    /// fused multiply-adds GCC makes of ggml's `rotate_pairs` (`ops.cpp`,
+    /// `-ffp-contract=fast`, read from the reference build's code): for the
+    /// NEOX pairing `x0·cos − (x1·sin)` and `x0·sin + (x1·cos)`, each with
+    /// the parenthesized product rounded; for adjacent pairs (vectorized
+    /// with `vfmaddsub`) the second is `x1·cos + (x0·sin)`.
     pub fn apply(&self, style: RopeStyle, head: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("fma") {
+            #[target_feature(enable = "fma")]
+            fn with_fma(angles: &RopeAngles, style: RopeStyle, head: &mut [f32]) {
+                angles.apply_body(style, head)
+            }
+            // SAFETY: the CPU has FMA (checked above).
+            return unsafe { with_fma(self, style, head) };
+        }
+        self.apply_body(style, head)
+    }
+
+    #[inline(always)]
+    fn apply_body(&self, style: RopeStyle, head: &mut [f32]) {
         let half = self.cos_sin.len();
         for (i, &(cos, sin)) in self.cos_sin.iter().enumerate() {
             let (a, b) = match style {
@@ -190,8 +209,11 @@ impl RopeAngles {
                 RopeStyle::Neox => (i, i + half),
             };
             let (x0, x1) = (head[a], head[b]);
-            head[a] = x0 * cos - x1 * sin;
-            head[b] = x0 * sin + x1 * cos;
+            head[a] = x0.mul_add(cos, -(x1 * sin));
+            head[b] = match style {
+                RopeStyle::Normal => x1.mul_add(cos, x0 * sin),
+                RopeStyle::Neox => x0.mul_add(sin, x1 * cos),
+            };
         }
     }
 }
