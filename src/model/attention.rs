@@ -22,6 +22,9 @@ pub struct AttentionShape {
     pub head_dim_v: usize,
     /// Multiplier of `q·k`.
     pub scale: f32,
+    /// Whether llama.cpp multiplies the query by `scale` before attention
+    /// (then the scores are not scaled again).
+    pub scale_on_q: bool,
     pub softcap: Option<f32>,
     /// Keys at distance ≥ `window` from the query are masked.
     pub window: Option<usize>,
@@ -236,7 +239,15 @@ fn softmax_attention(
     buf.scores.clear();
     buf.scores.resize(hi - lo, 0.0);
     let key_base = kv_head * n_ctx * dk;
-    let qb: &[u8] = bytemuck::cast_slice(q);
+    // The query scaled first where llama.cpp scales it.
+    let scale = if shape.scale_on_q {
+        buf.q32.clear();
+        buf.q32.extend(q.iter().map(|&x| x * shape.scale));
+        1.0
+    } else {
+        shape.scale
+    };
+    let qb: &[u8] = bytemuck::cast_slice(if shape.scale_on_q { &buf.q32[..] } else { q });
     for (j, s) in buf.scores.iter_mut().enumerate() {
         let row = &keys[key_base + (lo + j) * dk..][..dk];
         *s = (kernels.dots.f32)(dk, bytemuck::cast_slice(row), qb);
@@ -245,7 +256,7 @@ fn softmax_attention(
     // 16 slots, multiply by the f32 rounding of 1/sum.
     let mut max = f32::NEG_INFINITY;
     for s in buf.scores.iter_mut() {
-        *s *= shape.scale;
+        *s *= scale;
         if let Some(cap) = shape.softcap {
             *s = (*s * (1.0 / cap)).tanh() * cap;
         }
@@ -435,9 +446,18 @@ fn flash_attention_body<T: CacheRow>(
         acc16,
         ..
     } = buf;
-    // q rounded to f16 (ggml converts it to the cache type), kept as f32.
+    // q (scaled first where llama.cpp scales it) rounded to f16 (ggml
+    // converts it to the cache type), kept as f32.
     acc16.resize(dk.max(dv), f16::ZERO);
-    acc16[..dk].convert_from_f32_slice(q);
+    let scale = if shape.scale_on_q {
+        row.clear();
+        row.extend(q.iter().map(|&x| x * shape.scale));
+        acc16[..dk].convert_from_f32_slice(&row[..dk]);
+        1.0
+    } else {
+        acc16[..dk].convert_from_f32_slice(q);
+        shape.scale
+    };
     q32.resize(dk, 0.0);
     acc16[..dk].convert_to_f32_slice(q32);
     row.resize(dk.max(dv), 0.0);
@@ -451,8 +471,8 @@ fn flash_attention_body<T: CacheRow>(
         let s = dot_like_ggml_f16(k, q32);
         // ggml folds the soft-cap divisor into the scale.
         let s = match shape.softcap {
-            Some(cap) => cap * (s * (shape.scale / cap)).tanh(),
-            None => s * shape.scale,
+            Some(cap) => cap * (s * (scale / cap)).tanh(),
+            None => s * scale,
         };
         let (mut ms, mut vs) = (1.0f32, 1.0f32);
         if s > max {
@@ -470,7 +490,8 @@ fn flash_attention_body<T: CacheRow>(
             *a = v.mul_add(vs, *a);
         }
         round_to_f16(acc, &mut acc16[..dv]);
-        sum = sum * ms + vs;
+        // `S = S*ms + vs`, which GCC contracts into one FMA.
+        sum = sum.mul_add(ms, vs);
     }
     let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
     for (o, &a) in out.iter_mut().zip(acc.iter()) {
