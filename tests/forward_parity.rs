@@ -111,17 +111,12 @@ enum Tolerance {
     /// and move a logit by ~1e-2 sd. llama.cpp's own F16-cache run is 0.025 sd
     /// away from its F32 run on this file; we measured 1.07e-2.
     Bf16,
-    /// 8-bit activation quantization on both sides.
+    /// 8-bit activation quantization on both sides. Where our kernels
+    /// follow ggml's f32 order exactly (the Gemma 3 270M path, most tiny
+    /// models) the error is the 6-digit rounding of the reference (~1e-5);
+    /// the bound stays llama.cpp's own noise floor for the types whose
+    /// batch kernels we do not copy yet.
     Quantized,
-    /// The real Gemma 3 270M is far more sensitive than the tiny models:
-    /// llama.cpp's F16-cache run differs from its F32 run by 0.036 sd on
-    /// average and 0.31 sd at worst (33 tokens, `diff_vs_primary`). Traced
-    /// with `--dump-activations` against llama.cpp's own intermediate tensors
-    /// (one BOS token), all 18 layers agree to ≤ 1e-5 relative until one
-    /// activation of the last FFN lands on the other side of a Q8_0 rounding
-    /// step (inputs differing by 3e-6); that single flip is what remains
-    /// (measured: 0.070 sd RMS, 0.31 max with an F32 cache).
-    DefaultModel,
 }
 
 impl Tolerance {
@@ -131,7 +126,6 @@ impl Tolerance {
             Tolerance::Float => (5e-3, 5e-3),
             Tolerance::Bf16 => (5e-3, 1.5e-2),
             Tolerance::Quantized => (0.03, 0.15),
-            Tolerance::DefaultModel => (0.08, 0.35),
         }
     }
 }
@@ -319,37 +313,39 @@ fn starcoder2() {
     family("starcoder2");
 }
 
-/// llama.cpp's default path: F16 cache with flash attention, whose value
-/// accumulator rounds to f16 at every step. Our scores are bit-identical to
-/// ggml's but a residual difference remains (≈1e-3 sd RMS on tiny-gemma3),
-/// which that per-step rounding amplifies; the bound is the quantized one,
-/// still 3× tighter than llama.cpp's own F16-vs-F32 distance.
+/// llama.cpp's default path: F16 cache with flash attention (ggml's
+/// one-chunk CPU kernel below 64 queries, whose value accumulator rounds to
+/// f16 at every step). Gemma 3 270M follows it bit for bit (error at the
+/// reference's 6-digit rounding); the tiny F16 models keep ≈1e-3 sd from
+/// their F16 weight matmuls (tinyBLAS order not copied yet), which that
+/// per-step rounding amplifies, so the bound is the quantized one.
 #[test]
 fn f16_cache_matches_llama_cpp_flash_attention() {
     check_with("tiny-llama-F32", Tolerance::Quantized, KvType::F16);
     check_with("tiny-gemma2-F16", Tolerance::Quantized, KvType::F16);
     check_with("tiny-gemma3-F16", Tolerance::Quantized, KvType::F16);
     check_with("tiny-qwen3-Q8_0", Tolerance::Quantized, KvType::F16);
-    check_with("gemma-3-270m-q4_k_m", Tolerance::DefaultModel, KvType::F16);
+    check_with("gemma-3-270m-q4_k_m", Tolerance::Quantized, KvType::F16);
 }
 
 #[test]
 fn default_model_gemma3_270m() {
-    check("gemma-3-270m-q4_k_m", Tolerance::DefaultModel);
+    check("gemma-3-270m-q4_k_m", Tolerance::Quantized);
 }
 
-/// llama.cpp's greedy continuation of a fixed prompt on the default model:
-/// `llama-completion -m gemma-3-270m-q4_k_m.gguf -p "Once upon a time, in a
-/// land far away, there lived a dragon who" -n 24 --temp 0 -ctk f32 -ctv f32
-/// -fa off` prints " was very wise. He was very kind to the people, and he
-/// was very kind to the animals. One day,"; with its defaults (F16 cache,
-/// flash attention) it prints " was a master of magic. He was a master of
-/// magic who could transform anything into a living being. He was a". The
-/// two llama.cpp paths part at the second token, a near-tie (" very" vs " a"
-/// differ by 0.02 logits, 0.005 sd), so no implementation can promise either
-/// text bit for bit. We check what is well defined: our tokens equal
-/// llama.cpp's (F32 path) up to the first step whose top-2 margin is below
-/// 0.1 sd, and at that step llama.cpp's token is our first or second choice.
+/// The issue's acceptance check: `rusty-llm models/gemma-3-270m-q4_k_m.gguf
+/// --raw -p "Once upon a time, in a land far away, there lived a dragon who"
+/// -n 24 --temp 0` prints what llama.cpp prints. With its defaults (F16
+/// cache, flash attention; our CLI default too) llama.cpp's
+/// `llama-completion` prints " was a master of magic. He was a master of
+/// magic who could transform anything into a living being. He was a"; with
+/// `-ctk f32 -ctv f32 -fa off` it prints " was very wise. He was very kind
+/// to the people, and he was very kind to the animals. One day,". The two
+/// part at the second token, a near-tie (" very" vs " a" differ by 0.02
+/// logits, 0.005 sd), so only arithmetic equal to llama.cpp's gives both
+/// texts: ours follows ggml's f32 order on both paths, and the greedy
+/// continuation (prompt prefill, then one token at a time) must match word
+/// for word.
 #[test]
 fn default_model_greedy_text_matches_llama_cpp() {
     let Some(path) = common::default_model() else {
@@ -363,54 +359,42 @@ fn default_model_greedy_text_matches_llama_cpp() {
         true,
         false,
     );
-    let expected = tokenizer.encode(
-        " was very wise. He was very kind to the people, and he was very kind to the animals. One day,",
-        false,
-        false,
-    );
     let pool = ThreadPool::new(2);
-    let mut cache = model.new_cache(KvType::F32, 128);
-    let mut scratch = ForwardScratch::default();
-    let mut logits = model
-        .forward(
-            &pool,
-            &mut cache,
-            &mut scratch,
-            &prompt,
-            0,
-            Logits::Last,
-            None,
-        )
-        .unwrap()
-        .to_vec();
-    for (step, &want) in expected.iter().enumerate() {
-        let mut order: Vec<usize> = (0..logits.len()).collect();
-        order.select_nth_unstable_by(1, |&a, &b| logits[b].total_cmp(&logits[a]));
-        let (first, second) = if logits[order[0]] >= logits[order[1]] {
-            (order[0], order[1])
-        } else {
-            (order[1], order[0])
-        };
-        let margin = (logits[first] - logits[second]) as f64;
-        if margin < 0.1 * std_dev(&logits) {
-            assert!(
-                want as usize == first || want as usize == second,
-                "step {step}: llama.cpp's token {want} is not among our top two"
-            );
-            return; // a near-tie: the rest depends on which side each run took
-        }
-        assert_eq!(first as u32, want, "step {step} (margin {margin})");
-        logits = model
-            .forward(
-                &pool,
-                &mut cache,
-                &mut scratch,
-                &[want],
-                prompt.len() + step,
-                Logits::Last,
-                None,
-            )
+    for (kv_type, want) in [
+        (
+            KvType::F16,
+            " was a master of magic. He was a master of magic who could transform anything into a living being. He was a",
+        ),
+        (
+            KvType::F32,
+            " was very wise. He was very kind to the people, and he was very kind to the animals. One day,",
+        ),
+    ] {
+        let mut cache = model.new_cache(kv_type, 4096);
+        let mut scratch = ForwardScratch::default();
+        let mut logits = model
+            .forward(&pool, &mut cache, &mut scratch, &prompt, 0, Logits::Last, None)
             .unwrap()
             .to_vec();
+        let mut generated = Vec::new();
+        for step in 0..24 {
+            let next = argmax(&logits);
+            generated.push(next);
+            logits = model
+                .forward(
+                    &pool,
+                    &mut cache,
+                    &mut scratch,
+                    &[next],
+                    prompt.len() + step,
+                    Logits::Last,
+                    None,
+                )
+                .unwrap()
+                .to_vec();
+        }
+        let text = tokenizer.decode(&generated, false);
+        eprintln!("{kv_type:?} cache: {text:?}");
+        assert_eq!(text, want, "{kv_type:?} cache");
     }
 }
