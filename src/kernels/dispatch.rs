@@ -117,11 +117,20 @@ pub struct BatchDots {
     /// tiled K-quant matmul (`tiled/tiled.cpp`), for weights not repacked.
     pub q4_k_tiled: Option<VecDot>,
     pub q6_k_tiled: Option<VecDot>,
+    /// Float weights, two or more tokens: `llamafile_sgemm` (tinyBLAS),
+    /// for rows a multiple of [`BatchDots::TINYBLAS_K`] (32 for BF16).
+    pub f32_tinyblas: Option<VecDot>,
+    pub f16_tinyblas: Option<VecDot>,
+    pub bf16_tinyblas: Option<VecDot>,
 }
 
 impl BatchDots {
     /// `ggml_tiled_min_batch`: the tiled matmul takes batches of 8 or more.
     pub const TILED_MIN: usize = 8;
+    /// `llamafile_sgemm` takes batches of 2 or more (`n < 2` returns false).
+    pub const TINYBLAS_MIN: usize = 2;
+    /// tinyBLAS's `KN` for F32/F16 on AVX-512 (`k % KN` must be 0).
+    pub const TINYBLAS_K: usize = 16;
 }
 
 /// Quantizes an f32 activation row (a whole number of blocks) into one

@@ -97,6 +97,16 @@ impl<'a> Weights<'a> {
             GgmlType::Q6_K => {
                 batch.from = kernels.batch.q6_k_tiled.map(|d| (BatchDots::TILED_MIN, d))
             }
+            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => {
+                let (dot, k) = match ty {
+                    GgmlType::F32 => (kernels.batch.f32_tinyblas, BatchDots::TINYBLAS_K),
+                    GgmlType::F16 => (kernels.batch.f16_tinyblas, BatchDots::TINYBLAS_K),
+                    _ => (kernels.batch.bf16_tinyblas, 2 * BatchDots::TINYBLAS_K),
+                };
+                batch.from = dot
+                    .filter(|_| cols % k == 0)
+                    .map(|d| (BatchDots::TINYBLAS_MIN, d));
+            }
             _ => {}
         }
         Ok(Self {

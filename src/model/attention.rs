@@ -343,7 +343,7 @@ fn ggml_exp_sum_fma(scores: &mut [f32], lo: usize, max: f32) -> f64 {
 #[inline(always)]
 fn ggml_exp_sum_body(scores: &mut [f32], lo: usize, max: f32) -> f64 {
     for s in scores.iter_mut() {
-        *s = ggml_v_expf(*s - max);
+        *s = super::ops::ggml_v_expf(*s - max);
     }
     let mut sum = 0.0f64;
     let hi = lo + scores.len();
@@ -359,32 +359,6 @@ fn ggml_exp_sum_body(scores: &mut [f32], lo: usize, max: f32) -> f64 {
     sum
 }
 
-/// One lane of ggml's `ggml_v_expf` (`ggml-cpu/vec.h`, AVX-512 form): a
-/// degree-5 polynomial on `x − n·ln 2` scaled by `2^n`, not the correctly
-/// rounded `expf`; copied so the softmax weights equal llama.cpp's.
-#[inline(always)]
-fn ggml_v_expf(x: f32) -> f32 {
-    let r = f32::from_bits(0x4b40_0000); // 0x1.8p23
-    let z = x.mul_add(f32::from_bits(0x3fb8_aa3b), r); // 0x1.715476p+0
-    let n = z - r;
-    let b = (-n).mul_add(
-        f32::from_bits(0x35bf_be8e), // 0x1.7f7d1cp-20
-        (-n).mul_add(f32::from_bits(0x3f31_7200), x), // 0x1.62e4p-1
-    );
-    if n.abs() > 192.0 {
-        return if n <= 0.0 { 0.0 } else { f32::INFINITY };
-    }
-    let u = b * b;
-    let j = f32::from_bits(0x3c07_2010) // 0x1.0e4020p-7
-        .mul_add(b, f32::from_bits(0x3d2b_9f17)) // 0x1.573e2ep-5
-        .mul_add(
-            u,
-            f32::from_bits(0x3e2a_af33).mul_add(b, f32::from_bits(0x3eff_fedb)), // 0x1.555e66p-3, 0x1.fffdb6p-2
-        )
-        .mul_add(u, f32::from_bits(0x3f7f_fff6).mul_add(b, 1.0)); // 0x1.ffffecp-1
-    // _mm512_scalef_ps(j, n): j · 2^n, rounded once.
-    libm::scalbnf(j, n as i32)
-}
 
 /// ggml's CPU flash attention over an F16 cache (llama.cpp's default: F16
 /// cache, flash attention on): `q` rounded to f16, one pass over the keys

@@ -82,6 +82,66 @@ pub fn silu(x: f32) -> f32 {
     x / (1.0 + (-x).exp())
 }
 
+/// One lane of ggml's `ggml_v_expf` (`ggml-cpu/vec.h`, AVX-512 form): a
+/// degree-5 polynomial on `x − n·ln 2` scaled by `2^n`, not the correctly
+/// rounded `expf`; copied so the softmax weights equal llama.cpp's.
+#[inline(always)]
+pub(crate) fn ggml_v_expf(x: f32) -> f32 {
+    let r = f32::from_bits(0x4b40_0000); // 0x1.8p23
+    let z = x.mul_add(f32::from_bits(0x3fb8_aa3b), r); // 0x1.715476p+0
+    let n = z - r;
+    let b = (-n).mul_add(
+        f32::from_bits(0x35bf_be8e), // 0x1.7f7d1cp-20
+        (-n).mul_add(f32::from_bits(0x3f31_7200), x), // 0x1.62e4p-1
+    );
+    if n.abs() > 192.0 {
+        return if n <= 0.0 { 0.0 } else { f32::INFINITY };
+    }
+    let u = b * b;
+    let j = f32::from_bits(0x3c07_2010) // 0x1.0e4020p-7
+        .mul_add(b, f32::from_bits(0x3d2b_9f17)) // 0x1.573e2ep-5
+        .mul_add(
+            u,
+            f32::from_bits(0x3e2a_af33).mul_add(b, f32::from_bits(0x3eff_fedb)), // 0x1.555e66p-3, 0x1.fffdb6p-2
+        )
+        .mul_add(u, f32::from_bits(0x3f7f_fff6).mul_add(b, 1.0)); // 0x1.ffffecp-1
+    // _mm512_scalef_ps(j, n): j · 2^n, rounded once.
+    libm::scalbnf(j, n as i32)
+}
+
+/// `ggml_v_silu` (`vec.h`, AVX-512): `x / (1 + ggml_v_expf(0 − x))`.
+#[inline(always)]
+fn ggml_v_silu(x: f32) -> f32 {
+    x / (1.0 + ggml_v_expf(0.0 - x))
+}
+
+/// `ggml_vec_swiglu_f32`: `silu(x)·g` through ggml's vector SiLU for whole
+/// groups of 16 (from the start of `x`, a row or rows of a multiple of 16),
+/// the scalar `ggml_silu_f32` (libm `expf`) for the rest.
+fn swiglu(x: &mut [f32], g: &[f32]) {
+    #[inline(always)]
+    fn body(x: &mut [f32], g: &[f32]) {
+        let full = x.len() - x.len() % 16;
+        let (xv, xt) = x.split_at_mut(full);
+        for (a, &b) in xv.iter_mut().zip(g) {
+            *a = ggml_v_silu(*a) * b;
+        }
+        for (a, &b) in xt.iter_mut().zip(&g[full..]) {
+            *a = silu(*a) * b;
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("fma") {
+        #[target_feature(enable = "fma")]
+        fn with_fma(x: &mut [f32], g: &[f32]) {
+            body(x, g)
+        }
+        // SAFETY: the CPU has FMA (checked above).
+        return unsafe { with_fma(x, g) };
+    }
+    body(x, g)
+}
+
 /// ggml's GELU: the tanh approximation evaluated at the f16 rounding of `x`
 /// and rounded to f16, through a 64 Ki-entry table; exactly 0 below −10 and
 /// the identity above 10.
@@ -104,7 +164,9 @@ fn gelu_table() -> &'static [f32; 1 << 16] {
         let mut table = Box::new([0.0f32; 1 << 16]);
         for (bits, out) in table.iter_mut().enumerate() {
             let x = f16::from_bits(bits as u16).to_f32();
-            let y = 0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + COEF_A * x * x)).tanh());
+            // ggml_gelu_f32 as GCC compiles it (`ggml_cpu_init`): the
+            // inner `1 + A·x·x` is one FMA.
+            let y = 0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * x.mul_add(COEF_A * x, 1.0)).tanh());
             *out = f16::from_f32(y).to_f32();
         }
         table
@@ -123,6 +185,9 @@ impl Activation {
 
 /// `gate[i] = act(gate[i]) · up[i]` (ggml's fused `swiglu`/`geglu`).
 pub fn gated(act: Activation, gate: &mut [f32], up: &[f32]) {
+    if act == Activation::Silu {
+        return swiglu(gate, up);
+    }
     for (g, &u) in gate.iter_mut().zip(up) {
         *g = act.apply(*g) * u;
     }
@@ -210,10 +275,7 @@ impl RopeAngles {
             };
             let (x0, x1) = (head[a], head[b]);
             head[a] = x0.mul_add(cos, -(x1 * sin));
-            head[b] = match style {
-                RopeStyle::Normal => x1.mul_add(cos, x0 * sin),
-                RopeStyle::Neox => x0.mul_add(sin, x1 * cos),
-            };
+            head[b] = x0.mul_add(sin, x1 * cos);
         }
     }
 }
