@@ -119,7 +119,11 @@ pub fn attention(
                             values,
                             n_ctx: n_kv,
                         };
-                        flash_attention(query, rows, buf, out_head)
+                        if n_tokens >= FA_TILE {
+                            flash_attention_tiled(query, rows, buf, out_head)
+                        } else {
+                            flash_attention(query, rows, buf, out_head)
+                        }
                     }
                     (None, KvStore::F32(keys), KvStore::F32(values)) => {
                         let rows = Rows {
@@ -466,6 +470,120 @@ fn flash_attention_body<T: CacheRow>(
         round_to_f16(acc, &mut acc16[..dv]);
         // `S = S*ms + vs`, which GCC contracts into one FMA.
         sum = sum.mul_add(ms, vs);
+    }
+    let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
+    for (o, &a) in out.iter_mut().zip(acc.iter()) {
+        *o = a * inv;
+    }
+}
+
+/// ggml's flash-attention tile (`GGML_FA_TILE_Q` = `GGML_FA_TILE_KV` = 64):
+/// batches of at least this many queries take the tiled kernel.
+const FA_TILE: usize = 64;
+
+/// ggml's tiled CPU flash attention (`ggml_compute_forward_flash_attn_ext_tiled`,
+/// what llama.cpp runs for 64 or more queries over an F16 cache), per query:
+/// over tiles of 64 cache slots, f32 scores `Σ fma(k, q)` in order (q not
+/// rounded to f16), the online max per tile, `ggml_vec_soft_max_f32`'s exps
+/// and per-16 sums, and an f32 value accumulator (`simd_gemm`: `fma(v, p,
+/// acc)` key by key). `rows` holds the keys and values widened to f32.
+fn flash_attention_tiled(query: Query<'_>, rows: Rows<'_, f32>, buf: &mut Buffers, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("fma") {
+        #[target_feature(enable = "fma")]
+        fn with_fma(query: Query<'_>, rows: Rows<'_, f32>, buf: &mut Buffers, out: &mut [f32]) {
+            flash_attention_tiled_body(query, rows, buf, out)
+        }
+        // SAFETY: the CPU has FMA (checked above).
+        return unsafe { with_fma(query, rows, buf, out) };
+    }
+    flash_attention_tiled_body(query, rows, buf, out)
+}
+
+#[inline(always)]
+fn flash_attention_tiled_body(
+    query: Query<'_>,
+    rows: Rows<'_, f32>,
+    buf: &mut Buffers,
+    out: &mut [f32],
+) {
+    let Query {
+        shape,
+        kv_head,
+        q,
+        lo,
+        hi,
+    } = query;
+    let Rows {
+        keys,
+        values,
+        n_ctx,
+    } = rows;
+    let (dk, dv) = (shape.head_dim_k, shape.head_dim_v);
+    let mut scale = shape.scale;
+    buf.q32.clear();
+    if shape.scale_on_q {
+        buf.q32.extend(q.iter().map(|&x| x * shape.scale));
+        scale = 1.0;
+    } else {
+        buf.q32.extend_from_slice(q);
+    }
+    if let Some(cap) = shape.softcap {
+        scale /= cap;
+    }
+    let q32 = &buf.q32;
+    buf.acc.clear();
+    buf.acc.resize(dv, 0.0);
+    let acc = &mut buf.acc;
+    let (key_base, value_base) = (kv_head * n_ctx * dk, kv_head * n_ctx * dv);
+    let mut kq = [0f32; FA_TILE];
+    let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
+    let mut t0 = lo - lo % FA_TILE;
+    while t0 < hi {
+        let (a, b) = (lo.max(t0), hi.min(t0 + FA_TILE));
+        kq.fill(f32::NEG_INFINITY);
+        for slot in a..b {
+            let k = &keys[key_base + slot * dk..][..dk];
+            let mut s = 0f32;
+            for (&kd, &qd) in k.iter().zip(q32) {
+                s = kd.mul_add(qd, s);
+            }
+            s *= scale;
+            if let Some(cap) = shape.softcap {
+                s = s.tanh() * cap;
+            }
+            kq[slot - t0] = s;
+        }
+        let tile_max = kq.iter().fold(f32::NEG_INFINITY, |x, &y| x.max(y));
+        if tile_max == f32::NEG_INFINITY {
+            t0 += FA_TILE;
+            continue;
+        }
+        let m_new = m.max(tile_max);
+        if m_new > m {
+            let ms = (m - m_new).exp();
+            for v in acc.iter_mut() {
+                *v *= ms;
+            }
+            sum *= ms;
+        }
+        m = m_new;
+        let mut tile_sum = 0f64;
+        for block in kq.chunks_exact_mut(16) {
+            for v in block.iter_mut() {
+                *v = super::ops::ggml_v_expf(*v - m);
+            }
+            tile_sum += f64::from(reduce_add_16(&<[f32; 16]>::try_from(&*block).unwrap()));
+        }
+        sum = (f64::from(sum) + tile_sum) as f32;
+        for slot in a..b {
+            let p = kq[slot - t0];
+            let v = &values[value_base + slot * dv..][..dv];
+            for (o, &x) in acc.iter_mut().zip(v) {
+                *o = x.mul_add(p, *o);
+            }
+        }
+        t0 += FA_TILE;
     }
     let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
     for (o, &a) in out.iter_mut().zip(acc.iter()) {
