@@ -117,6 +117,8 @@ pub struct BatchDots {
     /// tiled K-quant matmul (`tiled/tiled.cpp`), for weights not repacked.
     pub q4_k_tiled: Option<VecDot>,
     pub q6_k_tiled: Option<VecDot>,
+    pub q5_k_tiled: Option<VecDot>,
+    pub q3_k_tiled: Option<VecDot>,
     /// Float weights, two or more tokens: `llamafile_sgemm` (tinyBLAS),
     /// for rows a multiple of [`BatchDots::TINYBLAS_K`] (32 for BF16).
     pub f32_tinyblas: Option<VecDot>,

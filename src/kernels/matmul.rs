@@ -94,8 +94,13 @@ impl<'a> Weights<'a> {
                 }
                 _ => batch.from = kernels.batch.q4_k_tiled.map(|d| (BatchDots::TILED_MIN, d)),
             },
-            GgmlType::Q6_K => {
-                batch.from = kernels.batch.q6_k_tiled.map(|d| (BatchDots::TILED_MIN, d))
+            GgmlType::Q6_K | GgmlType::Q5_K | GgmlType::Q3_K => {
+                let dot = match ty {
+                    GgmlType::Q6_K => kernels.batch.q6_k_tiled,
+                    GgmlType::Q5_K => kernels.batch.q5_k_tiled,
+                    _ => kernels.batch.q3_k_tiled,
+                };
+                batch.from = dot.map(|d| (BatchDots::TILED_MIN, d))
             }
             GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => {
                 let (dot, k) = match ty {
