@@ -25,6 +25,22 @@ use crate::quant::{
 };
 use std::arch::x86_64::*;
 
+/// Installs the tile kernels of the 32-element types whose per-element f32
+/// order they keep (ggml's `tinyBLAS_Q0_AVX`).
+pub(super) fn install_tiles(tiles: &mut super::tiles::QuantTiles) {
+    use super::tiles::{Tile, drive};
+    tiles.q8_0 = Some(Tile {
+        dot: drive::<Q0Tile<BlockQ8_0>>,
+        prepare: None,
+        row: None,
+    });
+    tiles.q5_0 = Some(Tile {
+        dot: drive::<Q0Tile<BlockQ5_0>>,
+        prepare: None,
+        row: None,
+    });
+}
+
 /// Installs this module's kernels into the table.
 pub(super) fn install(dots: &mut QuantDots) {
     dots.q4_0 = dot_q4_0;
@@ -359,6 +375,86 @@ pub(super) fn dot_mxfp4(n: usize, w: &[u8], x: &[u8]) -> f32 {
     let (w, x) = blocks(n, w, x);
     // SAFETY: installed only when the CPU has avx2, fma and f16c.
     unsafe { inner(w, x) }
+}
+
+/// A weight block of a `_0` type as 32 signed bytes in element order, and
+/// its scale.
+trait Q0Block: bytemuck::Pod {
+    fn signed(&self) -> __m256i;
+    fn d(&self) -> F16Le;
+}
+
+impl Q0Block for BlockQ8_0 {
+    #[inline(always)]
+    fn signed(&self) -> __m256i {
+        // SAFETY: only called from `q0_tile`, which has these features.
+        unsafe { load_x(&self.qs) }
+    }
+    fn d(&self) -> F16Le {
+        self.d
+    }
+}
+
+impl Q0Block for BlockQ5_0 {
+    #[inline(always)]
+    fn signed(&self) -> __m256i {
+        // SAFETY: only called from `q0_tile`, which has these features.
+        unsafe {
+            let u = _mm256_or_si256(nibbles(&self.qs), fifth_bits(self.qh));
+            _mm256_sub_epi8(u, _mm256_set1_epi8(16))
+        }
+    }
+    fn d(&self) -> F16Le {
+        self.d
+    }
+}
+
+/// `tinyBLAS_Q0_AVX` (`llamafile/sgemm.cpp`, what llama.cpp runs for Q8_0
+/// and Q5_0 weights with two or more tokens) on a tile of up to 4 rows × 4
+/// tokens: per (row, token) one 8-lane accumulator, `fma(d_w·d_x, lanes,
+/// acc)` block by block, then `hsum`. The same f32 order as the row dot
+/// [`sum_blocks`] (ggml's `ggml_vec_dot_*_q8_0`), each weight block decoded
+/// once per tile of tokens.
+struct Q0Tile<W>(std::marker::PhantomData<W>);
+
+impl<W: Q0Block> super::tiles::TileKernel for Q0Tile<W> {
+    fn run<const R: usize, const T: usize>(
+        n: usize,
+        w: [&[u8]; R],
+        x: [&[u8]; T],
+    ) -> [[f32; R]; T] {
+        // SAFETY: installed only on CPUs with avx2, fma and f16c.
+        unsafe { q0_tile::<W, R, T>(n, w, x) }
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q0_tile<W: Q0Block, const R: usize, const T: usize>(
+    n: usize,
+    w: [&[u8]; R],
+    x: [&[u8]; T],
+) -> [[f32; R]; T] {
+    let nb = n / 32;
+    let w: [&[W]; R] = w.map(|r| &bytemuck::cast_slice::<u8, W>(&r[..nb * size_of::<W>()])[..nb]);
+    let x: [&[BlockQ8_0]; T] =
+        x.map(|t| &bytemuck::cast_slice::<u8, BlockQ8_0>(&t[..nb * size_of::<BlockQ8_0>()])[..nb]);
+    let mut acc = [[_mm256_setzero_ps(); R]; T];
+    for b in 0..nb {
+        let q: [__m256i; R] = std::array::from_fn(|r| w[r][b].signed());
+        let abs: [__m256i; R] = std::array::from_fn(|r| _mm256_sign_epi8(q[r], q[r]));
+        let dw: [f32; R] = std::array::from_fn(|r| f16x1(w[r][b].d()));
+        for t in 0..T {
+            let xb = &x[t][b];
+            let xq = load_x(&xb.qs);
+            let dx = f16x1(xb.d);
+            for r in 0..R {
+                let lanes = dot_u8_i8(abs[r], _mm256_sign_epi8(xq, q[r]));
+                acc[t][r] =
+                    _mm256_fmadd_ps(_mm256_set1_ps(dw[r] * dx), _mm256_cvtepi32_ps(lanes), acc[t][r]);
+            }
+        }
+    }
+    acc.map(|a| a.map(|v| hsum(v)))
 }
 
 #[cfg(test)]
