@@ -89,6 +89,12 @@ pub fn attention(
         (KvStore::F16(k), KvStore::F16(v)) if n_tokens > 1 => Some(widen(k, v, shape, n_ctx, n_kv)),
         _ => None,
     };
+    // The tiled kernel's scores run down 64 keys at once (one FMA chain per
+    // key, as ggml's `simd_gemm` does): keys transposed per 64-slot tile.
+    let transposed = match &widened {
+        Some((k32, _)) if n_tokens >= FA_TILE => Some(transpose_tiles(k32, shape, n_kv)),
+        _ => None,
+    };
     pool.run(tasks.div_ceil(per_chunk), &|chunk| {
         BUFFERS.with_borrow_mut(|buf| {
             for task in chunk * per_chunk..((chunk + 1) * per_chunk).min(tasks) {
@@ -119,8 +125,8 @@ pub fn attention(
                             values,
                             n_ctx: n_kv,
                         };
-                        if n_tokens >= FA_TILE {
-                            flash_attention_tiled(query, rows, buf, out_head)
+                        if let Some(kt) = &transposed {
+                            flash_attention_tiled(query, rows, kt, buf, out_head)
                         } else {
                             flash_attention(query, rows, buf, out_head)
                         }
@@ -477,6 +483,25 @@ fn flash_attention_body<T: CacheRow>(
     }
 }
 
+/// Widened keys (`[head][slot][dim]`, `n_kv` slots) as `[head][tile][dim][64]`,
+/// zeros past `n_kv`.
+fn transpose_tiles(k32: &[f32], shape: &AttentionShape, n_kv: usize) -> Vec<f32> {
+    let dk = shape.head_dim_k;
+    let tiles = n_kv.div_ceil(FA_TILE);
+    let mut kt = vec![0.0; shape.n_head_kv * tiles * dk * FA_TILE];
+    for h in 0..shape.n_head_kv {
+        for slot in 0..n_kv {
+            let (tile, tk) = (slot / FA_TILE, slot % FA_TILE);
+            let key = &k32[(h * n_kv + slot) * dk..][..dk];
+            let base = (h * tiles + tile) * dk * FA_TILE + tk;
+            for (d, &v) in key.iter().enumerate() {
+                kt[base + d * FA_TILE] = v;
+            }
+        }
+    }
+    kt
+}
+
 /// ggml's flash-attention tile (`GGML_FA_TILE_Q` = `GGML_FA_TILE_KV` = 64):
 /// batches of at least this many queries take the tiled kernel.
 const FA_TILE: usize = 64;
@@ -487,23 +512,37 @@ const FA_TILE: usize = 64;
 /// rounded to f16), the online max per tile, `ggml_vec_soft_max_f32`'s exps
 /// and per-16 sums, and an f32 value accumulator (`simd_gemm`: `fma(v, p,
 /// acc)` key by key). `rows` holds the keys and values widened to f32.
-fn flash_attention_tiled(query: Query<'_>, rows: Rows<'_, f32>, buf: &mut Buffers, out: &mut [f32]) {
+/// `kt` holds the keys as [`transpose_tiles`] lays them out.
+fn flash_attention_tiled(
+    query: Query<'_>,
+    rows: Rows<'_, f32>,
+    kt: &[f32],
+    buf: &mut Buffers,
+    out: &mut [f32],
+) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("fma") {
-        #[target_feature(enable = "fma")]
-        fn with_fma(query: Query<'_>, rows: Rows<'_, f32>, buf: &mut Buffers, out: &mut [f32]) {
-            flash_attention_tiled_body(query, rows, buf, out)
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        #[target_feature(enable = "avx2,fma")]
+        fn with_fma(
+            query: Query<'_>,
+            rows: Rows<'_, f32>,
+            kt: &[f32],
+            buf: &mut Buffers,
+            out: &mut [f32],
+        ) {
+            flash_attention_tiled_body(query, rows, kt, buf, out)
         }
-        // SAFETY: the CPU has FMA (checked above).
-        return unsafe { with_fma(query, rows, buf, out) };
+        // SAFETY: the CPU has AVX2 and FMA (checked above).
+        return unsafe { with_fma(query, rows, kt, buf, out) };
     }
-    flash_attention_tiled_body(query, rows, buf, out)
+    flash_attention_tiled_body(query, rows, kt, buf, out)
 }
 
 #[inline(always)]
 fn flash_attention_tiled_body(
     query: Query<'_>,
     rows: Rows<'_, f32>,
+    kt: &[f32],
     buf: &mut Buffers,
     out: &mut [f32],
 ) {
@@ -535,20 +574,26 @@ fn flash_attention_tiled_body(
     buf.acc.clear();
     buf.acc.resize(dv, 0.0);
     let acc = &mut buf.acc;
-    let (key_base, value_base) = (kv_head * n_ctx * dk, kv_head * n_ctx * dv);
+    let value_base = kv_head * n_ctx * dv;
+    let n_tiles = n_ctx.div_ceil(FA_TILE);
+    let _ = keys;
     let mut kq = [0f32; FA_TILE];
     let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
     let mut t0 = lo - lo % FA_TILE;
     while t0 < hi {
         let (a, b) = (lo.max(t0), hi.min(t0 + FA_TILE));
+        // Scores of the whole tile: per key `Σ fma(k, q)` over the dims in
+        // order (64 independent chains, vectorized across keys).
+        let tile = &kt[(kv_head * n_tiles + t0 / FA_TILE) * dk * FA_TILE..][..dk * FA_TILE];
+        let mut sc = [0f32; FA_TILE];
+        for (col, &qd) in tile.chunks_exact(FA_TILE).zip(q32) {
+            for (s, &kd) in sc.iter_mut().zip(col) {
+                *s = kd.mul_add(qd, *s);
+            }
+        }
         kq.fill(f32::NEG_INFINITY);
         for slot in a..b {
-            let k = &keys[key_base + slot * dk..][..dk];
-            let mut s = 0f32;
-            for (&kd, &qd) in k.iter().zip(q32) {
-                s = kd.mul_add(qd, s);
-            }
-            s *= scale;
+            let mut s = sc[slot - t0] * scale;
             if let Some(cap) = shape.softcap {
                 s = s.tanh() * cap;
             }
