@@ -374,7 +374,15 @@ fn default_model_greedy_text_matches_llama_cpp() {
         let mut cache = model.new_cache(kv_type, 4096);
         let mut scratch = ForwardScratch::default();
         let mut logits = model
-            .forward(&pool, &mut cache, &mut scratch, &prompt, 0, Logits::Last, None)
+            .forward(
+                &pool,
+                &mut cache,
+                &mut scratch,
+                &prompt,
+                0,
+                Logits::Last,
+                None,
+            )
             .unwrap()
             .to_vec();
         let mut generated = Vec::new();

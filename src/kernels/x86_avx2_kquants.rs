@@ -356,7 +356,8 @@ pub(super) fn dot_q4_k_tiled(n: usize, w: &[u8], x: &[u8]) -> f32 {
         for (b, y) in w.iter().zip(x) {
             let (v, summs) = q4_k_ints(b, y);
             let sumi = _mm256_add_epi32(_mm256_add_epi32(v[0], v[1]), _mm256_add_epi32(v[2], v[3]));
-            let r = (-f16(b.dmin)).mul_add(hsum_i32_4(summs) as f32, hsum_i32(sumi) as f32 * f16(b.d));
+            let r =
+                (-f16(b.dmin)).mul_add(hsum_i32_4(summs) as f32, hsum_i32(sumi) as f32 * f16(b.d));
             acc = r.mul_add(y.d.to_f32(), acc);
         }
         acc
@@ -427,7 +428,8 @@ pub(super) fn dot_q5_k_tiled(n: usize, w: &[u8], x: &[u8]) -> f32 {
         let mut acc = 0f32;
         for (b, y) in w.iter().zip(x) {
             let (sumi, summs) = q5_k_ints(b, y);
-            let r = (-f16(b.dmin)).mul_add(hsum_i32_4(summs) as f32, hsum_i32(sumi) as f32 * f16(b.d));
+            let r =
+                (-f16(b.dmin)).mul_add(hsum_i32_4(summs) as f32, hsum_i32(sumi) as f32 * f16(b.d));
             acc = r.mul_add(y.d.to_f32(), acc);
         }
         acc

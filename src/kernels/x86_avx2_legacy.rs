@@ -449,8 +449,11 @@ fn q0_tile<W: Q0Block, const R: usize, const T: usize>(
             let dx = f16x1(xb.d);
             for r in 0..R {
                 let lanes = dot_u8_i8(abs[r], _mm256_sign_epi8(xq, q[r]));
-                acc[t][r] =
-                    _mm256_fmadd_ps(_mm256_set1_ps(dw[r] * dx), _mm256_cvtepi32_ps(lanes), acc[t][r]);
+                acc[t][r] = _mm256_fmadd_ps(
+                    _mm256_set1_ps(dw[r] * dx),
+                    _mm256_cvtepi32_ps(lanes),
+                    acc[t][r],
+                );
             }
         }
     }

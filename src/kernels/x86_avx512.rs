@@ -126,7 +126,11 @@ pub(super) fn dot_bf16(w: &[bf16], x: &[bf16]) -> f32 {
 /// when the row length is a multiple of 16): one 16-lane accumulator,
 /// `fma` per 16 elements, `_mm512_reduce_add_ps`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
-fn dot_by_16_single(n: usize, load_w: impl Fn(usize) -> __m512, load_x: impl Fn(usize) -> __m512) -> f32 {
+fn dot_by_16_single(
+    n: usize,
+    load_w: impl Fn(usize) -> __m512,
+    load_x: impl Fn(usize) -> __m512,
+) -> f32 {
     let mut acc = _mm512_setzero_ps();
     let mut i = 0;
     while i + 16 <= n {

@@ -361,14 +361,17 @@ fn ggml_exp_sum_body(scores: &mut [f32], lo: usize, max: f32) -> f64 {
     while block < hi {
         let v: [f32; 16] = std::array::from_fn(|l| {
             let slot = block + l;
-            if slot >= lo && slot < hi { scores[slot - lo] } else { 0.0 }
+            if slot >= lo && slot < hi {
+                scores[slot - lo]
+            } else {
+                0.0
+            }
         });
         sum += f64::from(reduce_add_16(&v));
         block += 16;
     }
     sum
 }
-
 
 /// ggml's CPU flash attention over an F16 cache (llama.cpp's default: F16
 /// cache, flash attention on): `q` rounded to f16, one pass over the keys
