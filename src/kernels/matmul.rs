@@ -88,7 +88,7 @@ impl<'a> Weights<'a> {
         match ty {
             GgmlType::Q4_K => match kernels.batch.q4_k_repacked {
                 // ggml_repack_get_optimal_repack_type: rows a multiple of 8.
-                Some((gemv, gemm)) if rows % 8 == 0 => {
+                Some((gemv, gemm)) if rows.is_multiple_of(8) => {
                     dot = gemv;
                     batch.grouped = Some(gemm);
                 }
@@ -109,7 +109,7 @@ impl<'a> Weights<'a> {
                     _ => (kernels.batch.bf16_tinyblas, 2 * BatchDots::TINYBLAS_K),
                 };
                 batch.from = dot
-                    .filter(|_| cols % k == 0)
+                    .filter(|_| cols.is_multiple_of(k))
                     .map(|d| (BatchDots::TINYBLAS_MIN, d));
             }
             _ => {}
