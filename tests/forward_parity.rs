@@ -438,3 +438,71 @@ fn default_model_greedy_text_matches_llama_cpp() {
         assert_eq!(text, want, "{kv_type:?} cache");
     }
 }
+
+#[derive(Deserialize)]
+struct LongPrompt {
+    tokens: Vec<u32>,
+    f32_cache: LastLogits,
+    f16_cache: LastLogits,
+}
+
+#[derive(Deserialize)]
+struct LastLogits {
+    sd: f64,
+    ids: Vec<u32>,
+    values: Vec<f32>,
+}
+
+/// A 69-token prefill of the default model (tests/data/parity, recorded with
+/// llama.cpp on the reference machine): at 64 or more queries ggml's F16-cache
+/// flash attention switches to its tiled kernel, and the quantized matmuls
+/// to their large-batch forms; the last position's top-40 logits must still
+/// be llama.cpp's on both cache types.
+#[test]
+fn default_model_long_prompt_matches_llama_cpp() {
+    let Some(path) = common::default_model() else {
+        return;
+    };
+    let file = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/parity/gemma-3-270m-69-tokens.json"
+    );
+    let reference: LongPrompt = serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap();
+    let model = load(&path);
+    let pool = ThreadPool::new(2);
+    for (kv_type, want) in [
+        (KvType::F32, &reference.f32_cache),
+        (KvType::F16, &reference.f16_cache),
+    ] {
+        let mut cache = model.new_cache(kv_type, 256);
+        let mut scratch = ForwardScratch::default();
+        let logits = model
+            .forward(
+                &pool,
+                &mut cache,
+                &mut scratch,
+                &reference.tokens,
+                0,
+                Logits::Last,
+                None,
+            )
+            .unwrap()
+            .to_vec();
+        let mut errors = Errors::default();
+        for (&i, &b) in want.ids.iter().zip(&want.values) {
+            errors.add(logits[i as usize], b, want.sd, || format!("token {i}"));
+        }
+        let (rms, max) = (errors.rms(), errors.max);
+        eprintln!(
+            "69 tokens ({kv_type:?} cache): rms {rms:.2e}, max {max:.2e} at {}",
+            errors.worst
+        );
+        let (rms_tol, max_tol) = Tolerance::Quantized.limits();
+        assert!(
+            rms <= rms_tol && max <= max_tol,
+            "69 tokens ({kv_type:?} cache): rms {rms:.3e}, max {max:.3e} at {}",
+            errors.worst
+        );
+        assert_eq!(argmax(&logits), want.ids[0], "{kv_type:?} cache: top token");
+    }
+}
