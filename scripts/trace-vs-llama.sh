@@ -19,13 +19,13 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 gcc -O1 -o "$work/dump" "$here/scripts/llama-dump-tensors.c" -I"$src/include" -I"$src/ggml/include" \
   -L"$bin" -lllama -lggml -lggml-base -Wl,-rpath,"$bin"
-cargo build --release --quiet --manifest-path "$here/Cargo.toml"
-ours=$here/target/release/rusty-llm
+cargo build --profile test-release --quiet --bin rusty-llm --manifest-path "$here/Cargo.toml"
+ours=$here/target/test-release/rusty-llm
 "$ours" "$model" --raw -p "$prompt" --kv-type f32 --threads 1 --dump-activations "$work/ours.jsonl"
 tokens=$("$ours" "$model" --tokenize --prompt "$prompt" | tr -d '[]' | tr ',' ' ')
 LD_LIBRARY_PATH=$bin "$work/dump" "$model" "$work/ref.jsonl" f32 $tokens 2>/dev/null
 python3 - "$work/ours.jsonl" "$work/ref.jsonl" <<'PY'
-import json, math, sys
+import array, json, math, sys
 ours = {}
 for line in open(sys.argv[1]):
     d = json.loads(line); ours[d["name"]] = d["values"]
@@ -43,7 +43,8 @@ pairs += [("result_norm", "result_norm"), ("result_output", "result_output")]
 for a, b in pairs:
     if a not in ours or b not in ref or len(ours[a]) != len(ref[b]):
         continue
-    x, y = ours[a], ref[b]
+    # Both as f32 (llama.cpp prints 9 digits), so bit-equal tensors give 0.
+    x, y = array.array("f", ours[a]), array.array("f", ref[b])
     rms = math.sqrt(sum(v * v for v in y) / len(y)) or 1.0
     diff = max(abs(p - q) for p, q in zip(x, y))
     print(f"{a:24s} {b:18s} max|Δ|/rms {diff / rms:.2e}")

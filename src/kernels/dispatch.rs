@@ -2,7 +2,7 @@
 //! of function pointers. `RUSTY_LLM_SIMD=scalar|avx2|avx512|neon` forces a
 //! variant (tests, odd machines); asking for one the CPU lacks is an error.
 
-use super::quant_dots::QuantDots;
+use super::quant_dots::{QuantDots, VecDot};
 use super::scalar;
 use super::tiles::QuantTiles;
 use half::{bf16, f16};
@@ -97,6 +97,42 @@ pub struct Kernels {
     /// SIMD activation quantizers, bit for bit equal to `kernels::activations`
     /// (`None`: the scalar ones).
     pub quantizers: ActQuantizers,
+    /// Row dots in the f32 order of ggml's batch kernels, where llama.cpp
+    /// switches kernels with the batch size (see [`BatchDots`]).
+    pub batch: BatchDots,
+}
+
+/// The row dot products of ggml's other matmul kernels on x86, each in its
+/// own f32 order, that llama.cpp (CPU backend, repack and tiled matmul on)
+/// picks by weight shape and batch size; `matmul` follows the same choice.
+/// The integer sums are the same as the `dots` ones.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BatchDots {
+    /// Q4_K weights whose row count is a multiple of 8 are repacked at load
+    /// (`repack.cpp`, `block_q4_Kx8`): one token (and the last `n % 4` of a
+    /// batch) through `ggml_gemv_q4_K_8x8_q8_K`, the rest in groups of four
+    /// through `ggml_gemm_q4_K_8x8_q8_K`: `(gemv, gemm)`.
+    pub q4_k_repacked: Option<(VecDot, VecDot)>,
+    /// Batches of at least [`BatchDots::TILED_MIN`] tokens through ggml's
+    /// tiled K-quant matmul (`tiled/tiled.cpp`), for weights not repacked.
+    pub q4_k_tiled: Option<VecDot>,
+    pub q6_k_tiled: Option<VecDot>,
+    pub q5_k_tiled: Option<VecDot>,
+    pub q3_k_tiled: Option<VecDot>,
+    /// Float weights, two or more tokens: `llamafile_sgemm` (tinyBLAS),
+    /// for rows a multiple of [`BatchDots::TINYBLAS_K`] (32 for BF16).
+    pub f32_tinyblas: Option<VecDot>,
+    pub f16_tinyblas: Option<VecDot>,
+    pub bf16_tinyblas: Option<VecDot>,
+}
+
+impl BatchDots {
+    /// `ggml_tiled_min_batch`: the tiled matmul takes batches of 8 or more.
+    pub const TILED_MIN: usize = 8;
+    /// `llamafile_sgemm` takes batches of 2 or more (`n < 2` returns false).
+    pub const TINYBLAS_MIN: usize = 2;
+    /// tinyBLAS's `KN` for F32/F16 on AVX-512 (`k % KN` must be 0).
+    pub const TINYBLAS_K: usize = 16;
 }
 
 /// Quantizes an f32 activation row (a whole number of blocks) into one
@@ -136,6 +172,7 @@ impl Kernels {
             dots: QuantDots::reference(),
             tiles: QuantTiles::default(),
             quantizers: ActQuantizers::default(),
+            batch: BatchDots::default(),
         };
         // ggml's integer formulation of each quantized dot product.
         super::scalar_legacy::install(&mut k.dots);
@@ -150,7 +187,8 @@ impl Kernels {
                 install_avx2(&mut k);
                 super::x86_avx512::install(&mut k);
                 super::x86_avx512_legacy::install(&mut k.dots);
-                super::x86_avx512_kquants::install(&mut k.dots);
+                // No x86_avx512_kquants: the AVX2 K-quant kernels follow
+                // ggml's f32 order (see x86_avx2_kquants).
                 super::x86_avx512_tiles::install(&mut k.tiles);
                 super::x86_avx512_quantize::install(&mut k);
             }
@@ -196,4 +234,6 @@ fn install_avx2(k: &mut Kernels) {
     super::x86_avx2::install(k);
     super::x86_avx2_legacy::install(&mut k.dots);
     super::x86_avx2_kquants::install(&mut k.dots);
+    super::x86_avx2_kquants::install_batch(&mut k.batch);
+    super::x86_avx2_legacy::install_tiles(&mut k.tiles);
 }

@@ -8,7 +8,7 @@
 //! at least `tiles::TILE` tokens go through the type's tile kernel where the
 //! variant has one (4 rows × 4 tokens per call, see `tiles`).
 
-use super::dispatch::{Kernels, Quantize};
+use super::dispatch::{BatchDots, Kernels, Quantize};
 use super::pool::ThreadPool;
 use super::quant_dots::{VecDot, quantize_activations, vec_dot_type};
 use super::tiles::{TILE, Tile};
@@ -39,6 +39,8 @@ pub struct Weights<'a> {
     data: &'a [u8],
     row_bytes: usize,
     dot: VecDot,
+    /// Where ggml changes kernels with the batch size (see [`BatchPlan`]).
+    batch: BatchPlan,
     tile: Option<Tile>,
     /// The variant's own activation quantizer, if it has one.
     quantize: Option<Quantize>,
@@ -81,6 +83,37 @@ impl<'a> Weights<'a> {
                 data.len()
             )));
         }
+        let mut dot = dot;
+        let mut batch = BatchPlan::default();
+        match ty {
+            GgmlType::Q4_K => match kernels.batch.q4_k_repacked {
+                // ggml_repack_get_optimal_repack_type: rows a multiple of 8.
+                Some((gemv, gemm)) if rows.is_multiple_of(8) => {
+                    dot = gemv;
+                    batch.grouped = Some(gemm);
+                }
+                _ => batch.from = kernels.batch.q4_k_tiled.map(|d| (BatchDots::TILED_MIN, d)),
+            },
+            GgmlType::Q6_K | GgmlType::Q5_K | GgmlType::Q3_K => {
+                let dot = match ty {
+                    GgmlType::Q6_K => kernels.batch.q6_k_tiled,
+                    GgmlType::Q5_K => kernels.batch.q5_k_tiled,
+                    _ => kernels.batch.q3_k_tiled,
+                };
+                batch.from = dot.map(|d| (BatchDots::TILED_MIN, d))
+            }
+            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => {
+                let (dot, k) = match ty {
+                    GgmlType::F32 => (kernels.batch.f32_tinyblas, BatchDots::TINYBLAS_K),
+                    GgmlType::F16 => (kernels.batch.f16_tinyblas, BatchDots::TINYBLAS_K),
+                    _ => (kernels.batch.bf16_tinyblas, 2 * BatchDots::TINYBLAS_K),
+                };
+                batch.from = dot
+                    .filter(|_| cols.is_multiple_of(k))
+                    .map(|d| (BatchDots::TINYBLAS_MIN, d));
+            }
+            _ => {}
+        }
         Ok(Self {
             ty,
             rows,
@@ -88,6 +121,7 @@ impl<'a> Weights<'a> {
             data,
             row_bytes,
             dot,
+            batch,
             tile: kernels.tiles.get(ty),
             quantize: vec_dot_type(ty).and_then(|a| kernels.quantizers.get(a)),
         })
@@ -95,6 +129,29 @@ impl<'a> Weights<'a> {
 
     fn row(&self, r: usize) -> &'a [u8] {
         &self.data[r * self.row_bytes..(r + 1) * self.row_bytes]
+    }
+}
+
+/// The kernels ggml would pick for this weight matrix besides its plain row
+/// dot, so each token's dot product has llama.cpp's f32 order.
+#[derive(Clone, Copy, Default)]
+struct BatchPlan {
+    /// Batches of at least `.0` tokens use `.1` for every token.
+    from: Option<(usize, VecDot)>,
+    /// Tokens in whole groups of four (`t < n − n % 4`) use this.
+    grouped: Option<VecDot>,
+}
+
+impl BatchPlan {
+    /// The dot product for token `t` of `n`, `plain` unless the plan says
+    /// otherwise.
+    #[inline]
+    fn dot(&self, plain: VecDot, t: usize, n: usize) -> VecDot {
+        match (self.from, self.grouped) {
+            (Some((min, dot)), _) if n >= min => dot,
+            (_, Some(dot)) if t < n - n % 4 => dot,
+            _ => plain,
+        }
     }
 }
 
@@ -219,6 +276,11 @@ pub fn matmul(
         }
         None => (&acts[..], act_bytes, w.dot),
     };
+    let batch = if w.tile.and_then(|t| t.row).is_some() {
+        BatchPlan::default()
+    } else {
+        w.batch
+    };
     let chunk_rows = rows_per_chunk(w.rows, pool.threads(), w.data.len() * n_tokens);
     let n_chunks = w.rows.div_ceil(chunk_rows);
     let dst = Out(out.as_mut_ptr());
@@ -231,6 +293,7 @@ pub fn matmul(
             for r in first..last {
                 let wr = w.row(r);
                 for t in t0..t1 {
+                    let dot = batch.dot(dot, t, n_tokens);
                     let x = &acts[t * act_bytes..(t + 1) * act_bytes];
                     // SAFETY: t * rows + r < n_tokens * rows == out.len(), and
                     // row r belongs to this chunk only (see `Out`).

@@ -42,7 +42,9 @@ mod x86_avx512_quantize;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx512_tiles;
 
-pub use dispatch::{ActQuantizers, Kernels, Quantize, Simd, SimdError, kernels, kernels_checked};
+pub use dispatch::{
+    ActQuantizers, BatchDots, Kernels, Quantize, Simd, SimdError, kernels, kernels_checked,
+};
 pub use matmul::{KernelError, Scratch, Weights, matmul, matvec};
 pub use pool::ThreadPool;
 pub use quant_dots::{QuantDots, VecDot, quantize_activations, vec_dot_type};

@@ -33,6 +33,15 @@ pub(super) fn install(dots: &mut QuantDots) {
     dots.iq4_xs = dot_iq4_xs;
 }
 
+/// Installs the kernels in the order of ggml's batch matmuls.
+pub(super) fn install_batch(batch: &mut super::dispatch::BatchDots) {
+    batch.q4_k_repacked = Some((dot_q4_k_gemv, dot_q4_k_gemm));
+    batch.q4_k_tiled = Some(dot_q4_k_tiled);
+    batch.q6_k_tiled = Some(dot_q6_k_tiled);
+    batch.q5_k_tiled = Some(dot_q5_k_tiled);
+    batch.q3_k_tiled = Some(dot_q3_k_tiled);
+}
+
 /// 32 bytes at `s[off..off + 32]` (bounds checked; free for constant offsets).
 #[inline]
 #[target_feature(enable = "avx2")]
@@ -155,35 +164,59 @@ pub(super) fn dot_q3_k(n: usize, w: &[u8], x: &[u8]) -> f32 {
     unsafe { q3_k(w, x) }
 }
 
+/// The eight i32 lanes of one Q3_K block as ggml's AVX2 kernel forms them.
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn q3_k(w: &[BlockQ3K], x: &[BlockQ8K]) -> f32 {
+fn q3_k_ints(b: &BlockQ3K, y: &BlockQ8K) -> __m256i {
     let m3 = _mm256_set1_epi8(3);
     let m4 = _mm256_set1_epi8(4);
+    let sc = unpack_q3_k(&b.scales);
+    let scales = _mm_sub_epi8(ld128(&sc, 0), _mm_set1_epi8(32));
+    // −4 · Σ sc · bsum.
+    let corr = _mm256_madd_epi16(_mm256_cvtepi8_epi16(scales), ld_bsums(y));
+    let mut sumi = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(corr, 2));
+    let mut hbits = ld(&b.hmask, 0);
+    for j in 0..2 {
+        let mut q2 = ld(&b.qs, 32 * j);
+        for k in 0..4 {
+            let q8 = ld(&y.qs, 128 * j + 32 * k);
+            let h = _mm256_and_si256(_mm256_slli_epi16(hbits, 2), m4);
+            let q = _mm256_or_si256(_mm256_and_si256(q2, m3), h);
+            let p = _mm256_maddubs_epi16(q, q8);
+            let p = _mm256_madd_epi16(p, scale_pair(scales, (4 * j + k) as i64));
+            sumi = _mm256_add_epi32(sumi, p);
+            q2 = _mm256_srli_epi16(q2, 2);
+            hbits = _mm256_srli_epi16(hbits, 1);
+        }
+    }
+    sumi
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q3_k(w: &[BlockQ3K], x: &[BlockQ8K]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     for (b, y) in w.iter().zip(x) {
         let d = y.d.to_f32() * f16(b.d);
-        let sc = unpack_q3_k(&b.scales);
-        let scales = _mm_sub_epi8(ld128(&sc, 0), _mm_set1_epi8(32));
-        // −4 · Σ sc · bsum.
-        let corr = _mm256_madd_epi16(_mm256_cvtepi8_epi16(scales), ld_bsums(y));
-        let mut sumi = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(corr, 2));
-        let mut hbits = ld(&b.hmask, 0);
-        for j in 0..2 {
-            let mut q2 = ld(&b.qs, 32 * j);
-            for k in 0..4 {
-                let q8 = ld(&y.qs, 128 * j + 32 * k);
-                let h = _mm256_and_si256(_mm256_slli_epi16(hbits, 2), m4);
-                let q = _mm256_or_si256(_mm256_and_si256(q2, m3), h);
-                let p = _mm256_maddubs_epi16(q, q8);
-                let p = _mm256_madd_epi16(p, scale_pair(scales, (4 * j + k) as i64));
-                sumi = _mm256_add_epi32(sumi, p);
-                q2 = _mm256_srli_epi16(q2, 2);
-                hbits = _mm256_srli_epi16(hbits, 1);
-            }
-        }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(q3_k_ints(b, y)), acc);
     }
     hsum(acc)
+}
+
+/// Q3_K in the order of ggml's tiled K-quant matmul (batches of 8 or more):
+/// per block `acc = fma(Σ·d_w, d_x, acc)`.
+pub(super) fn dot_q3_k_tiled(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn inner(w: &[BlockQ3K], x: &[BlockQ8K]) -> f32 {
+        let mut acc = 0f32;
+        for (b, y) in w.iter().zip(x) {
+            let r = hsum_i32(q3_k_ints(b, y)) as f32 * f16(b.d);
+            acc = r.mul_add(y.d.to_f32(), acc);
+        }
+        acc
+    }
+    let (w, x) = blocks::<BlockQ3K>(n, w, x);
+    // SAFETY: installed only on CPUs with avx2, fma and f16c (module doc).
+    unsafe { inner(w, x) }
 }
 
 /// `ggml_vec_dot_q4_K_q8_K`.
@@ -203,35 +236,135 @@ fn mins_k4(mins_scales: __m256i, y: &BlockQ8K) -> __m128i {
     _mm_madd_epi16(_mm256_extracti128_si256(mins_scales, 1), pairs)
 }
 
+/// The integers of one Q4_K block: per 64-weight chunk `j` (ggml's `sb`),
+/// the scaled products `Σ sc·q·x` of its two sub-blocks as eight i32 lanes
+/// (lane `l`: weights `4l..4l + 4` of each 32), and `Σ m·bsum` of the two
+/// sub-blocks in lane `j` of the second value.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q4_k_ints(b: &BlockQ4K, y: &BlockQ8K) -> ([__m256i; 4], __m128i) {
+    let m4 = _mm256_set1_epi8(0x0f);
+    let u = unpack_k4(&b.scales);
+    let mins_scales = _mm256_cvtepu8_epi16(ld128(&u, 0));
+    let summs = mins_k4(mins_scales, y);
+    let scales = _mm256_broadcastsi128_si256(_mm256_castsi256_si128(mins_scales));
+    let chunk = |j: usize| {
+        let q4 = ld(&b.qs, 32 * j);
+        let lo = _mm256_and_si256(q4, m4);
+        let hi = _mm256_and_si256(_mm256_srli_epi16(q4, 4), m4);
+        let pl = _mm256_maddubs_epi16(lo, ld(&y.qs, 64 * j));
+        let ph = _mm256_maddubs_epi16(hi, ld(&y.qs, 64 * j + 32));
+        let pl = _mm256_madd_epi16(pl, _mm256_shuffle_epi8(scales, pick_i16(2 * j as i32)));
+        let ph = _mm256_madd_epi16(ph, _mm256_shuffle_epi8(scales, pick_i16(2 * j as i32 + 1)));
+        _mm256_add_epi32(pl, ph)
+    };
+    ([chunk(0), chunk(1), chunk(2), chunk(3)], summs)
+}
+
+/// Sum of the eight i32 lanes (exact).
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) fn hsum_i32(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01));
+    _mm_cvtsi128_si32(s)
+}
+
+/// Sum of the four i32 lanes (exact).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn hsum_i32_4(s: __m128i) -> i32 {
+    let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01));
+    _mm_cvtsi128_si32(s)
+}
+
+/// `ggml_vec_dot_q4_K_q8_K` (AVX2): per block, `acc += d · lanes` over
+/// eight lanes and `acc_m += −dmin · mins` over four; `hsum(acc) + hsum(acc_m)`.
 #[target_feature(enable = "avx2,fma,f16c")]
 fn q4_k(w: &[BlockQ4K], x: &[BlockQ8K]) -> f32 {
-    let m4 = _mm256_set1_epi8(0x0f);
     let mut acc = _mm256_setzero_ps();
     let mut acc_m = _mm_setzero_ps();
     for (b, y) in w.iter().zip(x) {
         let dx = y.d.to_f32();
         let d = f16(b.d) * dx;
         let dmin = -(f16(b.dmin) * dx);
-        let u = unpack_k4(&b.scales);
-        let mins_scales = _mm256_cvtepu8_epi16(ld128(&u, 0));
-        let summs = mins_k4(mins_scales, y);
+        let (v, summs) = q4_k_ints(b, y);
         acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(summs), acc_m);
-        let scales = _mm256_broadcastsi128_si256(_mm256_castsi256_si128(mins_scales));
-
-        let mut sumi = _mm256_setzero_si256();
-        for j in 0..4 {
-            let q4 = ld(&b.qs, 32 * j);
-            let lo = _mm256_and_si256(q4, m4);
-            let hi = _mm256_and_si256(_mm256_srli_epi16(q4, 4), m4);
-            let pl = _mm256_maddubs_epi16(lo, ld(&y.qs, 64 * j));
-            let ph = _mm256_maddubs_epi16(hi, ld(&y.qs, 64 * j + 32));
-            let pl = _mm256_madd_epi16(pl, _mm256_shuffle_epi8(scales, pick_i16(2 * j as i32)));
-            let ph = _mm256_madd_epi16(ph, _mm256_shuffle_epi8(scales, pick_i16(2 * j as i32 + 1)));
-            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
-        }
+        let sumi = _mm256_add_epi32(_mm256_add_epi32(v[0], v[1]), _mm256_add_epi32(v[2], v[3]));
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
     }
     hsum(acc) + hsum128(acc_m)
+}
+
+/// Q4_K in the order of ggml's repacked decode kernel
+/// (`ggml_gemv_q4_K_8x8_q8_K`, `arch/x86/repack.cpp`), which llama.cpp uses
+/// on AVX2 CPUs for Q4_K weights whose row count is a multiple of 8, one
+/// token at a time (and for the last `n % 4` tokens of a batch): per block,
+/// one exact integer for the products and one for the minimums, then
+/// `acc = fma(Σ, d_w·d_x, acc)`, `acc_m = fma(Σm, dmin_w·d_x, acc_m)`, and
+/// `acc − acc_m`.
+pub(super) fn dot_q4_k_gemv(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    let (w, x) = blocks::<BlockQ4K>(n, w, x);
+    // SAFETY: installed only on CPUs with avx2, fma and f16c (module doc).
+    unsafe { q4_k_repacked::<false>(w, x) }
+}
+
+/// Q4_K in the order of `ggml_gemm_q4_K_8x8_q8_K`, the repacked kernel for
+/// batches (tokens in whole groups of four): like [`dot_q4_k_gemv`] but the
+/// two FMAs run once per 64-weight chunk instead of once per block.
+pub(super) fn dot_q4_k_gemm(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    let (w, x) = blocks::<BlockQ4K>(n, w, x);
+    // SAFETY: installed only on CPUs with avx2, fma and f16c (module doc).
+    unsafe { q4_k_repacked::<true>(w, x) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q4_k_repacked<const PER_CHUNK: bool>(w: &[BlockQ4K], x: &[BlockQ8K]) -> f32 {
+    let mut acc = 0f32;
+    let mut acc_m = 0f32;
+    for (b, y) in w.iter().zip(x) {
+        let dx = y.d.to_f32();
+        let d = f16(b.d) * dx;
+        let dmin = f16(b.dmin) * dx;
+        let (v, summs) = q4_k_ints(b, y);
+        if PER_CHUNK {
+            let m: [i32; 4] = bytemuck::cast(summs);
+            for (v, m) in v.into_iter().zip(m) {
+                acc = (hsum_i32(v) as f32).mul_add(d, acc);
+                acc_m = (m as f32).mul_add(dmin, acc_m);
+            }
+        } else {
+            let sumi = _mm256_add_epi32(_mm256_add_epi32(v[0], v[1]), _mm256_add_epi32(v[2], v[3]));
+            acc = (hsum_i32(sumi) as f32).mul_add(d, acc);
+            acc_m = (hsum_i32_4(summs) as f32).mul_add(dmin, acc_m);
+        }
+    }
+    acc - acc_m
+}
+
+/// Q4_K in the order of ggml's tiled K-quant matmul (`tiled/tiled.cpp`,
+/// `tiled_run_micro_vnni_8x16`), which llama.cpp uses for batches of at
+/// least 8 tokens when the weights are not repacked (row count not a
+/// multiple of 8): per block `r = fnmadd(dmin_w, Σm, Σ·d_w)`, then
+/// `acc = fma(r, d_x, acc)` (GCC contracts the `acc + r·d_x` it writes).
+pub(super) fn dot_q4_k_tiled(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn inner(w: &[BlockQ4K], x: &[BlockQ8K]) -> f32 {
+        let mut acc = 0f32;
+        for (b, y) in w.iter().zip(x) {
+            let (v, summs) = q4_k_ints(b, y);
+            let sumi = _mm256_add_epi32(_mm256_add_epi32(v[0], v[1]), _mm256_add_epi32(v[2], v[3]));
+            let r =
+                (-f16(b.dmin)).mul_add(hsum_i32_4(summs) as f32, hsum_i32(sumi) as f32 * f16(b.d));
+            acc = r.mul_add(y.d.to_f32(), acc);
+        }
+        acc
+    }
+    let (w, x) = blocks::<BlockQ4K>(n, w, x);
+    // SAFETY: installed only on CPUs with avx2, fma and f16c (module doc).
+    unsafe { inner(w, x) }
 }
 
 /// `ggml_vec_dot_q5_K_q8_K`.
@@ -241,42 +374,69 @@ pub(super) fn dot_q5_k(n: usize, w: &[u8], x: &[u8]) -> f32 {
     unsafe { q5_k(w, x) }
 }
 
+/// The integers of one Q5_K block: the eight i32 lanes of the scaled
+/// products and the four `Σ m·bsum` lanes (as `q4_k_ints`).
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn q5_k(w: &[BlockQ5K], x: &[BlockQ8K]) -> f32 {
+fn q5_k_ints(b: &BlockQ5K, y: &BlockQ8K) -> (__m256i, __m128i) {
     let m4 = _mm256_set1_epi8(0x0f);
     let m16 = _mm256_set1_epi8(0x10);
+    let u = unpack_k4(&b.scales);
+    let mins_scales = _mm256_cvtepu8_epi16(ld128(&u, 0));
+    let summs = mins_k4(mins_scales, y);
+    let scales = _mm256_broadcastsi128_si256(_mm256_castsi256_si128(mins_scales));
+    let mut hbits = ld(&b.qh, 0);
+    let mut sumi = _mm256_setzero_si256();
+    for j in 0..4 {
+        let q4 = ld(&b.qs, 32 * j);
+        // Bit 2j of each qh byte is the fifth bit of the low nibbles,
+        // bit 2j + 1 that of the high ones; hbits is shifted down by 2j.
+        let hl = _mm256_and_si256(_mm256_slli_epi16(hbits, 4), m16);
+        let hh = _mm256_and_si256(_mm256_slli_epi16(hbits, 3), m16);
+        let lo = _mm256_or_si256(_mm256_and_si256(q4, m4), hl);
+        let hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q4, 4), m4), hh);
+        let pl = _mm256_maddubs_epi16(lo, ld(&y.qs, 64 * j));
+        let ph = _mm256_maddubs_epi16(hi, ld(&y.qs, 64 * j + 32));
+        let pl = _mm256_madd_epi16(pl, _mm256_shuffle_epi8(scales, pick_i16(2 * j as i32)));
+        let ph = _mm256_madd_epi16(ph, _mm256_shuffle_epi8(scales, pick_i16(2 * j as i32 + 1)));
+        sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
+        hbits = _mm256_srli_epi16(hbits, 2);
+    }
+    (sumi, summs)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q5_k(w: &[BlockQ5K], x: &[BlockQ8K]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     let mut acc_m = _mm_setzero_ps();
     for (b, y) in w.iter().zip(x) {
         let dx = y.d.to_f32();
         let d = f16(b.d) * dx;
         let dmin = -(f16(b.dmin) * dx);
-        let u = unpack_k4(&b.scales);
-        let mins_scales = _mm256_cvtepu8_epi16(ld128(&u, 0));
-        let summs = mins_k4(mins_scales, y);
+        let (sumi, summs) = q5_k_ints(b, y);
         acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(summs), acc_m);
-        let scales = _mm256_broadcastsi128_si256(_mm256_castsi256_si128(mins_scales));
-
-        let mut hbits = ld(&b.qh, 0);
-        let mut sumi = _mm256_setzero_si256();
-        for j in 0..4 {
-            let q4 = ld(&b.qs, 32 * j);
-            // Bit 2j of each qh byte is the fifth bit of the low nibbles,
-            // bit 2j + 1 that of the high ones; hbits is shifted down by 2j.
-            let hl = _mm256_and_si256(_mm256_slli_epi16(hbits, 4), m16);
-            let hh = _mm256_and_si256(_mm256_slli_epi16(hbits, 3), m16);
-            let lo = _mm256_or_si256(_mm256_and_si256(q4, m4), hl);
-            let hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q4, 4), m4), hh);
-            let pl = _mm256_maddubs_epi16(lo, ld(&y.qs, 64 * j));
-            let ph = _mm256_maddubs_epi16(hi, ld(&y.qs, 64 * j + 32));
-            let pl = _mm256_madd_epi16(pl, _mm256_shuffle_epi8(scales, pick_i16(2 * j as i32)));
-            let ph = _mm256_madd_epi16(ph, _mm256_shuffle_epi8(scales, pick_i16(2 * j as i32 + 1)));
-            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
-            hbits = _mm256_srli_epi16(hbits, 2);
-        }
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
     }
     hsum(acc) + hsum128(acc_m)
+}
+
+/// Q5_K in the order of ggml's tiled K-quant matmul (batches of 8 or more),
+/// as [`dot_q4_k_tiled`].
+pub(super) fn dot_q5_k_tiled(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn inner(w: &[BlockQ5K], x: &[BlockQ8K]) -> f32 {
+        let mut acc = 0f32;
+        for (b, y) in w.iter().zip(x) {
+            let (sumi, summs) = q5_k_ints(b, y);
+            let r =
+                (-f16(b.dmin)).mul_add(hsum_i32_4(summs) as f32, hsum_i32(sumi) as f32 * f16(b.d));
+            acc = r.mul_add(y.d.to_f32(), acc);
+        }
+        acc
+    }
+    let (w, x) = blocks::<BlockQ5K>(n, w, x);
+    // SAFETY: installed only on CPUs with avx2, fma and f16c (module doc).
+    unsafe { inner(w, x) }
 }
 
 /// `ggml_vec_dot_q6_K_q8_K`: quants taken unsigned (0..64), with the offset
@@ -287,43 +447,72 @@ pub(super) fn dot_q6_k(n: usize, w: &[u8], x: &[u8]) -> f32 {
     unsafe { q6_k(w, x) }
 }
 
+/// The eight i32 lanes of one Q6_K block as ggml's AVX2 kernel forms them
+/// (lane `l`: weights `4l..4l + 4` of each 32, less `32·Σ sc·bsum` of
+/// sub-blocks `2l`, `2l + 1`).
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn q6_k(w: &[BlockQ6K], x: &[BlockQ8K]) -> f32 {
+fn q6_k_ints(b: &BlockQ6K, y: &BlockQ8K) -> __m256i {
     let m4 = _mm256_set1_epi8(0x0f);
     let m2 = _mm256_set1_epi8(0x03);
     let m2_1 = _mm256_set1_epi8(0x0c);
     let m2_2 = _mm256_set1_epi8(0x30);
     let m2_3 = _mm256_set1_epi8(0xc0u8 as i8);
+    let scales = ld128(&b.scales, 0);
+    // −32 · Σ sc · bsum.
+    let corr = _mm256_madd_epi16(_mm256_cvtepi8_epi16(scales), ld_bsums(y));
+    let mut sumi = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(corr, 5));
+    for j in 0..2 {
+        let ql1 = ld(&b.ql, 64 * j);
+        let ql2 = ld(&b.ql, 64 * j + 32);
+        let qh = ld(&b.qh, 32 * j);
+        let h0 = _mm256_slli_epi16(_mm256_and_si256(qh, m2), 4);
+        let h1 = _mm256_slli_epi16(_mm256_and_si256(qh, m2_1), 2);
+        let h2 = _mm256_and_si256(qh, m2_2);
+        let h3 = _mm256_srli_epi16(_mm256_and_si256(qh, m2_3), 2);
+        let q = [
+            _mm256_or_si256(_mm256_and_si256(ql1, m4), h0),
+            _mm256_or_si256(_mm256_and_si256(ql2, m4), h1),
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), h2),
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql2, 4), m4), h3),
+        ];
+        for (k, q) in q.into_iter().enumerate() {
+            let p = _mm256_maddubs_epi16(q, ld(&y.qs, 128 * j + 32 * k));
+            let p = _mm256_madd_epi16(p, scale_pair(scales, (4 * j + k) as i64));
+            sumi = _mm256_add_epi32(sumi, p);
+        }
+    }
+    sumi
+}
+
+/// `ggml_vec_dot_q6_K_q8_K` (AVX2): `acc = fma(d_x·d_w, lanes, acc)` per
+/// block, then `hsum_float_8`.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q6_k(w: &[BlockQ6K], x: &[BlockQ8K]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     for (b, y) in w.iter().zip(x) {
         let d = y.d.to_f32() * f16(b.d);
-        let scales = ld128(&b.scales, 0);
-        // −32 · Σ sc · bsum.
-        let corr = _mm256_madd_epi16(_mm256_cvtepi8_epi16(scales), ld_bsums(y));
-        let mut sumi = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(corr, 5));
-        for j in 0..2 {
-            let ql1 = ld(&b.ql, 64 * j);
-            let ql2 = ld(&b.ql, 64 * j + 32);
-            let qh = ld(&b.qh, 32 * j);
-            let h0 = _mm256_slli_epi16(_mm256_and_si256(qh, m2), 4);
-            let h1 = _mm256_slli_epi16(_mm256_and_si256(qh, m2_1), 2);
-            let h2 = _mm256_and_si256(qh, m2_2);
-            let h3 = _mm256_srli_epi16(_mm256_and_si256(qh, m2_3), 2);
-            let q = [
-                _mm256_or_si256(_mm256_and_si256(ql1, m4), h0),
-                _mm256_or_si256(_mm256_and_si256(ql2, m4), h1),
-                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), h2),
-                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql2, 4), m4), h3),
-            ];
-            for (k, q) in q.into_iter().enumerate() {
-                let p = _mm256_maddubs_epi16(q, ld(&y.qs, 128 * j + 32 * k));
-                let p = _mm256_madd_epi16(p, scale_pair(scales, (4 * j + k) as i64));
-                sumi = _mm256_add_epi32(sumi, p);
-            }
-        }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(q6_k_ints(b, y)), acc);
     }
     hsum(acc)
+}
+
+/// Q6_K in the order of ggml's tiled K-quant matmul (`tiled/tiled.cpp`),
+/// which llama.cpp uses for batches of at least 8 tokens: per block one
+/// exact integer `Σ`, `r = Σ·d_w`, `acc = fma(r, d_x, acc)`.
+pub(super) fn dot_q6_k_tiled(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn inner(w: &[BlockQ6K], x: &[BlockQ8K]) -> f32 {
+        let mut acc = 0f32;
+        for (b, y) in w.iter().zip(x) {
+            let r = hsum_i32(q6_k_ints(b, y)) as f32 * f16(b.d);
+            acc = r.mul_add(y.d.to_f32(), acc);
+        }
+        acc
+    }
+    let (w, x) = blocks::<BlockQ6K>(n, w, x);
+    // SAFETY: installed only on CPUs with avx2, fma and f16c (module doc).
+    unsafe { inner(w, x) }
 }
 
 /// `ggml_vec_dot_iq4_xs_q8_K`.

@@ -25,6 +25,22 @@ use crate::quant::{
 };
 use std::arch::x86_64::*;
 
+/// Installs the tile kernels of the 32-element types whose per-element f32
+/// order they keep (ggml's `tinyBLAS_Q0_AVX`).
+pub(super) fn install_tiles(tiles: &mut super::tiles::QuantTiles) {
+    use super::tiles::{Tile, drive};
+    tiles.q8_0 = Some(Tile {
+        dot: drive::<Q0Tile<BlockQ8_0>>,
+        prepare: None,
+        row: None,
+    });
+    tiles.q5_0 = Some(Tile {
+        dot: drive::<Q0Tile<BlockQ5_0>>,
+        prepare: None,
+        row: None,
+    });
+}
+
 /// Installs this module's kernels into the table.
 pub(super) fn install(dots: &mut QuantDots) {
     dots.q4_0 = dot_q4_0;
@@ -77,52 +93,42 @@ pub(super) fn f16x1(h: F16Le) -> f32 {
 }
 
 /// One row pair's kernel pieces, per block (`W` weight, `X` activation).
-struct Row<P, S4, S1, M4, M1> {
-    /// Eight `i32` partial sums of `q_w · q_x` of one block.
+struct Row<P, S1, M1> {
+    /// Eight `i32` partial sums of `q_w · q_x` of one block (lane `k`: the
+    /// products of elements `4k..4k + 4`).
     prod: P,
-    /// `d_w · d_x` of four blocks.
-    scales: S4,
     /// `d_w · d_x` of one block.
     scale: S1,
-    /// `m_w · s_x` of four blocks (zero for the `_0` types).
-    mins: M4,
-    /// `m_w · s_x` of one block.
+    /// The two factors `(m_w, s_x)` of one block's minimum term (zeros for
+    /// the `_0` types).
     min: M1,
 }
 
-/// Σ over blocks of `scale · Σprod + min`, four blocks per step (as arrays
-/// of four, so no index is checked in the loop).
+/// Σ over blocks of `scale · Σprod + min` in ggml's own f32 order
+/// (`ggml_vec_dot_q{4,5,8}_0_q8_0`, `ggml_vec_dot_q{4,5}_1_q8_1`, the AVX2
+/// branch of `arch/x86/quants.c`, and `tinyBLAS_Q0_AVX` in
+/// `llamafile/sgemm.cpp`, whose per-element order is the same): one
+/// accumulator of eight lanes, `acc = fma(d_w·d_x, f32(lane), acc)` block
+/// after block, then `hsum_float_8`; the `_1` types add `summs`, a scalar
+/// `fma(m_w, s_x, summs)` chain (GCC contracts ggml's `summs += m*s`).
+/// One FMA chain is latency bound like ggml's; it is what makes our logits
+/// equal llama.cpp's bit for bit.
 #[target_feature(enable = "avx2,fma,f16c")]
-fn sum_blocks<W, X, P, S4, S1, M4, M1>(w: &[W], x: &[X], r: Row<P, S4, S1, M4, M1>) -> f32
+fn sum_blocks<W, X, P, S1, M1>(w: &[W], x: &[X], r: Row<P, S1, M1>) -> f32
 where
     P: Fn(&W, &X) -> __m256i,
-    S4: Fn(&[W; 4], &[X; 4]) -> __m128,
     S1: Fn(&W, &X) -> f32,
-    M4: Fn(&[W; 4], &[X; 4]) -> __m128,
-    M1: Fn(&W, &X) -> f32,
+    M1: Fn(&W, &X) -> (f32, f32),
 {
-    let mut acc = [_mm256_setzero_ps(); 4];
-    let mut mins = _mm_setzero_ps();
-    let (w4, w_tail) = w.as_chunks::<4>();
-    let (x4, x_tail) = x.as_chunks::<4>();
-    for (a, b) in w4.iter().zip(x4) {
-        let s = _mm256_castps128_ps256((r.scales)(a, b));
-        for (k, acc) in acc.iter_mut().enumerate() {
-            let d = _mm256_permutevar8x32_ps(s, _mm256_set1_epi32(k as i32));
-            *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps((r.prod)(&a[k], &b[k])), d, *acc);
-        }
-        mins = _mm_add_ps(mins, (r.mins)(a, b));
-    }
-    let mut tail = 0f32;
-    for (a, b) in w_tail.iter().zip(x_tail) {
+    let mut acc = _mm256_setzero_ps();
+    let mut summs = 0f32;
+    for (a, b) in w.iter().zip(x) {
         let d = _mm256_set1_ps((r.scale)(a, b));
-        acc[0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps((r.prod)(a, b)), d, acc[0]);
-        tail += (r.min)(a, b);
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps((r.prod)(a, b)), acc);
+        let (m, s) = (r.min)(a, b);
+        summs = m.mul_add(s, summs);
     }
-    let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-    let mins = _mm_add_ps(mins, _mm_movehl_ps(mins, mins));
-    let mins = _mm_add_ss(mins, _mm_movehdup_ps(mins));
-    hsum(sum) + (_mm_cvtss_f32(mins) + tail)
+    hsum(acc) + summs
 }
 
 /// The minimum terms of the `_0` types.
@@ -131,8 +137,8 @@ pub(super) fn no_mins<W, X>(_: &[W; 4], _: &[X; 4]) -> __m128 {
     unsafe { _mm_setzero_ps() }
 }
 
-pub(super) fn no_min<W, X>(_: &W, _: &X) -> f32 {
-    0.0
+pub(super) fn no_min<W, X>(_: &W, _: &X) -> (f32, f32) {
+    (0.0, 0.0)
 }
 
 /// The scale products of four blocks and of one: f16 field `$a` of `$W`
@@ -146,6 +152,17 @@ macro_rules! f16_scales {
     };
 }
 pub(super) use f16_scales;
+
+/// The minimum-term factors of four blocks (unused) and of one: f16 field
+/// `$a` of `$W` and field `$b` of `$X`, not multiplied.
+macro_rules! f16_min_factors {
+    ($W:ty, $a:ident, $X:ty, $b:ident) => {
+        (
+            |w: &[$W; 4], x: &[$X; 4]| f16_products4(w.map(|b| b.$a), x.map(|b| b.$b)),
+            |w: &$W, x: &$X| (f16x1(w.$a), f16x1(x.$b)),
+        )
+    };
+}
 
 /// Four MXFP4 scales `2^(e−128)` as f32 (`GGML_E8M0_TO_FP32_HALF`):
 /// `(e − 1) << 23`, or the subnormal `0x200000 << e` for e < 2.
@@ -224,15 +241,17 @@ pub(super) fn table(t: &[i8; 16]) -> __m256i {
 /// `m·s` minimums when given).
 macro_rules! run {
     (@mins) => {
-        (no_mins, no_min)
+        ((), no_min)
     };
     (@mins $mins:expr) => {
         $mins
     };
     ($w:ident, $x:ident, $prod:expr, $scales:expr $(, mins: $mins:expr)?) => {{
-        let (scales, scale) = $scales;
-        let (mins, min) = run!(@mins $($mins)?);
-        sum_blocks($w, $x, Row { prod: $prod, scales, scale, mins, min })
+        // The four-block forms are for the AVX-512 kernels; ggml's order
+        // takes one block at a time.
+        let (_, scale) = $scales;
+        let (_, min) = run!(@mins $($mins)?);
+        sum_blocks($w, $x, Row { prod: $prod, scale, min })
     }};
 }
 
@@ -259,7 +278,7 @@ pub(super) fn dot_q4_1(n: usize, w: &[u8], x: &[u8]) -> f32 {
             x,
             |a: &BlockQ4_1, b: &BlockQ8_1| dot_u8_i8(nibbles(&a.qs), load_x(&b.qs)),
             f16_scales!(BlockQ4_1, d, BlockQ8_1, d),
-            mins: f16_scales!(BlockQ4_1, m, BlockQ8_1, s)
+            mins: f16_min_factors!(BlockQ4_1, m, BlockQ8_1, s)
         )
     }
     let (w, x) = blocks(n, w, x);
@@ -296,7 +315,7 @@ pub(super) fn dot_q5_1(n: usize, w: &[u8], x: &[u8]) -> f32 {
                 dot_u8_i8(q, load_x(&b.qs))
             },
             f16_scales!(BlockQ5_1, d, BlockQ8_1, d),
-            mins: f16_scales!(BlockQ5_1, m, BlockQ8_1, s)
+            mins: f16_min_factors!(BlockQ5_1, m, BlockQ8_1, s)
         )
     }
     let (w, x) = blocks(n, w, x);
@@ -356,6 +375,89 @@ pub(super) fn dot_mxfp4(n: usize, w: &[u8], x: &[u8]) -> f32 {
     let (w, x) = blocks(n, w, x);
     // SAFETY: installed only when the CPU has avx2, fma and f16c.
     unsafe { inner(w, x) }
+}
+
+/// A weight block of a `_0` type as 32 signed bytes in element order, and
+/// its scale.
+trait Q0Block: bytemuck::Pod {
+    fn signed(&self) -> __m256i;
+    fn d(&self) -> F16Le;
+}
+
+impl Q0Block for BlockQ8_0 {
+    #[inline(always)]
+    fn signed(&self) -> __m256i {
+        // SAFETY: only called from `q0_tile`, which has these features.
+        unsafe { load_x(&self.qs) }
+    }
+    fn d(&self) -> F16Le {
+        self.d
+    }
+}
+
+impl Q0Block for BlockQ5_0 {
+    #[inline(always)]
+    fn signed(&self) -> __m256i {
+        // SAFETY: only called from `q0_tile`, which has these features.
+        unsafe {
+            let u = _mm256_or_si256(nibbles(&self.qs), fifth_bits(self.qh));
+            _mm256_sub_epi8(u, _mm256_set1_epi8(16))
+        }
+    }
+    fn d(&self) -> F16Le {
+        self.d
+    }
+}
+
+/// `tinyBLAS_Q0_AVX` (`llamafile/sgemm.cpp`, what llama.cpp runs for Q8_0
+/// and Q5_0 weights with two or more tokens) on a tile of up to 4 rows × 4
+/// tokens: per (row, token) one 8-lane accumulator, `fma(d_w·d_x, lanes,
+/// acc)` block by block, then `hsum`. The same f32 order as the row dot
+/// [`sum_blocks`] (ggml's `ggml_vec_dot_*_q8_0`), each weight block decoded
+/// once per tile of tokens.
+struct Q0Tile<W>(std::marker::PhantomData<W>);
+
+impl<W: Q0Block> super::tiles::TileKernel for Q0Tile<W> {
+    fn run<const R: usize, const T: usize>(
+        n: usize,
+        w: [&[u8]; R],
+        x: [&[u8]; T],
+    ) -> [[f32; R]; T] {
+        // SAFETY: installed only on CPUs with avx2, fma and f16c.
+        unsafe { q0_tile::<W, R, T>(n, w, x) }
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q0_tile<W: Q0Block, const R: usize, const T: usize>(
+    n: usize,
+    w: [&[u8]; R],
+    x: [&[u8]; T],
+) -> [[f32; R]; T] {
+    let nb = n / 32;
+    let w: [&[W]; R] = w.map(|r| &bytemuck::cast_slice::<u8, W>(&r[..nb * size_of::<W>()])[..nb]);
+    let x: [&[BlockQ8_0]; T] =
+        x.map(|t| &bytemuck::cast_slice::<u8, BlockQ8_0>(&t[..nb * size_of::<BlockQ8_0>()])[..nb]);
+    let mut acc = [[_mm256_setzero_ps(); R]; T];
+    for b in 0..nb {
+        let q: [__m256i; R] = std::array::from_fn(|r| w[r][b].signed());
+        let abs: [__m256i; R] = std::array::from_fn(|r| _mm256_sign_epi8(q[r], q[r]));
+        let dw: [f32; R] = std::array::from_fn(|r| f16x1(w[r][b].d()));
+        for t in 0..T {
+            let xb = &x[t][b];
+            let xq = load_x(&xb.qs);
+            let dx = f16x1(xb.d);
+            for r in 0..R {
+                let lanes = dot_u8_i8(abs[r], _mm256_sign_epi8(xq, q[r]));
+                acc[t][r] = _mm256_fmadd_ps(
+                    _mm256_set1_ps(dw[r] * dx),
+                    _mm256_cvtepi32_ps(lanes),
+                    acc[t][r],
+                );
+            }
+        }
+    }
+    acc.map(|a| a.map(|v| hsum(v)))
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@
 use super::quant_dots::QuantDots;
 use super::scalar_legacy::blocks;
 use super::x86_avx2_legacy::{
-    e8m0x4, f16_products4, f16_scales, f16x1, f16x4, hsum, load_x, nibbles, no_min, no_mins,
+    e8m0x4, f16_products4, f16_scales, f16x1, f16x4, hsum, load_x, nibbles, no_mins,
 };
 use crate::quant::float::e8m0_to_f32_half;
 use crate::quant::iq::{KVALUES_IQ4NL, KVALUES_MXFP4};
@@ -37,13 +37,26 @@ pub(super) fn install(dots: &mut QuantDots) {
     if !is_x86_feature_detected!("avx512vnni") {
         return;
     }
+    // Q4_1, Q5_1, Q5_0 and Q8_0 keep the AVX2 kernels: those follow ggml's
+    // own f32 order (llama.cpp runs `ggml_vec_dot_*` / tinyBLAS_Q0_AVX with
+    // 256-bit accumulators for them on every x86 CPU), and equal order is
+    // what equal logits need. Q4_0, IQ4_NL and MXFP4 weights are repacked by
+    // ggml (`repack.cpp`, rows a multiple of 8) into kernels of yet another
+    // order, so these stay the fastest.
     dots.q4_0 = dot_q4_0;
+    dots.iq4_nl = dot_iq4_nl;
+    dots.mxfp4 = dot_mxfp4;
+}
+
+/// Every kernel of this module, the ones [`install`] leaves out too (their
+/// exactness stays tested).
+#[cfg(test)]
+fn install_all(dots: &mut QuantDots) {
+    install(dots);
     dots.q4_1 = dot_q4_1;
     dots.q5_0 = dot_q5_0;
     dots.q5_1 = dot_q5_1;
     dots.q8_0 = dot_q8_0;
-    dots.iq4_nl = dot_iq4_nl;
-    dots.mxfp4 = dot_mxfp4;
 }
 
 /// One row pair's kernel pieces, per block (`W` weight, `X` activation):
@@ -198,11 +211,16 @@ fn table512(t: &[u8; 16]) -> __m512i {
     _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(t.as_ptr().cast()) })
 }
 
+/// The minimum term of the `_0` types.
+fn no_min1<W, X>(_: &W, _: &X) -> f32 {
+    0.0
+}
+
 /// Builds and runs the driver for one row pair; `$offset`, `$u2`, `$u1`
 /// describe the weights, the scales are `d·d` (and `m·s` when given).
 macro_rules! run {
     (@mins) => {
-        (no_mins, no_min)
+        (no_mins, no_min1)
     };
     (@mins $mins:expr) => {
         $mins
@@ -242,6 +260,7 @@ pub(super) fn dot_q4_0(n: usize, w: &[u8], x: &[u8]) -> f32 {
     unsafe { inner(w, x) }
 }
 
+#[cfg_attr(not(test), allow(dead_code))]
 pub(super) fn dot_q4_1(n: usize, w: &[u8], x: &[u8]) -> f32 {
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
     fn inner(w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
@@ -261,6 +280,7 @@ pub(super) fn dot_q4_1(n: usize, w: &[u8], x: &[u8]) -> f32 {
     unsafe { inner(w, x) }
 }
 
+#[cfg_attr(not(test), allow(dead_code))]
 pub(super) fn dot_q5_0(n: usize, w: &[u8], x: &[u8]) -> f32 {
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
     fn inner(w: &[BlockQ5_0], x: &[BlockQ8_0]) -> f32 {
@@ -279,6 +299,7 @@ pub(super) fn dot_q5_0(n: usize, w: &[u8], x: &[u8]) -> f32 {
     unsafe { inner(w, x) }
 }
 
+#[cfg_attr(not(test), allow(dead_code))]
 pub(super) fn dot_q5_1(n: usize, w: &[u8], x: &[u8]) -> f32 {
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
     fn inner(w: &[BlockQ5_1], x: &[BlockQ8_1]) -> f32 {
@@ -298,6 +319,7 @@ pub(super) fn dot_q5_1(n: usize, w: &[u8], x: &[u8]) -> f32 {
     unsafe { inner(w, x) }
 }
 
+#[cfg_attr(not(test), allow(dead_code))]
 pub(super) fn dot_q8_0(n: usize, w: &[u8], x: &[u8]) -> f32 {
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
     fn inner(w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
@@ -372,7 +394,7 @@ mod tests {
         let mut scalar = QuantDots::reference();
         super::super::scalar_legacy::install(&mut scalar);
         let mut ours = scalar;
-        install(&mut ours);
+        install_all(&mut ours);
         check_against(&scalar, &ours, "avx512", false);
     }
 }

@@ -10,7 +10,7 @@
 //! products over 64 × 64 tiles), as llama.cpp switches between the two.
 
 use super::kv_cache::{KvCache, KvStore};
-use crate::kernels::f32_blocks::{exp_sum_16, gemm_acc, reduce_add_16};
+use crate::kernels::f32_blocks::{exp_sum_16, expf_like_ggml, gemm_acc, reduce_add_16};
 use crate::kernels::{Kernels, Simd, ThreadPool};
 use half::f16;
 use half::slice::HalfFloatSliceExt;
@@ -25,6 +25,9 @@ pub struct AttentionShape {
     pub head_dim_v: usize,
     /// Multiplier of `q·k`.
     pub scale: f32,
+    /// Whether llama.cpp multiplies the query by `scale` before attention
+    /// (then the scores are not scaled again).
+    pub scale_on_q: bool,
     pub softcap: Option<f32>,
     /// Keys at distance ≥ `window` from the query are masked.
     pub window: Option<usize>,
@@ -137,7 +140,7 @@ pub fn attention(
                             values,
                             n_ctx,
                         };
-                        softmax_attention(kernels, query, rows, buf, out_head)
+                        softmax_attention(kernels, query, rows, n_tokens > 1, buf, out_head)
                     }
                     (None, KvStore::F16(keys), KvStore::F16(values)) => {
                         let rows = Rows {
@@ -220,11 +223,18 @@ struct Rows<'a, T> {
 }
 
 /// ggml's non-flash path (what llama.cpp runs with an F32 cache and
-/// `-fa off`): all scores, softmax with an f64 sum, then `Σ p·v`.
+/// `-fa off`), in its f32 order: scores by `ggml_vec_dot_f32`, softmax with
+/// ggml's vector exp (`ggml_v_expf`) summed per 16 cache slots
+/// (`ggml_vec_soft_max_f32`), then `Σ p·v` as ggml's `kqv` matmul does it:
+/// `ggml_vec_dot_f32` over the cache slots for one query (`batch` false),
+/// tinyBLAS's 16-lane F32 kernel (`llamafile_sgemm`) for a batch. llama.cpp
+/// runs these over the whole padded cache view (masked slots are exact
+/// zeros), so the lanes are fixed by the slot index, which is the position.
 fn softmax_attention(
     kernels: &Kernels,
     query: Query<'_>,
     rows: Rows<'_, f32>,
+    batch: bool,
     buf: &mut Buffers,
     out: &mut [f32],
 ) {
@@ -245,36 +255,119 @@ fn softmax_attention(
     buf.scores.clear();
     buf.scores.resize(hi - lo, 0.0);
     let key_base = kv_head * n_ctx * dk;
-    let qb: &[u8] = bytemuck::cast_slice(q);
+    // The query scaled first where llama.cpp scales it.
+    let scale = if shape.scale_on_q {
+        buf.q32.clear();
+        buf.q32.extend(q.iter().map(|&x| x * shape.scale));
+        1.0
+    } else {
+        shape.scale
+    };
+    let qb: &[u8] = bytemuck::cast_slice(if shape.scale_on_q { &buf.q32[..] } else { q });
     for (j, s) in buf.scores.iter_mut().enumerate() {
         let row = &keys[key_base + (lo + j) * dk..][..dk];
         *s = (kernels.dots.f32)(dk, bytemuck::cast_slice(row), qb);
     }
-    // Scale (and soft-cap), subtract the max, exp, sum in f64, multiply by
-    // the f32 rounding of 1/sum.
+    // Scale (and soft-cap), subtract the max, exp, sum in f64 by blocks of
+    // 16 slots, multiply by the f32 rounding of 1/sum.
     let mut max = f32::NEG_INFINITY;
     for s in buf.scores.iter_mut() {
-        *s *= shape.scale;
+        *s *= scale;
         if let Some(cap) = shape.softcap {
             *s = (*s * (1.0 / cap)).tanh() * cap;
         }
         max = max.max(*s);
     }
-    let mut sum = 0.0f64;
-    for s in buf.scores.iter_mut() {
-        *s = (*s - max).exp();
-        sum += *s as f64;
-    }
+    let sum = ggml_exp_sum(&mut buf.scores, lo, max);
     let inv = (1.0 / sum) as f32;
-    out.fill(0.0);
-    let value_base = kv_head * n_ctx * dv;
-    for (j, &s) in buf.scores.iter().enumerate() {
-        let p = s * inv;
-        let row = &values[value_base + (lo + j) * dv..][..dv];
-        for (o, &x) in out.iter_mut().zip(row) {
-            *o += p * x;
-        }
+    for s in buf.scores.iter_mut() {
+        *s *= inv;
     }
+    let value_base = kv_head * n_ctx * dv;
+    // One accumulator row per lane a slot lands in: ggml_vec_dot_f32 has 4
+    // accumulators of 16 lanes over steps of 64, tinyBLAS one of 16.
+    let lanes = if batch { 16 } else { 64 };
+    buf.acc.clear();
+    buf.acc.resize(lanes * dv, 0.0);
+    for (j, &p) in buf.scores.iter().enumerate() {
+        let slot = lo + j;
+        let row = &values[value_base + slot * dv..][..dv];
+        fma_into(&mut buf.acc[(slot % lanes) * dv..][..dv], row, p);
+    }
+    let acc = &buf.acc;
+    let lane = |l: usize, d: usize| acc[l * dv + d];
+    for (d, o) in out.iter_mut().enumerate() {
+        let v: [f32; 16] = if batch {
+            std::array::from_fn(|l| lane(l, d))
+        } else {
+            // GGML_F32x16_REDUCE: (sum0 + sum2) + (sum1 + sum3).
+            std::array::from_fn(|l| {
+                (lane(l, d) + lane(32 + l, d)) + (lane(16 + l, d) + lane(48 + l, d))
+            })
+        };
+        *o = reduce_add_16(&v);
+    }
+}
+
+/// `acc[i] = fma(row[i], p, acc[i])`: hardware FMA where the CPU has it
+/// (the same value as the software one, much faster).
+fn fma_into(acc: &mut [f32], row: &[f32], p: f32) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("fma") {
+        #[target_feature(enable = "fma")]
+        fn with_fma(acc: &mut [f32], row: &[f32], p: f32) {
+            for (a, &x) in acc.iter_mut().zip(row) {
+                *a = x.mul_add(p, *a);
+            }
+        }
+        // SAFETY: the CPU has FMA (checked above).
+        return unsafe { with_fma(acc, row, p) };
+    }
+    for (a, &x) in acc.iter_mut().zip(row) {
+        *a = x.mul_add(p, *a);
+    }
+}
+
+/// `ggml_vec_soft_max_f32` (AVX-512): every score becomes
+/// `ggml_v_expf(s − max)`; the sum adds, in f64, the `_mm512_reduce_add_ps`
+/// of each block of 16 cache slots (slot `lo + j` for score `j`; slots
+/// outside the scores are masked, exact zeros).
+fn ggml_exp_sum(scores: &mut [f32], lo: usize, max: f32) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has FMA (checked above).
+        return unsafe { ggml_exp_sum_fma(scores, lo, max) };
+    }
+    ggml_exp_sum_body(scores, lo, max)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "fma")]
+fn ggml_exp_sum_fma(scores: &mut [f32], lo: usize, max: f32) -> f64 {
+    ggml_exp_sum_body(scores, lo, max)
+}
+
+#[inline(always)]
+fn ggml_exp_sum_body(scores: &mut [f32], lo: usize, max: f32) -> f64 {
+    for s in scores.iter_mut() {
+        *s = expf_like_ggml(*s - max);
+    }
+    let mut sum = 0.0f64;
+    let hi = lo + scores.len();
+    let mut block = lo - lo % 16;
+    while block < hi {
+        let v: [f32; 16] = std::array::from_fn(|l| {
+            let slot = block + l;
+            if slot >= lo && slot < hi {
+                scores[slot - lo]
+            } else {
+                0.0
+            }
+        });
+        sum += f64::from(reduce_add_16(&v));
+        block += 16;
+    }
+    sum
 }
 
 /// ggml's CPU flash attention over an F16 cache (llama.cpp's default: F16
@@ -337,9 +430,18 @@ fn flash_attention_body<T: CacheRow>(
         acc16,
         ..
     } = buf;
-    // q rounded to f16 (ggml converts it to the cache type), kept as f32.
+    // q (scaled first where llama.cpp scales it) rounded to f16 (ggml
+    // converts it to the cache type), kept as f32.
     acc16.resize(dk.max(dv), f16::ZERO);
-    acc16[..dk].convert_from_f32_slice(q);
+    let scale = if shape.scale_on_q {
+        row.clear();
+        row.extend(q.iter().map(|&x| x * shape.scale));
+        acc16[..dk].convert_from_f32_slice(&row[..dk]);
+        1.0
+    } else {
+        acc16[..dk].convert_from_f32_slice(q);
+        shape.scale
+    };
     q32.resize(dk, 0.0);
     acc16[..dk].convert_to_f32_slice(q32);
     row.resize(dk.max(dv), 0.0);
@@ -353,8 +455,8 @@ fn flash_attention_body<T: CacheRow>(
         let s = dot_like_ggml_f16(k, q32);
         // ggml folds the soft-cap divisor into the scale.
         let s = match shape.softcap {
-            Some(cap) => cap * (s * (shape.scale / cap)).tanh(),
-            None => s * shape.scale,
+            Some(cap) => cap * (s * (scale / cap)).tanh(),
+            None => s * scale,
         };
         let (mut ms, mut vs) = (1.0f32, 1.0f32);
         if s > max {
@@ -372,7 +474,8 @@ fn flash_attention_body<T: CacheRow>(
             *a = v.mul_add(vs, *a);
         }
         round_to_f16(acc, &mut acc16[..dv]);
-        sum = sum * ms + vs;
+        // `S = S*ms + vs`, which GCC contracts into one FMA.
+        sum = sum.mul_add(ms, vs);
     }
     let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
     for (o, &a) in out.iter_mut().zip(acc.iter()) {
@@ -424,10 +527,19 @@ unsafe fn flash_attention_f16_avx512(
     } = query;
     let (dk, dv) = (shape.head_dim_k, shape.head_dim_v);
     let Buffers { q32, acc16, .. } = buf;
-    // q rounded to f16 (ggml converts it to the cache type), kept as f32.
+    // q (scaled first where llama.cpp scales it) rounded to f16 (ggml
+    // converts it to the cache type), kept as f32.
     acc16.clear();
     acc16.resize(dk.max(dv), f16::ZERO);
-    acc16[..dk].convert_from_f32_slice(q);
+    let scale = if shape.scale_on_q {
+        q32.clear();
+        q32.extend(q.iter().map(|&x| x * shape.scale));
+        acc16[..dk].convert_from_f32_slice(q32);
+        1.0
+    } else {
+        acc16[..dk].convert_from_f32_slice(q);
+        shape.scale
+    };
     q32.resize(dk, 0.0);
     acc16[..dk].convert_to_f32_slice(q32);
     acc16[..dv].fill(f16::ZERO);
@@ -460,8 +572,8 @@ unsafe fn flash_attention_f16_avx512(
             _mm512_storeu_ps(v16.as_mut_ptr(), folded);
             let s = reduce_add_16(&v16);
             let s = match shape.softcap {
-                Some(cap) => cap * (s * (shape.scale / cap)).tanh(),
-                None => s * shape.scale,
+                Some(cap) => cap * (s * (scale / cap)).tanh(),
+                None => s * scale,
             };
             let (mut ms, mut vs) = (1.0f32, 1.0f32);
             if s > max {
@@ -481,7 +593,8 @@ unsafe fn flash_attention_f16_avx512(
                 let a = _mm512_fmadd_ps(load16(vp.add(d)), w, load16(acc.add(d)));
                 _mm256_storeu_si256(acc.add(d) as *mut __m256i, _mm512_cvtps_ph::<NEAREST>(a));
             }
-            sum = sum * ms + vs;
+            // `S = S*ms + vs`, which GCC contracts into one FMA.
+            sum = sum.mul_add(ms, vs);
         }
     }
     let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
@@ -741,10 +854,17 @@ fn attend_tile_body(
     let q_dim = shape.n_head * dk;
     let rows = tile.rows;
     let kv_head = tile.head / (shape.n_head / shape.n_head_kv);
+    // The query scaled first where llama.cpp's graph scales it (then the
+    // scores are not scaled again).
+    let mut scale = if shape.scale_on_q { 1.0 } else { shape.scale };
     buf.q.clear();
     for r in 0..rows {
-        buf.q
-            .extend_from_slice(&q[(tile.first_token + r) * q_dim + tile.head * dk..][..dk]);
+        let row = &q[(tile.first_token + r) * q_dim + tile.head * dk..][..dk];
+        if shape.scale_on_q {
+            buf.q.extend(row.iter().map(|&x| x * shape.scale));
+        } else {
+            buf.q.extend_from_slice(row);
+        }
     }
     buf.acc.clear();
     buf.acc.resize(rows * dv, 0.0);
@@ -757,7 +877,9 @@ fn attend_tile_body(
     let first_lo = tile.visible(shape, cached.n_kv, 0).0;
     let last_hi = tile.visible(shape, cached.n_kv, rows - 1).1;
     // ggml folds the soft-cap divisor into the scale.
-    let scale = shape.softcap.map_or(shape.scale, |cap| shape.scale / cap);
+    if let Some(cap) = shape.softcap {
+        scale /= cap;
+    }
     for kv_tile in first_lo / TILE_KV..last_hi.div_ceil(TILE_KV) {
         let base = kv_tile * TILE_KV;
         let scores = &mut buf.scores[..rows * TILE_KV];
@@ -906,6 +1028,7 @@ mod tests {
                 softcap,
                 window,
                 causal: true,
+                scale_on_q: false,
             };
             let n_kv = pos0 + n;
             let mut cache = KvCache::new(KvType::F16, n_kv + 5, 1, n_head_kv, hd, hd);
@@ -947,6 +1070,7 @@ mod tests {
             softcap: None,
             window: Some(100),
             causal: true,
+            scale_on_q: false,
         };
         let n = 130;
         let mut cache = KvCache::new(KvType::F16, n, 1, 1, 256, 256);
@@ -996,6 +1120,8 @@ mod per_query_tests {
                 softcap,
                 window: Some(64),
                 causal: true,
+                // Gemma's form (query scaled before its f16 rounding) on one case.
+                scale_on_q: dk == 256,
             };
             let mut cache = KvCache::new(KvType::F16, n_kv + 3, 1, 2, dk, dk);
             let width = 2 * dk;

@@ -107,6 +107,10 @@ pub struct ModelConfig {
     pub post_norms: bool,
     /// Multiplier of `q·k` before softcap and softmax.
     pub attn_scale: f32,
+    /// llama.cpp applies `attn_scale` to the roped queries (`ggml_scale` on
+    /// `Qcur`, gemma*) instead of to the scores; it matters where the query
+    /// is rounded to f16 (flash attention over an F16 cache).
+    pub attn_scale_on_q: bool,
     /// `cap · tanh(score / cap)` on attention scores (gemma2).
     pub attn_softcap: Option<f32>,
     /// `cap · tanh(logit / cap)` on output logits (gemma2).
@@ -332,6 +336,7 @@ impl ModelConfig {
             }
             AttentionScale::Gemma { .. } => 1.0 / (head_dim_k as f32).sqrt(),
         };
+        let attn_scale_on_q = matches!(traits.attention_scale, AttentionScale::Gemma { .. });
         let embedding_scale = match traits.embedding_scale {
             EmbeddingScale::None => None,
             EmbeddingScale::SqrtEmbd => Some((n_embd as f32).sqrt()),
@@ -369,6 +374,7 @@ impl ModelConfig {
             qk_norm: traits.qk_norm,
             post_norms: traits.post_norms,
             attn_scale,
+            attn_scale_on_q,
             attn_softcap: match traits.softcaps {
                 Some((attn, _)) => Some(
                     k.positive_f32_opt("attn_logit_softcapping")?

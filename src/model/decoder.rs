@@ -307,6 +307,7 @@ impl Model {
                 head_dim_k: c.head_dim_k,
                 head_dim_v: c.head_dim_v,
                 scale: c.attn_scale,
+                scale_on_q: c.attn_scale_on_q,
                 softcap: c.attn_softcap,
                 window: lc.sliding_window,
                 causal: c.causal,

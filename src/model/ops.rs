@@ -4,6 +4,7 @@
 //! by repeated f32 multiplication.
 
 use super::config::{Activation, RopeConfig, RopeScaling, RopeStyle};
+use crate::kernels::f32_blocks::expf_like_ggml;
 use half::f16;
 use std::sync::OnceLock;
 
@@ -82,6 +83,39 @@ pub fn silu(x: f32) -> f32 {
     x / (1.0 + (-x).exp())
 }
 
+/// `ggml_v_silu` (`vec.h`, AVX-512): `x / (1 + ggml_v_expf(0 − x))`.
+#[inline(always)]
+fn ggml_v_silu(x: f32) -> f32 {
+    x / (1.0 + expf_like_ggml(0.0 - x))
+}
+
+/// `ggml_vec_swiglu_f32`: `silu(x)·g` through ggml's vector SiLU for whole
+/// groups of 16 (from the start of `x`, a row or rows of a multiple of 16),
+/// the scalar `ggml_silu_f32` (libm `expf`) for the rest.
+fn swiglu(x: &mut [f32], g: &[f32]) {
+    #[inline(always)]
+    fn body(x: &mut [f32], g: &[f32]) {
+        let full = x.len() - x.len() % 16;
+        let (xv, xt) = x.split_at_mut(full);
+        for (a, &b) in xv.iter_mut().zip(g) {
+            *a = ggml_v_silu(*a) * b;
+        }
+        for (a, &b) in xt.iter_mut().zip(&g[full..]) {
+            *a = silu(*a) * b;
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("fma") {
+        #[target_feature(enable = "fma")]
+        fn with_fma(x: &mut [f32], g: &[f32]) {
+            body(x, g)
+        }
+        // SAFETY: the CPU has FMA (checked above).
+        return unsafe { with_fma(x, g) };
+    }
+    body(x, g)
+}
+
 /// ggml's GELU: the tanh approximation evaluated at the f16 rounding of `x`
 /// and rounded to f16, through a 64 Ki-entry table; exactly 0 below −10 and
 /// the identity above 10.
@@ -104,7 +138,9 @@ fn gelu_table() -> &'static [f32; 1 << 16] {
         let mut table = Box::new([0.0f32; 1 << 16]);
         for (bits, out) in table.iter_mut().enumerate() {
             let x = f16::from_bits(bits as u16).to_f32();
-            let y = 0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + COEF_A * x * x)).tanh());
+            // ggml_gelu_f32 as GCC compiles it (`ggml_cpu_init`): the
+            // inner `1 + A·x·x` is one FMA.
+            let y = 0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * x.mul_add(COEF_A * x, 1.0)).tanh());
             *out = f16::from_f32(y).to_f32();
         }
         table
@@ -123,6 +159,9 @@ impl Activation {
 
 /// `gate[i] = act(gate[i]) · up[i]` (ggml's fused `swiglu`/`geglu`).
 pub fn gated(act: Activation, gate: &mut [f32], up: &[f32]) {
+    if act == Activation::Silu {
+        return swiglu(gate, up);
+    }
     for (g, &u) in gate.iter_mut().zip(up) {
         *g = act.apply(*g) * u;
     }
@@ -181,8 +220,27 @@ impl RopeAngles {
         }
     }
 
-    /// Rotates the first `n_rot` dimensions of one head in place.
+    /// Rotates the first `n_rot` dimensions of one head in place, with the
+    /// fused multiply-adds GCC makes of ggml's `rotate_pairs` (`ops.cpp`,
+    /// `-ffp-contract=fast`, read from the reference build's code): for the
+    /// NEOX pairing `x0·cos − (x1·sin)` and `x0·sin + (x1·cos)`, each with
+    /// the parenthesized product rounded; for adjacent pairs (vectorized
+    /// with `vfmaddsub`) the second is `x1·cos + (x0·sin)`.
     pub fn apply(&self, style: RopeStyle, head: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("fma") {
+            #[target_feature(enable = "fma")]
+            fn with_fma(angles: &RopeAngles, style: RopeStyle, head: &mut [f32]) {
+                angles.apply_body(style, head)
+            }
+            // SAFETY: the CPU has FMA (checked above).
+            return unsafe { with_fma(self, style, head) };
+        }
+        self.apply_body(style, head)
+    }
+
+    #[inline(always)]
+    fn apply_body(&self, style: RopeStyle, head: &mut [f32]) {
         let half = self.cos_sin.len();
         for (i, &(cos, sin)) in self.cos_sin.iter().enumerate() {
             let (a, b) = match style {
@@ -190,8 +248,8 @@ impl RopeAngles {
                 RopeStyle::Neox => (i, i + half),
             };
             let (x0, x1) = (head[a], head[b]);
-            head[a] = x0 * cos - x1 * sin;
-            head[b] = x0 * sin + x1 * cos;
+            head[a] = x0.mul_add(cos, -(x1 * sin));
+            head[b] = x0.mul_add(sin, x1 * cos);
         }
     }
 }
