@@ -1021,3 +1021,123 @@ fn responses_stream_event_sequence() {
     assert_eq!(status, 400);
     assert_eq!(r["error"]["param"], "input[0].type");
 }
+
+#[test]
+fn connection_limit_and_read_timeout() {
+    let Some(model) = tiny("tiny-llama-Q8_0") else {
+        return;
+    };
+    let s = start(&model, &["--max-connections", "1", "--read-timeout", "3"]);
+    let p = s.port;
+    let health = b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    // One idle connection holds the only slot; the next is not served...
+    let holder = TcpStream::connect(("127.0.0.1", p)).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut waiting = TcpStream::connect(("127.0.0.1", p)).unwrap();
+    waiting.write_all(health).unwrap();
+    waiting
+        .set_read_timeout(Some(Duration::from_millis(1000)))
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let early = waiting.read(&mut buf);
+    assert!(
+        matches!(&early, Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)),
+        "served past the limit: {early:?}"
+    );
+    // ...until the first one closes.
+    drop(holder);
+    waiting
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut out = String::new();
+    waiting.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+
+    // A client that never finishes its headers is cut off after the read timeout.
+    let mut slow = TcpStream::connect(("127.0.0.1", p)).unwrap();
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let _ = slow.read_to_end(&mut rest);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(2) && waited < Duration::from_secs(15),
+        "closed after {waited:?}"
+    );
+    assert!(!String::from_utf8_lossy(&rest).contains("200 OK"));
+    // And the server goes on serving.
+    assert_eq!(request(p, "GET", "/health", None, &[]).0, 200);
+}
+
+/// One HTTPS request to the server; `None` when the handshake or exchange fails.
+fn https_get(port: u16, path: &str, roots: &rustls::RootCertStore) -> Option<(u16, String)> {
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots.clone())
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).ok()?;
+    let sock = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    sock.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    write!(
+        tls,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = Vec::new();
+    // A peer that closes without close_notify still delivered the response.
+    let _ = tls.read_to_end(&mut raw);
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = raw.split_once("\r\n\r\n")?;
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
+
+#[test]
+fn https_with_a_self_signed_certificate() {
+    let Some(model) = tiny("tiny-llama-Q8_0") else {
+        return;
+    };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(certified.cert.der().clone()).unwrap();
+
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let child = Command::new(env!("CARGO_BIN_EXE_rusty-llm"))
+        .args([&model, "--serve", &addr, "--threads", "1"])
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .env_remove("RUSTY_LLM_API_KEY")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _server = Server { child, port };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while https_get(port, "/ready", &roots).map(|r| r.0) != Some(200) {
+        assert!(
+            Instant::now() < deadline,
+            "HTTPS server did not become ready"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (status, body) = https_get(port, "/v1/models", &roots).unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(json_of(&body)["data"][0]["id"], "tiny-llama-Q8_0");
+    // Plain HTTP on the TLS port gets no HTTP answer.
+    let plain = try_request(port, "GET", "/health", None, &[]);
+    assert!(!matches!(plain, Ok((200, _, _))));
+    // A client that does not trust the certificate fails the handshake.
+    assert!(https_get(port, "/health", &rustls::RootCertStore::empty()).is_none());
+}
