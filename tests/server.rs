@@ -1141,3 +1141,68 @@ fn https_with_a_self_signed_certificate() {
     // A client that does not trust the certificate fails the handshake.
     assert!(https_get(port, "/health", &rustls::RootCertStore::empty()).is_none());
 }
+
+/// The official `openai` and `ollama` Python clients against the default
+/// model (scripts/test-server-clients.sh makes its own venv from PyPI), with
+/// greedy answers checked against the CLI's.
+#[test]
+fn official_python_clients() {
+    let Some(model) = common::default_model() else {
+        return;
+    };
+    let script = common::root().join("scripts/test-server-clients.sh");
+    let out = Command::new(&script)
+        .arg(env!("CARGO_BIN_EXE_rusty-llm"))
+        .arg(&model)
+        .env_remove("RUSTY_LLM_API_KEY")
+        .output()
+        .unwrap();
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.code() == Some(3) && std::env::var_os("CI").is_none() {
+        eprintln!("skipping: cannot install the Python clients here:\n{log}");
+        return;
+    }
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("all client checks passed"), "{log}");
+}
+
+#[test]
+fn prompt_cache_can_be_turned_off_and_sigterm_exits_cleanly() {
+    let Some(model) = tiny("tiny-llama-Q8_0") else {
+        return;
+    };
+    let mut s = start(&model, &[]);
+    let p = s.port;
+    let req = json!({"prompt": "Once upon a time", "max_tokens": 2, "temperature": 0});
+    post(p, "/v1/completions", &req);
+    let (_, cached) = post(p, "/v1/completions", &req);
+    assert!(
+        cached["usage"]["prompt_tokens_details"]["cached_tokens"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    let mut fresh = req.clone();
+    fresh["cache_prompt"] = json!(false);
+    let (_, fresh) = post(p, "/v1/completions", &fresh);
+    assert_eq!(fresh["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &s.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = s.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "no exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+}

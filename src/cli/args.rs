@@ -271,6 +271,12 @@ pub struct Args {
     #[arg(long, default_value_t = 30, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..), help_heading = "Server")]
     pub read_timeout: u64,
 
+    /// Prefill every request from scratch instead of reusing the previous
+    /// request's prompt prefix: slower, but answers do not depend on the
+    /// request before (batch and single-token passes round differently).
+    #[arg(long, help_heading = "Server")]
+    pub no_prompt_cache: bool,
+
     /// Serve HTTPS with this PEM certificate chain (needs --tls-key).
     #[arg(
         long,

@@ -382,6 +382,7 @@ pub fn serve(path: &Path, addr: std::net::SocketAddr, args: &Args) -> Result<(),
             .max_connections
             .map_or((threads * 8).max(16), |n| n as usize),
         read_timeout: std::time::Duration::from_secs(args.read_timeout),
+        cache_prompt: !args.no_prompt_cache,
         tls: match (&args.tls_cert, &args.tls_key) {
             (Some(cert), Some(key)) => Some(crate::server::TlsFiles {
                 cert: cert.clone(),

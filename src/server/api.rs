@@ -300,6 +300,8 @@ pub(super) struct SamplingFields {
     pub(super) logit_bias: Option<HashMap<String, f32>>,
     #[serde(default)]
     pub(super) ignore_eos: bool,
+    /// llama-server's switch for reusing the previous request's prompt prefix.
+    pub(super) cache_prompt: Option<bool>,
 }
 
 /// The name a request field has in OpenAI's API for a sampler setting.
@@ -505,6 +507,7 @@ pub(super) fn submit(
     l: &Loaded,
     tokens: Vec<u32>,
     options: GenerationOptions,
+    cache_prompt: Option<bool>,
 ) -> Result<(mpsc::UnboundedReceiver<Event>, CancelOnDrop), ApiError> {
     let (events, rx) = mpsc::unbounded_channel();
     let cancelled = Arc::new(AtomicBool::new(false));
@@ -513,6 +516,7 @@ pub(super) fn submit(
         options,
         events,
         cancelled: Arc::clone(&cancelled),
+        cache_prompt: cache_prompt.unwrap_or(l.cache_prompt),
     };
     match l.engine.submit(job) {
         Ok(()) => Ok((rx, CancelOnDrop(cancelled))),
@@ -729,7 +733,7 @@ pub(super) async fn chat(state: &AppState, req: ChatRequest, flavor: Flavor) -> 
     let n_vocab = l.runner.tokenizer().vocab().len();
     let mut options = req.sampling.options(tokens.len(), l.ctx_size, n_vocab)?;
     options.top_logprobs = top_logprobs;
-    let (rx, guard) = submit(l, tokens, options)?;
+    let (rx, guard) = submit(l, tokens, options, req.sampling.cache_prompt)?;
     let id = next_id("chatcmpl");
     // Any requested id maps to the loaded model; answers name the one that served.
     let _requested = req.model;
@@ -864,7 +868,7 @@ pub(super) async fn complete(
     let n_vocab = l.runner.tokenizer().vocab().len();
     let mut options = req.sampling.options(tokens.len(), l.ctx_size, n_vocab)?;
     options.top_logprobs = req.logprobs;
-    let (rx, guard) = submit(l, tokens, options)?;
+    let (rx, guard) = submit(l, tokens, options, req.sampling.cache_prompt)?;
     let id = next_id("cmpl");
     // Any requested id maps to the loaded model; answers name the one that served.
     let _requested = req.model;
@@ -961,7 +965,7 @@ pub(crate) async fn generate(
     };
     let n_vocab = l.runner.tokenizer().vocab().len();
     let options = req.sampling.options(tokens.len(), l.ctx_size, n_vocab)?;
-    let (rx, guard) = submit(l, tokens, options)?;
+    let (rx, guard) = submit(l, tokens, options, req.sampling.cache_prompt)?;
     let g = collect(rx).await?;
     drop(guard);
     Ok(axum::Json(json!({

@@ -30,6 +30,11 @@ pub struct Job {
     pub events: mpsc::UnboundedSender<Event>,
     /// Set by the handler when its client went away.
     pub cancelled: Arc<AtomicBool>,
+    /// Reuse the KV entries of a prompt prefix the previous job left. Off,
+    /// the prompt is prefilled from scratch, so the answer does not depend on
+    /// the previous request: batch and single-token passes round differently,
+    /// which can flip a near-tie greedy pick (llama-server's `cache_prompt`).
+    pub cache_prompt: bool,
 }
 
 /// The queue into the worker.
@@ -78,6 +83,9 @@ impl EngineHandle {
 fn run(session: &mut Session<'_>, job: Job) {
     if job.cancelled.load(Ordering::Relaxed) {
         return;
+    }
+    if !job.cache_prompt {
+        session.reset();
     }
     let events = &job.events;
     let result = session.generate_pieces(&job.tokens, &job.options, |piece| {

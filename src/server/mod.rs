@@ -47,6 +47,9 @@ pub struct ServerOptions {
     pub read_timeout: Duration,
     /// Serve HTTPS with this certificate chain and private key (PEM files).
     pub tls: Option<TlsFiles>,
+    /// Reuse the previous request's prompt prefix unless a request says
+    /// otherwise (see `engine::Job::cache_prompt`).
+    pub cache_prompt: bool,
 }
 
 /// PEM files for HTTPS.
@@ -80,6 +83,8 @@ pub(crate) struct Loaded {
     pub model_id: String,
     /// Positions per request (the engine session's KV cache).
     pub ctx_size: usize,
+    /// The default for requests that do not set `cache_prompt`.
+    pub cache_prompt: bool,
 }
 
 /// Shared by every handler.
@@ -235,6 +240,7 @@ fn spawn_model_load(state: Arc<AppState>, opts: ServerOptions) {
                 Loaded {
                     engine: EngineHandle::start(Arc::clone(&runner), session, opts.queue_size),
                     ctx_size: session.ctx_size,
+                    cache_prompt: opts.cache_prompt,
                     runner,
                     model_id,
                 }

@@ -204,7 +204,7 @@ pub(crate) async fn generate(
         .options
         .unwrap_or_default()
         .generation(tokens.len(), l.ctx_size, n_vocab)?;
-    let (rx, guard) = submit(l, tokens, options)?;
+    let (rx, guard) = submit(l, tokens, options, None)?;
     if req.stream {
         let m2 = model.clone();
         return Ok(ndjson(
@@ -251,7 +251,7 @@ pub(crate) async fn chat(
         .options
         .unwrap_or_default()
         .generation(tokens.len(), l.ctx_size, n_vocab)?;
-    let (rx, guard) = submit(l, tokens, options)?;
+    let (rx, guard) = submit(l, tokens, options, None)?;
     // Any requested id maps to the loaded model; answers name the one that served.
     let _requested = req.model;
     let model = l.model_id.clone();

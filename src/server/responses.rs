@@ -158,7 +158,7 @@ pub(crate) async fn responses(
                 e
             }
         })?;
-    let (rx, guard) = submit(l, tokens, options)?;
+    let (rx, guard) = submit(l, tokens, options, req.sampling.cache_prompt)?;
     // Any requested id maps to the loaded model; answers name the one that served.
     let _requested = req.model;
     let shape = ResponseShape {
