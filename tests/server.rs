@@ -1020,6 +1020,19 @@ fn responses_stream_event_sequence() {
     );
     assert_eq!(status, 400);
     assert_eq!(r["error"]["param"], "input[0].type");
+    // The length limit is named as this route calls it.
+    let (status, r) = post(
+        p,
+        "/v1/responses",
+        &json!({"input": "Hello", "max_output_tokens": 1_000_000}),
+    );
+    assert_eq!(status, 400);
+    assert_eq!(r["error"]["param"], "max_output_tokens");
+    assert_eq!(r["error"]["code"], "context_length_exceeded");
+    assert!(
+        r["error"]["message"].as_str().unwrap().contains("1000000"),
+        "{r}"
+    );
 }
 
 #[test]

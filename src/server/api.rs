@@ -282,6 +282,8 @@ pub(super) enum StopField {
 /// client sent them (typed by serde, range-checked by [`SamplingFields::options`]).
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct SamplingFields {
+    /// The Responses API's name for max_tokens.
+    pub(super) max_output_tokens: Option<usize>,
     pub(super) max_tokens: Option<usize>,
     pub(super) max_completion_tokens: Option<usize>,
     /// llama-server's and Ollama's name for max_tokens; negative: no limit.
@@ -365,13 +367,19 @@ impl SamplingFields {
             Some(field) => bad_field(field, &e),
             None => error_json(StatusCode::BAD_REQUEST, e.to_string()),
         })?;
-        let (field, requested) = match (self.max_completion_tokens, self.max_tokens, self.n_predict)
-        {
-            (Some(n), _, _) => ("max_completion_tokens", Some(n)),
-            (None, Some(n), _) => ("max_tokens", Some(n)),
-            (None, None, Some(n)) => ("n_predict", usize::try_from(n).ok()),
-            (None, None, None) => ("max_tokens", None),
-        };
+        // The first length given, under the name the client used.
+        let (field, requested) = [
+            ("max_output_tokens", self.max_output_tokens),
+            ("max_completion_tokens", self.max_completion_tokens),
+            ("max_tokens", self.max_tokens),
+        ]
+        .into_iter()
+        .find(|(_, n)| n.is_some())
+        .unwrap_or(match self.n_predict {
+            // Negative: no limit.
+            Some(n) => ("n_predict", usize::try_from(n).ok()),
+            None => ("max_tokens", None),
+        });
         if requested == Some(0) {
             return Err(bad_field(field, "must be at least 1"));
         }

@@ -318,10 +318,6 @@ impl ApiError {
         self
     }
 
-    pub(crate) fn message(&self) -> &str {
-        &self.message
-    }
-
     fn with_body(self, body: serde_json::Value) -> axum::response::Response {
         use axum::response::IntoResponse;
         let mut r = (self.status, axum::Json(body)).into_response();

@@ -38,8 +38,6 @@ pub(crate) struct ResponsesRequest {
     #[serde(default)]
     instructions: Option<String>,
     #[serde(default)]
-    max_output_tokens: Option<usize>,
-    #[serde(default)]
     stream: bool,
     #[serde(flatten)]
     sampling: SamplingFields,
@@ -114,7 +112,7 @@ impl ResponseShape {
 /// `POST /v1/responses`.
 pub(crate) async fn responses(
     State(state): State<Arc<AppState>>,
-    JsonBody(mut req): JsonBody<ResponsesRequest>,
+    JsonBody(req): JsonBody<ResponsesRequest>,
 ) -> Result<Response, ApiError> {
     let l = loaded(&state)?;
     let mut list = Vec::new();
@@ -141,23 +139,8 @@ pub(crate) async fn responses(
         }
     }
     let tokens = chat_tokens(l, &list)?;
-    if req.max_output_tokens.is_some() {
-        req.sampling.max_tokens = req.max_output_tokens;
-        req.sampling.max_completion_tokens = None;
-    }
     let n_vocab = l.runner.tokenizer().vocab().len();
-    let options = req
-        .sampling
-        .options(tokens.len(), l.ctx_size, n_vocab)
-        .map_err(|e| {
-            // Name the field as this route calls it.
-            if req.max_output_tokens.is_some() && e.message().contains("max_tokens") {
-                bad_field("max_output_tokens", e.message().replace("max_tokens ", ""))
-                    .code("context_length_exceeded")
-            } else {
-                e
-            }
-        })?;
+    let options = req.sampling.options(tokens.len(), l.ctx_size, n_vocab)?;
     let (rx, guard) = submit(l, tokens, options, req.sampling.cache_prompt)?;
     // Any requested id maps to the loaded model; answers name the one that served.
     let _requested = req.model;
@@ -167,7 +150,7 @@ pub(crate) async fn responses(
         model: l.model_id.clone(),
         created_at: unix_now(),
         instructions: req.instructions,
-        max_output_tokens: req.max_output_tokens,
+        max_output_tokens: req.sampling.max_output_tokens,
         temperature: req.sampling.temperature,
         top_p: req.sampling.top_p,
     };
