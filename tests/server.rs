@@ -462,7 +462,26 @@ fn openapi_and_offline_docs() {
     let (status, _, body) = request(p, "GET", "/openapi.json", None, &[]);
     assert_eq!(status, 200);
     let doc = json_of(&body);
-    assert_eq!(doc["openapi"], "3.0.3");
+    assert_eq!(doc["openapi"], "3.1.0");
+    // Request schemas come from the request types: the shared sampling fields
+    // with their ranges, and each route's own fields.
+    let sampling = &doc["components"]["schemas"]["SamplingFields"]["properties"];
+    assert_eq!(sampling["top_p"]["maximum"], 1.0);
+    assert!(sampling["logit_bias"].is_object());
+    let chat = &doc["paths"]["/v1/chat/completions"]["post"]["requestBody"]["content"]["application/json"]
+        ["schema"];
+    assert_eq!(
+        chat["allOf"][0]["$ref"],
+        "#/components/schemas/SamplingFields"
+    );
+    assert_eq!(
+        chat["allOf"][1]["properties"]["top_logprobs"]["maximum"],
+        20
+    );
+    assert_eq!(chat["allOf"][1]["required"], json!(["messages"]));
+    let ollama =
+        &doc["paths"]["/api/chat"]["post"]["requestBody"]["content"]["application/json"]["schema"];
+    assert!(ollama["properties"]["options"].is_object(), "{ollama}");
     for path in [
         "/v1/chat/completions",
         "/api/chat",

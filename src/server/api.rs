@@ -271,7 +271,7 @@ pub(crate) async fn embeddings_unavailable() -> Response {
 }
 
 /// `stop` as OpenAI sends it: one string or a list.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub(super) enum StopField {
     One(String),
@@ -280,17 +280,22 @@ pub(super) enum StopField {
 
 /// Sampling and length fields shared by the generation routes, as the
 /// client sent them (typed by serde, range-checked by [`SamplingFields::options`]).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub(super) struct SamplingFields {
     /// The Responses API's name for max_tokens.
+    #[schema(minimum = 1)]
     pub(super) max_output_tokens: Option<usize>,
+    #[schema(minimum = 1)]
     pub(super) max_tokens: Option<usize>,
+    #[schema(minimum = 1)]
     pub(super) max_completion_tokens: Option<usize>,
     /// llama-server's and Ollama's name for max_tokens; negative: no limit.
     pub(super) n_predict: Option<i64>,
     pub(super) temperature: Option<f32>,
+    #[schema(exclusive_minimum = 0.0, maximum = 1.0)]
     pub(super) top_p: Option<f32>,
     pub(super) top_k: Option<usize>,
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub(super) min_p: Option<f32>,
     pub(super) presence_penalty: Option<f32>,
     pub(super) frequency_penalty: Option<f32>,
@@ -426,14 +431,14 @@ impl SamplingFields {
 }
 
 /// Message content: a string, or OpenAI's list of parts (text parts joined).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 enum Content {
     Text(String),
     Parts(Vec<ContentPart>),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct ContentPart {
     #[serde(rename = "type")]
     kind: String,
@@ -441,7 +446,7 @@ struct ContentPart {
     text: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(super) struct ChatMessage {
     /// The Responses API's item type (`message`); absent in chat requests.
     #[serde(rename = "type", default)]
@@ -665,7 +670,7 @@ where
 
 /// `stream_options` (OpenAI): `include_usage` adds a last chunk with usage
 /// and no choices.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub(super) struct StreamOptions {
     #[serde(default)]
     include_usage: bool,
@@ -686,13 +691,15 @@ impl Flavor {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(crate) struct ChatRequest {
     #[serde(default)]
     model: Option<String>,
+    #[schema(min_items = 1)]
     messages: Vec<ChatMessage>,
     /// Number of choices; only 1 is supported.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 1)]
     n: Option<u32>,
     #[serde(default)]
     stream: bool,
@@ -703,6 +710,7 @@ pub(crate) struct ChatRequest {
     logprobs: bool,
     /// With `logprobs`, this many alternatives per position (0–20).
     #[serde(default)]
+    #[schema(maximum = 20)]
     top_logprobs: Option<usize>,
     #[serde(flatten)]
     sampling: SamplingFields,
@@ -808,7 +816,7 @@ pub(super) async fn chat(state: &AppState, req: ChatRequest, flavor: Flavor) -> 
 
 /// A prompt as OpenAI's completions route takes it: a string (or a list
 /// holding one string).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 enum PromptField {
     One(String),
@@ -818,7 +826,7 @@ enum PromptField {
 /// Most alternatives per position OpenAI's completions route allows.
 const MAX_COMPLETION_LOGPROBS: usize = 5;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(crate) struct CompletionRequest {
     #[serde(default)]
     model: Option<String>,
@@ -829,6 +837,7 @@ pub(crate) struct CompletionRequest {
     stream_options: Option<StreamOptions>,
     /// Log-probabilities of the sampled tokens with this many alternatives (0–5).
     #[serde(default)]
+    #[schema(maximum = 5)]
     logprobs: Option<usize>,
     /// Prepend the prompt to the returned text.
     #[serde(default)]
@@ -943,7 +952,7 @@ pub(super) async fn complete(
     Ok(axum::Json(body).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(crate) struct GenerateRequest {
     #[serde(default)]
     prompt: Option<String>,
@@ -989,7 +998,7 @@ pub(crate) async fn generate(
     .into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(crate) struct TokenizeRequest {
     content: String,
     #[serde(default)]
@@ -1011,7 +1020,7 @@ pub(crate) async fn tokenize(
     Ok(axum::Json(json!({ "tokens": tokens })).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(crate) struct DetokenizeRequest {
     tokens: Vec<u32>,
 }

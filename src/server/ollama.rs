@@ -23,7 +23,7 @@ type AppResult = Result<Response, OllamaError>;
 /// Ollama's `options` object: the fields that mean something here. Others
 /// Ollama knows (num_gpu, num_thread, mirostat, …) are ignored, as Ollama
 /// ignores those that do not apply to a runner.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 struct OllamaOptions {
     temperature: Option<f32>,
     top_p: Option<f32>,
@@ -33,6 +33,7 @@ struct OllamaOptions {
     num_predict: Option<i64>,
     repeat_penalty: Option<f32>,
     /// -1: the whole context; 0: off.
+    #[schema(minimum = -1)]
     repeat_last_n: Option<i64>,
     presence_penalty: Option<f32>,
     frequency_penalty: Option<f32>,
@@ -40,6 +41,7 @@ struct OllamaOptions {
     seed: Option<i64>,
     stop: Option<Vec<String>>,
     /// Positions for this request; at most the server's context.
+    #[schema(minimum = 1)]
     num_ctx: Option<usize>,
 }
 
@@ -149,7 +151,8 @@ fn ndjson(
         .into_response()
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = OllamaGenerateRequest)]
 pub(crate) struct GenerateRequest {
     #[serde(default)]
     model: Option<String>,
@@ -228,7 +231,8 @@ pub(crate) async fn generate(
     .into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = OllamaChatRequest)]
 pub(crate) struct ChatRequest {
     #[serde(default)]
     model: Option<String>,
@@ -382,19 +386,20 @@ pub(crate) async fn ps(State(state): State<Arc<AppState>>) -> AppResult {
     Ok(Json(json!({ "models": [entry] })).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(crate) struct ShowRequest {
     /// Any name maps to the loaded model.
     #[serde(default, alias = "name")]
-    _model: Option<String>,
+    model: Option<String>,
 }
 
 /// `POST /api/show`: details of a model.
 pub(crate) async fn show(
     State(state): State<Arc<AppState>>,
-    OllamaJson(_req): OllamaJson<ShowRequest>,
+    OllamaJson(req): OllamaJson<ShowRequest>,
 ) -> AppResult {
     let l = loaded(&state)?;
+    let _requested = req.model;
     let c = l.runner.model().config();
     let arch = c.arch.to_string();
     let template = l

@@ -23,14 +23,14 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 /// The Responses API's `input`: a string or a list of message items.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 enum ResponsesInput {
     Text(String),
     Items(Vec<ChatMessage>),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(crate) struct ResponsesRequest {
     #[serde(default)]
     model: Option<String>,
