@@ -1238,3 +1238,43 @@ fn prompt_cache_can_be_turned_off_and_sigterm_exits_cleanly() {
     };
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn a_full_queue_answers_503_with_retry_after() {
+    let Some(model) = tiny("tiny-llama-Q8_0") else {
+        return;
+    };
+    let s = start(&model, &["--queue-size", "1", "--ctx-size", "8192"]);
+    let p = s.port;
+    // Long streamed generations: one runs, one waits in the queue, the third
+    // finds the queue full. Their connections stay open until dropped.
+    let long =
+        json!({"prompt": "Hi", "max_tokens": 8000, "ignore_eos": true, "stream": true}).to_string();
+    let mut held = Vec::new();
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        let mut c = TcpStream::connect(("127.0.0.1", p)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        write!(c, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{long}", long.len()).unwrap();
+        let mut head = [0u8; 1024];
+        let n = c.read(&mut head).unwrap();
+        answers.push(String::from_utf8_lossy(&head[..n]).to_ascii_lowercase());
+        held.push(c);
+    }
+    assert!(answers[0].starts_with("http/1.1 200"), "{}", answers[0]);
+    let busy = &answers[2];
+    assert!(busy.starts_with("http/1.1 503"), "{busy}");
+    assert!(busy.contains("retry-after: 1"), "{busy}");
+    // Clients that go away cancel their work; the server serves again.
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, _, _) = request(p, "POST", "/generate", Some(&c_small()), &[]);
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503);
+        assert!(Instant::now() < deadline, "still busy");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
