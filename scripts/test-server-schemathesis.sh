@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A bounded property-based run of schemathesis (PyPI) against the server's
-# /openapi.json: no request may get a 5xx. Not part of `make test` (installing
+# /openapi.json: no request may get a 5xx, and every error body must match
+# the documented error schema. Not part of `make test` (installing
 # schemathesis and its run take minutes on a 2-core CI); run it by hand.
 #
 # Usage: scripts/test-server-schemathesis.sh [BINARY] [MODEL] [MAX_EXAMPLES]
@@ -26,4 +27,4 @@ for _ in $(seq 100); do
     sleep 0.1
 done
 "$VENV/bin/schemathesis" run "http://127.0.0.1:$PORT/openapi.json" \
-    --max-examples "$MAX_EXAMPLES" --checks not_a_server_error
+    --max-examples "$MAX_EXAMPLES" --checks not_a_server_error,response_schema_conformance

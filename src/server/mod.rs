@@ -338,11 +338,44 @@ impl axum::response::IntoResponse for ApiError {
             400..=499 => "invalid_request_error",
             _ => "server_error",
         };
-        let body = serde_json::json!({
-            "error": { "message": self.message, "type": kind, "param": self.param, "code": self.code }
-        });
+        let body = ErrorBody {
+            error: ErrorDetail {
+                message: self.message.clone(),
+                kind,
+                param: self.param.clone(),
+                code: self.code,
+            },
+        };
+        let body = serde_json::to_value(body).unwrap_or_default();
         self.with_body(body)
     }
+}
+
+/// An error as OpenAI's routes answer it (and /openapi.json describes it).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorDetail {
+    message: String,
+    /// `invalid_request_error`, `authentication_error`, `not_found_error`,
+    /// `server_busy_error` or `server_error`.
+    #[serde(rename = "type")]
+    kind: &'static str,
+    /// The request field at fault, when one is (always present, maybe null).
+    #[schema(required = true)]
+    param: Option<String>,
+    /// A stable reason such as `invalid_value` or `context_length_exceeded`.
+    #[schema(required = true)]
+    code: Option<&'static str>,
+}
+
+/// An error as Ollama's routes answer it.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct OllamaErrorBody {
+    error: String,
 }
 
 /// An [`ApiError`] in Ollama's shape, `{"error": "message"}`.
@@ -357,7 +390,10 @@ impl From<ApiError> for OllamaError {
 
 impl axum::response::IntoResponse for OllamaError {
     fn into_response(self) -> axum::response::Response {
-        let body = serde_json::json!({ "error": self.0.message });
+        let body = OllamaErrorBody {
+            error: self.0.message.clone(),
+        };
+        let body = serde_json::to_value(body).unwrap_or_default();
         self.0.with_body(body)
     }
 }

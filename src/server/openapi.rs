@@ -30,13 +30,26 @@ impl Schemas {
     }
 }
 
+impl Schemas {
+    /// The answers of a route: 200, or an error body of type `E`.
+    fn responses<E: ToSchema>(&mut self) -> Value {
+        let mut refs = Vec::new();
+        E::schemas(&mut refs);
+        for (name, schema) in refs {
+            self.components.insert(name, to_json(&schema));
+        }
+        let name = E::name().into_owned();
+        self.components
+            .insert(name.clone(), to_json(&<E as PartialSchema>::schema()));
+        let error = json!({ "description": "an error", "content": { "application/json": {
+            "schema": { "$ref": format!("#/components/schemas/{name}") } } } });
+        json!({ "200": { "description": "OK" }, "4XX": error, "5XX": error })
+    }
+}
+
 fn to_json(schema: &impl serde::Serialize) -> Value {
     // Serializing utoipa's schema types cannot fail (plain maps and strings).
     serde_json::to_value(schema).unwrap_or(Value::Null)
-}
-
-fn ok(description: &str) -> Value {
-    json!({ "200": { "description": description } })
 }
 
 /// The OpenAPI 3.1 document of this server: every route, with request
@@ -45,11 +58,12 @@ pub fn document() -> Value {
     let mut schemas = Schemas {
         components: Map::new(),
     };
-    let get = |summary: &str| json!({ "get": { "summary": summary, "responses": ok("OK") } });
-    let post = |summary: &str, body: Value| json!({ "post": { "summary": summary, "requestBody": body, "responses": ok("OK") } });
+    let get = |summary: &str| json!({ "get": { "summary": summary } });
+    let post =
+        |summary: &str, body: Value| json!({ "post": { "summary": summary, "requestBody": body } });
     let chat = schemas.body::<api::ChatRequest>();
     let completion = schemas.body::<api::CompletionRequest>();
-    let paths = json!({
+    let mut paths = json!({
         "/": get("server name, version, model and main routes"),
         "/health": get("liveness"),
         "/healthz": get("liveness"),
@@ -75,6 +89,22 @@ pub fn document() -> Value {
         "/api/v0/chat/completions": post("chat completion (LM Studio): OpenAI's body plus stats, model_info, runtime", chat),
         "/api/v0/completions": post("text completion (LM Studio)", completion),
     });
+    // Errors take the shape of the route's family.
+    let openai_answers = schemas.responses::<super::ErrorBody>();
+    let ollama_answers = schemas.responses::<super::OllamaErrorBody>();
+    for (path, item) in paths.as_object_mut().into_iter().flatten() {
+        for operation in item
+            .as_object_mut()
+            .into_iter()
+            .flat_map(|o| o.values_mut())
+        {
+            operation["responses"] = if api::is_ollama_path(path) {
+                ollama_answers.clone()
+            } else {
+                openai_answers.clone()
+            };
+        }
+    }
     json!({
         "openapi": "3.1.0",
         "info": { "title": "rusty-llm", "version": env!("CARGO_PKG_VERSION"),
