@@ -1116,6 +1116,19 @@ fn connection_limit_and_read_timeout() {
         "closed after {waited:?}"
     );
     assert!(!String::from_utf8_lossy(&rest).contains("200 OK"));
+    // So is a kept-alive connection that sends no next request.
+    let mut idle = TcpStream::connect(("127.0.0.1", p)).unwrap();
+    idle.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut first = [0u8; 512];
+    let n = idle.read(&mut first).unwrap();
+    assert!(first[..n].starts_with(b"HTTP/1.1 200"));
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let _ = idle.read_to_end(&mut rest);
+    assert!(started.elapsed() < Duration::from_secs(15), "kept open");
     // And the server goes on serving.
     assert_eq!(request(p, "GET", "/health", None, &[]).0, 200);
 }

@@ -647,9 +647,7 @@ where
     D: Fn(&Generation) -> Vec<Value> + Send + 'static,
 {
     use futures_util::StreamExt;
-    let StreamShape {
-        mut chunk, done, ..
-    } = shape;
+    let StreamShape { mut chunk, done } = shape;
     // The worker drops its sender after `Done`, which ends this stream; the
     // guard lives as long as the stream, so a dropped stream (a client that
     // went away) cancels the job.
