@@ -490,6 +490,15 @@ fn openapi_and_offline_docs() {
             .clone()
     };
     assert_eq!(error_schema("/v1/models"), "#/components/schemas/ErrorBody");
+    // Typed success bodies: chat, completions and the model list.
+    let ok = &doc["paths"]["/v1/chat/completions"]["post"]["responses"]["200"]["content"];
+    assert_eq!(
+        ok["application/json"]["schema"]["$ref"],
+        "#/components/schemas/ChatCompletion"
+    );
+    assert!(ok["text/event-stream"].is_object());
+    let usage = &doc["components"]["schemas"]["Usage"]["required"];
+    assert!(usage.as_array().unwrap().contains(&json!("total_tokens")));
     assert_eq!(
         error_schema("/api/chat"),
         "#/components/schemas/OllamaErrorBody"

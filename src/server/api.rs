@@ -17,8 +17,8 @@ use axum::middleware::Next;
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream};
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -239,17 +239,41 @@ pub(crate) async fn version() -> Response {
     axum::Json(json!({ "version": env!("CARGO_PKG_VERSION") })).into_response()
 }
 
-fn model_object(state: &AppState, l: &Loaded) -> Value {
+/// A model as OpenAI's `/v1/models` lists it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct ModelObject {
+    id: String,
+    object: &'static str,
+    created: u64,
+    owned_by: &'static str,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct ModelList {
+    object: &'static str,
+    data: Vec<ModelObject>,
+}
+
+fn model_object(state: &AppState, l: &Loaded) -> ModelObject {
     let created = state
         .started
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    json!({ "id": l.model_id, "object": "model", "created": created, "owned_by": "rusty-llm" })
+    ModelObject {
+        id: l.model_id.clone(),
+        object: "model",
+        created,
+        owned_by: "rusty-llm",
+    }
 }
 
 pub(crate) async fn models(State(state): State<Arc<AppState>>) -> AppResult {
     let l = loaded(&state)?;
-    Ok(axum::Json(json!({ "object": "list", "data": [model_object(&state, l)] })).into_response())
+    let list = ModelList {
+        object: "list",
+        data: vec![model_object(&state, l)],
+    };
+    Ok(axum::Json(list).into_response())
 }
 
 /// Any id answers with the loaded model: clients often hard-code a name.
@@ -570,13 +594,96 @@ pub(super) fn finish_reason(g: &Generation) -> &'static str {
     }
 }
 
+/// Token counts of one request, as OpenAI reports them.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct Usage {
+    prompt_tokens: usize,
+    completion_tokens: usize,
+    total_tokens: usize,
+    prompt_tokens_details: PromptTokensDetails,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct PromptTokensDetails {
+    /// Prompt tokens whose KV entries were reused from the previous request.
+    cached_tokens: usize,
+}
+
+impl Usage {
+    fn of(g: &Generation) -> Self {
+        Self {
+            prompt_tokens: g.prompt_tokens,
+            completion_tokens: g.generated_tokens,
+            total_tokens: g.prompt_tokens + g.generated_tokens,
+            prompt_tokens_details: PromptTokensDetails {
+                cached_tokens: g.cached_tokens,
+            },
+        }
+    }
+}
+
 fn usage(g: &Generation) -> Value {
-    json!({
-        "prompt_tokens": g.prompt_tokens,
-        "completion_tokens": g.generated_tokens,
-        "total_tokens": g.prompt_tokens + g.generated_tokens,
-        "prompt_tokens_details": { "cached_tokens": g.cached_tokens },
-    })
+    to_value(Usage::of(g))
+}
+
+/// A response body as a JSON value (for the fields LM Studio adds).
+fn to_value(body: impl Serialize) -> Value {
+    // Plain structs of strings and numbers always serialize.
+    serde_json::to_value(body).unwrap_or(Value::Null)
+}
+
+/// A non-streamed chat completion (OpenAI's `chat.completion`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct ChatCompletion {
+    id: String,
+    object: &'static str,
+    created: u64,
+    model: String,
+    #[schema(required = true)]
+    system_fingerprint: Option<String>,
+    choices: Vec<ChatChoice>,
+    usage: Usage,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct ChatChoice {
+    index: u32,
+    message: AssistantMessage,
+    /// With `logprobs: true`: `{"content": [{id, token, logprob, bytes, top_logprobs}]}`.
+    #[schema(required = true)]
+    logprobs: Option<Value>,
+    /// `stop` or `length`.
+    finish_reason: &'static str,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct AssistantMessage {
+    role: &'static str,
+    content: String,
+    #[schema(required = true)]
+    refusal: Option<String>,
+}
+
+/// A non-streamed text completion (OpenAI's `text_completion`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct TextCompletion {
+    id: String,
+    object: &'static str,
+    created: u64,
+    model: String,
+    choices: Vec<TextChoice>,
+    usage: Usage,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct TextChoice {
+    index: u32,
+    text: String,
+    /// With `logprobs: N`: parallel lists `tokens`, `token_logprobs`,
+    /// `top_logprobs`, `text_offset`.
+    #[schema(required = true)]
+    logprobs: Option<Value>,
+    finish_reason: &'static str,
 }
 
 /// A token as OpenAI's logprobs show it: its text (special tokens by name)
@@ -799,12 +906,23 @@ pub(super) async fn chat(state: &AppState, req: ChatRequest, flavor: Flavor) -> 
     let g = collect(rx).await?;
     drop(guard);
     let logprobs = top_logprobs.map(|_| chat_logprobs(runner.tokenizer(), &g.logprobs));
-    let mut body = json!({
-        "id": id, "object": "chat.completion", "created": created, "model": model,
-        "system_fingerprint": null,
-        "choices": [{ "index": 0, "message": { "role": "assistant", "content": g.text, "refusal": null },
-                      "logprobs": logprobs, "finish_reason": finish_reason(&g) }],
-        "usage": usage(&g),
+    let mut body = to_value(ChatCompletion {
+        id,
+        object: "chat.completion",
+        created,
+        model,
+        system_fingerprint: None,
+        choices: vec![ChatChoice {
+            index: 0,
+            message: AssistantMessage {
+                role: "assistant",
+                content: g.text.clone(),
+                refusal: None,
+            },
+            logprobs,
+            finish_reason: finish_reason(&g),
+        }],
+        usage: Usage::of(&g),
     });
     if let Some(x) = flavor.extras(l) {
         x.apply(&mut body, &g);
@@ -938,11 +1056,18 @@ pub(super) async fn complete(
     let logprobs = req
         .logprobs
         .map(|_| completion_logprobs(runner.tokenizer(), &g.logprobs, echo.len()));
-    let mut body = json!({
-        "id": id, "object": "text_completion", "created": created, "model": model,
-        "choices": [{ "index": 0, "text": echo + &g.text, "logprobs": logprobs,
-                      "finish_reason": finish_reason(&g) }],
-        "usage": usage(&g),
+    let mut body = to_value(TextCompletion {
+        id,
+        object: "text_completion",
+        created,
+        model,
+        choices: vec![TextChoice {
+            index: 0,
+            text: echo + &g.text,
+            logprobs,
+            finish_reason: finish_reason(&g),
+        }],
+        usage: Usage::of(&g),
     });
     if let Some(x) = flavor.extras(l) {
         x.apply(&mut body, &g);

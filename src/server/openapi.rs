@@ -31,19 +31,33 @@ impl Schemas {
 }
 
 impl Schemas {
-    /// The answers of a route: 200, or an error body of type `E`.
-    fn responses<E: ToSchema>(&mut self) -> Value {
+    /// A `$ref` to type `T`, registered with what it refers to.
+    fn reference<T: ToSchema>(&mut self) -> Value {
         let mut refs = Vec::new();
-        E::schemas(&mut refs);
+        T::schemas(&mut refs);
         for (name, schema) in refs {
             self.components.insert(name, to_json(&schema));
         }
-        let name = E::name().into_owned();
+        let name = T::name().into_owned();
         self.components
-            .insert(name.clone(), to_json(&<E as PartialSchema>::schema()));
-        let error = json!({ "description": "an error", "content": { "application/json": {
-            "schema": { "$ref": format!("#/components/schemas/{name}") } } } });
+            .insert(name.clone(), to_json(&<T as PartialSchema>::schema()));
+        json!({ "$ref": format!("#/components/schemas/{name}") })
+    }
+
+    /// The answers of a route: 200, or an error body of type `E`.
+    fn responses<E: ToSchema>(&mut self) -> Value {
+        let error = json!({ "description": "an error",
+                            "content": { "application/json": { "schema": self.reference::<E>() } } });
         json!({ "200": { "description": "OK" }, "4XX": error, "5XX": error })
+    }
+
+    /// A 200 body of type `T` (or server-sent events when `stream` is set).
+    fn success<T: ToSchema>(&mut self, streams: bool) -> Value {
+        let mut content = json!({ "application/json": { "schema": self.reference::<T>() } });
+        if streams {
+            content["text/event-stream"] = json!({});
+        }
+        json!({ "description": "OK", "content": content })
     }
 }
 
@@ -92,17 +106,32 @@ pub fn document() -> Value {
     // Errors take the shape of the route's family.
     let openai_answers = schemas.responses::<super::ErrorBody>();
     let ollama_answers = schemas.responses::<super::OllamaErrorBody>();
+    // Bodies with a type of their own (LM Studio's add fields to OpenAI's).
+    let chat_body = schemas.success::<api::ChatCompletion>(true);
+    let completion_body = schemas.success::<api::TextCompletion>(true);
+    let models_body = schemas.success::<api::ModelList>(false);
     for (path, item) in paths.as_object_mut().into_iter().flatten() {
         for operation in item
             .as_object_mut()
             .into_iter()
             .flat_map(|o| o.values_mut())
         {
-            operation["responses"] = if api::is_ollama_path(path) {
+            let mut answers = if api::is_ollama_path(path) {
                 ollama_answers.clone()
             } else {
                 openai_answers.clone()
             };
+            match path.as_str() {
+                "/v1/chat/completions" | "/api/v0/chat/completions" => {
+                    answers["200"] = chat_body.clone();
+                }
+                "/v1/completions" | "/api/v0/completions" => {
+                    answers["200"] = completion_body.clone();
+                }
+                "/v1/models" => answers["200"] = models_body.clone(),
+                _ => {}
+            }
+            operation["responses"] = answers;
         }
     }
     json!({
