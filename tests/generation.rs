@@ -295,3 +295,43 @@ fn token_ids_outside_the_vocabulary_are_errors() {
         .unwrap_err();
     assert!(e.to_string().contains("5000"), "{e}");
 }
+
+#[test]
+fn log_probabilities_come_with_the_pieces_they_belong_to() {
+    let Some(runner) = tiny("tiny-llama-Q8_0") else {
+        return;
+    };
+    let mut session = f32_session(&runner, 256, 64);
+    let prompt = runner.tokenize_prompt("Once upon a time");
+    let options = GenerationOptions {
+        top_logprobs: Some(3),
+        // A stop string holds text back, so pieces and tokens do not line up.
+        stop: vec!["\u{1}never".into()],
+        ignore_eos: true,
+        ..GenerationOptions::greedy(10)
+    };
+    let (mut text, mut delivered) = (String::new(), Vec::new());
+    let g = session
+        .generate_pieces(&prompt, &options, |piece| {
+            text.push_str(piece.text);
+            delivered.extend_from_slice(piece.logprobs);
+            true
+        })
+        .unwrap();
+    assert_eq!(text, g.text);
+    // Every token's entry is handed over exactly once, in order.
+    assert_eq!(delivered, g.logprobs);
+    let ids: Vec<u32> = g.logprobs.iter().map(|l| l.token).collect();
+    assert_eq!(ids, g.tokens);
+    for l in &g.logprobs {
+        // Greedy: the sampled token is the most likely one.
+        assert_eq!(l.top.len(), 3);
+        assert_eq!(l.top[0], (l.token, l.logprob));
+        assert!(l.logprob <= 0.0 && l.top[1].1 <= l.top[0].1);
+    }
+    // Off by default: no extra pass over the vocabulary.
+    let plain = session
+        .generate(&prompt, &GenerationOptions::greedy(4), |_| true)
+        .unwrap();
+    assert!(plain.logprobs.is_empty());
+}

@@ -177,7 +177,8 @@ fn openai_and_native_routes() {
 
     // The same request streamed gives the same text, chunk by chunk, then [DONE].
     let streamed = json!({"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 6,
-                          "temperature": 0, "ignore_eos": true, "stream": true})
+                          "temperature": 0, "ignore_eos": true, "stream": true,
+                          "stream_options": {"include_usage": true}})
     .to_string();
     let (status, head, body) = request(p, "POST", "/v1/chat/completions", Some(&streamed), &[]);
     assert_eq!(status, 200);
@@ -196,8 +197,13 @@ fn openai_and_native_routes() {
         }
     }
     assert_eq!(joined, text);
+    // include_usage: the finish chunk, then one with usage and no choices.
+    let finish = json_of(datas[datas.len() - 3]);
+    assert_eq!(finish["choices"][0]["finish_reason"], "length");
+    assert!(finish["usage"].is_null());
     let last = json_of(datas[datas.len() - 2]);
-    assert_eq!(last["choices"][0]["finish_reason"], "length");
+    assert_eq!(last["choices"], json!([]));
+    assert_eq!(last["usage"]["completion_tokens"], 6);
     // The second identical prompt reused the cached prefix.
     assert!(
         last["usage"]["prompt_tokens_details"]["cached_tokens"]
@@ -405,7 +411,9 @@ fn responses_and_lmstudio_routes() {
     assert_eq!(status, 200, "{body}");
     let r = json_of(&body);
     assert_eq!(r["object"], "response");
-    assert_eq!(r["status"], "completed");
+    // Cut by max_output_tokens, as OpenAI reports it.
+    assert_eq!(r["status"], "incomplete");
+    assert_eq!(r["incomplete_details"]["reason"], "max_output_tokens");
     assert_eq!(r["usage"]["output_tokens"], 4);
     let text = r["output"][0]["content"][0]["text"]
         .as_str()
@@ -454,7 +462,51 @@ fn openapi_and_offline_docs() {
     let (status, _, body) = request(p, "GET", "/openapi.json", None, &[]);
     assert_eq!(status, 200);
     let doc = json_of(&body);
-    assert_eq!(doc["openapi"], "3.0.3");
+    assert_eq!(doc["openapi"], "3.1.0");
+    // Request schemas come from the request types: the shared sampling fields
+    // with their ranges, and each route's own fields.
+    let sampling = &doc["components"]["schemas"]["SamplingFields"]["properties"];
+    assert_eq!(sampling["top_p"]["maximum"], 1.0);
+    assert!(sampling["logit_bias"].is_object());
+    let chat = &doc["paths"]["/v1/chat/completions"]["post"]["requestBody"]["content"]["application/json"]
+        ["schema"];
+    assert_eq!(
+        chat["allOf"][0]["$ref"],
+        "#/components/schemas/SamplingFields"
+    );
+    assert_eq!(
+        chat["allOf"][1]["properties"]["top_logprobs"]["maximum"],
+        20
+    );
+    assert_eq!(chat["allOf"][1]["required"], json!(["messages"]));
+    let ollama =
+        &doc["paths"]["/api/chat"]["post"]["requestBody"]["content"]["application/json"]["schema"];
+    assert!(ollama["properties"]["options"].is_object(), "{ollama}");
+    // Errors are described per family: OpenAI's object, Ollama's string.
+    let error_schema = |path: &str| {
+        let method = if path == "/v1/models" { "get" } else { "post" };
+        doc["paths"][path][method]["responses"]["4XX"]["content"]["application/json"]["schema"]
+            ["$ref"]
+            .clone()
+    };
+    assert_eq!(error_schema("/v1/models"), "#/components/schemas/ErrorBody");
+    // Typed success bodies: chat, completions and the model list.
+    let ok = &doc["paths"]["/v1/chat/completions"]["post"]["responses"]["200"]["content"];
+    assert_eq!(
+        ok["application/json"]["schema"]["$ref"],
+        "#/components/schemas/ChatCompletion"
+    );
+    assert!(ok["text/event-stream"].is_object());
+    let usage = &doc["components"]["schemas"]["Usage"]["required"];
+    assert!(usage.as_array().unwrap().contains(&json!("total_tokens")));
+    assert_eq!(
+        error_schema("/api/chat"),
+        "#/components/schemas/OllamaErrorBody"
+    );
+    assert_eq!(
+        doc["components"]["schemas"]["ErrorDetail"]["required"],
+        json!(["message", "type", "param", "code"])
+    );
     for path in [
         "/v1/chat/completions",
         "/api/chat",
@@ -474,4 +526,797 @@ fn openapi_and_offline_docs() {
     assert_eq!(status, 200);
     assert!(head.contains("application/javascript"));
     assert!(js.len() > 1_000_000);
+}
+
+/// The data lines of a server-sent-event stream, without the final `[DONE]`
+/// (asserted present).
+fn sse_datas(body: &str) -> Vec<Value> {
+    let datas: Vec<&str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect();
+    assert_eq!(datas.last(), Some(&"[DONE]"), "{body}");
+    datas[..datas.len() - 1]
+        .iter()
+        .map(|d| json_of(d))
+        .collect()
+}
+
+fn post(p: u16, path: &str, body: &Value) -> (u16, Value) {
+    let (status, _, text) = request(p, "POST", path, Some(&body.to_string()), &[]);
+    (status, json_of(&text))
+}
+
+#[test]
+fn logprobs_logit_bias_stop_and_seed() {
+    let Some(model) = tiny("tiny-llama-Q8_0") else {
+        return;
+    };
+    let s = start(&model, &[]);
+    let p = s.port;
+    let hello = json!([{"role": "user", "content": "Hello"}]);
+
+    // Greedy with log-probabilities: the sampled token is the most likely one,
+    // alternatives come most likely first, and the tokens spell the text.
+    let (status, r) = post(
+        p,
+        "/v1/chat/completions",
+        &json!({"messages": hello, "max_tokens": 5, "temperature": 0, "ignore_eos": true,
+                "logprobs": true, "top_logprobs": 3}),
+    );
+    assert_eq!(status, 200, "{r}");
+    let text = r["choices"][0]["message"]["content"].as_str().unwrap();
+    let content = r["choices"][0]["logprobs"]["content"].as_array().unwrap();
+    assert_eq!(content.len(), 5);
+    let mut spelled = String::new();
+    for entry in content {
+        let lp = entry["logprob"].as_f64().unwrap();
+        let top = entry["top_logprobs"].as_array().unwrap();
+        assert_eq!(top.len(), 3);
+        assert!(lp <= 0.0);
+        assert_eq!(
+            entry["token"], top[0]["token"],
+            "greedy picks the top token"
+        );
+        assert!((lp - top[0]["logprob"].as_f64().unwrap()).abs() < 1e-6);
+        let lps: Vec<f64> = top.iter().map(|t| t["logprob"].as_f64().unwrap()).collect();
+        assert!(lps.windows(2).all(|w| w[0] >= w[1]), "{lps:?}");
+        assert!(lps.iter().map(|l| l.exp()).sum::<f64>() <= 1.0 + 1e-6);
+        let bytes: Vec<u8> = entry["bytes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b.as_u64().unwrap() as u8)
+            .collect();
+        assert_eq!(
+            String::from_utf8_lossy(&bytes),
+            entry["token"].as_str().unwrap()
+        );
+        spelled.push_str(entry["token"].as_str().unwrap());
+    }
+    assert_eq!(spelled, text);
+
+    // Streamed, the chunks carry the same log-probabilities.
+    let (_, _, body) = request(
+        p,
+        "POST",
+        "/v1/chat/completions",
+        Some(
+            &json!({"messages": hello, "max_tokens": 5, "temperature": 0, "ignore_eos": true,
+                    "logprobs": true, "top_logprobs": 3, "stream": true})
+            .to_string(),
+        ),
+        &[],
+    );
+    let streamed: Vec<Value> = sse_datas(&body)
+        .iter()
+        .filter_map(|c| c["choices"][0]["logprobs"]["content"].as_array().cloned())
+        .flatten()
+        .collect();
+    assert_eq!(&streamed, content);
+
+    // Banning the greedy first token through logit_bias makes the runner-up win.
+    let first_token = |bias: Value| {
+        let (status, r) = post(
+            p,
+            "/v1/chat/completions",
+            &json!({"messages": hello, "max_tokens": 1, "temperature": 0, "ignore_eos": true,
+                    "logprobs": true, "top_logprobs": 2, "logit_bias": bias}),
+        );
+        assert_eq!(status, 200, "{r}");
+        r["choices"][0]["logprobs"]["content"][0].clone()
+    };
+    let unbiased = first_token(json!({}));
+    let (greedy, runner_up) = (&unbiased["top_logprobs"][0], &unbiased["top_logprobs"][1]);
+    assert_eq!(unbiased["id"], greedy["id"]);
+    let banned = first_token(json!({ greedy["id"].to_string(): -100 }));
+    assert_eq!(banned["id"], runner_up["id"]);
+    // The reported log-probabilities are the model's, not the biased ones.
+    assert_eq!(banned["logprob"], runner_up["logprob"]);
+    let boosted = first_token(json!({ runner_up["id"].to_string(): 100 }));
+    assert_eq!(boosted["id"], runner_up["id"]);
+
+    // Completions report the legacy shape.
+    let (status, r) = post(
+        p,
+        "/v1/completions",
+        &json!({"prompt": "Once upon", "max_tokens": 3, "temperature": 0, "ignore_eos": true,
+                "logprobs": 2}),
+    );
+    assert_eq!(status, 200, "{r}");
+    let lp = &r["choices"][0]["logprobs"];
+    let tokens: String = lp["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert_eq!(tokens, r["choices"][0]["text"].as_str().unwrap());
+    assert_eq!(lp["token_logprobs"].as_array().unwrap().len(), 3);
+    assert_eq!(lp["top_logprobs"][0].as_object().unwrap().len(), 2);
+    assert_eq!(lp["text_offset"][0], 0);
+
+    // A stop string cuts the text before it, with finish_reason "stop".
+    let (_, r) = post(
+        p,
+        "/v1/completions",
+        &json!({"prompt": "Once upon", "max_tokens": 12, "temperature": 0, "ignore_eos": true}),
+    );
+    let full = r["choices"][0]["text"].as_str().unwrap().to_string();
+    let cut = full.char_indices().nth(full.chars().count() / 2).unwrap().0;
+    let stop: String = full[cut..].chars().take(2).collect();
+    let (_, r) = post(
+        p,
+        "/v1/completions",
+        &json!({"prompt": "Once upon", "max_tokens": 12, "temperature": 0, "ignore_eos": true,
+                "stop": [stop.clone(), "\u{1}never"]}),
+    );
+    let stopped = r["choices"][0]["text"].as_str().unwrap();
+    assert_eq!(stopped, &full[..full.find(&stop).unwrap()]);
+    assert_eq!(r["choices"][0]["finish_reason"], "stop");
+
+    // Sampling with a seed repeats; penalties are accepted and validated.
+    let sampled = |seed: u64| {
+        let (status, r) = post(
+            p,
+            "/v1/chat/completions",
+            &json!({"messages": hello, "max_tokens": 8, "temperature": 1.0, "seed": seed,
+                    "ignore_eos": true, "presence_penalty": 0.5, "frequency_penalty": 0.5}),
+        );
+        assert_eq!(status, 200, "{r}");
+        r["choices"][0]["message"]["content"].clone()
+    };
+    assert_eq!(sampled(7), sampled(7));
+}
+
+#[test]
+fn error_matrix() {
+    let Some(model) = tiny("tiny-llama-Q8_0") else {
+        return;
+    };
+    let s = start(&model, &["--max-body-bytes", "4096"]);
+    let p = s.port;
+    let raw = |method: &str, path: &str, headers: &str, body: &str| {
+        let mut c = TcpStream::connect(("127.0.0.1", p)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        write!(
+            c,
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nOrigin: http://example.com\r\n{headers}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut out = String::new();
+        let _ = c.read_to_string(&mut out);
+        let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+        let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
+        (status, head.to_ascii_lowercase(), body.to_string())
+    };
+    let json_ct = "Content-Type: application/json\r\n";
+    let chat = r#"{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}"#;
+    let openai_error = |status: u16, head: &str, body: &str| {
+        assert!(
+            head.contains("access-control-allow-origin"),
+            "CORS on {status}: {head}"
+        );
+        let e = json_of(body)["error"].clone();
+        assert!(e["message"].is_string(), "{body}");
+        assert!(e["type"].is_string(), "{body}");
+        assert!(e.as_object().unwrap().contains_key("param"), "{body}");
+        assert!(e.as_object().unwrap().contains_key("code"), "{body}");
+        e
+    };
+
+    let (status, head, body) = raw("POST", "/v1/chat/completions", "", chat);
+    assert_eq!(status, 415);
+    openai_error(status, &head, &body);
+    let (status, head, body) = raw(
+        "POST",
+        "/v1/chat/completions",
+        "Content-Type: text/plain\r\n",
+        chat,
+    );
+    assert_eq!(status, 415);
+    openai_error(status, &head, &body);
+    let (status, head, body) = raw("GET", "/v1/chat/completions", "", "");
+    assert_eq!(status, 405);
+    openai_error(status, &head, &body);
+    let (status, head, body) = raw("GET", "/v2/nothing", "", "");
+    assert_eq!(status, 404);
+    openai_error(status, &head, &body);
+    let big = format!(r#"{{"prompt": "{}"}}"#, "a".repeat(5000));
+    let (status, head, body) = raw("POST", "/v1/completions", json_ct, &big);
+    assert_eq!(status, 413, "{body}");
+    openai_error(status, &head, &body);
+
+    for (body, param) in [
+        ("{not json", None),
+        (r#"{"messages": [{"role": 5}]}"#, Some("messages[0].role")),
+        (
+            r#"{"messages": [{"role": "user", "content": "x"}], "max_tokens": -1}"#,
+            Some("max_tokens"),
+        ),
+        (
+            r#"{"messages": [{"role": "user", "content": "x"}], "temperature": "hot"}"#,
+            Some("temperature"),
+        ),
+        (
+            r#"{"messages": [{"role": "user", "content": "x"}], "top_p": 1.5}"#,
+            Some("top_p"),
+        ),
+        (
+            r#"{"messages": [{"role": "user", "content": "x"}], "logit_bias": {"x": 1}}"#,
+            Some("logit_bias"),
+        ),
+        (
+            r#"{"messages": [{"role": "user", "content": "x"}], "logit_bias": {"1": 1000}}"#,
+            Some("logit_bias"),
+        ),
+        (
+            r#"{"messages": [{"role": "user", "content": "x"}], "top_logprobs": 2}"#,
+            Some("top_logprobs"),
+        ),
+        (
+            r#"{"messages": [{"role": "user", "content": "x"}], "logprobs": true, "top_logprobs": 21}"#,
+            Some("top_logprobs"),
+        ),
+        (
+            r#"{"messages": [{"role": "user", "content": "x"}], "n": 2}"#,
+            Some("n"),
+        ),
+        (r#"{"messages": []}"#, Some("messages")),
+    ] {
+        let (status, head, text) = raw("POST", "/v1/chat/completions", json_ct, body);
+        assert_eq!(status, 400, "{body}: {text}");
+        let e = openai_error(status, &head, &text);
+        if let Some(param) = param {
+            assert_eq!(e["param"], param, "{body}: {text}");
+            assert!(e["message"].as_str().unwrap().contains(param), "{text}");
+        }
+    }
+    // Over the context: both numbers in the message.
+    let (status, head, text) = raw(
+        "POST",
+        "/v1/completions",
+        json_ct,
+        r#"{"prompt": "Hello there", "max_tokens": 100000}"#,
+    );
+    assert_eq!(status, 400);
+    let e = openai_error(status, &head, &text);
+    let message = e["message"].as_str().unwrap();
+    assert!(message.contains("100000"), "{message}");
+    assert_eq!(e["code"], "context_length_exceeded");
+    let ctx: u64 = message
+        .rsplit("context of ")
+        .next()
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no context size in {message}"));
+    assert!(ctx > 0);
+
+    // Ollama routes answer {"error": "…"}.
+    for (path, body) in [
+        ("/api/chat", "{oops"),
+        (
+            "/api/chat",
+            r#"{"messages": [{"role": "user", "content": "x"}], "options": {"num_ctx": 100000000}}"#,
+        ),
+        (
+            "/api/generate",
+            r#"{"prompt": "x", "options": {"temperature": "warm"}}"#,
+        ),
+    ] {
+        let (status, head, text) = raw("POST", path, json_ct, body);
+        assert_eq!(status, 400, "{path} {body}: {text}");
+        assert!(head.contains("access-control-allow-origin"));
+        assert!(json_of(&text)["error"].is_string(), "{text}");
+    }
+    let (status, _, text) = raw("GET", "/api/chat", "", "");
+    assert_eq!(status, 405);
+    assert!(json_of(&text)["error"].is_string(), "{text}");
+
+    // CORS preflight.
+    let (status, head, _) = raw(
+        "OPTIONS",
+        "/v1/chat/completions",
+        "Access-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: content-type,authorization\r\n",
+        "",
+    );
+    assert_eq!(status, 200);
+    assert!(head.contains("access-control-allow-methods"), "{head}");
+    assert!(head.contains("access-control-allow-headers"), "{head}");
+
+    // After all that, the server still serves.
+    let (status, _, text) = raw("POST", "/v1/chat/completions", json_ct, chat);
+    assert_eq!(status, 200, "{text}");
+}
+
+#[test]
+fn ollama_options_tags_and_lmstudio_stats() {
+    let Some(model) = tiny("tiny-llama-Q8_0") else {
+        return;
+    };
+    let s = start(&model, &["--ctx-size", "256"]);
+    let p = s.port;
+    // num_ctx below the server's: honoured (a prompt + num_predict beyond it is refused).
+    let (status, r) = post(
+        p,
+        "/api/generate",
+        &json!({"prompt": "Once upon a time", "raw": true, "stream": false,
+                "options": {"num_ctx": 12, "num_predict": 100}}),
+    );
+    assert_eq!(status, 400, "{r}");
+    assert!(
+        r["error"].as_str().unwrap().contains("context of 12"),
+        "{r}"
+    );
+    let (status, r) = post(
+        p,
+        "/api/generate",
+        &json!({"prompt": "x", "options": {"num_ctx": 512}}),
+    );
+    assert_eq!(status, 400);
+    assert!(r["error"].as_str().unwrap().contains("256"), "{r}");
+
+    // Options reach the sampler: greedy, num_predict, stop, seed.
+    let generate = |options: Value| {
+        let (status, r) = post(
+            p,
+            "/api/generate",
+            &json!({"prompt": "Once upon", "raw": true, "stream": false, "options": options}),
+        );
+        assert_eq!(status, 200, "{r}");
+        r
+    };
+    let full = generate(
+        json!({"temperature": 0, "num_predict": 8, "repeat_last_n": -1,
+                               "repeat_penalty": 1.0, "top_k": 1, "top_p": 1.0, "min_p": 0.0}),
+    );
+    assert_eq!(full["eval_count"], 8);
+    assert_eq!(full["done_reason"], "length");
+    let text = full["response"].as_str().unwrap().to_string();
+    let stop: String = text.chars().skip(3).take(2).collect();
+    let stopped = generate(json!({"temperature": 0, "num_predict": 8, "stop": [stop]}));
+    assert_eq!(stopped["done_reason"], "stop");
+    assert_eq!(
+        stopped["response"].as_str().unwrap(),
+        &text[..text.find(&stop).unwrap()]
+    );
+    let seeded = |seed: i64| {
+        generate(json!({"temperature": 1.0, "seed": seed, "num_predict": 6}))["response"].clone()
+    };
+    assert_eq!(seeded(3), seeded(3));
+    // `system` belongs to the template, so raw mode refuses it.
+    let (status, r) = post(
+        p,
+        "/api/generate",
+        &json!({"prompt": "Once upon", "system": "Be terse", "raw": true}),
+    );
+    assert_eq!(status, 400);
+    assert!(r["error"].as_str().unwrap().contains("system"), "{r}");
+    // An empty prompt only loads the model, as in Ollama.
+    let (_, r) = post(p, "/api/generate", &json!({"model": "x"}));
+    assert_eq!(r["done_reason"], "load");
+
+    // /api/tags: the digest is the file's SHA-256, details from the metadata.
+    let (_, _, body) = request(p, "GET", "/api/tags", None, &[]);
+    let entry = json_of(&body)["models"][0].clone();
+    let bytes = std::fs::read(&model).unwrap();
+    let expected: String = {
+        use sha2::Digest;
+        sha2::Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    assert_eq!(entry["digest"], expected.as_str());
+    assert_eq!(entry["size"], bytes.len());
+    assert_eq!(entry["details"]["quantization_level"], "Q8_0");
+    assert_eq!(entry["details"]["family"], "llama");
+    assert!(
+        entry["details"]["parameter_size"]
+            .as_str()
+            .unwrap()
+            .ends_with('M')
+    );
+    assert!(entry["modified_at"].as_str().unwrap().contains('T'));
+
+    // LM Studio: OpenAI's body plus stats, model_info and runtime.
+    let (status, r) = post(
+        p,
+        "/api/v0/chat/completions",
+        &json!({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3,
+                "temperature": 0, "ignore_eos": true}),
+    );
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["object"], "chat.completion");
+    assert_eq!(r["stats"]["stop_reason"], "maxPredictedTokensReached");
+    for key in [
+        "tokens_per_second",
+        "time_to_first_token",
+        "generation_time",
+    ] {
+        assert!(r["stats"][key].as_f64().unwrap() >= 0.0, "{key}: {r}");
+    }
+    assert_eq!(r["model_info"]["quant"], "Q8_0");
+    assert_eq!(r["model_info"]["context_length"], 256);
+    assert_eq!(r["runtime"]["name"], "rusty-llm");
+    let (_, r) = post(
+        p,
+        "/api/v0/completions",
+        &json!({"prompt": "Hi", "max_tokens": 2, "temperature": 0, "ignore_eos": true}),
+    );
+    assert_eq!(r["stats"]["stop_reason"], "maxPredictedTokensReached");
+    let (_, _, body) = request(p, "GET", "/api/v0/models/whatever", None, &[]);
+    let m = json_of(&body);
+    assert_eq!(
+        (
+            m["type"].clone(),
+            m["arch"].clone(),
+            m["quantization"].clone()
+        ),
+        (json!("llm"), json!("llama"), json!("Q8_0"))
+    );
+    assert!(m["max_context_length"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn responses_stream_event_sequence() {
+    let Some(model) = tiny("tiny-llama-Q8_0") else {
+        return;
+    };
+    let s = start(&model, &[]);
+    let p = s.port;
+    let req = json!({"input": [{"type": "message", "role": "user",
+                                "content": [{"type": "input_text", "text": "Hello"}]}],
+                     "instructions": "Be brief", "max_output_tokens": 5,
+                     "temperature": 0, "ignore_eos": true});
+    let (status, whole) = post(p, "/v1/responses", &req);
+    assert_eq!(status, 200, "{whole}");
+    let mut streamed = req.clone();
+    streamed["stream"] = json!(true);
+    let (_, _, body) = request(p, "POST", "/v1/responses", Some(&streamed.to_string()), &[]);
+    let names: Vec<&str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .collect();
+    let events: Vec<Value> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(json_of)
+        .collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(names, kinds);
+    let deltas = kinds
+        .iter()
+        .filter(|k| **k == "response.output_text.delta")
+        .count();
+    assert!(deltas > 0);
+    let mut expected = vec![
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+    ];
+    expected.extend(std::iter::repeat_n("response.output_text.delta", deltas));
+    expected.extend([
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]);
+    assert_eq!(kinds, expected);
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e["sequence_number"], i, "{e}");
+    }
+    let item_id = events[2]["item"]["id"].clone();
+    assert!(item_id.is_string());
+    for e in &events[3..events.len() - 2] {
+        assert_eq!(e["item_id"], item_id, "{e}");
+        assert_eq!(
+            (e["output_index"].clone(), e["content_index"].clone()),
+            (json!(0), json!(0))
+        );
+    }
+    let text: String = events
+        .iter()
+        .filter(|e| e["type"] == "response.output_text.delta")
+        .map(|e| e["delta"].as_str().unwrap())
+        .collect();
+    assert_eq!(text, whole["output_text"].as_str().unwrap());
+    let done = &events[events.len() - 5 + 1];
+    assert_eq!(done["text"], text.as_str());
+    let completed = &events.last().unwrap()["response"];
+    assert_eq!(completed["id"], events[0]["response"]["id"]);
+    assert_eq!(completed["output"][0]["id"], item_id);
+    assert_eq!(completed["output"][0]["content"][0]["text"], text.as_str());
+    assert_eq!(completed["usage"]["output_tokens"], 5);
+    assert_eq!(
+        completed["usage"]["input_tokens"],
+        whole["usage"]["input_tokens"]
+    );
+    assert!(completed["usage"]["input_tokens"].as_u64().unwrap() > 0);
+
+    // Items other than messages are refused, naming the item.
+    let (status, r) = post(
+        p,
+        "/v1/responses",
+        &json!({"input": [{"type": "function_call_output", "role": "tool", "content": "x"}]}),
+    );
+    assert_eq!(status, 400);
+    assert_eq!(r["error"]["param"], "input[0].type");
+    // The length limit is named as this route calls it.
+    let (status, r) = post(
+        p,
+        "/v1/responses",
+        &json!({"input": "Hello", "max_output_tokens": 1_000_000}),
+    );
+    assert_eq!(status, 400);
+    assert_eq!(r["error"]["param"], "max_output_tokens");
+    assert_eq!(r["error"]["code"], "context_length_exceeded");
+    assert!(
+        r["error"]["message"].as_str().unwrap().contains("1000000"),
+        "{r}"
+    );
+}
+
+#[test]
+fn connection_limit_and_read_timeout() {
+    let Some(model) = tiny("tiny-llama-Q8_0") else {
+        return;
+    };
+    let s = start(&model, &["--max-connections", "1", "--read-timeout", "3"]);
+    let p = s.port;
+    let health = b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    // One idle connection holds the only slot; the next is not served...
+    let holder = TcpStream::connect(("127.0.0.1", p)).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut waiting = TcpStream::connect(("127.0.0.1", p)).unwrap();
+    waiting.write_all(health).unwrap();
+    waiting
+        .set_read_timeout(Some(Duration::from_millis(1000)))
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let early = waiting.read(&mut buf);
+    assert!(
+        matches!(&early, Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)),
+        "served past the limit: {early:?}"
+    );
+    // ...until the first one closes.
+    drop(holder);
+    waiting
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut out = String::new();
+    waiting.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+
+    // A client that never finishes its headers is cut off after the read timeout.
+    let mut slow = TcpStream::connect(("127.0.0.1", p)).unwrap();
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let _ = slow.read_to_end(&mut rest);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(2) && waited < Duration::from_secs(15),
+        "closed after {waited:?}"
+    );
+    assert!(!String::from_utf8_lossy(&rest).contains("200 OK"));
+    // So is a kept-alive connection that sends no next request.
+    let mut idle = TcpStream::connect(("127.0.0.1", p)).unwrap();
+    idle.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut first = [0u8; 512];
+    let n = idle.read(&mut first).unwrap();
+    assert!(first[..n].starts_with(b"HTTP/1.1 200"));
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let _ = idle.read_to_end(&mut rest);
+    assert!(started.elapsed() < Duration::from_secs(15), "kept open");
+    // And the server goes on serving.
+    assert_eq!(request(p, "GET", "/health", None, &[]).0, 200);
+}
+
+/// One HTTPS request to the server; `None` when the handshake or exchange fails.
+fn https_get(port: u16, path: &str, roots: &rustls::RootCertStore) -> Option<(u16, String)> {
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots.clone())
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).ok()?;
+    let sock = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    sock.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    write!(
+        tls,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = Vec::new();
+    // A peer that closes without close_notify still delivered the response.
+    let _ = tls.read_to_end(&mut raw);
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = raw.split_once("\r\n\r\n")?;
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
+
+#[test]
+fn https_with_a_self_signed_certificate() {
+    let Some(model) = tiny("tiny-llama-Q8_0") else {
+        return;
+    };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(certified.cert.der().clone()).unwrap();
+
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let child = Command::new(env!("CARGO_BIN_EXE_rusty-llm"))
+        .args([&model, "--serve", &addr, "--threads", "1"])
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .env_remove("RUSTY_LLM_API_KEY")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _server = Server { child, port };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while https_get(port, "/ready", &roots).map(|r| r.0) != Some(200) {
+        assert!(
+            Instant::now() < deadline,
+            "HTTPS server did not become ready"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (status, body) = https_get(port, "/v1/models", &roots).unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(json_of(&body)["data"][0]["id"], "tiny-llama-Q8_0");
+    // Plain HTTP on the TLS port gets no HTTP answer.
+    let plain = try_request(port, "GET", "/health", None, &[]);
+    assert!(!matches!(plain, Ok((200, _, _))));
+    // A client that does not trust the certificate fails the handshake.
+    assert!(https_get(port, "/health", &rustls::RootCertStore::empty()).is_none());
+}
+
+/// The official `openai` and `ollama` Python clients against the default
+/// model (scripts/test-server-clients.sh makes its own venv from PyPI), with
+/// greedy answers checked against the CLI's.
+#[test]
+fn official_python_clients() {
+    let Some(model) = common::default_model() else {
+        return;
+    };
+    let script = common::root().join("scripts/test-server-clients.sh");
+    let out = Command::new(&script)
+        .arg(env!("CARGO_BIN_EXE_rusty-llm"))
+        .arg(&model)
+        .env_remove("RUSTY_LLM_API_KEY")
+        .output()
+        .unwrap();
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.code() == Some(3) && std::env::var_os("CI").is_none() {
+        eprintln!("skipping: cannot install the Python clients here:\n{log}");
+        return;
+    }
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("all client checks passed"), "{log}");
+}
+
+#[test]
+fn prompt_cache_can_be_turned_off_and_sigterm_exits_cleanly() {
+    let Some(model) = tiny("tiny-llama-Q8_0") else {
+        return;
+    };
+    let mut s = start(&model, &[]);
+    let p = s.port;
+    let req = json!({"prompt": "Once upon a time", "max_tokens": 2, "temperature": 0});
+    post(p, "/v1/completions", &req);
+    let (_, cached) = post(p, "/v1/completions", &req);
+    assert!(
+        cached["usage"]["prompt_tokens_details"]["cached_tokens"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    let mut fresh = req.clone();
+    fresh["cache_prompt"] = json!(false);
+    let (_, fresh) = post(p, "/v1/completions", &fresh);
+    assert_eq!(fresh["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &s.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = s.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "no exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn a_full_queue_answers_503_with_retry_after() {
+    let Some(model) = tiny("tiny-llama-Q8_0") else {
+        return;
+    };
+    let s = start(&model, &["--queue-size", "1", "--ctx-size", "8192"]);
+    let p = s.port;
+    // Long streamed generations: one runs, one waits in the queue, the third
+    // finds the queue full. Their connections stay open until dropped.
+    let long =
+        json!({"prompt": "Hi", "max_tokens": 8000, "ignore_eos": true, "stream": true}).to_string();
+    let mut held = Vec::new();
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        let mut c = TcpStream::connect(("127.0.0.1", p)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        write!(c, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{long}", long.len()).unwrap();
+        let mut head = [0u8; 1024];
+        let n = c.read(&mut head).unwrap();
+        answers.push(String::from_utf8_lossy(&head[..n]).to_ascii_lowercase());
+        held.push(c);
+    }
+    assert!(answers[0].starts_with("http/1.1 200"), "{}", answers[0]);
+    // Until the engine takes the first job from the queue the second is
+    // refused; once it has, the second waits and the third is refused.
+    let busy = answers[1..]
+        .iter()
+        .find(|a| a.starts_with("http/1.1 503"))
+        .unwrap_or_else(|| panic!("no 503: {answers:?}"));
+    assert!(busy.contains("retry-after: 1"), "{busy}");
+    // Clients that go away cancel their work; the server serves again.
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, _, _) = request(p, "POST", "/generate", Some(&c_small()), &[]);
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503);
+        assert!(Instant::now() < deadline, "still busy");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

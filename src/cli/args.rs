@@ -262,6 +262,39 @@ pub struct Args {
     #[arg(long, default_value_t = 16, value_name = "N", help_heading = "Server")]
     pub queue_size: usize,
 
+    /// Connections served at once; more wait to be accepted
+    /// [default: max(16, threads × 8)].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..), help_heading = "Server")]
+    pub max_connections: Option<u32>,
+
+    /// Seconds a connection may take to send a request's headers before it is closed.
+    #[arg(long, default_value_t = 30, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..), help_heading = "Server")]
+    pub read_timeout: u64,
+
+    /// Prefill every request from scratch instead of reusing the previous
+    /// request's prompt prefix: slower, but answers do not depend on the
+    /// request before (batch and single-token passes round differently).
+    #[arg(long, help_heading = "Server")]
+    pub no_prompt_cache: bool,
+
+    /// Serve HTTPS with this PEM certificate chain (needs --tls-key).
+    #[arg(
+        long,
+        value_name = "PEM",
+        requires = "tls_key",
+        help_heading = "Server"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key for --tls-cert.
+    #[arg(
+        long,
+        value_name = "PEM",
+        requires = "tls_cert",
+        help_heading = "Server"
+    )]
+    pub tls_key: Option<PathBuf>,
+
     // ---- benchmark ----
     /// Benchmark prompt processing and generation, llama-bench style.
     #[arg(long, help_heading = "Benchmark", conflicts_with_all = ["inspect", "list_tensors", "list_models", "tokenize", "repl"])]

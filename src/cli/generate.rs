@@ -54,6 +54,7 @@ pub fn generation_options(args: &Args) -> GenerationOptions {
         stop: args.stop.clone(),
         ignore_eos: args.ignore_eos,
         context_shift: args.context_shift,
+        top_logprobs: None,
     }
 }
 
@@ -383,6 +384,18 @@ pub fn serve(path: &Path, addr: std::net::SocketAddr, args: &Args) -> Result<(),
         queue_size: args.queue_size,
         max_body_bytes: args.max_body_bytes,
         api_key: args.api_key.clone(),
+        max_connections: args
+            .max_connections
+            .map_or((threads * 8).max(16), |n| n as usize),
+        read_timeout: std::time::Duration::from_secs(args.read_timeout),
+        cache_prompt: !args.no_prompt_cache,
+        tls: match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::server::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        },
     };
     crate::server::serve(options)?;
     Ok(())

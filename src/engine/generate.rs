@@ -2,6 +2,7 @@
 //! token at a time, streaming text that never splits a UTF-8 character nor
 //! shows any part of a stop string.
 
+use super::logprobs::{TokenLogprob, token_logprob};
 use super::sampling::{Sampler, SamplerConfig, SamplingError};
 use super::session::Session;
 use super::stop::StopStrings;
@@ -25,6 +26,10 @@ pub struct GenerationOptions {
     /// When the context fills up, drop the older half of the conversation
     /// (after the first token) and go on, instead of failing.
     pub context_shift: bool,
+    /// Record each generated token's log-probability with this many most
+    /// likely alternatives (`Some(0)`: the token's own only); `None` skips
+    /// the extra pass over the vocabulary.
+    pub top_logprobs: Option<usize>,
 }
 
 impl Default for GenerationOptions {
@@ -35,6 +40,7 @@ impl Default for GenerationOptions {
             stop: Vec::new(),
             ignore_eos: false,
             context_shift: false,
+            top_logprobs: None,
         }
     }
 }
@@ -51,6 +57,15 @@ impl GenerationOptions {
             ..Self::default()
         }
     }
+}
+
+/// What [`Session::generate_pieces`] hands over as it goes.
+#[derive(Debug, Clone, Copy)]
+pub struct Piece<'a> {
+    /// New text (possibly empty).
+    pub text: &'a str,
+    /// Log-probabilities of the tokens behind it, when asked for.
+    pub logprobs: &'a [TokenLogprob],
 }
 
 /// Why generation ended.
@@ -76,6 +91,8 @@ pub struct Generation {
     /// Prompt tokens whose KV entries were reused from the session's cache.
     pub cached_tokens: usize,
     pub generated_tokens: usize,
+    /// One entry per generated token when `top_logprobs` was set, else empty.
+    pub logprobs: Vec<TokenLogprob>,
     pub stop_reason: StopReason,
     pub prefill_ms: f64,
     pub decode_ms: f64,
@@ -156,6 +173,21 @@ impl Session<'_> {
         options: &GenerationOptions,
         mut on_text: impl FnMut(&str) -> bool,
     ) -> Result<Generation, GenerateError> {
+        self.generate_pieces(prompt, options, |piece| {
+            piece.text.is_empty() || on_text(piece.text)
+        })
+    }
+
+    /// [`Session::generate`] that also hands over, with each piece, the
+    /// log-probabilities of the tokens sampled since the previous piece
+    /// (text held back for stop strings delays them with it). Pieces may
+    /// have empty text; the last one carries the remaining log-probabilities.
+    pub fn generate_pieces(
+        &mut self,
+        prompt: &[TokenId],
+        options: &GenerationOptions,
+        mut on_piece: impl FnMut(Piece<'_>) -> bool,
+    ) -> Result<Generation, GenerateError> {
         let start = Instant::now();
         let ctx_size = self.options().ctx_size;
         self.check_request(prompt.len(), options)?;
@@ -174,11 +206,26 @@ impl Session<'_> {
         let mut stops = StopStrings::new(options.stop.clone());
         let mut text = String::new();
         let mut tokens = Vec::new();
+        let mut logprobs = Vec::new();
+        // How many of `logprobs` went out with a piece.
+        let mut delivered = 0;
         let mut first_token_ms = None;
         let decode_start = Instant::now();
-        let mut emit = |piece: &str, text: &mut String| -> bool {
+        let mut emit = |piece: &str,
+                        text: &mut String,
+                        logprobs: &[TokenLogprob],
+                        delivered: &mut usize|
+         -> bool {
             text.push_str(piece);
-            piece.is_empty() || on_text(piece)
+            if piece.is_empty() {
+                return true;
+            }
+            let fresh = &logprobs[*delivered..];
+            *delivered = logprobs.len();
+            on_piece(Piece {
+                text: piece,
+                logprobs: fresh,
+            })
         };
         let stop_reason = loop {
             if tokens.len() >= options.max_tokens {
@@ -192,9 +239,12 @@ impl Session<'_> {
             if !options.ignore_eos && vocab.is_eog(token) {
                 break StopReason::EndOfGeneration;
             }
+            if let Some(n) = options.top_logprobs {
+                logprobs.push(token_logprob(&logits, token, n));
+            }
             tokens.push(token);
             let out = stops.push(&decoder.push(token));
-            if !emit(&out.emit, &mut text) {
+            if !emit(&out.emit, &mut text, &logprobs, &mut delivered) {
                 break StopReason::Cancelled;
             }
             if out.stopped {
@@ -220,13 +270,21 @@ impl Session<'_> {
             if !rest.stopped {
                 tail.push_str(&stops.finish());
             }
-            emit(&tail, &mut text);
+            emit(&tail, &mut text, &logprobs, &mut delivered);
+        }
+        if delivered < logprobs.len() && stop_reason != StopReason::Cancelled {
+            // Tokens whose text was held back (or cut by a stop string).
+            on_piece(Piece {
+                text: "",
+                logprobs: &logprobs[delivered..],
+            });
         }
         let total_ms = ms_since(start);
         Ok(Generation {
             text,
             generated_tokens: tokens.len(),
             tokens,
+            logprobs,
             prompt_tokens: prompt.len(),
             cached_tokens,
             stop_reason,

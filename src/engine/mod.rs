@@ -8,16 +8,19 @@
 //! - `session.rs`: one sequence's KV cache, reused across turns (only tokens
 //!   after the cached prefix are prefilled, in `ubatch` batches);
 //! - `generate.rs`: the loop — sample, stop checks, stream text, decode;
+//! - `logprobs.rs`: log-softmax of the raw logits for reported log-probabilities;
 //! - `runner.rs`: [`Runner`], a loaded model with tokenizer, chat template and
 //!   threads: the library's entry point.
 
 mod generate;
+pub mod logprobs;
 mod runner;
 pub mod sampling;
 mod session;
 pub mod stop;
 
-pub use generate::{GenerateError, Generation, GenerationOptions, StopReason};
+pub use generate::{GenerateError, Generation, GenerationOptions, Piece, StopReason};
+pub use logprobs::{TokenLogprob, token_logprob};
 pub use runner::{LoadOptions, Runner, RunnerError};
 pub use sampling::{Pick, Sampler, SamplerConfig, SamplingError, Stage};
 pub use session::{Session, SessionOptions};

@@ -1,21 +1,26 @@
 //! Route handlers: request bodies validated into typed values, generation
 //! submitted to the engine, answers in the shapes OpenAI's and llama-server's
-//! clients expect.
+//! clients expect. Shared pieces (the JSON extractor, sampling fields, the
+//! engine round trip) are used by the Ollama, LM Studio and Responses routes.
 
 use super::engine::{Event, Job, SubmitError};
-use super::{ApiError, AppState, Loaded, error_json};
+use super::{ApiError, AppState, Loaded, OllamaError, bad_field, error_json};
 use crate::chat::Message;
-use crate::engine::{Generation, GenerationOptions, SamplerConfig, StopReason};
-use axum::Json;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Request, State};
+use crate::engine::{
+    Generation, GenerationOptions, SamplerConfig, SamplingError, StopReason, TokenLogprob,
+};
+use crate::tokenizer::{TokenId, Tokenizer};
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream};
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -29,7 +34,7 @@ pub(super) fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn next_id(prefix: &str) -> String {
+pub(super) fn next_id(prefix: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     format!(
         "{prefix}-{:x}{:04x}",
@@ -49,18 +54,112 @@ pub(super) fn loaded(state: &AppState) -> Result<&Loaded, ApiError> {
         None => Err(error_json(
             StatusCode::SERVICE_UNAVAILABLE,
             "the model is still loading",
-        )),
+        )
+        .with_header(header::RETRY_AFTER, "1")),
     }
 }
 
-/// A JSON body, with rejections turned into our 400 JSON errors.
-pub(super) fn body<T>(parsed: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    parsed.map(|Json(v)| v).map_err(|e| {
-        error_json(
-            e.status(),
-            format!("invalid request body: {}", e.body_text()),
+/// A JSON request body: `Content-Type: application/json` (else 415), within
+/// the body limit (else 413), well-formed (else 400) and of the right shape
+/// (else 400 naming the field, e.g. `messages[0].content`).
+pub(crate) struct JsonBody<T>(pub T);
+
+/// [`JsonBody`] whose errors take Ollama's shape.
+pub(crate) struct OllamaJson<T>(pub T);
+
+async fn parse_json<T: DeserializeOwned, S: Send + Sync>(
+    request: Request,
+    state: &S,
+) -> Result<T, ApiError> {
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if essence != "application/json" && !essence.ends_with("+json") {
+        let got = if content_type.is_empty() {
+            "none".to_string()
+        } else {
+            format!("{content_type:?}")
+        };
+        return Err(error_json(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("Content-Type must be application/json (got {got})"),
         )
-    })
+        .code("unsupported_media_type"));
+    }
+    let bytes = Bytes::from_request(request, state).await.map_err(|e| {
+        let status = e.status();
+        let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "the request body is larger than the server accepts (--max-body-bytes)".to_string()
+        } else {
+            format!("cannot read the request body: {}", e.body_text())
+        };
+        error_json(status, message)
+    })?;
+    let mut de = serde_json::Deserializer::from_slice(&bytes);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            error_json(StatusCode::BAD_REQUEST, format!("malformed JSON: {inner}"))
+                .code("invalid_json")
+        } else if path == "." {
+            // serde loses the path inside `#[serde(flatten)]` fields: check the
+            // shared sampling fields on their own to name the one at fault.
+            match serde_path_to_error::deserialize::<_, SamplingFields>(
+                &mut serde_json::Deserializer::from_slice(&bytes),
+            ) {
+                Err(e) if e.path().to_string() != "." => {
+                    bad_field(&e.path().to_string(), e.into_inner())
+                }
+                _ => error_json(StatusCode::BAD_REQUEST, format!("invalid request: {inner}"))
+                    .code("invalid_value"),
+            }
+        } else {
+            bad_field(&path, inner)
+        }
+    })?;
+    de.end().map_err(|e| {
+        error_json(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")).code("invalid_json")
+    })?;
+    Ok(value)
+}
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        parse_json(request, state).await.map(Self)
+    }
+}
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for OllamaJson<T> {
+    type Rejection = OllamaError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, OllamaError> {
+        Ok(Self(parse_json(request, state).await?))
+    }
+}
+
+/// Ollama's own routes (`/api/…` but not LM Studio's `/api/v0/…`) answer
+/// errors in Ollama's shape.
+pub(super) fn is_ollama_path(path: &str) -> bool {
+    path.starts_with("/api/") && !path.starts_with("/api/v0/")
+}
+
+fn error_for_path(path: &str, e: ApiError) -> Response {
+    if is_ollama_path(path) {
+        OllamaError(e).into_response()
+    } else {
+        e.into_response()
+    }
 }
 
 /// `Authorization: Bearer KEY` on every route but the health checks.
@@ -69,7 +168,8 @@ pub(crate) async fn require_api_key(
     request: Request,
     next: Next,
 ) -> Response {
-    let open = matches!(request.uri().path(), "/health" | "/healthz" | "/ready");
+    let path = request.uri().path();
+    let open = matches!(path, "/health" | "/healthz" | "/ready");
     // Note: /docs and /openapi.json stay behind the key too; they describe the API.
     if let (Some(key), false) = (&state.api_key, open) {
         let given = request
@@ -78,20 +178,33 @@ pub(crate) async fn require_api_key(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         if given != Some(key.as_str()) {
-            return error_json(StatusCode::UNAUTHORIZED, "missing or wrong API key")
-                .with_header(header::WWW_AUTHENTICATE, "Bearer")
-                .into_response();
+            let e = error_json(StatusCode::UNAUTHORIZED, "missing or wrong API key")
+                .code("invalid_api_key")
+                .with_header(header::WWW_AUTHENTICATE, "Bearer");
+            return error_for_path(path, e);
         }
     }
     next.run(request).await
 }
 
 pub(crate) async fn not_found(request: Request) -> Response {
-    error_json(
+    let path = request.uri().path();
+    let e = error_json(
         StatusCode::NOT_FOUND,
-        format!("no route {} {}", request.method(), request.uri().path()),
+        format!("no route {} {path}", request.method()),
     )
-    .into_response()
+    .code("not_found");
+    error_for_path(path, e)
+}
+
+pub(crate) async fn method_not_allowed(request: Request) -> Response {
+    let path = request.uri().path();
+    let e = error_json(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{} is not allowed on {path}", request.method()),
+    )
+    .code("method_not_allowed");
+    error_for_path(path, e)
 }
 
 pub(crate) async fn root(State(state): State<Arc<AppState>>) -> Response {
@@ -100,42 +213,67 @@ pub(crate) async fn root(State(state): State<Arc<AppState>>) -> Response {
         .get()
         .and_then(|l| l.as_ref().ok())
         .map(|l| l.model_id.clone());
-    Json(json!({
+    axum::Json(json!({
         "name": "rusty-llm",
         "version": env!("CARGO_PKG_VERSION"),
         "model": model,
         "routes": ["/health", "/ready", "/v1/models", "/v1/chat/completions", "/v1/completions",
-                   "/generate", "/tokenize", "/detokenize"],
+                   "/v1/responses", "/generate", "/tokenize", "/detokenize", "/api/chat",
+                   "/api/generate", "/api/v0/models", "/openapi.json", "/docs"],
     }))
     .into_response()
 }
 
 pub(crate) async fn health() -> Response {
-    Json(json!({ "status": "ok" })).into_response()
+    axum::Json(json!({ "status": "ok" })).into_response()
 }
 
 pub(crate) async fn ready(State(state): State<Arc<AppState>>) -> Response {
     match loaded(&state) {
-        Ok(l) => Json(json!({ "status": "ready", "model": l.model_id })).into_response(),
+        Ok(l) => axum::Json(json!({ "status": "ready", "model": l.model_id })).into_response(),
         Err(e) => e.into_response(),
     }
 }
 
 pub(crate) async fn version() -> Response {
-    Json(json!({ "version": env!("CARGO_PKG_VERSION") })).into_response()
+    axum::Json(json!({ "version": env!("CARGO_PKG_VERSION") })).into_response()
 }
 
-fn model_object(state: &AppState, l: &Loaded) -> Value {
+/// A model as OpenAI's `/v1/models` lists it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct ModelObject {
+    id: String,
+    object: &'static str,
+    created: u64,
+    owned_by: &'static str,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct ModelList {
+    object: &'static str,
+    data: Vec<ModelObject>,
+}
+
+fn model_object(state: &AppState, l: &Loaded) -> ModelObject {
     let created = state
         .started
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    json!({ "id": l.model_id, "object": "model", "created": created, "owned_by": "rusty-llm" })
+    ModelObject {
+        id: l.model_id.clone(),
+        object: "model",
+        created,
+        owned_by: "rusty-llm",
+    }
 }
 
 pub(crate) async fn models(State(state): State<Arc<AppState>>) -> AppResult {
     let l = loaded(&state)?;
-    Ok(Json(json!({ "object": "list", "data": [model_object(&state, l)] })).into_response())
+    let list = ModelList {
+        object: "list",
+        data: vec![model_object(&state, l)],
+    };
+    Ok(axum::Json(list).into_response())
 }
 
 /// Any id answers with the loaded model: clients often hard-code a name.
@@ -144,7 +282,7 @@ pub(crate) async fn model(
     Path(_id): Path<String>,
 ) -> AppResult {
     let l = loaded(&state)?;
-    Ok(Json(model_object(&state, l)).into_response())
+    Ok(axum::Json(model_object(&state, l)).into_response())
 }
 
 pub(crate) async fn embeddings_unavailable() -> Response {
@@ -152,27 +290,36 @@ pub(crate) async fn embeddings_unavailable() -> Response {
         StatusCode::NOT_IMPLEMENTED,
         "embeddings are not available in this build yet",
     )
+    .code("not_implemented")
     .into_response()
 }
 
 /// `stop` as OpenAI sends it: one string or a list.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub(super) enum StopField {
     One(String),
     Many(Vec<String>),
 }
 
-/// Sampling and length fields shared by the generation routes.
-#[derive(Debug, Default, Deserialize)]
+/// Sampling and length fields shared by the generation routes, as the
+/// client sent them (typed by serde, range-checked by [`SamplingFields::options`]).
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub(super) struct SamplingFields {
+    /// The Responses API's name for max_tokens.
+    #[schema(minimum = 1)]
+    pub(super) max_output_tokens: Option<usize>,
+    #[schema(minimum = 1)]
     pub(super) max_tokens: Option<usize>,
+    #[schema(minimum = 1)]
     pub(super) max_completion_tokens: Option<usize>,
-    /// llama-server's name for max_tokens.
+    /// llama-server's and Ollama's name for max_tokens; negative: no limit.
     pub(super) n_predict: Option<i64>,
     pub(super) temperature: Option<f32>,
+    #[schema(exclusive_minimum = 0.0, maximum = 1.0)]
     pub(super) top_p: Option<f32>,
     pub(super) top_k: Option<usize>,
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub(super) min_p: Option<f32>,
     pub(super) presence_penalty: Option<f32>,
     pub(super) frequency_penalty: Option<f32>,
@@ -180,19 +327,55 @@ pub(super) struct SamplingFields {
     pub(super) repeat_last_n: Option<usize>,
     pub(super) seed: Option<u64>,
     pub(super) stop: Option<StopField>,
+    /// OpenAI's map from token id (as a string) to a bias in [-100, 100].
+    pub(super) logit_bias: Option<HashMap<String, f32>>,
     #[serde(default)]
     pub(super) ignore_eos: bool,
+    /// llama-server's switch for reusing the previous request's prompt prefix.
+    pub(super) cache_prompt: Option<bool>,
+}
+
+/// The name a request field has in OpenAI's API for a sampler setting.
+fn sampler_field(e: &SamplingError) -> Option<&'static str> {
+    match e {
+        SamplingError::InvalidParameter { name, .. } => Some(name),
+        _ => None,
+    }
 }
 
 impl SamplingFields {
     /// Generation options for a prompt of `prompt_len` tokens in a context of
-    /// `ctx_size`: without a length, generate until the context is full.
+    /// `ctx_size` over a vocabulary of `n_vocab`: without a length, generate
+    /// until the context is full.
     pub(super) fn options(
         &self,
         prompt_len: usize,
         ctx_size: usize,
+        n_vocab: usize,
     ) -> Result<GenerationOptions, ApiError> {
         let d = SamplerConfig::default();
+        let mut logit_bias = Vec::new();
+        for (key, &bias) in self.logit_bias.iter().flatten() {
+            let token = key
+                .parse::<TokenId>()
+                .ok()
+                .filter(|&t| (t as usize) < n_vocab)
+                .ok_or_else(|| {
+                    bad_field(
+                        "logit_bias",
+                        format!("{key:?} is not a token id below the vocabulary size {n_vocab}"),
+                    )
+                })?;
+            if !(-100.0..=100.0).contains(&bias) {
+                return Err(bad_field(
+                    "logit_bias",
+                    format!("the bias {bias} for token {token} is outside [-100, 100]"),
+                ));
+            }
+            logit_bias.push((token, bias));
+        }
+        // The map's order is arbitrary; the sampler's stages should not be.
+        logit_bias.sort_by_key(|&(t, _)| t);
         let sampler = SamplerConfig {
             temperature: self.temperature.unwrap_or(d.temperature),
             top_p: self.top_p.unwrap_or(d.top_p),
@@ -202,35 +385,55 @@ impl SamplingFields {
             frequency_penalty: self.frequency_penalty.unwrap_or(0.0),
             repeat_penalty: self.repeat_penalty.unwrap_or(d.repeat_penalty),
             repeat_last_n: self.repeat_last_n.unwrap_or(d.repeat_last_n),
-            logit_bias: Vec::new(),
+            logit_bias,
             seed: self.seed.unwrap_or_else(|| {
                 std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_nanos() as u64)
             }),
         };
-        sampler
-            .validate()
-            .map_err(|e| error_json(StatusCode::BAD_REQUEST, e.to_string()))?;
-        let remaining = ctx_size.saturating_sub(prompt_len);
-        let requested = self
-            .max_completion_tokens
-            .or(self.max_tokens)
-            .or(self.n_predict.filter(|&n| n >= 0).map(|n| n as usize));
+        sampler.validate().map_err(|e| match sampler_field(&e) {
+            Some(field) => bad_field(field, &e),
+            None => error_json(StatusCode::BAD_REQUEST, e.to_string()),
+        })?;
+        // The first length given, under the name the client used.
+        let (field, requested) = [
+            ("max_output_tokens", self.max_output_tokens),
+            ("max_completion_tokens", self.max_completion_tokens),
+            ("max_tokens", self.max_tokens),
+        ]
+        .into_iter()
+        .find(|(_, n)| n.is_some())
+        .unwrap_or(match self.n_predict {
+            // Negative: no limit.
+            Some(n) => ("n_predict", usize::try_from(n).ok()),
+            None => ("max_tokens", None),
+        });
+        if requested == Some(0) {
+            return Err(bad_field(field, "must be at least 1"));
+        }
         if prompt_len >= ctx_size {
             return Err(error_json(
                 StatusCode::BAD_REQUEST,
-                format!("the prompt has {prompt_len} tokens but the context holds {ctx_size}"),
-            ));
+                format!(
+                    "the prompt has {prompt_len} tokens but the context holds {ctx_size} \
+                     (and at least one token must be generated)"
+                ),
+            )
+            .code("context_length_exceeded"));
         }
+        let remaining = ctx_size - prompt_len;
         let max_tokens = match requested {
             Some(n) if n > remaining => {
                 return Err(error_json(
                     StatusCode::BAD_REQUEST,
                     format!(
-                        "{prompt_len} prompt tokens + max_tokens {n} exceed the context of {ctx_size} tokens"
+                        "{prompt_len} prompt tokens + {field} {n} = {} exceed the context of {ctx_size} tokens",
+                        prompt_len + n
                     ),
-                ));
+                )
+                .param(field)
+                .code("context_length_exceeded"));
             }
             Some(n) => n,
             None => remaining,
@@ -246,19 +449,20 @@ impl SamplingFields {
             stop,
             ignore_eos: self.ignore_eos,
             context_shift: false,
+            top_logprobs: None,
         })
     }
 }
 
 /// Message content: a string, or OpenAI's list of parts (text parts joined).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 enum Content {
     Text(String),
     Parts(Vec<ContentPart>),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct ContentPart {
     #[serde(rename = "type")]
     kind: String,
@@ -266,15 +470,22 @@ struct ContentPart {
     text: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(super) struct ChatMessage {
+    /// The Responses API's item type (`message`); absent in chat requests.
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
     role: String,
     #[serde(default)]
     content: Option<Content>,
 }
 
 impl ChatMessage {
-    fn into_message(self) -> Result<Message, ApiError> {
+    pub(super) fn kind(&self) -> Option<&str> {
+        self.kind.as_deref()
+    }
+
+    fn into_message(self) -> Message {
         let content = match self.content {
             None => String::new(),
             Some(Content::Text(t)) => t,
@@ -282,7 +493,7 @@ impl ChatMessage {
                 let mut text = String::new();
                 for p in parts {
                     match p.kind.as_str() {
-                        "text" | "input_text" => text.push_str(&p.text),
+                        "text" | "input_text" | "output_text" => text.push_str(&p.text),
                         // Models here read text only: an image becomes a visible
                         // placeholder rather than silently vanishing.
                         other => text.push_str(&format!(
@@ -294,18 +505,21 @@ impl ChatMessage {
                 text
             }
         };
-        Ok(Message::new(self.role, content))
+        // OpenAI's newer name for the system role; chat templates know "system".
+        let role = if self.role == "developer" {
+            "system".to_string()
+        } else {
+            self.role
+        };
+        Message::new(role, content)
     }
 }
 
 pub(super) fn messages(list: Vec<ChatMessage>) -> Result<Vec<Message>, ApiError> {
     if list.is_empty() {
-        return Err(error_json(
-            StatusCode::BAD_REQUEST,
-            "messages must not be empty",
-        ));
+        return Err(bad_field("messages", "must not be empty"));
     }
-    list.into_iter().map(ChatMessage::into_message).collect()
+    Ok(list.into_iter().map(ChatMessage::into_message).collect())
 }
 
 /// The prompt tokens of a conversation through the model's chat template
@@ -313,7 +527,7 @@ pub(super) fn messages(list: Vec<ChatMessage>) -> Result<Vec<Message>, ApiError>
 pub(super) fn chat_tokens(l: &Loaded, messages: &[Message]) -> Result<Vec<u32>, ApiError> {
     l.runner
         .tokenize_chat(messages)
-        .map_err(|e| error_json(StatusCode::BAD_REQUEST, e.to_string()))
+        .map_err(|e| bad_field("messages", e))
 }
 
 /// Sets the job's cancel flag when dropped (the client went away).
@@ -330,6 +544,7 @@ pub(super) fn submit(
     l: &Loaded,
     tokens: Vec<u32>,
     options: GenerationOptions,
+    cache_prompt: Option<bool>,
 ) -> Result<(mpsc::UnboundedReceiver<Event>, CancelOnDrop), ApiError> {
     let (events, rx) = mpsc::unbounded_channel();
     let cancelled = Arc::new(AtomicBool::new(false));
@@ -338,6 +553,7 @@ pub(super) fn submit(
         options,
         events,
         cancelled: Arc::clone(&cancelled),
+        cache_prompt: cache_prompt.unwrap_or(l.cache_prompt),
     };
     match l.engine.submit(job) {
         Ok(()) => Ok((rx, CancelOnDrop(cancelled))),
@@ -345,6 +561,7 @@ pub(super) fn submit(
             StatusCode::SERVICE_UNAVAILABLE,
             "the server is busy; retry shortly",
         )
+        .code("server_busy")
         .with_header(header::RETRY_AFTER, "1")),
         Err(SubmitError::Stopped) => Err(error_json(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -353,15 +570,14 @@ pub(super) fn submit(
     }
 }
 
-/// Waits for the whole generation.
+/// Waits for the whole generation (its `text` is what streaming would show).
 pub(super) async fn collect(
     mut rx: mpsc::UnboundedReceiver<Event>,
-) -> Result<(String, Generation), ApiError> {
-    let mut text = String::new();
+) -> Result<Generation, ApiError> {
     while let Some(event) = rx.recv().await {
         match event {
-            Event::Text(t) => text.push_str(&t),
-            Event::Done(g) => return Ok((text, g)),
+            Event::Piece { .. } => {}
+            Event::Done(g) => return Ok(g),
             Event::Error(e) => return Err(error_json(StatusCode::BAD_REQUEST, e)),
         }
     }
@@ -371,178 +587,495 @@ pub(super) async fn collect(
     ))
 }
 
-fn finish_reason(g: &Generation) -> &'static str {
+pub(super) fn finish_reason(g: &Generation) -> &'static str {
     match g.stop_reason {
         StopReason::MaxTokens => "length",
         _ => "stop",
     }
 }
 
-fn usage(g: &Generation) -> Value {
-    json!({
-        "prompt_tokens": g.prompt_tokens,
-        "completion_tokens": g.generated_tokens,
-        "total_tokens": g.prompt_tokens + g.generated_tokens,
-        "prompt_tokens_details": { "cached_tokens": g.cached_tokens },
-    })
+/// Token counts of one request, as OpenAI reports them.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct Usage {
+    prompt_tokens: usize,
+    completion_tokens: usize,
+    total_tokens: usize,
+    prompt_tokens_details: PromptTokensDetails,
 }
 
-/// An SSE stream of `chunk(text)` objects, a final `done(generation)` object
-/// and `[DONE]`, as OpenAI streams.
-fn sse_stream(
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct PromptTokensDetails {
+    /// Prompt tokens whose KV entries were reused from the previous request.
+    cached_tokens: usize,
+}
+
+impl Usage {
+    fn of(g: &Generation) -> Self {
+        Self {
+            prompt_tokens: g.prompt_tokens,
+            completion_tokens: g.generated_tokens,
+            total_tokens: g.prompt_tokens + g.generated_tokens,
+            prompt_tokens_details: PromptTokensDetails {
+                cached_tokens: g.cached_tokens,
+            },
+        }
+    }
+}
+
+fn usage(g: &Generation) -> Value {
+    to_value(Usage::of(g))
+}
+
+/// A response body as a JSON value (for the fields LM Studio adds).
+fn to_value(body: impl Serialize) -> Value {
+    // Plain structs of strings and numbers always serialize.
+    serde_json::to_value(body).unwrap_or(Value::Null)
+}
+
+/// A non-streamed chat completion (OpenAI's `chat.completion`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct ChatCompletion {
+    id: String,
+    object: &'static str,
+    created: u64,
+    model: String,
+    #[schema(required = true)]
+    system_fingerprint: Option<String>,
+    choices: Vec<ChatChoice>,
+    usage: Usage,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct ChatChoice {
+    index: u32,
+    message: AssistantMessage,
+    /// With `logprobs: true`: `{"content": [{id, token, logprob, bytes, top_logprobs}]}`.
+    #[schema(required = true)]
+    logprobs: Option<Value>,
+    /// `stop` or `length`.
+    finish_reason: &'static str,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct AssistantMessage {
+    role: &'static str,
+    content: String,
+    #[schema(required = true)]
+    refusal: Option<String>,
+}
+
+/// A non-streamed text completion (OpenAI's `text_completion`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct TextCompletion {
+    id: String,
+    object: &'static str,
+    created: u64,
+    model: String,
+    choices: Vec<TextChoice>,
+    usage: Usage,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct TextChoice {
+    index: u32,
+    text: String,
+    /// With `logprobs: N`: parallel lists `tokens`, `token_logprobs`,
+    /// `top_logprobs`, `text_offset`.
+    #[schema(required = true)]
+    logprobs: Option<Value>,
+    finish_reason: &'static str,
+}
+
+/// A token as OpenAI's logprobs show it: its text (special tokens by name)
+/// and its UTF-8 bytes (a byte-fallback token is a lone byte).
+fn token_text(tokenizer: &Tokenizer, token: TokenId) -> (String, Vec<u8>) {
+    let bytes = tokenizer.token_bytes(token, true);
+    (String::from_utf8_lossy(&bytes).into_owned(), bytes)
+}
+
+/// Chat's `logprobs` object: `{"content": [{token, logprob, bytes, top_logprobs}]}`,
+/// each entry with the token's `id` too (as llama-server adds; `logit_bias`
+/// is keyed by id).
+pub(super) fn chat_logprobs(tokenizer: &Tokenizer, entries: &[TokenLogprob]) -> Value {
+    let entry = |token: TokenId, logprob: f32| {
+        let (text, bytes) = token_text(tokenizer, token);
+        json!({ "id": token, "token": text, "logprob": logprob, "bytes": bytes })
+    };
+    let content: Vec<Value> = entries
+        .iter()
+        .map(|e| {
+            let mut v = entry(e.token, e.logprob);
+            v["top_logprobs"] = e.top.iter().map(|&(t, lp)| entry(t, lp)).collect();
+            v
+        })
+        .collect();
+    json!({ "content": content, "refusal": null })
+}
+
+/// The legacy completions `logprobs` object: parallel lists of tokens,
+/// their log-probabilities, the top alternatives and text offsets.
+fn completion_logprobs(tokenizer: &Tokenizer, entries: &[TokenLogprob], offset: usize) -> Value {
+    let mut offset = offset;
+    let (mut tokens, mut logprobs, mut tops, mut offsets) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for e in entries {
+        let (text, _) = token_text(tokenizer, e.token);
+        offsets.push(offset);
+        offset += text.len();
+        tokens.push(text);
+        logprobs.push(e.logprob);
+        let top: serde_json::Map<String, Value> = e
+            .top
+            .iter()
+            .map(|&(t, lp)| (token_text(tokenizer, t).0, json!(lp)))
+            .collect();
+        tops.push(Value::Object(top));
+    }
+    json!({ "tokens": tokens, "token_logprobs": logprobs, "top_logprobs": tops, "text_offset": offsets })
+}
+
+/// One streamed chunk's pieces for [`sse_stream`].
+pub(super) struct StreamShape<C, D> {
+    /// A chunk for new text and the log-probabilities behind it.
+    pub chunk: C,
+    /// The chunks that end the stream (finish reason, then usage).
+    pub done: D,
+}
+
+/// Server-sent events: `chunk` objects as text arrives, the `done` objects,
+/// then `data: [DONE]`, as OpenAI streams.
+pub(super) fn sse_stream<C, D>(
     rx: mpsc::UnboundedReceiver<Event>,
     guard: CancelOnDrop,
-    chunk: impl Fn(&str) -> Value + Send + 'static,
-    done: impl Fn(&Generation) -> Value + Send + 'static,
-) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    shape: StreamShape<C, D>,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>>
+where
+    C: FnMut(&str, &[TokenLogprob]) -> Value + Send + 'static,
+    D: Fn(&Generation) -> Vec<Value> + Send + 'static,
+{
     use futures_util::StreamExt;
+    let StreamShape { mut chunk, done } = shape;
     // The worker drops its sender after `Done`, which ends this stream; the
     // guard lives as long as the stream, so a dropped stream (a client that
     // went away) cancels the job.
-    let events = tokio_stream::wrappers::UnboundedReceiverStream::new(rx).map(move |event| {
+    let events = tokio_stream::wrappers::UnboundedReceiverStream::new(rx).flat_map(move |event| {
         let _alive = &guard;
-        Ok(match event {
-            Event::Text(t) => SseEvent::default().data(chunk(&t).to_string()),
-            Event::Done(g) => SseEvent::default().data(done(&g).to_string()),
+        let datas: Vec<String> = match event {
+            Event::Piece { text, logprobs } => vec![chunk(&text, &logprobs).to_string()],
+            Event::Done(g) => done(&g).iter().map(Value::to_string).collect(),
             Event::Error(e) => {
-                SseEvent::default().data(json!({ "error": { "message": e } }).to_string())
+                vec![json!({ "error": { "message": e, "type": "server_error" } }).to_string()]
             }
-        })
+        };
+        stream::iter(datas.into_iter().map(|d| Ok(SseEvent::default().data(d))))
     });
     let tail = stream::once(async { Ok(SseEvent::default().data("[DONE]")) });
     Sse::new(events.chain(tail))
 }
 
-#[derive(Debug, Deserialize)]
+/// `stream_options` (OpenAI): `include_usage` adds a last chunk with usage
+/// and no choices.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+pub(super) struct StreamOptions {
+    #[serde(default)]
+    include_usage: bool,
+}
+
+/// What differs between OpenAI's routes and LM Studio's copies of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Flavor {
+    OpenAi,
+    /// Adds `stats`, `model_info` and `runtime` (LM Studio's `/api/v0`).
+    LmStudio,
+}
+
+impl Flavor {
+    /// What LM Studio adds to a finished answer, if this flavor adds it.
+    fn extras(self, l: &Loaded) -> Option<super::lmstudio::Extras> {
+        (self == Self::LmStudio).then(|| super::lmstudio::Extras::new(l))
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(crate) struct ChatRequest {
     #[serde(default)]
     model: Option<String>,
+    #[schema(min_items = 1)]
     messages: Vec<ChatMessage>,
     /// Number of choices; only 1 is supported.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 1)]
     n: Option<u32>,
     #[serde(default)]
     stream: bool,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
+    /// Report the sampled tokens' log-probabilities.
+    #[serde(default)]
+    logprobs: bool,
+    /// With `logprobs`, this many alternatives per position (0–20).
+    #[serde(default)]
+    #[schema(maximum = 20)]
+    top_logprobs: Option<usize>,
     #[serde(flatten)]
     sampling: SamplingFields,
 }
 
+/// Most alternatives per position OpenAI's chat route allows.
+const MAX_TOP_LOGPROBS: usize = 20;
+
 pub(crate) async fn chat_completions(
     State(state): State<Arc<AppState>>,
-    req: Result<Json<ChatRequest>, JsonRejection>,
+    JsonBody(req): JsonBody<ChatRequest>,
 ) -> AppResult {
-    let l = loaded(&state)?;
-    let req = body(req)?;
+    chat(&state, req, Flavor::OpenAi).await
+}
+
+pub(super) async fn chat(state: &AppState, req: ChatRequest, flavor: Flavor) -> AppResult {
+    let l = loaded(state)?;
     if req.n.is_some_and(|n| n != 1) {
-        return Err(error_json(
-            StatusCode::BAD_REQUEST,
-            "n: only one choice per request is supported",
-        ));
+        return Err(bad_field("n", "only one choice per request is supported"));
     }
+    let top_logprobs = match (req.logprobs, req.top_logprobs) {
+        (_, Some(n)) if n > MAX_TOP_LOGPROBS => {
+            return Err(bad_field(
+                "top_logprobs",
+                format!("{n} is more than {MAX_TOP_LOGPROBS}"),
+            ));
+        }
+        (false, Some(_)) => {
+            return Err(bad_field("top_logprobs", "needs \"logprobs\": true"));
+        }
+        (true, n) => Some(n.unwrap_or(0)),
+        (false, None) => None,
+    };
     let messages = messages(req.messages)?;
     let tokens = chat_tokens(l, &messages)?;
-    let options = req.sampling.options(tokens.len(), l.ctx_size)?;
-    let (rx, guard) = submit(l, tokens, options)?;
+    let n_vocab = l.runner.tokenizer().vocab().len();
+    let mut options = req.sampling.options(tokens.len(), l.ctx_size, n_vocab)?;
+    options.top_logprobs = top_logprobs;
+    let (rx, guard) = submit(l, tokens, options, req.sampling.cache_prompt)?;
     let id = next_id("chatcmpl");
     // Any requested id maps to the loaded model; answers name the one that served.
     let _requested = req.model;
     let model = l.model_id.clone();
     let created = unix_now();
+    let runner = Arc::clone(&l.runner);
     if req.stream {
-        let (id2, model2) = (id.clone(), model.clone());
-        let chunk = move |t: &str| {
-            json!({ "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
-                    "choices": [{ "index": 0, "delta": { "role": "assistant", "content": t }, "finish_reason": null }] })
+        let include_usage = req.stream_options.is_some_and(|o| o.include_usage);
+        let head = move || {
+            let mut v = json!({ "id": id, "object": "chat.completion.chunk", "created": created,
+                                "model": model, "system_fingerprint": null });
+            if include_usage {
+                // OpenAI: every chunk has `usage`, null until the last.
+                v["usage"] = Value::Null;
+            }
+            v
         };
+        let head2 = head.clone();
+        let mut first = true;
+        let chunk = move |t: &str, lps: &[TokenLogprob]| {
+            let mut delta = json!({ "content": t });
+            if std::mem::take(&mut first) {
+                delta["role"] = json!("assistant");
+            }
+            let logprobs = top_logprobs.map(|_| chat_logprobs(runner.tokenizer(), lps));
+            let mut v = head();
+            v["choices"] = json!([{ "index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": null }]);
+            v
+        };
+        let extras = flavor.extras(l);
         let done = move |g: &Generation| {
-            json!({ "id": id2, "object": "chat.completion.chunk", "created": created, "model": model2,
-                    "choices": [{ "index": 0, "delta": {}, "finish_reason": finish_reason(g) }],
-                    "usage": usage(g) })
+            let mut finish = head2();
+            finish["choices"] = json!([{ "index": 0, "delta": {}, "logprobs": null,
+                                          "finish_reason": finish_reason(g) }]);
+            if let Some(x) = &extras {
+                x.apply(&mut finish, g);
+            }
+            let mut out = vec![finish];
+            if include_usage {
+                let mut u = head2();
+                u["choices"] = json!([]);
+                u["usage"] = usage(g);
+                out.push(u);
+            }
+            out
         };
-        return Ok(sse_stream(rx, guard, chunk, done).into_response());
+        return Ok(sse_stream(rx, guard, StreamShape { chunk, done }).into_response());
     }
-    let (text, g) = collect(rx).await?;
+    let g = collect(rx).await?;
     drop(guard);
-    Ok(Json(json!({
-        "id": id, "object": "chat.completion", "created": created, "model": model,
-        "choices": [{ "index": 0, "message": { "role": "assistant", "content": text },
-                      "finish_reason": finish_reason(&g) }],
-        "usage": usage(&g),
-    }))
-    .into_response())
+    let logprobs = top_logprobs.map(|_| chat_logprobs(runner.tokenizer(), &g.logprobs));
+    let mut body = to_value(ChatCompletion {
+        id,
+        object: "chat.completion",
+        created,
+        model,
+        system_fingerprint: None,
+        choices: vec![ChatChoice {
+            index: 0,
+            message: AssistantMessage {
+                role: "assistant",
+                content: g.text.clone(),
+                refusal: None,
+            },
+            logprobs,
+            finish_reason: finish_reason(&g),
+        }],
+        usage: Usage::of(&g),
+    });
+    if let Some(x) = flavor.extras(l) {
+        x.apply(&mut body, &g);
+    }
+    Ok(axum::Json(body).into_response())
 }
 
 /// A prompt as OpenAI's completions route takes it: a string (or a list
 /// holding one string).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 enum PromptField {
     One(String),
     Many(Vec<String>),
 }
 
-#[derive(Debug, Deserialize)]
+/// Most alternatives per position OpenAI's completions route allows.
+const MAX_COMPLETION_LOGPROBS: usize = 5;
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(crate) struct CompletionRequest {
     #[serde(default)]
     model: Option<String>,
     prompt: PromptField,
     #[serde(default)]
     stream: bool,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
+    /// Log-probabilities of the sampled tokens with this many alternatives (0–5).
+    #[serde(default)]
+    #[schema(maximum = 5)]
+    logprobs: Option<usize>,
+    /// Prepend the prompt to the returned text.
+    #[serde(default)]
+    echo: bool,
     #[serde(flatten)]
     sampling: SamplingFields,
 }
 
 pub(crate) async fn completions(
     State(state): State<Arc<AppState>>,
-    req: Result<Json<CompletionRequest>, JsonRejection>,
+    JsonBody(req): JsonBody<CompletionRequest>,
 ) -> AppResult {
-    let l = loaded(&state)?;
-    let req = body(req)?;
+    complete(&state, req, Flavor::OpenAi).await
+}
+
+pub(super) async fn complete(
+    state: &AppState,
+    req: CompletionRequest,
+    flavor: Flavor,
+) -> AppResult {
+    let l = loaded(state)?;
     let prompt = match req.prompt {
         PromptField::One(p) => p,
         PromptField::Many(mut v) if v.len() == 1 => v.remove(0),
         PromptField::Many(v) => {
-            return Err(error_json(
-                StatusCode::BAD_REQUEST,
+            return Err(bad_field(
+                "prompt",
                 format!(
-                    "prompt: {} prompts given; this server completes one per request",
+                    "{} prompts given; this server completes one per request",
                     v.len()
                 ),
             ));
         }
     };
+    if let Some(n) = req.logprobs.filter(|&n| n > MAX_COMPLETION_LOGPROBS) {
+        return Err(bad_field(
+            "logprobs",
+            format!("{n} is more than {MAX_COMPLETION_LOGPROBS}"),
+        ));
+    }
+    if prompt.is_empty() {
+        return Err(bad_field("prompt", "must not be empty"));
+    }
     let tokens = l.runner.tokenize_prompt(&prompt);
-    let options = req.sampling.options(tokens.len(), l.ctx_size)?;
-    let (rx, guard) = submit(l, tokens, options)?;
+    let n_vocab = l.runner.tokenizer().vocab().len();
+    let mut options = req.sampling.options(tokens.len(), l.ctx_size, n_vocab)?;
+    options.top_logprobs = req.logprobs;
+    let (rx, guard) = submit(l, tokens, options, req.sampling.cache_prompt)?;
     let id = next_id("cmpl");
     // Any requested id maps to the loaded model; answers name the one that served.
     let _requested = req.model;
     let model = l.model_id.clone();
     let created = unix_now();
+    let runner = Arc::clone(&l.runner);
+    let echo = if req.echo { prompt } else { String::new() };
     if req.stream {
-        let (id2, model2) = (id.clone(), model.clone());
-        let chunk = move |t: &str| {
-            json!({ "id": id, "object": "text_completion", "created": created, "model": model,
-                    "choices": [{ "index": 0, "text": t, "finish_reason": null }] })
+        let include_usage = req.stream_options.is_some_and(|o| o.include_usage);
+        let head = move || {
+            let mut v = json!({ "id": id, "object": "text_completion", "created": created, "model": model });
+            if include_usage {
+                v["usage"] = Value::Null;
+            }
+            v
         };
+        let head2 = head.clone();
+        let with_logprobs = req.logprobs.is_some();
+        let mut offset = echo.len();
+        let mut pending_echo = echo;
+        let chunk = move |t: &str, lps: &[TokenLogprob]| {
+            let logprobs =
+                with_logprobs.then(|| completion_logprobs(runner.tokenizer(), lps, offset));
+            offset += t.len();
+            let text = std::mem::take(&mut pending_echo) + t;
+            let mut v = head();
+            v["choices"] =
+                json!([{ "index": 0, "text": text, "logprobs": logprobs, "finish_reason": null }]);
+            v
+        };
+        let extras = flavor.extras(l);
         let done = move |g: &Generation| {
-            json!({ "id": id2, "object": "text_completion", "created": created, "model": model2,
-                    "choices": [{ "index": 0, "text": "", "finish_reason": finish_reason(g) }],
-                    "usage": usage(g) })
+            let mut finish = head2();
+            finish["choices"] = json!([{ "index": 0, "text": "", "logprobs": null,
+                                          "finish_reason": finish_reason(g) }]);
+            if let Some(x) = &extras {
+                x.apply(&mut finish, g);
+            }
+            let mut out = vec![finish];
+            if include_usage {
+                let mut u = head2();
+                u["choices"] = json!([]);
+                u["usage"] = usage(g);
+                out.push(u);
+            }
+            out
         };
-        return Ok(sse_stream(rx, guard, chunk, done).into_response());
+        return Ok(sse_stream(rx, guard, StreamShape { chunk, done }).into_response());
     }
-    let (text, g) = collect(rx).await?;
+    let g = collect(rx).await?;
     drop(guard);
-    Ok(Json(json!({
-        "id": id, "object": "text_completion", "created": created, "model": model,
-        "choices": [{ "index": 0, "text": text, "finish_reason": finish_reason(&g) }],
-        "usage": usage(&g),
-    }))
-    .into_response())
+    let logprobs = req
+        .logprobs
+        .map(|_| completion_logprobs(runner.tokenizer(), &g.logprobs, echo.len()));
+    let mut body = to_value(TextCompletion {
+        id,
+        object: "text_completion",
+        created,
+        model,
+        choices: vec![TextChoice {
+            index: 0,
+            text: echo + &g.text,
+            logprobs,
+            finish_reason: finish_reason(&g),
+        }],
+        usage: Usage::of(&g),
+    });
+    if let Some(x) = flavor.extras(l) {
+        x.apply(&mut body, &g);
+    }
+    Ok(axum::Json(body).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(crate) struct GenerateRequest {
     #[serde(default)]
     prompt: Option<String>,
@@ -556,12 +1089,12 @@ pub(crate) struct GenerateRequest {
 /// template), answered with the text and timings.
 pub(crate) async fn generate(
     State(state): State<Arc<AppState>>,
-    req: Result<Json<GenerateRequest>, JsonRejection>,
+    JsonBody(req): JsonBody<GenerateRequest>,
 ) -> AppResult {
     let l = loaded(&state)?;
-    let req = body(req)?;
     let tokens = match (req.prompt, req.messages) {
-        (Some(p), None) => l.runner.tokenize_prompt(&p),
+        (Some(p), None) if !p.is_empty() => l.runner.tokenize_prompt(&p),
+        (Some(_), None) => return Err(bad_field("prompt", "must not be empty")),
         (None, Some(m)) => chat_tokens(l, &messages(m)?)?,
         _ => {
             return Err(error_json(
@@ -570,12 +1103,13 @@ pub(crate) async fn generate(
             ));
         }
     };
-    let options = req.sampling.options(tokens.len(), l.ctx_size)?;
-    let (rx, guard) = submit(l, tokens, options)?;
-    let (text, g) = collect(rx).await?;
+    let n_vocab = l.runner.tokenizer().vocab().len();
+    let options = req.sampling.options(tokens.len(), l.ctx_size, n_vocab)?;
+    let (rx, guard) = submit(l, tokens, options, req.sampling.cache_prompt)?;
+    let g = collect(rx).await?;
     drop(guard);
-    Ok(Json(json!({
-        "text": text,
+    Ok(axum::Json(json!({
+        "text": g.text,
         "prompt_tokens": g.prompt_tokens,
         "cached_tokens": g.cached_tokens,
         "generated_tokens": g.generated_tokens,
@@ -587,7 +1121,7 @@ pub(crate) async fn generate(
     .into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(crate) struct TokenizeRequest {
     content: String,
     #[serde(default)]
@@ -599,18 +1133,17 @@ pub(crate) struct TokenizeRequest {
 /// llama-server's `/tokenize`: `{"content": …}` → `{"tokens": […]}`.
 pub(crate) async fn tokenize(
     State(state): State<Arc<AppState>>,
-    req: Result<Json<TokenizeRequest>, JsonRejection>,
+    JsonBody(req): JsonBody<TokenizeRequest>,
 ) -> AppResult {
     let l = loaded(&state)?;
-    let req = body(req)?;
     let tokens = l
         .runner
         .tokenizer()
         .encode(&req.content, req.add_special, req.parse_special);
-    Ok(Json(json!({ "tokens": tokens })).into_response())
+    Ok(axum::Json(json!({ "tokens": tokens })).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(crate) struct DetokenizeRequest {
     tokens: Vec<u32>,
 }
@@ -618,145 +1151,16 @@ pub(crate) struct DetokenizeRequest {
 /// llama-server's `/detokenize`: `{"tokens": […]}` → `{"content": …}`.
 pub(crate) async fn detokenize(
     State(state): State<Arc<AppState>>,
-    req: Result<Json<DetokenizeRequest>, JsonRejection>,
+    JsonBody(req): JsonBody<DetokenizeRequest>,
 ) -> AppResult {
     let l = loaded(&state)?;
-    let req = body(req)?;
     let n_vocab = l.runner.tokenizer().vocab().len();
     if let Some(bad) = req.tokens.iter().find(|&&t| t as usize >= n_vocab) {
-        return Err(error_json(
-            StatusCode::BAD_REQUEST,
+        return Err(bad_field(
+            "tokens",
             format!("token {bad} is outside the vocabulary of {n_vocab}"),
         ));
     }
     let content = l.runner.tokenizer().decode(&req.tokens, false);
-    Ok(Json(json!({ "content": content })).into_response())
-}
-
-/// The model as LM Studio's `/api/v0/models` lists it.
-fn lmstudio_model(l: &Loaded) -> Value {
-    let file = l.runner.model().file();
-    let quantization = file
-        .tensor_info("blk.0.ffn_down.weight")
-        .map_or("unknown".to_string(), |t| t.ggml_type.name().to_string());
-    json!({
-        "id": l.model_id,
-        "object": "model",
-        "type": "llm",
-        "publisher": "local",
-        "arch": l.runner.model().config().arch,
-        "compatibility_type": "gguf",
-        "quantization": quantization,
-        "state": "loaded",
-        "max_context_length": l.runner.model().config().context_length,
-    })
-}
-
-/// `GET /api/v0/models` (LM Studio).
-pub(crate) async fn lmstudio_models(State(state): State<Arc<AppState>>) -> AppResult {
-    let l = loaded(&state)?;
-    Ok(Json(json!({ "object": "list", "data": [lmstudio_model(l)] })).into_response())
-}
-
-/// `GET /api/v0/models/{id}` (LM Studio).
-pub(crate) async fn lmstudio_model_route(
-    State(state): State<Arc<AppState>>,
-    Path(_id): Path<String>,
-) -> AppResult {
-    let l = loaded(&state)?;
-    Ok(Json(lmstudio_model(l)).into_response())
-}
-
-/// The Responses API's `input`: a string or a list of messages.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum ResponsesInput {
-    Text(String),
-    Messages(Vec<ChatMessage>),
-}
-
-#[derive(Debug, Deserialize)]
-pub(crate) struct ResponsesRequest {
-    #[serde(default)]
-    model: Option<String>,
-    input: ResponsesInput,
-    #[serde(default)]
-    instructions: Option<String>,
-    #[serde(default)]
-    max_output_tokens: Option<usize>,
-    #[serde(default)]
-    stream: bool,
-    #[serde(flatten)]
-    sampling: SamplingFields,
-}
-
-/// `POST /v1/responses`: OpenAI's Responses API (text in, text out).
-pub(crate) async fn responses(
-    State(state): State<Arc<AppState>>,
-    req: Result<Json<ResponsesRequest>, JsonRejection>,
-) -> AppResult {
-    let l = loaded(&state)?;
-    let mut req = body(req)?;
-    let mut list = Vec::new();
-    if let Some(i) = &req.instructions {
-        list.push(Message::new("system", i));
-    }
-    match req.input {
-        ResponsesInput::Text(t) => list.push(Message::new("user", t)),
-        ResponsesInput::Messages(m) => list.extend(messages(m)?),
-    }
-    let tokens = chat_tokens(l, &list)?;
-    req.sampling.max_tokens = req.max_output_tokens.or(req.sampling.max_tokens);
-    let options = req.sampling.options(tokens.len(), l.ctx_size)?;
-    let (rx, guard) = submit(l, tokens, options)?;
-    let id = next_id("resp");
-    let item_id = next_id("msg");
-    // Any requested id maps to the loaded model; answers name the one that served.
-    let _requested = req.model;
-    let model = l.model_id.clone();
-    let created = unix_now();
-    let response = move |text: &str, g: Option<&Generation>| {
-        json!({
-            "id": id, "object": "response", "created_at": created, "model": model,
-            "status": if g.is_some() { "completed" } else { "in_progress" },
-            "output": [{ "type": "message", "id": item_id, "status": "completed", "role": "assistant",
-                         "content": [{ "type": "output_text", "text": text, "annotations": [] }] }],
-            "usage": g.map(|g| json!({ "input_tokens": g.prompt_tokens, "output_tokens": g.generated_tokens,
-                                       "total_tokens": g.prompt_tokens + g.generated_tokens })),
-        })
-    };
-    if req.stream {
-        use futures_util::StreamExt;
-        // Typed server-sent events: created, output_text.delta…, completed.
-        let created_event = SseEvent::default().event("response.created").data(
-            json!({ "type": "response.created", "response": response("", None) }).to_string(),
-        );
-        let mut text = String::new();
-        let events = tokio_stream::wrappers::UnboundedReceiverStream::new(rx).map(move |event| {
-            let _alive = &guard;
-            Ok::<_, Infallible>(match event {
-                Event::Text(t) => {
-                    text.push_str(&t);
-                    SseEvent::default().event("response.output_text.delta").data(
-                        json!({ "type": "response.output_text.delta", "delta": t, "output_index": 0, "content_index": 0 })
-                            .to_string(),
-                    )
-                }
-                Event::Done(g) => SseEvent::default().event("response.completed").data(
-                    json!({ "type": "response.completed", "response": response(&text, Some(&g)) })
-                        .to_string(),
-                ),
-                Event::Error(e) => SseEvent::default()
-                    .event("error")
-                    .data(json!({ "type": "error", "message": e }).to_string()),
-            })
-        });
-        let all = stream::once(async move { Ok(created_event) }).chain(events);
-        return Ok(Sse::new(all).into_response());
-    }
-    let (text, g) = collect(rx).await?;
-    drop(guard);
-    let mut r = response(&text, Some(&g));
-    r["output_text"] = json!(text);
-    Ok(Json(r).into_response())
+    Ok(axum::Json(json!({ "content": content })).into_response())
 }

@@ -2,7 +2,7 @@
 //! from a bounded queue, streaming events back over a channel per job, so the
 //! async runtime never blocks on a forward pass.
 
-use crate::engine::{Generation, GenerationOptions, Runner, Session, SessionOptions};
+use crate::engine::{Generation, GenerationOptions, Runner, Session, SessionOptions, TokenLogprob};
 use crate::tokenizer::TokenId;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,8 +11,12 @@ use tokio::sync::mpsc;
 /// What a job reports while it runs.
 #[derive(Debug)]
 pub enum Event {
-    /// A piece of generated text.
-    Text(String),
+    /// A piece of generated text (possibly empty) and, when asked for, the
+    /// log-probabilities of the tokens behind it.
+    Piece {
+        text: String,
+        logprobs: Vec<TokenLogprob>,
+    },
     /// The generation finished.
     Done(Generation),
     /// It failed (bad request found late, context full, …).
@@ -26,6 +30,11 @@ pub struct Job {
     pub events: mpsc::UnboundedSender<Event>,
     /// Set by the handler when its client went away.
     pub cancelled: Arc<AtomicBool>,
+    /// Reuse the KV entries of a prompt prefix the previous job left. Off,
+    /// the prompt is prefilled from scratch, so the answer does not depend on
+    /// the previous request: batch and single-token passes round differently,
+    /// which can flip a near-tie greedy pick (llama-server's `cache_prompt`).
+    pub cache_prompt: bool,
 }
 
 /// The queue into the worker.
@@ -75,11 +84,19 @@ fn run(session: &mut Session<'_>, job: Job) {
     if job.cancelled.load(Ordering::Relaxed) {
         return;
     }
+    if !job.cache_prompt {
+        session.reset();
+    }
     let events = &job.events;
-    let result = session.generate(&job.tokens, &job.options, |piece| {
+    let result = session.generate_pieces(&job.tokens, &job.options, |piece| {
         // A closed receiver means the client disconnected: stop at once.
         !job.cancelled.load(Ordering::Relaxed)
-            && events.send(Event::Text(piece.to_string())).is_ok()
+            && events
+                .send(Event::Piece {
+                    text: piece.text.to_string(),
+                    logprobs: piece.logprobs.to_vec(),
+                })
+                .is_ok()
     });
     let _ = match result {
         Ok(g) => events.send(Event::Done(g)),

@@ -2,85 +2,148 @@
 //! Swagger UI served from the binary (assets/swagger-ui, vendored from npm's
 //! swagger-ui-dist) so it works offline.
 
+use super::{api, ollama, responses};
 use axum::http::header;
 use axum::response::{Html, IntoResponse, Response};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
+use utoipa::{PartialSchema, ToSchema};
 
 const SWAGGER_JS: &[u8] = include_bytes!("../../assets/swagger-ui/swagger-ui-bundle.js");
 const SWAGGER_CSS: &[u8] = include_bytes!("../../assets/swagger-ui/swagger-ui.css");
 
-fn json_body(schema: Value) -> Value {
-    json!({ "required": true, "content": { "application/json": { "schema": schema } } })
+/// Request bodies' schemas, generated from the types the handlers parse
+/// (utoipa), with the types they refer to collected as components.
+struct Schemas {
+    components: Map<String, Value>,
 }
 
-fn ok(description: &str) -> Value {
-    json!({ "200": { "description": description } })
-}
-
-/// The sampling fields every generation route accepts.
-fn sampling_properties() -> Value {
-    json!({
-        "max_tokens": { "type": "integer", "description": "most tokens to generate (default: until the context is full)" },
-        "temperature": { "type": "number", "description": "0 = greedy" },
-        "top_p": { "type": "number" }, "top_k": { "type": "integer" }, "min_p": { "type": "number" },
-        "presence_penalty": { "type": "number" }, "frequency_penalty": { "type": "number" },
-        "repeat_penalty": { "type": "number" }, "repeat_last_n": { "type": "integer" },
-        "seed": { "type": "integer" },
-        "stop": { "oneOf": [{ "type": "string" }, { "type": "array", "items": { "type": "string" } }] },
-        "stream": { "type": "boolean" },
-        "ignore_eos": { "type": "boolean" }
-    })
-}
-
-fn with(mut base: Value, extra: Value) -> Value {
-    if let (Some(b), Value::Object(e)) = (base.as_object_mut(), extra) {
-        b.extend(e);
+impl Schemas {
+    /// A required JSON request body of type `T`.
+    fn body<T: ToSchema>(&mut self) -> Value {
+        let mut refs = Vec::new();
+        T::schemas(&mut refs);
+        for (name, schema) in refs {
+            self.components.insert(name, to_json(&schema));
+        }
+        let schema = to_json(&<T as PartialSchema>::schema());
+        json!({ "required": true, "content": { "application/json": { "schema": schema } } })
     }
-    base
 }
 
-/// The OpenAPI 3 document of this server.
+impl Schemas {
+    /// A `$ref` to type `T`, registered with what it refers to.
+    fn reference<T: ToSchema>(&mut self) -> Value {
+        let mut refs = Vec::new();
+        T::schemas(&mut refs);
+        for (name, schema) in refs {
+            self.components.insert(name, to_json(&schema));
+        }
+        let name = T::name().into_owned();
+        self.components
+            .insert(name.clone(), to_json(&<T as PartialSchema>::schema()));
+        json!({ "$ref": format!("#/components/schemas/{name}") })
+    }
+
+    /// The answers of a route: 200, or an error body of type `E`.
+    fn responses<E: ToSchema>(&mut self) -> Value {
+        let error = json!({ "description": "an error",
+                            "content": { "application/json": { "schema": self.reference::<E>() } } });
+        json!({ "200": { "description": "OK" }, "4XX": error, "5XX": error })
+    }
+
+    /// A 200 body of type `T` (or server-sent events when `stream` is set).
+    fn success<T: ToSchema>(&mut self, streams: bool) -> Value {
+        let mut content = json!({ "application/json": { "schema": self.reference::<T>() } });
+        if streams {
+            content["text/event-stream"] = json!({});
+        }
+        json!({ "description": "OK", "content": content })
+    }
+}
+
+fn to_json(schema: &impl serde::Serialize) -> Value {
+    // Serializing utoipa's schema types cannot fail (plain maps and strings).
+    serde_json::to_value(schema).unwrap_or(Value::Null)
+}
+
+/// The OpenAPI 3.1 document of this server: every route, with request
+/// schemas from the request types.
 pub fn document() -> Value {
-    let message = json!({
-        "type": "object", "required": ["role", "content"],
-        "properties": { "role": { "type": "string" }, "content": { "type": "string" } }
+    let mut schemas = Schemas {
+        components: Map::new(),
+    };
+    let get = |summary: &str| json!({ "get": { "summary": summary } });
+    let post =
+        |summary: &str, body: Value| json!({ "post": { "summary": summary, "requestBody": body } });
+    let chat = schemas.body::<api::ChatRequest>();
+    let completion = schemas.body::<api::CompletionRequest>();
+    let mut paths = json!({
+        "/": get("server name, version, model and main routes"),
+        "/health": get("liveness"),
+        "/healthz": get("liveness"),
+        "/ready": get("200 once the model is loaded, else 503"),
+        "/api/version": get("server version"),
+        "/v1/models": get("the loaded model, OpenAI shape"),
+        "/v1/chat/completions": post("chat completion (OpenAI); stream: server-sent events", chat.clone()),
+        "/v1/completions": post("text completion (OpenAI)", completion.clone()),
+        "/v1/responses": post("Responses API (OpenAI): input string or messages, instructions",
+            schemas.body::<responses::ResponsesRequest>()),
+        "/generate": post("native: prompt or messages (exactly one); text, token counts and timings",
+            schemas.body::<api::GenerateRequest>()),
+        "/tokenize": post("text to token ids (llama-server shape)", schemas.body::<api::TokenizeRequest>()),
+        "/detokenize": post("token ids to text (llama-server shape)", schemas.body::<api::DetokenizeRequest>()),
+        "/api/chat": post("chat (Ollama); streams JSON lines unless stream: false",
+            schemas.body::<ollama::ChatRequest>()),
+        "/api/generate": post("generate (Ollama); streams JSON lines unless stream: false",
+            schemas.body::<ollama::GenerateRequest>()),
+        "/api/tags": get("models (Ollama)"),
+        "/api/ps": get("loaded models (Ollama)"),
+        "/api/show": post("model details (Ollama)", schemas.body::<ollama::ShowRequest>()),
+        "/api/v0/models": get("models (LM Studio)"),
+        "/api/v0/chat/completions": post("chat completion (LM Studio): OpenAI's body plus stats, model_info, runtime", chat),
+        "/api/v0/completions": post("text completion (LM Studio)", completion),
     });
-    let messages = json!({ "type": "array", "items": message });
-    let chat = json!({ "type": "object", "required": ["messages"],
-        "properties": with(sampling_properties(), json!({ "model": { "type": "string" }, "messages": messages })) });
-    let completion = json!({ "type": "object", "required": ["prompt"],
-        "properties": with(sampling_properties(), json!({ "model": { "type": "string" }, "prompt": { "type": "string" } })) });
-    let generate = json!({ "type": "object",
-        "properties": with(sampling_properties(), json!({ "prompt": { "type": "string" }, "messages": messages })) });
-    let get = |summary: &str| json!({ "get": { "summary": summary, "responses": ok("OK") } });
-    let post = |summary: &str, schema: Value| json!({ "post": { "summary": summary, "requestBody": json_body(schema), "responses": ok("OK") } });
+    // Errors take the shape of the route's family.
+    let openai_answers = schemas.responses::<super::ErrorBody>();
+    let ollama_answers = schemas.responses::<super::OllamaErrorBody>();
+    // Bodies with a type of their own (LM Studio's add fields to OpenAI's).
+    let chat_body = schemas.success::<api::ChatCompletion>(true);
+    let completion_body = schemas.success::<api::TextCompletion>(true);
+    let models_body = schemas.success::<api::ModelList>(false);
+    for (path, item) in paths.as_object_mut().into_iter().flatten() {
+        for operation in item
+            .as_object_mut()
+            .into_iter()
+            .flat_map(|o| o.values_mut())
+        {
+            let mut answers = if api::is_ollama_path(path) {
+                ollama_answers.clone()
+            } else {
+                openai_answers.clone()
+            };
+            match path.as_str() {
+                "/v1/chat/completions" | "/api/v0/chat/completions" => {
+                    answers["200"] = chat_body.clone();
+                }
+                "/v1/completions" | "/api/v0/completions" => {
+                    answers["200"] = completion_body.clone();
+                }
+                "/v1/models" => answers["200"] = models_body.clone(),
+                _ => {}
+            }
+            operation["responses"] = answers;
+        }
+    }
     json!({
-        "openapi": "3.0.3",
+        "openapi": "3.1.0",
         "info": { "title": "rusty-llm", "version": env!("CARGO_PKG_VERSION"),
                   "description": "Local LLM inference over HTTP: OpenAI-, Ollama- and LM Studio-compatible routes." },
-        "components": { "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } } },
+        "components": {
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
+            "schemas": schemas.components,
+        },
         "security": [{ "bearer": [] }],
-        "paths": {
-            "/health": get("liveness"),
-            "/ready": get("200 once the model is loaded, else 503"),
-            "/v1/models": get("the loaded model, OpenAI shape"),
-            "/v1/chat/completions": post("chat completion (OpenAI); stream: server-sent events", chat.clone()),
-            "/v1/completions": post("text completion (OpenAI)", completion.clone()),
-            "/v1/responses": post("Responses API (OpenAI): input string or messages, instructions",
-                json!({ "type": "object", "required": ["input"], "properties": with(sampling_properties(),
-                    json!({ "input": {}, "instructions": { "type": "string" }, "max_output_tokens": { "type": "integer" } })) })),
-            "/generate": post("native: prompt or messages; text, token counts and timings", generate),
-            "/tokenize": post("text to token ids (llama-server shape)", json!({ "type": "object", "required": ["content"],
-                "properties": { "content": { "type": "string" }, "add_special": { "type": "boolean" }, "parse_special": { "type": "boolean" } } })),
-            "/detokenize": post("token ids to text (llama-server shape)", json!({ "type": "object", "required": ["tokens"],
-                "properties": { "tokens": { "type": "array", "items": { "type": "integer" } } } })),
-            "/api/chat": post("chat (Ollama); streams JSON lines unless stream: false", chat),
-            "/api/generate": post("generate (Ollama)", completion),
-            "/api/tags": get("models (Ollama)"),
-            "/api/ps": get("loaded models (Ollama)"),
-            "/api/v0/models": get("models (LM Studio)"),
-            "/api/version": get("server version")
-        }
+        "paths": paths,
     })
 }
 
