@@ -8,12 +8,14 @@ PROMPT ?= Once upon a time, in a land far away, there lived a dragon who
 run: fetch
 	cargo run --release -- $(MODEL) --raw -p "$(PROMPT)" -n 64
 
-## The whole test suite: format, lints, every test (optimized build), and the kernel
-## tests built for aarch64 and run under qemu (NEON). CI runs this.
+## The whole test suite: format, lints, every test (optimized build), the parity
+## tests again with the fast kernel order, and the kernel tests built for aarch64 and
+## run under qemu (NEON). CI runs this.
 test: fetch
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	cargo test --profile test-release
+	RUSTY_LLM_KERNELS=fast cargo test --profile test-release --test forward_parity --test attention_parity
 	scripts/test-neon.sh
 
 fetch:

@@ -312,6 +312,25 @@ fn simd_variant_can_be_forced_and_bad_values_are_refused() {
     assert_user_error(&with_simd("sse9"), "RUSTY_LLM_SIMD");
 }
 
+#[test]
+fn kernel_order_can_be_chosen_and_bad_values_are_refused() {
+    let path = common::data("tiny-llama-Q4_K_M.gguf");
+    let p = path.to_str().unwrap();
+    let with_order = |v: &str| {
+        Command::new(env!("CARGO_BIN_EXE_rusty-llm"))
+            .args([p, "--inspect", "-v"])
+            .env("RUSTY_LLM_KERNELS", v)
+            .env_remove("RUSTY_LLM_SIMD")
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    };
+    let o = with_order("exact");
+    assert!(o.status.success());
+    assert!(stderr(&o).contains("in exact order"), "{}", stderr(&o));
+    assert_user_error(&with_order("sloppy"), "RUSTY_LLM_KERNELS");
+}
+
 fn tiny_model(name: &str) -> Option<String> {
     let path = common::shared()?.join("tiny").join(format!("{name}.gguf"));
     Some(path.to_str().unwrap().to_string())

@@ -146,6 +146,7 @@ fn reference_kernels() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         kernels().simd == rusty_llm::kernels::Simd::Avx512
+            && kernels().order == rusty_llm::kernels::Order::Ggml
             && std::arch::is_x86_feature_detected!("avx512vnni")
             && std::arch::is_x86_feature_detected!("avx512vbmi")
             && std::arch::is_x86_feature_detected!("avx512bf16")

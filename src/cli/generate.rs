@@ -117,10 +117,11 @@ pub fn one_shot(path: &Path, args: &Args) -> Result<(), CliError> {
     session.check_request(tokens.len(), &options)?;
     if !args.quiet {
         eprintln!(
-            "rusty-llm: {} | {} | simd={} threads={} | chat-template={} | ctx={} kv={:?}",
+            "rusty-llm: {} | {} | simd={} kernels={} threads={} | chat-template={} | ctx={} kv={:?}",
             path.display(),
             runner.model().config().arch,
             runner.model().kernels().simd.name(),
+            runner.model().kernels().order.name(),
             runner.pool().threads(),
             if use_chat {
                 runner.chat_template().name()

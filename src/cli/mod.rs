@@ -119,8 +119,9 @@ pub fn run(args: &Args) -> Result<(), CliError> {
         .map(|s| s.name())
         .collect();
     tracing::debug!(
-        "kernels: {} (this CPU supports: {}; RUSTY_LLM_SIMD overrides)",
+        "kernels: {} in {} order (this CPU supports: {}; RUSTY_LLM_SIMD and RUSTY_LLM_KERNELS override)",
         kernels.simd.name(),
+        kernels.order.name(),
         supported.join(", ")
     );
     let mut out = std::io::stdout().lock();

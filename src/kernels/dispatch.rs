@@ -1,6 +1,8 @@
 //! Chooses the kernels once, at run time, from the CPU's features, into a table
 //! of function pointers. `RUSTY_LLM_SIMD=scalar|avx2|avx512|neon` forces a
 //! variant (tests, odd machines); asking for one the CPU lacks is an error.
+//! `RUSTY_LLM_KERNELS=exact|fast` picks the f32 summation order (see
+//! [`Order`]).
 
 use super::quant_dots::{QuantDots, VecDot};
 use super::scalar;
@@ -18,12 +20,38 @@ pub enum Simd {
     Neon,
 }
 
+/// The f32 order of the quantized kernels. Their integer sums are exact
+/// either way; only the order in which block results are added differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Order {
+    /// llama.cpp's own order on this CPU class, kernel by kernel and batch
+    /// size by batch size, so logits equal its logits (the default).
+    #[default]
+    Ggml,
+    /// Our widest kernels (AVX-512 VNNI rows and tiles for Q5_0, Q8_0, Q4_1,
+    /// Q5_1 and the K-quants): faster, and as accurate, but logits differ
+    /// from llama.cpp's in the last bits, so a near-tie can pick another
+    /// token. Only the AVX-512 variant has such kernels.
+    Fast,
+}
+
+impl Order {
+    pub fn name(self) -> &'static str {
+        match self {
+            Order::Ggml => "exact",
+            Order::Fast => "fast",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum SimdError {
     #[error("RUSTY_LLM_SIMD={0:?} is not one of scalar, avx2, avx512, neon")]
     Unknown(String),
     #[error("RUSTY_LLM_SIMD={0}: this CPU does not support it (supported here: {1})")]
     Unsupported(&'static str, String),
+    #[error("RUSTY_LLM_KERNELS={0:?} is not one of exact, fast")]
+    UnknownOrder(String),
 }
 
 impl Simd {
@@ -87,6 +115,8 @@ impl Simd {
 #[derive(Debug, Clone, Copy)]
 pub struct Kernels {
     pub simd: Simd,
+    /// The f32 order the quantized kernels keep.
+    pub order: Order,
     pub dot_f32: fn(&[f32], &[f32]) -> f32,
     pub dot_f16: fn(&[f16], &[f16]) -> f32,
     pub dot_bf16: fn(&[bf16], &[bf16]) -> f32,
@@ -160,12 +190,19 @@ impl ActQuantizers {
 impl Kernels {
     /// The table for `simd`, or an error when the CPU cannot run it.
     pub fn for_simd(simd: Simd) -> Result<Kernels, SimdError> {
+        Self::for_simd_order(simd, Order::Ggml)
+    }
+
+    /// The table for `simd` with the kernels of `order` where the variant
+    /// has them.
+    pub fn for_simd_order(simd: Simd, order: Order) -> Result<Kernels, SimdError> {
         if !simd.is_supported() {
             let here: Vec<&str> = Simd::supported().iter().map(|s| s.name()).collect();
             return Err(SimdError::Unsupported(simd.name(), here.join(", ")));
         }
         let mut k = Kernels {
             simd,
+            order: Order::Ggml,
             dot_f32: scalar::dot_f32,
             dot_f16: scalar::dot_f16,
             dot_bf16: scalar::dot_bf16,
@@ -191,6 +228,13 @@ impl Kernels {
                 // ggml's f32 order (see x86_avx2_kquants).
                 super::x86_avx512_tiles::install(&mut k.tiles);
                 super::x86_avx512_quantize::install(&mut k);
+                if order == Order::Fast {
+                    super::x86_avx512_kquants::install(&mut k.dots);
+                    super::x86_avx512_legacy::install_all(&mut k.dots);
+                    super::x86_avx512_tiles::install_fast(&mut k.tiles);
+                    k.batch = BatchDots::default();
+                    k.order = Order::Fast;
+                }
             }
             #[cfg(target_arch = "aarch64")]
             Simd::Neon => super::aarch64_neon::install(&mut k),
@@ -202,9 +246,21 @@ impl Kernels {
 
     /// The variant chosen from `RUSTY_LLM_SIMD`, else the best for this CPU.
     pub fn select() -> Result<Kernels, SimdError> {
+        let order = match std::env::var("RUSTY_LLM_KERNELS") {
+            Ok(name) if !name.trim().is_empty() => {
+                match name.trim().to_ascii_lowercase().as_str() {
+                    "exact" => Order::Ggml,
+                    "fast" => Order::Fast,
+                    _ => return Err(SimdError::UnknownOrder(name)),
+                }
+            }
+            _ => Order::Ggml,
+        };
         match std::env::var("RUSTY_LLM_SIMD") {
-            Ok(name) if !name.trim().is_empty() => Self::for_simd(Simd::from_name(&name)?),
-            _ => Self::for_simd(Simd::best()),
+            Ok(name) if !name.trim().is_empty() => {
+                Self::for_simd_order(Simd::from_name(&name)?, order)
+            }
+            _ => Self::for_simd_order(Simd::best(), order),
         }
     }
 }
@@ -236,4 +292,26 @@ fn install_avx2(k: &mut Kernels) {
     super::x86_avx2_kquants::install(&mut k.dots);
     super::x86_avx2_kquants::install_batch(&mut k.batch);
     super::x86_avx2_legacy::install_tiles(&mut k.tiles);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fast_order_changes_only_what_the_variant_has_kernels_for() {
+        for simd in Simd::supported() {
+            let exact = Kernels::for_simd(simd).unwrap();
+            let fast = Kernels::for_simd_order(simd, Order::Fast).unwrap();
+            assert_eq!(exact.order, Order::Ggml);
+            #[cfg(target_arch = "x86_64")]
+            if simd == Simd::Avx512 && is_x86_feature_detected!("avx512vnni") {
+                assert_eq!(fast.order, Order::Fast);
+                assert!(fast.tiles.q4_k.is_some() && exact.tiles.q4_k.is_none());
+                assert!(exact.batch.q4_k_repacked.is_some() && fast.batch.q4_k_repacked.is_none());
+                continue;
+            }
+            assert_eq!(fast.order, Order::Ggml, "{simd:?}");
+        }
+    }
 }

@@ -43,7 +43,7 @@ mod x86_avx512_quantize;
 mod x86_avx512_tiles;
 
 pub use dispatch::{
-    ActQuantizers, BatchDots, Kernels, Quantize, Simd, SimdError, kernels, kernels_checked,
+    ActQuantizers, BatchDots, Kernels, Order, Quantize, Simd, SimdError, kernels, kernels_checked,
 };
 pub use matmul::{KernelError, Scratch, Weights, matmul, matvec};
 pub use pool::ThreadPool;

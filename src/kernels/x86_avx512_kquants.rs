@@ -19,7 +19,6 @@
 //! checks avx512vnni before installing anything: that is the safety argument
 //! for each call into them. Loads read fixed-size ranges of slices, bounds
 //! checked.
-#![cfg_attr(not(test), allow(dead_code))]
 
 use super::quant_dots::QuantDots;
 use super::scalar_kquants::{blocks, unpack_k4};
@@ -28,12 +27,11 @@ use crate::quant::{BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K};
 use std::arch::x86_64::*;
 
 /// Installs this module's kernels into the table (only where the CPU has
-/// VNNI). Not part of the dispatch any more: llama.cpp runs the K-quants
-/// through ggml's AVX2 `ggml_vec_dot_*_q8_K` (or its repacked / tiled
-/// matmuls, see `x86_avx2_kquants`) on this CPU class, and matching its f32
-/// order is what makes our logits equal to its own; these 512-bit kernels
-/// sum in another order. Kept, and tested, for the record and for a future
-/// opt-in fast path.
+/// VNNI), for the fast order only (`RUSTY_LLM_KERNELS=fast`): llama.cpp
+/// runs the K-quants through ggml's AVX2 `ggml_vec_dot_*_q8_K` (or its
+/// repacked / tiled matmuls, see `x86_avx2_kquants`) on this CPU class, and
+/// matching its f32 order is what makes our logits equal to its own; these
+/// 512-bit kernels sum in another order.
 pub(super) fn install(dots: &mut QuantDots) {
     if !is_x86_feature_detected!("avx512vnni") {
         return;

@@ -48,10 +48,9 @@ pub(super) fn install(dots: &mut QuantDots) {
     dots.mxfp4 = dot_mxfp4;
 }
 
-/// Every kernel of this module, the ones [`install`] leaves out too (their
-/// exactness stays tested).
-#[cfg(test)]
-fn install_all(dots: &mut QuantDots) {
+/// Every kernel of this module, the ones [`install`] leaves out too: the
+/// fast order (`RUSTY_LLM_KERNELS=fast`), and their exactness stays tested.
+pub(super) fn install_all(dots: &mut QuantDots) {
     install(dots);
     dots.q4_1 = dot_q4_1;
     dots.q5_0 = dot_q5_0;
@@ -260,7 +259,6 @@ pub(super) fn dot_q4_0(n: usize, w: &[u8], x: &[u8]) -> f32 {
     unsafe { inner(w, x) }
 }
 
-#[cfg_attr(not(test), allow(dead_code))]
 pub(super) fn dot_q4_1(n: usize, w: &[u8], x: &[u8]) -> f32 {
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
     fn inner(w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
@@ -280,7 +278,6 @@ pub(super) fn dot_q4_1(n: usize, w: &[u8], x: &[u8]) -> f32 {
     unsafe { inner(w, x) }
 }
 
-#[cfg_attr(not(test), allow(dead_code))]
 pub(super) fn dot_q5_0(n: usize, w: &[u8], x: &[u8]) -> f32 {
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
     fn inner(w: &[BlockQ5_0], x: &[BlockQ8_0]) -> f32 {
@@ -299,7 +296,6 @@ pub(super) fn dot_q5_0(n: usize, w: &[u8], x: &[u8]) -> f32 {
     unsafe { inner(w, x) }
 }
 
-#[cfg_attr(not(test), allow(dead_code))]
 pub(super) fn dot_q5_1(n: usize, w: &[u8], x: &[u8]) -> f32 {
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
     fn inner(w: &[BlockQ5_1], x: &[BlockQ8_1]) -> f32 {
@@ -319,7 +315,6 @@ pub(super) fn dot_q5_1(n: usize, w: &[u8], x: &[u8]) -> f32 {
     unsafe { inner(w, x) }
 }
 
-#[cfg_attr(not(test), allow(dead_code))]
 pub(super) fn dot_q8_0(n: usize, w: &[u8], x: &[u8]) -> f32 {
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
     fn inner(w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {

@@ -25,7 +25,7 @@
 //! for each call. Loads go through references to fixed-size arrays.
 
 use super::scalar_kquants::unpack_k4;
-use super::tiles::{Prepare, QuantTiles, RowDot, Tile, TileDot, TileKernel, drive};
+use super::tiles::{QuantTiles, RowDot, Tile, TileKernel, drive};
 use super::x86_avx2_kquants::f16;
 use crate::quant::float::F16Le;
 use crate::quant::{BlockQ4_0, BlockQ4K, BlockQ5_0, BlockQ6K, BlockQ8_0, BlockQ8K};
@@ -43,19 +43,40 @@ pub(super) fn install(tiles: &mut QuantTiles) {
         prepare: Some(prepare_nibbles::<8>),
         row: vbmi.then_some(nibble_row::<BlockQ4_0> as RowDot),
     });
-    // Q5_0, Q8_0, Q4_K and Q6_K have tile kernels below but are not
-    // installed: llama.cpp's matmuls for them (tinyBLAS_Q0_AVX, the Q4_K
-    // repack gemm/gemv, the tiled K-quant matmul) each have their own f32
-    // order, which the per-row kernels of `x86_avx2_legacy` and
-    // `x86_avx2_kquants` (chosen per token by `matmul`) reproduce exactly.
-    let _ = (
-        drive::<Q8Tile> as TileDot,
-        prepare_q8_0 as Prepare,
-        drive::<Q4KTile> as TileDot,
-        drive::<Q6KTile> as TileDot,
-        drive::<Nibbles<BlockQ5_0>> as TileDot,
-        prepare_nibbles::<16> as Prepare,
-    );
+    // Q5_0, Q8_0, Q4_K and Q6_K have tile kernels below, installed only for
+    // the fast order (`install_fast`): llama.cpp's matmuls for them
+    // (tinyBLAS_Q0_AVX, the Q4_K repack gemm/gemv, the tiled K-quant
+    // matmul) each have their own f32 order, which the per-row kernels of
+    // `x86_avx2_legacy` and `x86_avx2_kquants` (chosen per token by
+    // `matmul`) reproduce exactly.
+}
+
+/// The tiles of every type, in this module's order (`RUSTY_LLM_KERNELS=fast`).
+pub(super) fn install_fast(tiles: &mut QuantTiles) {
+    install(tiles);
+    if !is_x86_feature_detected!("avx512vnni") {
+        return;
+    }
+    tiles.q5_0 = Some(Tile {
+        dot: drive::<Nibbles<BlockQ5_0>>,
+        prepare: Some(prepare_nibbles::<16>),
+        row: None,
+    });
+    tiles.q8_0 = Some(Tile {
+        dot: drive::<Q8Tile>,
+        prepare: Some(prepare_q8_0),
+        row: None,
+    });
+    tiles.q4_k = Some(Tile {
+        dot: drive::<Q4KTile>,
+        prepare: None,
+        row: None,
+    });
+    tiles.q6_k = Some(Tile {
+        dot: drive::<Q6KTile>,
+        prepare: None,
+        row: None,
+    });
 }
 
 /// Bytes of one prepared group of four Q8_0 blocks for the nibble types:

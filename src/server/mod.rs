@@ -231,10 +231,11 @@ fn spawn_model_load(state: Arc<AppState>, opts: ServerOptions) {
                     .file_stem()
                     .map_or("model".into(), |s| s.to_string_lossy().into_owned());
                 eprintln!(
-                    "rusty-llm: ready: model {model_id} ({}), chat-template={}, simd={}, ctx={} per request",
+                    "rusty-llm: ready: model {model_id} ({}), chat-template={}, simd={}, kernels={}, ctx={} per request",
                     runner.model().config().arch,
                     runner.chat_template().name(),
                     runner.model().kernels().simd.name(),
+                    runner.model().kernels().order.name(),
                     session.ctx_size
                 );
                 Loaded {
