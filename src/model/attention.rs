@@ -454,20 +454,14 @@ fn flash_attention_body<T: CacheRow>(
         let k = T::as_f32(&keys[key_base + pos * dk..][..dk], row);
         let s = dot_like_ggml_f16(k, q32);
         // ggml folds the soft-cap divisor into the scale.
-        let s = match shape.softcap {
-            Some(cap) => cap * (s * (scale / cap)).tanh(),
-            None => s * scale,
-        };
-        let (mut ms, mut vs) = (1.0f32, 1.0f32);
-        if s > max {
-            ms = (max - s).exp();
-            max = s;
+        let s = flash_score(s, scale, shape.softcap);
+        let (rescale, vs) = online_softmax_step(s, &mut max);
+        let ms = rescale.unwrap_or(1.0);
+        if rescale.is_some() {
             for a in acc.iter_mut() {
                 *a *= ms;
             }
             round_to_f16(acc, &mut acc16[..dv]);
-        } else {
-            vs = (s - max).exp();
         }
         let v = T::as_f32(&values[value_base + pos * dv..][..dv], row);
         for (a, &v) in acc.iter_mut().zip(v) {
@@ -571,21 +565,15 @@ unsafe fn flash_attention_f16_avx512(
             let mut v16 = [0.0f32; 16];
             _mm512_storeu_ps(v16.as_mut_ptr(), folded);
             let s = reduce_add_16(&v16);
-            let s = match shape.softcap {
-                Some(cap) => cap * (s * (scale / cap)).tanh(),
-                None => s * scale,
-            };
-            let (mut ms, mut vs) = (1.0f32, 1.0f32);
-            if s > max {
-                ms = (max - s).exp();
-                max = s;
+            let s = flash_score(s, scale, shape.softcap);
+            let (rescale, vs) = online_softmax_step(s, &mut max);
+            let ms = rescale.unwrap_or(1.0);
+            if rescale.is_some() {
                 let m = _mm512_set1_ps(ms);
                 for d in (0..dv).step_by(16) {
                     let a = _mm512_mul_ps(load16(acc.add(d)), m);
                     _mm256_storeu_si256(acc.add(d) as *mut __m256i, _mm512_cvtps_ph::<NEAREST>(a));
                 }
-            } else {
-                vs = (s - max).exp();
             }
             let vp = value_base.add(pos * dv);
             let w = _mm512_set1_ps(vs);
@@ -600,6 +588,30 @@ unsafe fn flash_attention_f16_avx512(
     let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
     for (o, a) in out.iter_mut().zip(&acc16[..dv]) {
         *o = a.to_f32() * inv;
+    }
+}
+
+/// A raw score `q·k` scaled, and soft-capped as ggml's flash attention does
+/// it (the cap's divisor folded into the scale).
+#[inline(always)]
+fn flash_score(s: f32, scale: f32, softcap: Option<f32>) -> f32 {
+    match softcap {
+        Some(cap) => cap * (s * (scale / cap)).tanh(),
+        None => s * scale,
+    }
+}
+
+/// One key of the online softmax: a new maximum rescales what was
+/// accumulated by `Some(exp(old − new))` and weighs this key 1; otherwise the
+/// key weighs `exp(s − max)`. Returns (rescale, weight).
+#[inline(always)]
+fn online_softmax_step(s: f32, max: &mut f32) -> (Option<f32>, f32) {
+    if s > *max {
+        let ms = (*max - s).exp();
+        *max = s;
+        (Some(ms), 1.0)
+    } else {
+        (None, (s - *max).exp())
     }
 }
 
