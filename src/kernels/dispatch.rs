@@ -195,6 +195,7 @@ impl Kernels {
 
     /// The table for `simd` with the kernels of `order` where the variant
     /// has them.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
     pub fn for_simd_order(simd: Simd, order: Order) -> Result<Kernels, SimdError> {
         if !simd.is_supported() {
             let here: Vec<&str> = Simd::supported().iter().map(|s| s.name()).collect();
