@@ -48,14 +48,17 @@ thread_local! {
     static BUFFERS: RefCell<Buffers> = RefCell::new(Buffers::default());
 }
 
+/// An output buffer that pool tasks write at disjoint indices.
 #[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: every task writes a disjoint `head_dim_v` slice of the output.
+pub(super) struct OutPtr(pub(super) *mut f32);
+// SAFETY: every user has each task write a disjoint part of the buffer
+// (here: a `head_dim_v` slice per task), and `ThreadPool::run` returns only
+// after all tasks are done, so the buffer outlives every write.
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
 impl OutPtr {
-    fn at(&self, i: usize) -> *mut f32 {
+    pub(super) fn at(&self, i: usize) -> *mut f32 {
         self.0.wrapping_add(i)
     }
 }

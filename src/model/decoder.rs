@@ -11,7 +11,7 @@
 //! ```
 
 use super::ModelError;
-use super::attention::{AttentionShape, attention};
+use super::attention::{AttentionShape, OutPtr, attention};
 use super::config::{Activation, FfnKind, ModelConfig, NormKind};
 use super::kv_cache::{KvCache, KvType};
 use super::ops::{self, RopeAngles};
@@ -423,20 +423,10 @@ fn gated_on_pool(pool: &ThreadPool, act: Activation, gate: &mut [f32], up: &[f32
     if len <= CHUNK || pool.threads() == 1 {
         return ops::gated(act, gate, up);
     }
-    #[derive(Clone, Copy)]
-    struct Gate(*mut f32);
-    // SAFETY: each chunk writes its own range of `gate`, which outlives `run`.
-    unsafe impl Send for Gate {}
-    unsafe impl Sync for Gate {}
-    impl Gate {
-        fn at(&self, i: usize) -> *mut f32 {
-            self.0.wrapping_add(i)
-        }
-    }
-    let dst = Gate(gate.as_mut_ptr());
+    let dst = OutPtr(gate.as_mut_ptr());
     pool.run(len.div_ceil(CHUNK), &|chunk| {
         let (start, end) = (chunk * CHUNK, ((chunk + 1) * CHUNK).min(len));
-        // SAFETY: chunks are disjoint ranges inside `gate` (see `Gate`).
+        // SAFETY: chunks are disjoint ranges inside `gate` (see `OutPtr`).
         let g = unsafe { std::slice::from_raw_parts_mut(dst.at(start), end - start) };
         ops::gated(act, g, &up[start..end]);
     });

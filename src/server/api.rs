@@ -886,20 +886,9 @@ pub(super) async fn chat(state: &AppState, req: ChatRequest, flavor: Flavor) -> 
         };
         let extras = flavor.extras(l);
         let done = move |g: &Generation| {
-            let mut finish = head2();
-            finish["choices"] = json!([{ "index": 0, "delta": {}, "logprobs": null,
-                                          "finish_reason": finish_reason(g) }]);
-            if let Some(x) = &extras {
-                x.apply(&mut finish, g);
-            }
-            let mut out = vec![finish];
-            if include_usage {
-                let mut u = head2();
-                u["choices"] = json!([]);
-                u["usage"] = usage(g);
-                out.push(u);
-            }
-            out
+            let last = json!({ "index": 0, "delta": {}, "logprobs": null,
+                               "finish_reason": finish_reason(g) });
+            final_chunks(&head2, last, extras.as_ref(), include_usage, g)
         };
         return Ok(sse_stream(rx, guard, StreamShape { chunk, done }).into_response());
     }
@@ -1034,20 +1023,9 @@ pub(super) async fn complete(
         };
         let extras = flavor.extras(l);
         let done = move |g: &Generation| {
-            let mut finish = head2();
-            finish["choices"] = json!([{ "index": 0, "text": "", "logprobs": null,
-                                          "finish_reason": finish_reason(g) }]);
-            if let Some(x) = &extras {
-                x.apply(&mut finish, g);
-            }
-            let mut out = vec![finish];
-            if include_usage {
-                let mut u = head2();
-                u["choices"] = json!([]);
-                u["usage"] = usage(g);
-                out.push(u);
-            }
-            out
+            let last = json!({ "index": 0, "text": "", "logprobs": null,
+                               "finish_reason": finish_reason(g) });
+            final_chunks(&head2, last, extras.as_ref(), include_usage, g)
         };
         return Ok(sse_stream(rx, guard, StreamShape { chunk, done }).into_response());
     }
@@ -1163,4 +1141,29 @@ pub(crate) async fn detokenize(
     }
     let content = l.runner.tokenizer().decode(&req.tokens, false);
     Ok(axum::Json(json!({ "content": content })).into_response())
+}
+
+/// The closing chunks of an OpenAI stream: one whose only choice is `last`
+/// (the finish reason, plus LM Studio's extras), then, when the client asked
+/// for usage, one with the usage and no choices.
+fn final_chunks(
+    head: &dyn Fn() -> Value,
+    last: Value,
+    extras: Option<&super::lmstudio::Extras>,
+    include_usage: bool,
+    g: &Generation,
+) -> Vec<Value> {
+    let mut finish = head();
+    finish["choices"] = json!([last]);
+    if let Some(x) = extras {
+        x.apply(&mut finish, g);
+    }
+    let mut out = vec![finish];
+    if include_usage {
+        let mut u = head();
+        u["choices"] = json!([]);
+        u["usage"] = usage(g);
+        out.push(u);
+    }
+    out
 }
