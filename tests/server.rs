@@ -468,8 +468,17 @@ fn openapi_and_offline_docs() {
     let sampling = &doc["components"]["schemas"]["SamplingFields"]["properties"];
     assert_eq!(sampling["top_p"]["maximum"], 1.0);
     assert!(sampling["logit_bias"].is_object());
-    let chat = &doc["paths"]["/v1/chat/completions"]["post"]["requestBody"]["content"]["application/json"]
-        ["schema"];
+    // Bodies refer to named component schemas.
+    let component = |schema: &Value| -> Value {
+        let name = schema["$ref"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{schema}"));
+        doc["components"]["schemas"][name.trim_start_matches("#/components/schemas/")].clone()
+    };
+    let chat = &component(
+        &doc["paths"]["/v1/chat/completions"]["post"]["requestBody"]["content"]["application/json"]
+            ["schema"],
+    );
     assert_eq!(
         chat["allOf"][0]["$ref"],
         "#/components/schemas/SamplingFields"
@@ -479,8 +488,9 @@ fn openapi_and_offline_docs() {
         20
     );
     assert_eq!(chat["allOf"][1]["required"], json!(["messages"]));
-    let ollama =
-        &doc["paths"]["/api/chat"]["post"]["requestBody"]["content"]["application/json"]["schema"];
+    let ollama = &component(
+        &doc["paths"]["/api/chat"]["post"]["requestBody"]["content"]["application/json"]["schema"],
+    );
     assert!(ollama["properties"]["options"].is_object(), "{ollama}");
     // Errors are described per family: OpenAI's object, Ollama's string.
     let error_schema = |path: &str| {
@@ -507,13 +517,44 @@ fn openapi_and_offline_docs() {
         doc["components"]["schemas"]["ErrorDetail"]["required"],
         json!(["message", "type", "param", "code"])
     );
-    for path in [
-        "/v1/chat/completions",
-        "/api/chat",
-        "/generate",
-        "/tokenize",
+    // Every route has a typed 200 answer; streaming routes also type their items.
+    let (_, _, root) = request(p, "GET", "/", None, &[]);
+    let routes = json_of(&root)["routes"].clone();
+    assert!(routes.as_array().unwrap().len() >= 27, "{routes}");
+    for path in routes.as_array().unwrap() {
+        let path = path.as_str().unwrap();
+        let item = doc["paths"][path].as_object().unwrap();
+        let (_, operation) = item.iter().next().unwrap();
+        let content = &operation["responses"]["200"]["content"];
+        assert!(content.is_object(), "{path}: no 200 content");
+    }
+    let sse = |path: &str| {
+        doc["paths"][path]["post"]["responses"]["200"]["content"]["text/event-stream"]["schema"]
+            ["properties"]["data"]
+            .clone()
+    };
+    assert_eq!(
+        sse("/v1/responses")["contentSchema"]["$ref"],
+        "#/components/schemas/SequencedEvent"
+    );
+    let chunks = sse("/v1/chat/completions");
+    assert_eq!(chunks["anyOf"][0]["const"], "[DONE]");
+    assert_eq!(
+        chunks["anyOf"][1]["contentSchema"]["$ref"],
+        "#/components/schemas/ChatCompletionChunk"
+    );
+    let lines = &doc["paths"]["/api/generate"]["post"]["responses"]["200"]["content"]["application/x-ndjson"];
+    assert_eq!(
+        lines["x-item-schema"]["$ref"],
+        "#/components/schemas/OllamaGenerateResponse"
+    );
+    for name in [
+        "ChatCompletionChunk",
+        "GenerateResponse",
+        "TagsResponse",
+        "ShowResponse",
     ] {
-        assert!(doc["paths"][path].is_object(), "{path} missing");
+        assert!(doc["components"]["schemas"][name].is_object(), "{name}");
     }
     assert_eq!(request(p, "GET", "/swagger.json", None, &[]).0, 200);
     let (status, _, page) = request(p, "GET", "/docs", None, &[]);
@@ -1238,6 +1279,39 @@ fn official_python_clients() {
     }
     assert!(out.status.success(), "{log}");
     assert!(log.contains("all client checks passed"), "{log}");
+}
+
+/// A bounded schemathesis run against /openapi.json (no 5xx, every answer
+/// and server-sent event matches its schema) and the streamed items checked
+/// against their item schemas (scripts/test-server-schemathesis.sh, which
+/// makes its own venv from PyPI).
+#[test]
+fn openapi_document_holds_under_schemathesis() {
+    let Some(model) = tiny("tiny-llama-Q8_0") else {
+        return;
+    };
+    let script = common::root().join("scripts/test-server-schemathesis.sh");
+    let out = Command::new(&script)
+        .arg(env!("CARGO_BIN_EXE_rusty-llm"))
+        .arg(&model)
+        .arg("10")
+        .env_remove("RUSTY_LLM_API_KEY")
+        .output()
+        .unwrap();
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.code() == Some(3) && std::env::var_os("CI").is_none() {
+        eprintln!("skipping: cannot install schemathesis here:\n{log}");
+        return;
+    }
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains("schemathesis and stream schema checks passed"),
+        "{log}"
+    );
 }
 
 #[test]

@@ -207,36 +207,74 @@ pub(crate) async fn method_not_allowed(request: Request) -> Response {
     error_for_path(path, e)
 }
 
+/// `GET /`: what this server is and where to start.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct ServerInfo {
+    name: &'static str,
+    version: &'static str,
+    /// The loaded model's id; null while it loads.
+    #[schema(required = true)]
+    model: Option<String>,
+    /// Every route this server answers (as `/openapi.json` describes them).
+    routes: Vec<String>,
+}
+
 pub(crate) async fn root(State(state): State<Arc<AppState>>) -> Response {
     let model = state
         .loaded
         .get()
         .and_then(|l| l.as_ref().ok())
         .map(|l| l.model_id.clone());
-    axum::Json(json!({
-        "name": "rusty-llm",
-        "version": env!("CARGO_PKG_VERSION"),
-        "model": model,
-        "routes": ["/health", "/ready", "/v1/models", "/v1/chat/completions", "/v1/completions",
-                   "/v1/responses", "/generate", "/tokenize", "/detokenize", "/api/chat",
-                   "/api/generate", "/api/v0/models", "/openapi.json", "/docs"],
-    }))
+    axum::Json(ServerInfo {
+        name: "rusty-llm",
+        version: env!("CARGO_PKG_VERSION"),
+        model,
+        routes: super::openapi::paths(),
+    })
     .into_response()
 }
 
+/// `GET /health`, `/healthz`: the process answers.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct Health {
+    /// Always `ok`.
+    status: &'static str,
+}
+
 pub(crate) async fn health() -> Response {
-    axum::Json(json!({ "status": "ok" })).into_response()
+    axum::Json(Health { status: "ok" }).into_response()
+}
+
+/// `GET /ready` once the model is loaded (503 with an error body before).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct Ready {
+    /// Always `ready`.
+    status: &'static str,
+    model: String,
 }
 
 pub(crate) async fn ready(State(state): State<Arc<AppState>>) -> Response {
     match loaded(&state) {
-        Ok(l) => axum::Json(json!({ "status": "ready", "model": l.model_id })).into_response(),
+        Ok(l) => axum::Json(Ready {
+            status: "ready",
+            model: l.model_id.clone(),
+        })
+        .into_response(),
         Err(e) => e.into_response(),
     }
 }
 
+/// `GET /api/version` (Ollama's shape).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct Version {
+    version: &'static str,
+}
+
 pub(crate) async fn version() -> Response {
-    axum::Json(json!({ "version": env!("CARGO_PKG_VERSION") })).into_response()
+    axum::Json(Version {
+        version: env!("CARGO_PKG_VERSION"),
+    })
+    .into_response()
 }
 
 /// A model as OpenAI's `/v1/models` lists it.
@@ -622,12 +660,9 @@ impl Usage {
     }
 }
 
-fn usage(g: &Generation) -> Value {
-    to_value(Usage::of(g))
-}
-
-/// A response body as a JSON value (for the fields LM Studio adds).
-fn to_value(body: impl Serialize) -> Value {
+/// A response body as a JSON value (for the fields LM Studio adds, and
+/// for the stream helpers, which take values).
+pub(super) fn to_value(body: impl Serialize) -> Value {
     // Plain structs of strings and numbers always serialize.
     serde_json::to_value(body).unwrap_or(Value::Null)
 }
@@ -683,7 +718,95 @@ pub(crate) struct TextChoice {
     /// `top_logprobs`, `text_offset`.
     #[schema(required = true)]
     logprobs: Option<Value>,
-    finish_reason: &'static str,
+    /// `stop` or `length`; null on streamed chunks before the last.
+    #[schema(required = true)]
+    finish_reason: Option<&'static str>,
+}
+
+/// One server-sent event of a streamed chat completion
+/// (`chat.completion.chunk`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct ChatCompletionChunk {
+    id: String,
+    object: &'static str,
+    created: u64,
+    model: String,
+    #[schema(required = true)]
+    system_fingerprint: Option<String>,
+    choices: Vec<ChatChunkChoice>,
+    /// Only with `stream_options.include_usage`: null on every chunk but the
+    /// last, which has the usage and no choices.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<Option<Usage>>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct ChatChunkChoice {
+    index: u32,
+    delta: ChatDelta,
+    #[schema(required = true)]
+    logprobs: Option<Value>,
+    /// `stop` or `length` on the last chunk, null before.
+    #[schema(required = true)]
+    finish_reason: Option<&'static str>,
+}
+
+/// New text of a streamed chat answer.
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
+pub(crate) struct ChatDelta {
+    /// `assistant`, on the first chunk only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<String>,
+}
+
+/// One server-sent event of a streamed text completion.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct TextCompletionChunk {
+    id: String,
+    object: &'static str,
+    created: u64,
+    model: String,
+    choices: Vec<TextChoice>,
+    /// As in [`ChatCompletionChunk`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<Option<Usage>>,
+}
+
+/// What every chunk of one stream repeats.
+#[derive(Debug, Clone)]
+struct StreamHead {
+    id: String,
+    created: u64,
+    model: String,
+    /// The client asked for `stream_options.include_usage`.
+    include_usage: bool,
+}
+
+impl StreamHead {
+    fn chat(&self, choices: Vec<ChatChunkChoice>, usage: Option<Usage>) -> Value {
+        to_value(ChatCompletionChunk {
+            id: self.id.clone(),
+            object: "chat.completion.chunk",
+            created: self.created,
+            model: self.model.clone(),
+            system_fingerprint: None,
+            choices,
+            usage: self.include_usage.then_some(usage),
+        })
+    }
+
+    fn text(&self, choices: Vec<TextChoice>, usage: Option<Usage>) -> Value {
+        to_value(TextCompletionChunk {
+            id: self.id.clone(),
+            object: "text_completion",
+            created: self.created,
+            model: self.model.clone(),
+            choices,
+            usage: self.include_usage.then_some(usage),
+        })
+    }
 }
 
 /// A token as OpenAI's logprobs show it: its text (special tokens by name)
@@ -862,33 +985,39 @@ pub(super) async fn chat(state: &AppState, req: ChatRequest, flavor: Flavor) -> 
     let created = unix_now();
     let runner = Arc::clone(&l.runner);
     if req.stream {
-        let include_usage = req.stream_options.is_some_and(|o| o.include_usage);
-        let head = move || {
-            let mut v = json!({ "id": id, "object": "chat.completion.chunk", "created": created,
-                                "model": model, "system_fingerprint": null });
-            if include_usage {
-                // OpenAI: every chunk has `usage`, null until the last.
-                v["usage"] = Value::Null;
-            }
-            v
+        let head = StreamHead {
+            id,
+            created,
+            model,
+            include_usage: req.stream_options.is_some_and(|o| o.include_usage),
         };
         let head2 = head.clone();
         let mut first = true;
         let chunk = move |t: &str, lps: &[TokenLogprob]| {
-            let mut delta = json!({ "content": t });
-            if std::mem::take(&mut first) {
-                delta["role"] = json!("assistant");
-            }
+            let delta = ChatDelta {
+                role: std::mem::take(&mut first).then_some("assistant"),
+                content: Some(t.to_string()),
+            };
             let logprobs = top_logprobs.map(|_| chat_logprobs(runner.tokenizer(), lps));
-            let mut v = head();
-            v["choices"] = json!([{ "index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": null }]);
-            v
+            let choice = ChatChunkChoice {
+                index: 0,
+                delta,
+                logprobs,
+                finish_reason: None,
+            };
+            head.chat(vec![choice], None)
         };
         let extras = flavor.extras(l);
         let done = move |g: &Generation| {
-            let last = json!({ "index": 0, "delta": {}, "logprobs": null,
-                               "finish_reason": finish_reason(g) });
-            final_chunks(&head2, last, extras.as_ref(), include_usage, g)
+            let last = ChatChunkChoice {
+                index: 0,
+                delta: ChatDelta::default(),
+                logprobs: None,
+                finish_reason: Some(finish_reason(g)),
+            };
+            let finish = head2.chat(vec![last], None);
+            let usage = head2.chat(vec![], Some(Usage::of(g)));
+            final_chunks(finish, usage, extras.as_ref(), head2.include_usage, g)
         };
         return Ok(sse_stream(rx, guard, StreamShape { chunk, done }).into_response());
     }
@@ -999,13 +1128,11 @@ pub(super) async fn complete(
     let runner = Arc::clone(&l.runner);
     let echo = if req.echo { prompt } else { String::new() };
     if req.stream {
-        let include_usage = req.stream_options.is_some_and(|o| o.include_usage);
-        let head = move || {
-            let mut v = json!({ "id": id, "object": "text_completion", "created": created, "model": model });
-            if include_usage {
-                v["usage"] = Value::Null;
-            }
-            v
+        let head = StreamHead {
+            id,
+            created,
+            model,
+            include_usage: req.stream_options.is_some_and(|o| o.include_usage),
         };
         let head2 = head.clone();
         let with_logprobs = req.logprobs.is_some();
@@ -1015,17 +1142,25 @@ pub(super) async fn complete(
             let logprobs =
                 with_logprobs.then(|| completion_logprobs(runner.tokenizer(), lps, offset));
             offset += t.len();
-            let text = std::mem::take(&mut pending_echo) + t;
-            let mut v = head();
-            v["choices"] =
-                json!([{ "index": 0, "text": text, "logprobs": logprobs, "finish_reason": null }]);
-            v
+            let choice = TextChoice {
+                index: 0,
+                text: std::mem::take(&mut pending_echo) + t,
+                logprobs,
+                finish_reason: None,
+            };
+            head.text(vec![choice], None)
         };
         let extras = flavor.extras(l);
         let done = move |g: &Generation| {
-            let last = json!({ "index": 0, "text": "", "logprobs": null,
-                               "finish_reason": finish_reason(g) });
-            final_chunks(&head2, last, extras.as_ref(), include_usage, g)
+            let last = TextChoice {
+                index: 0,
+                text: String::new(),
+                logprobs: None,
+                finish_reason: Some(finish_reason(g)),
+            };
+            let finish = head2.text(vec![last], None);
+            let usage = head2.text(vec![], Some(Usage::of(g)));
+            final_chunks(finish, usage, extras.as_ref(), head2.include_usage, g)
         };
         return Ok(sse_stream(rx, guard, StreamShape { chunk, done }).into_response());
     }
@@ -1043,7 +1178,7 @@ pub(super) async fn complete(
             index: 0,
             text: echo + &g.text,
             logprobs,
-            finish_reason: finish_reason(&g),
+            finish_reason: Some(finish_reason(&g)),
         }],
         usage: Usage::of(&g),
     });
@@ -1086,17 +1221,32 @@ pub(crate) async fn generate(
     let (rx, guard) = submit(l, tokens, options, req.sampling.cache_prompt)?;
     let g = collect(rx).await?;
     drop(guard);
-    Ok(axum::Json(json!({
-        "text": g.text,
-        "prompt_tokens": g.prompt_tokens,
-        "cached_tokens": g.cached_tokens,
-        "generated_tokens": g.generated_tokens,
-        "stop_reason": g.stop_reason,
-        "prefill_ms": g.prefill_ms,
-        "decode_ms": g.decode_ms,
-        "total_ms": g.total_ms,
-    }))
+    Ok(axum::Json(GenerateResponse {
+        text: g.text,
+        prompt_tokens: g.prompt_tokens,
+        cached_tokens: g.cached_tokens,
+        generated_tokens: g.generated_tokens,
+        stop_reason: g.stop_reason,
+        prefill_ms: g.prefill_ms,
+        decode_ms: g.decode_ms,
+        total_ms: g.total_ms,
+    })
     .into_response())
+}
+
+/// The native route's answer: the text, token counts and timings.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct GenerateResponse {
+    text: String,
+    prompt_tokens: usize,
+    /// Prompt tokens whose KV entries were reused from an earlier request.
+    cached_tokens: usize,
+    generated_tokens: usize,
+    #[schema(value_type = String)]
+    stop_reason: StopReason,
+    prefill_ms: f64,
+    decode_ms: f64,
+    total_ms: f64,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -1118,7 +1268,12 @@ pub(crate) async fn tokenize(
         .runner
         .tokenizer()
         .encode(&req.content, req.add_special, req.parse_special);
-    Ok(axum::Json(json!({ "tokens": tokens })).into_response())
+    Ok(axum::Json(TokenizeResponse { tokens }).into_response())
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct TokenizeResponse {
+    tokens: Vec<u32>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -1140,30 +1295,30 @@ pub(crate) async fn detokenize(
         ));
     }
     let content = l.runner.tokenizer().decode(&req.tokens, false);
-    Ok(axum::Json(json!({ "content": content })).into_response())
+    Ok(axum::Json(DetokenizeResponse { content }).into_response())
 }
 
-/// The closing chunks of an OpenAI stream: one whose only choice is `last`
-/// (the finish reason, plus LM Studio's extras), then, when the client asked
-/// for usage, one with the usage and no choices.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct DetokenizeResponse {
+    content: String,
+}
+
+/// The closing chunks of an OpenAI stream: `finish` (the finish reason,
+/// plus LM Studio's extras), then, when the client asked for usage, the
+/// chunk with the usage and no choices.
 fn final_chunks(
-    head: &dyn Fn() -> Value,
-    last: Value,
+    mut finish: Value,
+    usage: Value,
     extras: Option<&super::lmstudio::Extras>,
     include_usage: bool,
     g: &Generation,
 ) -> Vec<Value> {
-    let mut finish = head();
-    finish["choices"] = json!([last]);
     if let Some(x) = extras {
         x.apply(&mut finish, g);
     }
-    let mut out = vec![finish];
     if include_usage {
-        let mut u = head();
-        u["choices"] = json!([]);
-        u["usage"] = usage(g);
-        out.push(u);
+        vec![finish, usage]
+    } else {
+        vec![finish]
     }
-    out
 }

@@ -4,7 +4,7 @@
 
 use super::api::{
     ChatMessage, OllamaJson, SamplingFields, StopField, chat_tokens, collect, loaded, messages,
-    submit,
+    submit, to_value,
 };
 use super::engine::Event;
 use super::{AppState, Loaded, OllamaError, bad_field, error_json};
@@ -14,7 +14,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
@@ -103,26 +103,104 @@ fn created_at() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-/// The timing and count fields of Ollama's final object (durations in ns).
-fn final_fields(g: &Generation) -> Value {
-    let ns = |ms: f64| (ms * 1e6) as u64;
-    json!({
-        "done": true,
-        "done_reason": if g.stop_reason == StopReason::MaxTokens { "length" } else { "stop" },
-        "total_duration": ns(g.total_ms),
-        "load_duration": 0,
-        "prompt_eval_count": g.prompt_tokens,
-        "prompt_eval_duration": ns(g.prefill_ms),
-        "eval_count": g.generated_tokens,
-        "eval_duration": ns(g.decode_ms),
-    })
+/// The fields only Ollama's last object of an answer has (durations in ns);
+/// all absent on the objects before it.
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
+pub(crate) struct Final {
+    /// `stop`, `length`, or `load` (an empty prompt only loads the model).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    done_reason: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    total_duration: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    load_duration: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prompt_eval_count: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prompt_eval_duration: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    eval_count: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    eval_duration: Option<u64>,
 }
 
-fn merge(mut a: Value, b: Value) -> Value {
-    if let (Some(a), Value::Object(b)) = (a.as_object_mut(), b) {
-        a.extend(b);
+impl Final {
+    fn of(g: &Generation) -> Self {
+        let ns = |ms: f64| Some((ms * 1e6) as u64);
+        Self {
+            done_reason: Some(if g.stop_reason == StopReason::MaxTokens {
+                "length"
+            } else {
+                "stop"
+            }),
+            total_duration: ns(g.total_ms),
+            load_duration: Some(0),
+            prompt_eval_count: Some(g.prompt_tokens),
+            prompt_eval_duration: ns(g.prefill_ms),
+            eval_count: Some(g.generated_tokens),
+            eval_duration: ns(g.decode_ms),
+        }
     }
-    a
+}
+
+/// An `/api/generate` answer, or one line of its stream.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = OllamaGenerateResponse)]
+pub(crate) struct GenerateResponse {
+    model: String,
+    created_at: String,
+    response: String,
+    done: bool,
+    #[serde(flatten)]
+    end: Final,
+}
+
+/// An `/api/chat` answer, or one line of its stream.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = OllamaChatResponse)]
+pub(crate) struct ChatResponse {
+    model: String,
+    created_at: String,
+    message: OllamaMessage,
+    done: bool,
+    #[serde(flatten)]
+    end: Final,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct OllamaMessage {
+    /// Always `assistant`.
+    role: &'static str,
+    content: String,
+}
+
+impl GenerateResponse {
+    /// An answer or stream line; with `end` it is the last (`done: true`).
+    fn json(model: &str, response: impl Into<String>, end: Option<Final>) -> Value {
+        to_value(Self {
+            model: model.to_string(),
+            created_at: created_at(),
+            response: response.into(),
+            done: end.is_some(),
+            end: end.unwrap_or_default(),
+        })
+    }
+}
+
+impl ChatResponse {
+    /// An answer or stream line; with `end` it is the last (`done: true`).
+    fn json(model: &str, content: impl Into<String>, end: Option<Final>) -> Value {
+        to_value(Self {
+            model: model.to_string(),
+            created_at: created_at(),
+            message: OllamaMessage {
+                role: "assistant",
+                content: content.into(),
+            },
+            done: end.is_some(),
+            end: end.unwrap_or_default(),
+        })
+    }
 }
 
 /// One JSON object per line: `piece(text)` objects, then `done(generation)`.
@@ -181,11 +259,11 @@ pub(crate) async fn generate(
     let _requested = req.model;
     let model = l.model_id.clone();
     if req.prompt.is_empty() {
-        return Ok(Json(
-            json!({ "model": model, "created_at": created_at(), "response": "",
-                               "done": true, "done_reason": "load" }),
-        )
-        .into_response());
+        let load = Final {
+            done_reason: Some("load"),
+            ..Final::default()
+        };
+        return Ok(Json(GenerateResponse::json(&model, "", Some(load))).into_response());
     }
     // A model without a template completes the prompt as is, dropping
     // `system`, as Ollama's default template for such models does.
@@ -213,22 +291,14 @@ pub(crate) async fn generate(
         return Ok(ndjson(
             rx,
             guard,
-            move |t| json!({ "model": model, "created_at": created_at(), "response": t, "done": false }),
-            move |g| {
-                merge(
-                    json!({ "model": m2, "created_at": created_at(), "response": "" }),
-                    final_fields(g),
-                )
-            },
+            move |t| GenerateResponse::json(&model, t, None),
+            move |g| GenerateResponse::json(&m2, "", Some(Final::of(g))),
         ));
     }
     let g = collect(rx).await?;
     drop(guard);
-    Ok(Json(merge(
-        json!({ "model": model, "created_at": created_at(), "response": g.text }),
-        final_fields(&g),
-    ))
-    .into_response())
+    let end = Final::of(&g);
+    Ok(Json(GenerateResponse::json(&model, g.text, Some(end))).into_response())
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -264,27 +334,14 @@ pub(crate) async fn chat(
         return Ok(ndjson(
             rx,
             guard,
-            move |t| {
-                json!({ "model": model, "created_at": created_at(),
-                        "message": { "role": "assistant", "content": t }, "done": false })
-            },
-            move |g| {
-                merge(
-                    json!({ "model": m2, "created_at": created_at(),
-                            "message": { "role": "assistant", "content": "" } }),
-                    final_fields(g),
-                )
-            },
+            move |t| ChatResponse::json(&model, t, None),
+            move |g| ChatResponse::json(&m2, "", Some(Final::of(g))),
         ));
     }
     let g = collect(rx).await?;
     drop(guard);
-    Ok(Json(merge(
-        json!({ "model": model, "created_at": created_at(),
-                "message": { "role": "assistant", "content": g.text } }),
-        final_fields(&g),
-    ))
-    .into_response())
+    let end = Final::of(&g);
+    Ok(Json(ChatResponse::json(&model, g.text, Some(end))).into_response())
 }
 
 /// Parameters in Ollama's style: `268.10M`, `7.2B`.
@@ -340,50 +397,136 @@ fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
         .collect())
 }
 
-/// The model as Ollama lists it.
-fn model_entry(l: &Loaded, digest: &str) -> Value {
+/// A model as Ollama lists it (`/api/tags`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct OllamaModel {
+    name: String,
+    model: String,
+    /// RFC 3339 time of the model file's last change.
+    modified_at: String,
+    /// File size in bytes.
+    size: u64,
+    /// SHA-256 of the file, hex.
+    digest: String,
+    details: OllamaDetails,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct OllamaDetails {
+    parent_model: &'static str,
+    /// Always `gguf`.
+    format: &'static str,
+    family: String,
+    families: Vec<String>,
+    /// `268.10M`, `7.2B`.
+    parameter_size: String,
+    /// llama.cpp's file-type name, e.g. `Q4_K_M`.
+    quantization_level: String,
+}
+
+/// `GET /api/tags`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct TagsResponse {
+    models: Vec<OllamaModel>,
+}
+
+/// A model in memory (`/api/ps`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct RunningModel {
+    #[serde(flatten)]
+    model: OllamaModel,
+    /// Always 0: weights are in RAM.
+    size_vram: u64,
+    /// Never: the model stays loaded while the server runs.
+    expires_at: &'static str,
+    /// Positions per request this server was started with.
+    context_length: usize,
+}
+
+/// `GET /api/ps`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct PsResponse {
+    models: Vec<RunningModel>,
+}
+
+/// `POST /api/show`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct ShowResponse {
+    /// Empty: models here come from GGUF files, not Modelfiles.
+    modelfile: &'static str,
+    parameters: &'static str,
+    /// The model's Jinja chat template (empty without one).
+    template: String,
+    details: OllamaDetails,
+    modified_at: String,
+    /// GGUF metadata keys, as Ollama shows them.
+    #[schema(value_type = Object)]
+    model_info: serde_json::Map<String, Value>,
+    capabilities: Vec<&'static str>,
+}
+
+/// Parameters in the file (every tensor's elements).
+fn parameter_count(l: &Loaded) -> u64 {
     let file = l.runner.model().file();
-    let config = l.runner.model().config();
-    let modified = file
+    file.tensors().iter().map(|t| t.elements()).sum()
+}
+
+fn model_details(l: &Loaded) -> OllamaDetails {
+    let arch = l.runner.model().config().arch.to_string();
+    OllamaDetails {
+        parent_model: "",
+        format: "gguf",
+        family: arch.clone(),
+        families: vec![arch],
+        parameter_size: parameter_size(parameter_count(l)),
+        quantization_level: super::lmstudio::quantization(l),
+    }
+}
+
+/// RFC 3339 time of the model file's last change (now, if unknown).
+fn modified_at(l: &Loaded) -> String {
+    l.runner
+        .model()
+        .file()
         .path()
         .and_then(|p| std::fs::metadata(p).ok())
         .and_then(|m| m.modified().ok())
         .map(chrono::DateTime::<chrono::Utc>::from)
-        .map_or_else(created_at, |t| t.to_rfc3339());
-    let parameters: u64 = file.tensors().iter().map(|t| t.elements()).sum();
-    json!({
-        "name": l.model_id,
-        "model": l.model_id,
-        "modified_at": modified,
-        "size": file.file_size(),
-        "digest": digest,
-        "details": {
-            "parent_model": "",
-            "format": "gguf",
-            "family": config.arch,
-            "families": [config.arch],
-            "parameter_size": parameter_size(parameters),
-            "quantization_level": super::lmstudio::quantization(l),
-        },
-    })
+        .map_or_else(created_at, |t| t.to_rfc3339())
+}
+
+/// The model as Ollama lists it.
+fn model_entry(l: &Loaded, digest: String) -> OllamaModel {
+    OllamaModel {
+        name: l.model_id.clone(),
+        model: l.model_id.clone(),
+        modified_at: modified_at(l),
+        size: l.runner.model().file().file_size(),
+        digest,
+        details: model_details(l),
+    }
 }
 
 /// `GET /api/tags`: the models this server has (the loaded one).
 pub(crate) async fn tags(State(state): State<Arc<AppState>>) -> AppResult {
     let l = loaded(&state)?;
-    let digest = digest(&state).await?;
-    Ok(Json(json!({ "models": [model_entry(l, &digest)] })).into_response())
+    let models = vec![model_entry(l, digest(&state).await?)];
+    Ok(Json(TagsResponse { models }).into_response())
 }
 
 /// `GET /api/ps`: the models in memory.
 pub(crate) async fn ps(State(state): State<Arc<AppState>>) -> AppResult {
     let l = loaded(&state)?;
-    let digest = digest(&state).await?;
-    let entry = merge(
-        model_entry(l, &digest),
-        json!({ "size_vram": 0, "expires_at": "9999-12-31T23:59:59Z", "context_length": l.ctx_size }),
-    );
-    Ok(Json(json!({ "models": [entry] })).into_response())
+    let running = RunningModel {
+        model: model_entry(l, digest(&state).await?),
+        size_vram: 0,
+        expires_at: "9999-12-31T23:59:59Z",
+        context_length: l.ctx_size,
+    };
+    Ok(Json(PsResponse {
+        models: vec![running],
+    })
+    .into_response())
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -412,33 +555,24 @@ pub(crate) async fn show(
         .flatten()
         .unwrap_or("")
         .to_string();
-    let parameters: u64 = l
-        .runner
-        .model()
-        .file()
-        .tensors()
-        .iter()
-        .map(|t| t.elements())
-        .sum();
-    // /api/show needs no digest: skip the hash here.
-    let entry = model_entry(l, "");
-    Ok(Json(json!({
-        "modelfile": "",
-        "parameters": "",
-        "template": template,
-        "details": entry["details"],
-        "modified_at": entry["modified_at"],
-        "model_info": {
-            "general.architecture": arch,
-            "general.parameter_count": parameters,
-            format!("{arch}.block_count"): c.n_layers,
-            format!("{arch}.context_length"): c.context_length,
-            format!("{arch}.embedding_length"): c.n_embd,
-            format!("{arch}.attention.head_count"): c.n_head,
-            format!("{arch}.attention.head_count_kv"): c.n_head_kv,
-        },
-        "capabilities": ["completion"],
-    }))
+    let model_info = json!({
+        "general.architecture": arch,
+        "general.parameter_count": parameter_count(l),
+        format!("{arch}.block_count"): c.n_layers,
+        format!("{arch}.context_length"): c.context_length,
+        format!("{arch}.embedding_length"): c.n_embd,
+        format!("{arch}.attention.head_count"): c.n_head,
+        format!("{arch}.attention.head_count_kv"): c.n_head_kv,
+    });
+    Ok(Json(ShowResponse {
+        modelfile: "",
+        parameters: "",
+        template,
+        details: model_details(l),
+        modified_at: modified_at(l),
+        model_info: model_info.as_object().cloned().unwrap_or_default(),
+        capabilities: vec!["completion"],
+    })
     .into_response())
 }
 

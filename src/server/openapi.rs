@@ -2,7 +2,7 @@
 //! Swagger UI served from the binary (assets/swagger-ui, vendored from npm's
 //! swagger-ui-dist) so it works offline.
 
-use super::{api, ollama, responses};
+use super::{api, lmstudio, ollama, responses};
 use axum::http::header;
 use axum::response::{Html, IntoResponse, Response};
 use serde_json::{Map, Value, json};
@@ -11,23 +11,10 @@ use utoipa::{PartialSchema, ToSchema};
 const SWAGGER_JS: &[u8] = include_bytes!("../../assets/swagger-ui/swagger-ui-bundle.js");
 const SWAGGER_CSS: &[u8] = include_bytes!("../../assets/swagger-ui/swagger-ui.css");
 
-/// Request bodies' schemas, generated from the types the handlers parse
-/// (utoipa), with the types they refer to collected as components.
+/// Schemas generated from the request and answer types (utoipa), with the
+/// types they refer to collected as components.
 struct Schemas {
     components: Map<String, Value>,
-}
-
-impl Schemas {
-    /// A required JSON request body of type `T`.
-    fn body<T: ToSchema>(&mut self) -> Value {
-        let mut refs = Vec::new();
-        T::schemas(&mut refs);
-        for (name, schema) in refs {
-            self.components.insert(name, to_json(&schema));
-        }
-        let schema = to_json(&<T as PartialSchema>::schema());
-        json!({ "required": true, "content": { "application/json": { "schema": schema } } })
-    }
 }
 
 impl Schemas {
@@ -44,20 +31,62 @@ impl Schemas {
         json!({ "$ref": format!("#/components/schemas/{name}") })
     }
 
-    /// The answers of a route: 200, or an error body of type `E`.
-    fn responses<E: ToSchema>(&mut self) -> Value {
-        let error = json!({ "description": "an error",
-                            "content": { "application/json": { "schema": self.reference::<E>() } } });
-        json!({ "200": { "description": "OK" }, "4XX": error, "5XX": error })
+    /// A required JSON request body of type `T`.
+    fn body<T: ToSchema>(&mut self) -> Value {
+        json!({ "required": true,
+                "content": { "application/json": { "schema": self.reference::<T>() } } })
     }
 
-    /// A 200 body of type `T` (or server-sent events when `stream` is set).
-    fn success<T: ToSchema>(&mut self, streams: bool) -> Value {
-        let mut content = json!({ "application/json": { "schema": self.reference::<T>() } });
-        if streams {
-            content["text/event-stream"] = json!({});
+    /// A 200 answer of JSON type `T`.
+    fn json<T: ToSchema>(&mut self) -> Value {
+        json!({ "description": "OK",
+                "content": { "application/json": { "schema": self.reference::<T>() } } })
+    }
+
+    /// A 200 answer of JSON type `T`, or with `stream: true` server-sent
+    /// events whose `data` is an `Item` in JSON (or, with `done`, the
+    /// `[DONE]` that ends OpenAI's streams). The event schema is what OpenAPI
+    /// 3.2 calls `itemSchema`; tools for 3.1 (schemathesis) read `schema`
+    /// that way for event streams.
+    fn json_or_sse<T: ToSchema, Item: ToSchema>(&mut self, note: &str, done: bool) -> Value {
+        let mut answer = self.json::<T>();
+        let mut data = json!({ "type": "string", "contentMediaType": "application/json",
+                               "contentSchema": self.reference::<Item>() });
+        if done {
+            data = json!({ "anyOf": [{ "const": "[DONE]" }, data] });
         }
-        json!({ "description": "OK", "content": content })
+        answer["content"]["text/event-stream"] = json!({ "schema": {
+            "type": "object",
+            "description": note,
+            "required": ["data"],
+            "properties": { "event": { "type": "string" }, "data": data },
+        } });
+        answer
+    }
+
+    /// A 200 answer of JSON type `T`, or with `stream: true` (Ollama's
+    /// default) JSON lines of type `T`, the last with `done: true`. OpenAPI
+    /// 3.1 cannot type the lines, so their schema rides along as
+    /// `x-item-schema`.
+    fn json_or_lines<T: ToSchema>(&mut self) -> Value {
+        let mut answer = self.json::<T>();
+        answer["content"]["application/x-ndjson"] = json!({
+            "schema": { "type": "string",
+                        "description": "one JSON object per line; the last has `done: true`" },
+            "x-item-schema": self.reference::<T>(),
+        });
+        answer
+    }
+
+    /// This document's own answer.
+    fn document() -> Value {
+        json!({ "description": "OK",
+                "content": { "application/json": { "schema": { "type": "object" } } } })
+    }
+
+    /// A 200 answer that is a file of type `media`.
+    fn file(media: &str) -> Value {
+        json!({ "description": "OK", "content": { media: { "schema": { "type": "string" } } } })
     }
 }
 
@@ -66,73 +95,234 @@ fn to_json(schema: &impl serde::Serialize) -> Value {
     serde_json::to_value(schema).unwrap_or(Value::Null)
 }
 
-/// The OpenAPI 3.1 document of this server: every route, with request
-/// schemas from the request types.
+/// One documented route.
+struct Route {
+    path: &'static str,
+    post: bool,
+    summary: &'static str,
+    request: Option<Value>,
+    ok: Value,
+}
+
+fn get(path: &'static str, summary: &'static str, ok: Value) -> Route {
+    Route {
+        path,
+        post: false,
+        summary,
+        request: None,
+        ok,
+    }
+}
+
+fn post(path: &'static str, summary: &'static str, request: Value, ok: Value) -> Route {
+    Route {
+        path,
+        post: true,
+        summary,
+        request: Some(request),
+        ok,
+    }
+}
+
+const OPENAI_SSE: &str = "one event per chunk, then a last event whose data is `[DONE]`";
+
+/// Every route this server answers.
+fn routes(s: &mut Schemas) -> Vec<Route> {
+    let chat = s.body::<api::ChatRequest>();
+    let completion = s.body::<api::CompletionRequest>();
+    let chat_answer =
+        s.json_or_sse::<api::ChatCompletion, api::ChatCompletionChunk>(OPENAI_SSE, true);
+    let completion_answer =
+        s.json_or_sse::<api::TextCompletion, api::TextCompletionChunk>(OPENAI_SSE, true);
+    // LM Studio's answers are OpenAI's plus its extras (also on the last chunk).
+    let extras = s.reference::<lmstudio::LmStudioExtras>();
+    let with_extras = |mut answer: Value| {
+        let plain = answer["content"]["application/json"]["schema"].take();
+        answer["content"]["application/json"]["schema"] = json!({ "allOf": [plain, extras] });
+        answer
+    };
+    let lm_chat_answer = with_extras(chat_answer.clone());
+    let lm_completion_answer = with_extras(completion_answer.clone());
+    vec![
+        get(
+            "/",
+            "server name, version, model and routes",
+            s.json::<api::ServerInfo>(),
+        ),
+        get("/health", "liveness", s.json::<api::Health>()),
+        get("/healthz", "liveness", s.json::<api::Health>()),
+        get(
+            "/ready",
+            "200 once the model is loaded, else 503",
+            s.json::<api::Ready>(),
+        ),
+        get(
+            "/api/version",
+            "server version (Ollama)",
+            s.json::<api::Version>(),
+        ),
+        get(
+            "/v1/models",
+            "the loaded model (OpenAI)",
+            s.json::<api::ModelList>(),
+        ),
+        get(
+            "/v1/models/{id}",
+            "any id answers with the loaded model (OpenAI)",
+            s.json::<api::ModelObject>(),
+        ),
+        post(
+            "/v1/chat/completions",
+            "chat completion (OpenAI); stream: server-sent events",
+            chat.clone(),
+            chat_answer,
+        ),
+        post(
+            "/v1/completions",
+            "text completion (OpenAI); stream: server-sent events",
+            completion.clone(),
+            completion_answer,
+        ),
+        post(
+            "/v1/responses",
+            "Responses API (OpenAI): input string or messages, instructions; \
+              stream: typed server-sent events",
+            s.body::<responses::ResponsesRequest>(),
+            s.json_or_sse::<responses::ResponseObject, responses::SequencedEvent>(
+                "events named after their data's `type`",
+                false,
+            ),
+        ),
+        post(
+            "/generate",
+            "native: prompt or messages (exactly one); text, token counts and timings",
+            s.body::<api::GenerateRequest>(),
+            s.json::<api::GenerateResponse>(),
+        ),
+        post(
+            "/tokenize",
+            "text to token ids (llama-server shape)",
+            s.body::<api::TokenizeRequest>(),
+            s.json::<api::TokenizeResponse>(),
+        ),
+        post(
+            "/detokenize",
+            "token ids to text (llama-server shape)",
+            s.body::<api::DetokenizeRequest>(),
+            s.json::<api::DetokenizeResponse>(),
+        ),
+        post(
+            "/api/chat",
+            "chat (Ollama); streams JSON lines unless stream: false",
+            s.body::<ollama::ChatRequest>(),
+            s.json_or_lines::<ollama::ChatResponse>(),
+        ),
+        post(
+            "/api/generate",
+            "generate (Ollama); streams JSON lines unless stream: false",
+            s.body::<ollama::GenerateRequest>(),
+            s.json_or_lines::<ollama::GenerateResponse>(),
+        ),
+        get(
+            "/api/tags",
+            "models (Ollama)",
+            s.json::<ollama::TagsResponse>(),
+        ),
+        get(
+            "/api/ps",
+            "loaded models (Ollama)",
+            s.json::<ollama::PsResponse>(),
+        ),
+        post(
+            "/api/show",
+            "model details (Ollama)",
+            s.body::<ollama::ShowRequest>(),
+            s.json::<ollama::ShowResponse>(),
+        ),
+        get(
+            "/api/v0/models",
+            "models (LM Studio)",
+            s.json::<lmstudio::LmStudioModelList>(),
+        ),
+        get(
+            "/api/v0/models/{id}",
+            "any id answers with the loaded model (LM Studio)",
+            s.json::<lmstudio::LmStudioModel>(),
+        ),
+        post(
+            "/api/v0/chat/completions",
+            "chat completion (LM Studio): OpenAI's body plus stats, model_info, runtime",
+            chat,
+            lm_chat_answer,
+        ),
+        post(
+            "/api/v0/completions",
+            "text completion (LM Studio): OpenAI's body plus stats",
+            completion,
+            lm_completion_answer,
+        ),
+        get("/openapi.json", "this document", Schemas::document()),
+        get("/swagger.json", "this document", Schemas::document()),
+        get(
+            "/docs",
+            "Swagger UI for this document, served from the binary",
+            Schemas::file("text/html"),
+        ),
+        get(
+            "/docs/swagger-ui-bundle.js",
+            "Swagger UI's script",
+            Schemas::file("application/javascript"),
+        ),
+        get(
+            "/docs/swagger-ui.css",
+            "Swagger UI's style sheet",
+            Schemas::file("text/css"),
+        ),
+    ]
+}
+
+/// The paths of every route, as `GET /` lists them.
+pub(crate) fn paths() -> Vec<String> {
+    let mut schemas = Schemas {
+        components: Map::new(),
+    };
+    routes(&mut schemas)
+        .iter()
+        .map(|r| r.path.to_string())
+        .collect()
+}
+
+/// The OpenAPI 3.1 document of this server: every route, with request and
+/// answer schemas generated from the types the handlers parse and answer.
 pub fn document() -> Value {
     let mut schemas = Schemas {
         components: Map::new(),
     };
-    let get = |summary: &str| json!({ "get": { "summary": summary } });
-    let post =
-        |summary: &str, body: Value| json!({ "post": { "summary": summary, "requestBody": body } });
-    let chat = schemas.body::<api::ChatRequest>();
-    let completion = schemas.body::<api::CompletionRequest>();
-    let mut paths = json!({
-        "/": get("server name, version, model and main routes"),
-        "/health": get("liveness"),
-        "/healthz": get("liveness"),
-        "/ready": get("200 once the model is loaded, else 503"),
-        "/api/version": get("server version"),
-        "/v1/models": get("the loaded model, OpenAI shape"),
-        "/v1/chat/completions": post("chat completion (OpenAI); stream: server-sent events", chat.clone()),
-        "/v1/completions": post("text completion (OpenAI)", completion.clone()),
-        "/v1/responses": post("Responses API (OpenAI): input string or messages, instructions",
-            schemas.body::<responses::ResponsesRequest>()),
-        "/generate": post("native: prompt or messages (exactly one); text, token counts and timings",
-            schemas.body::<api::GenerateRequest>()),
-        "/tokenize": post("text to token ids (llama-server shape)", schemas.body::<api::TokenizeRequest>()),
-        "/detokenize": post("token ids to text (llama-server shape)", schemas.body::<api::DetokenizeRequest>()),
-        "/api/chat": post("chat (Ollama); streams JSON lines unless stream: false",
-            schemas.body::<ollama::ChatRequest>()),
-        "/api/generate": post("generate (Ollama); streams JSON lines unless stream: false",
-            schemas.body::<ollama::GenerateRequest>()),
-        "/api/tags": get("models (Ollama)"),
-        "/api/ps": get("loaded models (Ollama)"),
-        "/api/show": post("model details (Ollama)", schemas.body::<ollama::ShowRequest>()),
-        "/api/v0/models": get("models (LM Studio)"),
-        "/api/v0/chat/completions": post("chat completion (LM Studio): OpenAI's body plus stats, model_info, runtime", chat),
-        "/api/v0/completions": post("text completion (LM Studio)", completion),
-    });
     // Errors take the shape of the route's family.
-    let openai_answers = schemas.responses::<super::ErrorBody>();
-    let ollama_answers = schemas.responses::<super::OllamaErrorBody>();
-    // Bodies with a type of their own (LM Studio's add fields to OpenAI's).
-    let chat_body = schemas.success::<api::ChatCompletion>(true);
-    let completion_body = schemas.success::<api::TextCompletion>(true);
-    let models_body = schemas.success::<api::ModelList>(false);
-    for (path, item) in paths.as_object_mut().into_iter().flatten() {
-        for operation in item
-            .as_object_mut()
-            .into_iter()
-            .flat_map(|o| o.values_mut())
-        {
-            let mut answers = if api::is_ollama_path(path) {
-                ollama_answers.clone()
-            } else {
-                openai_answers.clone()
-            };
-            match path.as_str() {
-                "/v1/chat/completions" | "/api/v0/chat/completions" => {
-                    answers["200"] = chat_body.clone();
-                }
-                "/v1/completions" | "/api/v0/completions" => {
-                    answers["200"] = completion_body.clone();
-                }
-                "/v1/models" => answers["200"] = models_body.clone(),
-                _ => {}
-            }
-            operation["responses"] = answers;
+    let openai_error = schemas.reference::<super::ErrorBody>();
+    let ollama_error = schemas.reference::<super::OllamaErrorBody>();
+    let mut paths = Map::new();
+    for route in routes(&mut schemas) {
+        let error = if api::is_ollama_path(route.path) {
+            &ollama_error
+        } else {
+            &openai_error
+        };
+        let error = json!({ "description": "an error",
+                            "content": { "application/json": { "schema": error } } });
+        let mut operation = json!({
+            "summary": route.summary,
+            "responses": { "200": route.ok, "4XX": error, "5XX": error },
+        });
+        if let Some(body) = route.request {
+            operation["requestBody"] = body;
         }
+        if route.path.contains("{id}") {
+            operation["parameters"] = json!([{ "name": "id", "in": "path", "required": true,
+                                               "schema": { "type": "string" } }]);
+        }
+        let method = if route.post { "post" } else { "get" };
+        paths.insert(route.path.to_string(), json!({ method: operation }));
     }
     json!({
         "openapi": "3.1.0",
