@@ -1394,3 +1394,44 @@ fn a_full_queue_answers_503_with_retry_after() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// `tools` and `response_format` are accepted and reach the prompt (as a
+/// system instruction for this template-less model); a malformed tool is a
+/// 400 naming it.
+#[test]
+fn chat_tools_and_response_format_reach_the_prompt() {
+    let Some(model) = tiny("tiny-llama-Q8_0") else {
+        return;
+    };
+    let s = start(&model, &[]);
+    let p = s.port;
+    let base = json!({"messages": [{"role": "user", "content": "Weather in Paris?"}],
+                      "max_tokens": 1, "cache_prompt": false});
+    let prompt_tokens = |extra: Value| {
+        let mut body = base.clone();
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let (status, answer) = post(p, "/v1/chat/completions", &body);
+        assert_eq!(status, 200, "{answer}");
+        answer["usage"]["prompt_tokens"].as_u64().unwrap()
+    };
+    let plain = prompt_tokens(json!({}));
+    let tool = json!({"type": "function", "function": {"name": "get_weather",
+                      "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}});
+    let with_tools = prompt_tokens(json!({"tools": [tool]}));
+    assert!(with_tools > plain + 20, "{with_tools} vs {plain}");
+    assert_eq!(
+        prompt_tokens(json!({"tools": [tool], "tool_choice": "none"})),
+        plain
+    );
+    let with_format = prompt_tokens(json!({"response_format": {"type": "json_object"}}));
+    assert!(with_format > plain, "{with_format} vs {plain}");
+    let (status, err) = post(
+        p,
+        "/v1/chat/completions",
+        &json!({"messages": [{"role": "user", "content": "x"}], "tools": ["get_weather"]}),
+    );
+    assert_eq!(status, 400);
+    assert_eq!(err["error"]["param"], "tools[0]");
+}

@@ -16,7 +16,7 @@
 
 use super::{ChatError, Message};
 use minijinja::syntax::SyntaxConfig;
-use minijinja::value::{Kwargs, ValueKind};
+use minijinja::value::{Kwargs, Serde, ValueKind};
 use minijinja::{Environment, Error, ErrorKind, Value, context};
 
 const NAME: &str = "chat_template";
@@ -36,6 +36,8 @@ pub(super) struct JinjaTemplate {
     env: Environment<'static>,
     /// The template ignores or rejects system messages: merge them into user turns.
     polyfill_system: bool,
+    /// The template reads a `tools` variable (renders tool definitions itself).
+    pub(super) uses_tools: bool,
 }
 
 impl JinjaTemplate {
@@ -59,7 +61,12 @@ impl JinjaTemplate {
         let mut template = Self {
             env,
             polyfill_system: false,
+            uses_tools: false,
         };
+        template.uses_tools = template
+            .env
+            .get_template(NAME)
+            .is_ok_and(|t| t.undeclared_variables(false).contains("tools"));
         template.polyfill_system = !template.supports_system_role(bos, eos);
         Ok(template)
     }
@@ -69,21 +76,31 @@ impl JinjaTemplate {
     fn supports_system_role(&self, bos: &str, eos: &str) -> bool {
         const NEEDLE: &str = "<System Needle>";
         let probe = [Message::new("system", NEEDLE), Message::new("user", "Hey")];
-        self.render_raw(&probe, false, bos, eos)
+        self.render_raw(&probe, false, None, bos, eos)
             .is_ok_and(|out| out.contains(NEEDLE))
     }
 
+    /// Renders `messages`; `tools` (OpenAI's list of tool definitions), when
+    /// given, is the template's `tools` variable, else it stays undefined as
+    /// templates expect when there are none.
     pub(super) fn render(
         &self,
         messages: &[Message],
         add_generation_prompt: bool,
+        tools: Option<&serde_json::Value>,
         bos: &str,
         eos: &str,
     ) -> Result<String, ChatError> {
         if self.polyfill_system {
-            self.render_raw(&merge_system(messages), add_generation_prompt, bos, eos)
+            self.render_raw(
+                &merge_system(messages),
+                add_generation_prompt,
+                tools,
+                bos,
+                eos,
+            )
         } else {
-            self.render_raw(messages, add_generation_prompt, bos, eos)
+            self.render_raw(messages, add_generation_prompt, tools, bos, eos)
         }
     }
 
@@ -91,6 +108,7 @@ impl JinjaTemplate {
         &self,
         messages: &[Message],
         add_generation_prompt: bool,
+        tools: Option<&serde_json::Value>,
         bos: &str,
         eos: &str,
     ) -> Result<String, ChatError> {
@@ -103,6 +121,10 @@ impl JinjaTemplate {
             add_generation_prompt => add_generation_prompt,
             bos_token => bos,
             eos_token => eos,
+        };
+        let ctx = match tools {
+            Some(tools) => context! { tools => Value::from(Serde(tools)), ..ctx },
+            None => ctx,
         };
         template.render(ctx).map_err(render_error)
     }

@@ -190,8 +190,28 @@ impl ChatTemplate {
         messages: &[Message],
         add_generation_prompt: bool,
     ) -> Result<String, ChatError> {
+        self.render_with_tools(messages, add_generation_prompt, None)
+    }
+
+    /// Whether the template renders tool definitions itself (a Jinja
+    /// template that reads `tools`); builtins do not.
+    pub fn renders_tools(&self) -> bool {
+        matches!(&self.kind, Kind::Jinja(t) if t.uses_tools)
+    }
+
+    /// [`ChatTemplate::render`] with OpenAI's `tools` list as the template's
+    /// `tools` variable (ignored by templates that do not read it: see
+    /// [`ChatTemplate::renders_tools`]).
+    pub fn render_with_tools(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+        tools: Option<&serde_json::Value>,
+    ) -> Result<String, ChatError> {
         let mut text = match &self.kind {
-            Kind::Jinja(t) => t.render(messages, add_generation_prompt, &self.bos, &self.eos)?,
+            Kind::Jinja(t) => {
+                t.render(messages, add_generation_prompt, tools, &self.bos, &self.eos)?
+            }
             Kind::Builtin(b) => b.render(messages, add_generation_prompt, &self.bos, &self.eos),
         };
         if self.adds_bos && !self.bos.is_empty() && text.starts_with(&self.bos) {

@@ -192,6 +192,41 @@ fn llama_cpp_granite_3_loop_last() {
     assert_eq!(jinja(t, "", ""), expected);
 }
 
+/// OpenAI's `tools` list reaches a template that reads `tools`, with its
+/// keys in the client's order (Python's `json.dumps(indent=4)` layout);
+/// templates and builtins that do not read it say so.
+#[test]
+fn tools_reach_templates_that_render_them() {
+    let granite = "{%- if tools %}{{- '<|start_of_role|>available_tools<|end_of_role|>\n' }}\
+        {%- for tool in tools %}{{- tool | tojson(indent=4) }}{%- endfor %}\
+        {{- '<|end_of_text|>\n' }}{%- endif %}\
+        {%- for message in messages %}{{- message['role'] + ': ' + message['content'] + '\n' }}{%- endfor %}";
+    let template = NO_MODEL.template(Some(granite), "granite").unwrap();
+    assert!(template.renders_tools());
+    let tools: serde_json::Value = serde_json::from_str(
+        r#"[{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]"#,
+    )
+    .unwrap();
+    let messages = [Message::new("user", "Weather?")];
+    let with = template
+        .render_with_tools(&messages, false, Some(&tools))
+        .unwrap();
+    assert_eq!(
+        with,
+        "<|start_of_role|>available_tools<|end_of_role|>\n{\n    \"type\": \"function\",\n    \
+         \"function\": {\n        \"name\": \"get_weather\",\n        \"parameters\": {\n            \
+         \"type\": \"object\"\n        }\n    }\n}<|end_of_text|>\nuser: Weather?\n"
+    );
+    // Without tools, `tools` stays undefined, as templates expect.
+    assert_eq!(
+        template.render(&messages, false).unwrap(),
+        "user: Weather?\n"
+    );
+    let plain = NO_MODEL.template(Some("{{ messages[0]['content'] }}"), "llama");
+    assert!(!plain.unwrap().renders_tools());
+    assert!(!NO_MODEL.template(None, "qwen2").unwrap().renders_tools());
+}
+
 /// Macros, a dict literal, attribute access on dicts, and the system polyfill.
 #[test]
 fn llama_cpp_yandexgpt_macros() {

@@ -173,7 +173,17 @@ impl Runner {
     /// Tokens of a chat rendered by the model's template, ending with the
     /// assistant's turn opened.
     pub fn tokenize_chat(&self, messages: &[Message]) -> Result<Vec<TokenId>, GenerateError> {
-        let text = self.chat.render(messages, true)?;
+        self.tokenize_chat_with_tools(messages, None)
+    }
+
+    /// [`Runner::tokenize_chat`] with OpenAI's `tools` list given to the
+    /// template (see [`ChatTemplate::render_with_tools`]).
+    pub fn tokenize_chat_with_tools(
+        &self,
+        messages: &[Message],
+        tools: Option<&serde_json::Value>,
+    ) -> Result<Vec<TokenId>, GenerateError> {
+        let text = self.chat.render_with_tools(messages, true, tools)?;
         // The template leaves BOS to the tokenizer (see `crate::chat`).
         Ok(self.tokenizer.encode(&text, true, true))
     }

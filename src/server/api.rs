@@ -568,6 +568,104 @@ pub(super) fn chat_tokens(l: &Loaded, messages: &[Message]) -> Result<Vec<u32>, 
         .map_err(|e| bad_field("messages", e))
 }
 
+/// OpenAI's `response_format`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub(super) enum ResponseFormat {
+    Text,
+    JsonObject,
+    JsonSchema { json_schema: JsonSchemaFormat },
+}
+
+/// OpenAI's `json_schema` format; its `name` and `strict` are accepted
+/// and mean nothing here.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub(super) struct JsonSchemaFormat {
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    schema: Option<Value>,
+}
+
+/// What a chat request asks of the answer's form — tools it may call, a
+/// JSON answer — as the prompt carries it until sampling can enforce it
+/// (no grammar-constrained sampling yet, and tool calls are not parsed out
+/// of the answer). Tools go to the model's template when it renders them
+/// (`tools_for_template`); otherwise they, and the wanted format, become a
+/// system instruction, as llama.cpp's generic tool format does.
+#[derive(Debug, Default)]
+pub(super) struct AnswerForm {
+    tools_for_template: Option<Value>,
+    instruction: Option<String>,
+}
+
+impl AnswerForm {
+    /// The form asked for; `renders_tools`: the model's template renders a
+    /// `tools` list itself.
+    fn new(
+        tools: Option<Vec<Value>>,
+        tool_choice: Option<&Value>,
+        format: Option<&ResponseFormat>,
+        renders_tools: bool,
+    ) -> Result<Self, ApiError> {
+        let mut form = Self::default();
+        let mut notes = Vec::new();
+        // `tool_choice: "none"` means the model must not call any.
+        let tools = tools
+            .filter(|t| !t.is_empty())
+            .filter(|_| tool_choice.and_then(Value::as_str) != Some("none"));
+        if let Some(tools) = tools {
+            if let Some(i) = tools.iter().position(|t| !t.is_object()) {
+                return Err(bad_field(&format!("tools[{i}]"), "must be an object"));
+            }
+            if renders_tools {
+                form.tools_for_template = Some(Value::Array(tools));
+            } else {
+                notes.push(format!(
+                    "You can call these tools. To call one, answer with only a JSON object \
+                     {{\"name\": <tool name>, \"arguments\": {{…}}}}.\nTools: {}",
+                    Value::Array(tools)
+                ));
+            }
+        }
+        match format {
+            None | Some(ResponseFormat::Text) => {}
+            Some(ResponseFormat::JsonObject) => notes.push("Answer with one JSON object.".into()),
+            Some(ResponseFormat::JsonSchema { json_schema }) => {
+                let mut note = String::from("Answer with one JSON object");
+                if let Some(d) = &json_schema.description {
+                    note.push_str(&format!(" ({d})"));
+                }
+                if let Some(schema) = &json_schema.schema {
+                    note.push_str(&format!(" that matches this JSON schema: {schema}"));
+                }
+                note.push('.');
+                notes.push(note);
+            }
+        }
+        form.instruction = (!notes.is_empty()).then(|| notes.join("\n\n"));
+        Ok(form)
+    }
+
+    /// The prompt tokens of `messages` asking for this form: the instruction
+    /// joins the leading system message (or becomes one).
+    fn tokens(self, l: &Loaded, mut messages: Vec<Message>) -> Result<Vec<u32>, ApiError> {
+        if let Some(note) = self.instruction {
+            match messages.first_mut() {
+                Some(m) if m.role == "system" => {
+                    m.content.push_str("\n\n");
+                    m.content.push_str(&note);
+                }
+                _ => messages.insert(0, Message::new("system", note)),
+            }
+        }
+        l.runner
+            .tokenize_chat_with_tools(&messages, self.tools_for_template.as_ref())
+            .map_err(|e| bad_field("messages", e))
+    }
+}
+
 /// Sets the job's cancel flag when dropped (the client went away).
 pub(super) struct CancelOnDrop(Arc<AtomicBool>);
 
@@ -940,6 +1038,19 @@ pub(crate) struct ChatRequest {
     #[serde(default)]
     #[schema(maximum = 20)]
     top_logprobs: Option<usize>,
+    /// Tool definitions (OpenAI's shape): rendered by the model's template
+    /// when it renders tools, else described in a system instruction. Not
+    /// enforced, and calls are not parsed out of the answer yet.
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<Object>>)]
+    tools: Option<Vec<Value>>,
+    /// `none` leaves the tools out; other choices are accepted as is.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    tool_choice: Option<Value>,
+    /// A JSON answer, asked for in a system instruction (not enforced yet).
+    #[serde(default)]
+    response_format: Option<ResponseFormat>,
     #[serde(flatten)]
     sampling: SamplingFields,
 }
@@ -972,8 +1083,13 @@ pub(super) async fn chat(state: &AppState, req: ChatRequest, flavor: Flavor) -> 
         (true, n) => Some(n.unwrap_or(0)),
         (false, None) => None,
     };
-    let messages = messages(req.messages)?;
-    let tokens = chat_tokens(l, &messages)?;
+    let form = AnswerForm::new(
+        req.tools,
+        req.tool_choice.as_ref(),
+        req.response_format.as_ref(),
+        l.runner.chat_template().renders_tools(),
+    )?;
+    let tokens = form.tokens(l, messages(req.messages)?)?;
     let n_vocab = l.runner.tokenizer().vocab().len();
     let mut options = req.sampling.options(tokens.len(), l.ctx_size, n_vocab)?;
     options.top_logprobs = top_logprobs;
@@ -1320,5 +1436,57 @@ fn final_chunks(
         vec![finish, usage]
     } else {
         vec![finish]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn format(json: &str) -> ResponseFormat {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn answer_form_goes_to_the_template_or_an_instruction() {
+        let tools = || Some(vec![json!({"type": "function", "function": {"name": "f"}})]);
+        // A template that renders tools gets them; nothing else is added.
+        let form = AnswerForm::new(tools(), None, None, true).unwrap();
+        assert_eq!(form.tools_for_template, Some(json!(tools().unwrap())));
+        assert_eq!(form.instruction, None);
+        // Otherwise they are described, key order kept, with the call format.
+        let form = AnswerForm::new(tools(), Some(&json!("auto")), None, false).unwrap();
+        let note = form.instruction.unwrap();
+        assert!(note.starts_with("You can call these tools."), "{note}");
+        assert!(
+            note.ends_with(r#"Tools: [{"type":"function","function":{"name":"f"}}]"#),
+            "{note}"
+        );
+        // tool_choice "none" leaves them out.
+        let form = AnswerForm::new(tools(), Some(&json!("none")), None, false).unwrap();
+        assert_eq!((form.tools_for_template, form.instruction), (None, None));
+        // Response formats.
+        let json_object = format(r#"{"type": "json_object"}"#);
+        let form = AnswerForm::new(None, None, Some(&json_object), false).unwrap();
+        assert_eq!(
+            form.instruction.as_deref(),
+            Some("Answer with one JSON object.")
+        );
+        let schema = format(
+            r#"{"type": "json_schema", "json_schema": {"name": "n", "schema": {"type": "object"}}}"#,
+        );
+        let form = AnswerForm::new(None, None, Some(&schema), false).unwrap();
+        assert_eq!(
+            form.instruction.as_deref(),
+            Some(
+                r#"Answer with one JSON object that matches this JSON schema: {"type":"object"}."#
+            )
+        );
+        let text = format(r#"{"type": "text"}"#);
+        let form = AnswerForm::new(None, None, Some(&text), false).unwrap();
+        assert_eq!(form.instruction, None);
+        // A tool that is not an object is the client's error, naming it.
+        let bad = AnswerForm::new(Some(vec![json!("f")]), None, None, false).unwrap_err();
+        assert_eq!(bad.param.as_deref(), Some("tools[0]"));
     }
 }
