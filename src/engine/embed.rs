@@ -222,18 +222,14 @@ impl Runner {
         let c = model.config();
         let mut out = Vec::with_capacity(inputs.len());
         let mut scratch = ForwardScratch::default();
-        let mut batch: Vec<TokenId> = Vec::new();
-        let mut ranges: Vec<Range<usize>> = Vec::new();
-        let mut next = 0;
-        while next < inputs.len() {
-            batch.clear();
-            ranges.clear();
-            while let Some(tokens) = inputs.get(next)
-                && (ranges.is_empty() || batch.len() + tokens.len() <= options.batch_tokens)
-            {
-                ranges.push(batch.len()..batch.len() + tokens.len());
-                batch.extend_from_slice(tokens);
-                next += 1;
+        let lengths: Vec<usize> = inputs.iter().map(Vec::len).collect();
+        for pass in passes(&lengths, options.batch_tokens) {
+            let batch: Vec<TokenId> = inputs[pass.clone()].concat();
+            let mut ranges = Vec::with_capacity(pass.len());
+            let mut start = 0;
+            for len in &lengths[pass] {
+                ranges.push(start..start + len);
+                start += len;
             }
             // Scratch keys and values for this pass only: F32, the exact
             // path (llama.cpp's encoders keep no cache and attend in f32).
@@ -261,9 +257,38 @@ impl Runner {
     }
 }
 
+/// Groups inputs (by their token counts) into forward passes, in order: as
+/// many as fit in `batch_tokens`, and an input longer than that alone.
+fn passes(lengths: &[usize], batch_tokens: usize) -> Vec<Range<usize>> {
+    let mut out: Vec<Range<usize>> = Vec::new();
+    let mut tokens = 0;
+    for (i, &len) in lengths.iter().enumerate() {
+        match out.last_mut() {
+            Some(pass) if tokens + len <= batch_tokens => {
+                pass.end = i + 1;
+                tokens += len;
+            }
+            _ => {
+                out.push(i..i + 1);
+                tokens = len;
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passes_take_what_fits_and_long_inputs_alone() {
+        assert_eq!(passes(&[5, 16, 34, 10], 64), [0..3, 3..4]);
+        assert_eq!(passes(&[5, 16, 34, 10], 21), [0..2, 2..3, 3..4]);
+        assert_eq!(passes(&[5, 16, 34, 10], 1), [0..1, 1..2, 2..3, 3..4]);
+        assert_eq!(passes(&[100, 1, 1], 10), [0..1, 1..3]);
+        assert_eq!(passes(&[], 10), Vec::<Range<usize>>::new());
+    }
 
     #[test]
     fn cosine_similarity_of_known_vectors() {
