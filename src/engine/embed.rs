@@ -9,7 +9,7 @@
 //! model is much better at retrieval.
 
 use super::runner::Runner;
-use crate::model::{ForwardScratch, KvType, ModelError};
+use crate::model::{ForwardScratch, KvType, ModelError, Positions};
 use crate::tokenizer::TokenId;
 use std::ops::Range;
 use thiserror::Error;
@@ -29,16 +29,18 @@ pub struct EmbedOptions {
     pub batch_tokens: usize,
 }
 
+/// Tokens per embedding pass by default (the CLI's and server's `--ubatch`).
+pub const DEFAULT_BATCH_TOKENS: usize = 512;
+
 impl EmbedOptions {
     /// The runner's context (for encoders: the position table), unit
-    /// vectors, no truncation, passes of up to 2048 tokens (llama-embedding's
-    /// batch).
+    /// vectors, no truncation, passes of up to [`DEFAULT_BATCH_TOKENS`].
     pub fn new(runner: &Runner) -> Self {
         Self {
             ctx_size: runner.embedding_ctx_size(),
             truncate: false,
             normalize: true,
-            batch_tokens: 2048,
+            batch_tokens: DEFAULT_BATCH_TOKENS,
         }
     }
 }
@@ -133,6 +135,16 @@ impl Runner {
         }
     }
 
+    /// The longest input `options` allow: its `ctx_size`, and never more
+    /// than a learned position table holds.
+    fn input_limit(&self, options: &EmbedOptions) -> usize {
+        let c = self.model().config();
+        match c.positions {
+            Positions::Learned => options.ctx_size.min(c.context_length),
+            Positions::Rope => options.ctx_size,
+        }
+    }
+
     /// The unit-length embedding of `text`.
     ///
     /// ```no_run
@@ -173,7 +185,7 @@ impl Runner {
         options: &EmbedOptions,
     ) -> Result<Vec<TokenId>, EmbedError> {
         let mut tokens = self.tokenizer().encode(text, true, false);
-        let ctx_size = options.ctx_size;
+        let ctx_size = self.input_limit(options);
         if tokens.len() > ctx_size {
             if !options.truncate || ctx_size == 0 {
                 return Err(EmbedError::InputTooLong {
@@ -206,15 +218,16 @@ impl Runner {
         inputs: &[Vec<TokenId>],
         options: &EmbedOptions,
     ) -> Result<Vec<Embedding>, EmbedError> {
+        let ctx_size = self.input_limit(options);
         for (index, tokens) in inputs.iter().enumerate() {
             if tokens.is_empty() {
                 return Err(EmbedError::EmptyInput { index });
             }
-            if tokens.len() > options.ctx_size {
+            if tokens.len() > ctx_size {
                 return Err(EmbedError::InputTooLong {
                     index,
                     tokens: tokens.len(),
-                    ctx_size: options.ctx_size,
+                    ctx_size,
                 });
             }
         }

@@ -94,6 +94,14 @@ impl Pooling {
         }
     }
 
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Mean => "mean",
+            Self::Cls => "cls",
+            Self::Last => "last",
+        }
+    }
+
     /// One vector of width `n_embd` from a sequence's hidden states (`rows`,
     /// `n_tokens × n_embd`, at least one token). The mean weighs every token
     /// by `1/n` and sums in f64, as close as f32 allows to llama.cpp's
