@@ -68,6 +68,12 @@ pub enum EmbedError {
     },
     #[error("input {index} has no tokens to embed")]
     EmptyInput { index: usize },
+    #[error("input {index}: token id {token} is outside the vocabulary of {n_vocab}")]
+    TokenOutOfRange {
+        index: usize,
+        token: TokenId,
+        n_vocab: usize,
+    },
     #[error(transparent)]
     Model(#[from] ModelError),
 }
@@ -210,15 +216,16 @@ impl Runner {
         Ok(tokens)
     }
 
-    /// Embeds inputs given as tokens: packs them into passes of up to
-    /// `options.batch_tokens` tokens, runs each pass once through the model
-    /// ([`crate::model::Model::forward_hidden`]), and pools each input.
-    pub fn embed_tokens(
+    /// Refuses inputs given as tokens that [`Runner::embed_tokens`] cannot
+    /// take: empty, longer than the context, or with ids outside the
+    /// vocabulary.
+    pub fn check_embedding_inputs(
         &self,
         inputs: &[Vec<TokenId>],
         options: &EmbedOptions,
-    ) -> Result<Vec<Embedding>, EmbedError> {
+    ) -> Result<(), EmbedError> {
         let ctx_size = self.input_limit(options);
+        let n_vocab = self.model().config().n_vocab;
         for (index, tokens) in inputs.iter().enumerate() {
             if tokens.is_empty() {
                 return Err(EmbedError::EmptyInput { index });
@@ -230,7 +237,26 @@ impl Runner {
                     ctx_size,
                 });
             }
+            if let Some(&token) = tokens.iter().find(|&&t| t as usize >= n_vocab) {
+                return Err(EmbedError::TokenOutOfRange {
+                    index,
+                    token,
+                    n_vocab,
+                });
+            }
         }
+        Ok(())
+    }
+
+    /// Embeds inputs given as tokens: packs them into passes of up to
+    /// `options.batch_tokens` tokens, runs each pass once through the model
+    /// ([`crate::model::Model::forward_hidden`]), and pools each input.
+    pub fn embed_tokens(
+        &self,
+        inputs: &[Vec<TokenId>],
+        options: &EmbedOptions,
+    ) -> Result<Vec<Embedding>, EmbedError> {
+        self.check_embedding_inputs(inputs, options)?;
         let model = self.model();
         let c = model.config();
         let mut out = Vec::with_capacity(inputs.len());

@@ -21,7 +21,7 @@ fn model_entry(l: &Loaded) -> Value {
     json!({
         "id": l.model_id,
         "object": "model",
-        "type": "llm",
+        "type": if l.runner.model().config().output_head { "llm" } else { "embeddings" },
         "publisher": "local",
         "arch": l.runner.model().config().arch,
         "compatibility_type": "gguf",

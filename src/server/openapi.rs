@@ -2,7 +2,7 @@
 //! Swagger UI served from the binary (assets/swagger-ui, vendored from npm's
 //! swagger-ui-dist) so it works offline.
 
-use super::{api, ollama, responses};
+use super::{api, embeddings, ollama, responses};
 use axum::http::header;
 use axum::response::{Html, IntoResponse, Response};
 use serde_json::{Map, Value, json};
@@ -77,6 +77,7 @@ pub fn document() -> Value {
         |summary: &str, body: Value| json!({ "post": { "summary": summary, "requestBody": body } });
     let chat = schemas.body::<api::ChatRequest>();
     let completion = schemas.body::<api::CompletionRequest>();
+    let embedding = schemas.body::<embeddings::EmbeddingRequest>();
     let mut paths = json!({
         "/": get("server name, version, model and main routes"),
         "/health": get("liveness"),
@@ -102,6 +103,13 @@ pub fn document() -> Value {
         "/api/v0/models": get("models (LM Studio)"),
         "/api/v0/chat/completions": post("chat completion (LM Studio): OpenAI's body plus stats, model_info, runtime", chat),
         "/api/v0/completions": post("text completion (LM Studio)", completion),
+        "/v1/embeddings": post("embeddings (OpenAI): input text(s) or token ids; float or base64",
+            embedding.clone()),
+        "/api/v0/embeddings": post("embeddings (LM Studio): OpenAI's body", embedding),
+        "/api/embed": post("embeddings (Ollama): input string or list, unit vectors under embeddings",
+            schemas.body::<embeddings::EmbedRequest>()),
+        "/api/embeddings": post("embedding (Ollama's older route): prompt, one raw vector under embedding",
+            schemas.body::<embeddings::EmbeddingsRequest>()),
     });
     // Errors take the shape of the route's family.
     let openai_answers = schemas.responses::<super::ErrorBody>();
@@ -110,6 +118,7 @@ pub fn document() -> Value {
     let chat_body = schemas.success::<api::ChatCompletion>(true);
     let completion_body = schemas.success::<api::TextCompletion>(true);
     let models_body = schemas.success::<api::ModelList>(false);
+    let embeddings_body = schemas.success::<embeddings::EmbeddingList>(false);
     for (path, item) in paths.as_object_mut().into_iter().flatten() {
         for operation in item
             .as_object_mut()
@@ -129,6 +138,9 @@ pub fn document() -> Value {
                     answers["200"] = completion_body.clone();
                 }
                 "/v1/models" => answers["200"] = models_body.clone(),
+                "/v1/embeddings" | "/api/v0/embeddings" => {
+                    answers["200"] = embeddings_body.clone();
+                }
                 _ => {}
             }
             operation["responses"] = answers;
