@@ -9,7 +9,7 @@
 
 mod common;
 
-use rusty_llm::engine::{EmbedOptions, LoadOptions, Runner, cosine_similarity};
+use rusty_llm::engine::{EmbedOptions, cosine_similarity};
 use serde::Deserialize;
 use std::path::PathBuf;
 
@@ -43,15 +43,6 @@ fn fixture(stem: &str) -> Option<(PathBuf, Reference)> {
     Some((dir.join(&reference.model_file), reference))
 }
 
-fn runner(path: &PathBuf) -> Runner {
-    let options = LoadOptions {
-        threads: 2,
-        threads_batch: 2,
-        ..LoadOptions::default()
-    };
-    Runner::load(path, &options).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
 fn cos(a: &[f32], b: &[f32]) -> f64 {
     f64::from(cosine_similarity(a, b).unwrap())
 }
@@ -59,7 +50,7 @@ fn cos(a: &[f32], b: &[f32]) -> f64 {
 /// Checks one model; returns the worst cosine similarity seen.
 fn check(stem: &str, bound: f64) -> Option<f64> {
     let (path, reference) = fixture(stem)?;
-    let runner = runner(&path);
+    let runner = common::runner(&path);
     let n_embd = runner.model().config().n_embd;
     let raw = EmbedOptions {
         normalize: false,

@@ -7,9 +7,7 @@
 
 mod common;
 
-use rusty_llm::engine::{
-    EmbedError, EmbedOptions, LoadOptions, Runner, cosine_similarity, l2_normalize,
-};
+use rusty_llm::engine::{EmbedError, EmbedOptions, Runner, cosine_similarity, l2_normalize};
 use rusty_llm::gguf::{GgmlType, GgufFile, GgufWriter, Value};
 use rusty_llm::model::{ForwardScratch, KvType, Logits};
 use std::path::Path;
@@ -21,17 +19,8 @@ const TEXTS: [&str; 4] = [
     "A cat sat on the mat.",
 ];
 
-fn runner(path: &Path) -> Runner {
-    let options = LoadOptions {
-        threads: 2,
-        threads_batch: 2,
-        ..LoadOptions::default()
-    };
-    Runner::load(path, &options).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
 fn tiny_bert() -> Runner {
-    runner(&common::data("embed/tiny-bert-Q4_K_M.gguf"))
+    common::runner(&common::data("embed/tiny-bert-Q4_K_M.gguf"))
 }
 
 fn cos(a: &[f32], b: &[f32]) -> f32 {
@@ -148,7 +137,7 @@ fn long_inputs_are_refused_naming_both_lengths_or_truncated_on_request() {
 
 #[test]
 fn decoders_embed_by_mean_pooling_their_final_norm() {
-    let runner = runner(&common::data("tiny-llama-Q4_K_M.gguf"));
+    let runner = common::runner(&common::data("tiny-llama-Q4_K_M.gguf"));
     let model = runner.model();
     let n_embd = model.config().n_embd;
     let texts = ["Hello world", "Once upon a time there was a dragon"];
@@ -442,7 +431,7 @@ fn nomic_bert_matches_a_plain_computation_for_each_pooling() {
         for pooling_type in [1u32, 2, 3] {
             let path = dir.path().join(format!("nomic-{ty}-{pooling_type}.gguf"));
             weights.write(&path, ty, pooling_type);
-            let runner = runner(&path);
+            let runner = common::runner(&path);
             assert_eq!(runner.model().config().arch.name(), "nomic-bert");
             let batched = runner
                 .embed_batch(&TEXTS, &EmbedOptions::new(&runner))
@@ -474,7 +463,7 @@ fn nomic_bert_invariants() {
     let n_vocab = vocab.tensor_info("token_embd.weight").unwrap().rows().1 as usize;
     let path = dir.path().join("nomic.gguf");
     NomicWeights::new(n_vocab).write(&path, GgmlType::F32, 1);
-    let runner = runner(&path);
+    let runner = common::runner(&path);
     let options = EmbedOptions::new(&runner);
     let alone = one_at_a_time(&runner, &TEXTS);
 

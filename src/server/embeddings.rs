@@ -87,6 +87,24 @@ fn options(l: &Loaded, ctx_size: usize, truncate: bool, normalize: bool) -> Embe
     }
 }
 
+/// `dimensions` is accepted only as the model's own width: shortening a
+/// vector is right only for models trained for it (Matryoshka), which the
+/// file does not say.
+fn check_dimensions(l: &Loaded, dimensions: Option<u64>) -> Result<(), ApiError> {
+    let n_embd = l.runner.model().config().n_embd;
+    match dimensions {
+        Some(d) if d != n_embd as u64 => Err(bad_field(
+            "dimensions",
+            format!(
+                "this model's embeddings have {n_embd} dimensions; it cannot give {d} \
+                 (leave dimensions out)"
+            ),
+        )
+        .code("unsupported_value")),
+        _ => Ok(()),
+    }
+}
+
 /// The 400 for inputs the model cannot take, naming the input at fault
 /// (`input[2]`, or `field` itself for a single one).
 fn refused_input(e: EmbedError, field: &str, single: bool) -> ApiError {
@@ -186,19 +204,7 @@ pub(crate) async fn openai(
             ));
         }
     };
-    let n_embd = l.runner.model().config().n_embd;
-    if let Some(d) = req.dimensions
-        && d != n_embd as u64
-    {
-        return Err(bad_field(
-            "dimensions",
-            format!(
-                "this model's embeddings have {n_embd} dimensions; it cannot give {d} \
-                 (leave dimensions out)"
-            ),
-        )
-        .code("unsupported_value"));
-    }
+    check_dimensions(l, req.dimensions)?;
     let options = options(l, l.ctx_size, false, true);
     let (inputs, single) = match req.input {
         EmbeddingInput::Text(text) => (tokenize(l, &[text], &options, "input", true)?, true),
@@ -277,19 +283,7 @@ pub(crate) async fn ollama_embed(
     let started = Instant::now();
     let l = loaded(&state)?;
     let _requested = (req.model, req.keep_alive);
-    let n_embd = l.runner.model().config().n_embd;
-    if let Some(d) = req.dimensions
-        && d != n_embd as u64
-    {
-        return Err(bad_field(
-            "dimensions",
-            format!(
-                "this model's embeddings have {n_embd} dimensions; it cannot give {d} \
-                 (leave dimensions out)"
-            ),
-        )
-        .into());
-    }
+    check_dimensions(l, req.dimensions)?;
     let ctx_size = req.options.unwrap_or_default().context(l.ctx_size)?;
     let options = options(l, ctx_size, req.truncate.unwrap_or(true), true);
     // Ollama answers an empty input (or an empty string) with no vectors.

@@ -148,3 +148,14 @@ pub fn rewritten(
     w.write_file(&out).unwrap();
     out
 }
+
+/// A runner on two threads (the CI machine's cores) for the model at `path`.
+pub fn runner(path: &Path) -> rusty_llm::engine::Runner {
+    let options = rusty_llm::engine::LoadOptions {
+        threads: 2,
+        threads_batch: 2,
+        ..rusty_llm::engine::LoadOptions::default()
+    };
+    rusty_llm::engine::Runner::load(path, &options)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
