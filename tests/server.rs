@@ -273,8 +273,16 @@ fn openai_and_native_routes() {
         );
         assert!(json_of(&body)["error"]["message"].is_string(), "{body}");
     }
+    // A decoder embeds too (the mean of its last layer).
     let (status, _, body) = request(p, "POST", "/v1/embeddings", Some(r#"{"input": "x"}"#), &[]);
-    assert_eq!(status, 501, "{body}");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        json_of(&body)["data"][0]["embedding"]
+            .as_array()
+            .unwrap()
+            .len(),
+        256
+    );
     assert_eq!(request(p, "GET", "/nope", None, &[]).0, 404);
 
     // A client that disconnects mid-stream does not wedge the engine.
@@ -1254,8 +1262,9 @@ fn https_with_a_self_signed_certificate() {
 }
 
 /// The official `openai` and `ollama` Python clients against the default
-/// model (scripts/test-server-clients.sh makes its own venv from PyPI), with
-/// greedy answers checked against the CLI's.
+/// model and, for embeddings, tiny-bert (scripts/test-server-clients.sh
+/// makes its own venv from PyPI), with greedy answers and embeddings checked
+/// against the CLI's.
 #[test]
 fn official_python_clients() {
     let Some(model) = common::default_model() else {
@@ -1265,6 +1274,7 @@ fn official_python_clients() {
     let out = Command::new(&script)
         .arg(env!("CARGO_BIN_EXE_rusty-llm"))
         .arg(&model)
+        .arg(common::data("embed/tiny-bert-Q4_K_M.gguf"))
         .env_remove("RUSTY_LLM_API_KEY")
         .output()
         .unwrap();
@@ -1434,4 +1444,214 @@ fn chat_tools_and_response_format_reach_the_prompt() {
     );
     assert_eq!(status, 400);
     assert_eq!(err["error"]["param"], "tools[0]");
+}
+
+fn vector(v: &Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
+fn assert_close(a: &[f32], b: &[f32], what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}");
+    let worst = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst < 1e-6, "{what}: values differ by up to {worst}");
+}
+
+#[test]
+fn embedding_routes() {
+    use base64::Engine as _;
+    let model = common::data("embed/tiny-bert-Q4_K_M.gguf");
+    let s = start(model.to_str().unwrap(), &[]);
+    let p = s.port;
+    let texts = [
+        "Hello world",
+        "The quick brown fox jumps over the lazy dog.",
+    ];
+
+    // OpenAI: a list, floats, in order, with usage.
+    let (status, r) = post(
+        p,
+        "/v1/embeddings",
+        &json!({"model": "text-embedding-3-small", "input": texts}),
+    );
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["object"], "list");
+    assert_eq!(r["model"], "tiny-bert-Q4_K_M");
+    assert_eq!(r["usage"]["prompt_tokens"], 5 + 16);
+    assert_eq!(r["usage"]["total_tokens"], 5 + 16);
+    let floats: Vec<Vec<f32>> = (0..2)
+        .map(|i| {
+            assert_eq!(r["data"][i]["index"], i);
+            assert_eq!(r["data"][i]["object"], "embedding");
+            vector(&r["data"][i]["embedding"])
+        })
+        .collect();
+    for v in &floats {
+        assert_eq!(v.len(), 256);
+        let norm: f32 = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-5, "{norm}");
+    }
+    // The same as llama.cpp's embedding of the first text.
+    let reference: Value = serde_json::from_slice(
+        &std::fs::read(common::data("embed/tiny-bert-Q4_K_M.json")).unwrap(),
+    )
+    .unwrap();
+    let want = vector(&reference["embeddings"][0]["embedding"]);
+    let dot: f32 = floats[0].iter().zip(&want).map(|(a, b)| a * b).sum();
+    assert!(dot > 0.999, "cosine with llama.cpp: {dot}");
+
+    // base64: the little-endian bytes of the same floats.
+    let (status, r) = post(
+        p,
+        "/v1/embeddings",
+        &json!({"input": texts, "encoding_format": "base64"}),
+    );
+    assert_eq!(status, 200, "{r}");
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(r["data"][1]["embedding"].as_str().unwrap())
+        .unwrap();
+    let decoded: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    assert_close(&decoded, &floats[1], "base64");
+
+    // Token ids give what their text gives; LM Studio's route is OpenAI's.
+    let (status, r) = post(
+        p,
+        "/v1/embeddings",
+        &json!({"input": [2, 2115, 1086, 1094, 3]}),
+    );
+    assert_eq!(status, 200, "{r}");
+    let one = vector(&r["data"][0]["embedding"]);
+    let (_, r) = post(p, "/api/v0/embeddings", &json!({"input": "Hello world"}));
+    assert_close(
+        &vector(&r["data"][0]["embedding"]),
+        &one,
+        "token ids vs text",
+    );
+    let (_, r) = post(
+        p,
+        "/v1/embeddings",
+        &json!({"input": [[2, 2115, 1086, 1094, 3], [2, 3]]}),
+    );
+    assert_eq!(r["data"].as_array().unwrap().len(), 2);
+
+    // Refusals name the field; a long input names both lengths.
+    let long = "word ".repeat(300);
+    for (body, field, needle) in [
+        (
+            json!({"input": ["hi", long]}),
+            "input[1]",
+            "302 tokens long, more than the context of 256",
+        ),
+        (json!({"input": long}), "input", "302 tokens"),
+        (
+            json!({"input": "hi", "dimensions": 64}),
+            "dimensions",
+            "256 dimensions",
+        ),
+        (
+            json!({"input": "hi", "encoding_format": "hex"}),
+            "encoding_format",
+            "hex",
+        ),
+        (json!({"input": []}), "input", "empty"),
+        (json!({"input": [[1, 99999]]}), "input[0]", "99999"),
+        (json!({"input": 5}), "input", "expected a string"),
+        (json!({"input": [[]]}), "input[0]", "no tokens"),
+    ] {
+        let (status, r) = post(p, "/v1/embeddings", &body);
+        assert_eq!(status, 400, "{body}: {r}");
+        assert_eq!(r["error"]["param"], field, "{r}");
+        let message = r["error"]["message"].as_str().unwrap();
+        assert!(message.contains(needle), "{message}");
+    }
+    let (_, r) = post(p, "/v1/embeddings", &json!({"input": long}));
+    assert_eq!(r["error"]["code"], "context_length_exceeded");
+    let (status, r) = post(
+        p,
+        "/v1/embeddings",
+        &json!({"input": "hi", "dimensions": 256}),
+    );
+    assert_eq!(status, 200, "{r}");
+
+    // Ollama /api/embed: unit vectors; long inputs cut unless truncate: false.
+    let (status, r) = post(
+        p,
+        "/api/embed",
+        &json!({"model": "nomic-embed-text", "input": texts}),
+    );
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["prompt_eval_count"], 21);
+    assert_close(&vector(&r["embeddings"][0]), &floats[0], "ollama embed");
+    assert_close(&vector(&r["embeddings"][1]), &floats[1], "ollama embed");
+    let (_, r) = post(p, "/api/embed", &json!({"input": "Hello world"}));
+    assert_close(&vector(&r["embeddings"][0]), &floats[0], "ollama embed one");
+    let (status, r) = post(p, "/api/embed", &json!({"input": long}));
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["prompt_eval_count"], 256);
+    let (status, r) = post(p, "/api/embed", &json!({"input": long, "truncate": false}));
+    assert_eq!(status, 400);
+    assert!(
+        r["error"].as_str().unwrap().contains("302 tokens long"),
+        "{r}"
+    );
+    let (status, r) = post(
+        p,
+        "/api/embed",
+        &json!({"input": "hi", "options": {"num_ctx": 2}}),
+    );
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["prompt_eval_count"], 2);
+    let (_, r) = post(p, "/api/embed", &json!({"input": ""}));
+    assert_eq!(r["embeddings"], json!([]));
+    let (status, r) = post(p, "/api/embed", &json!({"input": 3}));
+    assert_eq!(status, 400);
+    assert!(
+        r["error"].as_str().unwrap().contains("expected a string"),
+        "{r}"
+    );
+
+    // Ollama's older /api/embeddings: the raw (unnormalized) vector.
+    let (status, r) = post(
+        p,
+        "/api/embeddings",
+        &json!({"model": "x", "prompt": "Hello world"}),
+    );
+    assert_eq!(status, 200, "{r}");
+    let mut raw = vector(&r["embedding"]);
+    let norm = raw.iter().map(|x| x * x).sum::<f32>().sqrt();
+    assert!((norm - 1.0).abs() > 0.1, "not normalized: {norm}");
+    raw.iter_mut().for_each(|x| *x /= norm);
+    let dot: f32 = raw.iter().zip(&floats[0]).map(|(a, b)| a * b).sum();
+    assert!(dot > 0.99999, "{dot}");
+    let (_, r) = post(p, "/api/embeddings", &json!({"prompt": ""}));
+    assert_eq!(r["embedding"], json!([]));
+
+    // The model is an embedding model: no text, and it says so.
+    let (status, r) = post(
+        p,
+        "/v1/chat/completions",
+        &json!({"messages": [{"role": "user", "content": "hi"}]}),
+    );
+    assert_eq!(status, 400);
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("embedding model"),
+        "{r}"
+    );
+    let (_, _, body) = request(p, "GET", "/api/v0/models", None, &[]);
+    assert_eq!(json_of(&body)["data"][0]["type"], "embeddings");
+    let (_, r) = post(p, "/api/show", &json!({"model": "x"}));
+    assert_eq!(r["capabilities"], json!(["embedding"]));
 }

@@ -37,13 +37,18 @@ pub struct Args {
     #[arg(long, requires = "tokenize")]
     pub show_tokens: bool,
 
-    /// The prompt text.
+    /// The prompt text (with --embed: repeatable, one input each).
     #[arg(short, long, value_name = "TEXT", conflicts_with = "prompt_file")]
-    pub prompt: Option<String>,
+    pub prompt: Vec<String>,
 
-    /// Read the prompt from a file.
+    /// Read the prompt from a file (with --embed: one input per line).
     #[arg(long, value_name = "PATH")]
     pub prompt_file: Option<PathBuf>,
+
+    /// Print the embedding of each --prompt (or each line of --prompt-file
+    /// or stdin) as a JSON array per line: the model's pooling, unit length.
+    #[arg(long, conflicts_with_all = ["inspect", "list_tensors", "list_models", "tokenize", "repl", "bench", "serve", "dump_activations"])]
+    pub embed: bool,
 
     /// Add no BOS token (nor the other special tokens the model's metadata asks for).
     #[arg(long)]

@@ -132,6 +132,10 @@ pub enum GenerateError {
     },
     #[error("the context of {ctx_size} tokens is full")]
     ContextFull { ctx_size: usize },
+    #[error(
+        "this {arch} model is an embedding model: it computes embeddings (--embed, /v1/embeddings), not text"
+    )]
+    EmbeddingModel { arch: crate::model::Architecture },
     #[error(transparent)]
     Model(#[from] ModelError),
     #[error(transparent)]
@@ -146,13 +150,18 @@ fn ms_since(t: Instant) -> f64 {
 
 impl Session<'_> {
     /// Refuses, before any work, a request this session cannot complete:
-    /// invalid sampler settings, or a prompt plus `max_tokens` beyond the
-    /// context (unless the options allow context shifting).
+    /// an embedding model, invalid sampler settings, or a prompt plus
+    /// `max_tokens` beyond the context (unless the options allow context
+    /// shifting).
     pub fn check_request(
         &self,
         prompt_tokens: usize,
         options: &GenerationOptions,
     ) -> Result<(), GenerateError> {
+        let config = self.runner.model().config();
+        if !config.output_head {
+            return Err(GenerateError::EmbeddingModel { arch: config.arch });
+        }
         options.sampler.validate()?;
         let ctx_size = self.options().ctx_size;
         if !options.context_shift && prompt_tokens + options.max_tokens > ctx_size {

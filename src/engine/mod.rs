@@ -9,9 +9,12 @@
 //!   after the cached prefix are prefilled, in `ubatch` batches);
 //! - `generate.rs`: the loop — sample, stop checks, stream text, decode;
 //! - `logprobs.rs`: log-softmax of the raw logits for reported log-probabilities;
+//! - `embed.rs`: embeddings — several inputs per batched pass, pooled and
+//!   normalized — and cosine similarity;
 //! - `runner.rs`: [`Runner`], a loaded model with tokenizer, chat template and
 //!   threads: the library's entry point.
 
+mod embed;
 mod generate;
 pub mod logprobs;
 mod runner;
@@ -19,6 +22,9 @@ pub mod sampling;
 mod session;
 pub mod stop;
 
+pub use embed::{
+    EmbedError, EmbedOptions, Embedding, SimilarityError, cosine_similarity, l2_normalize,
+};
 pub use generate::{GenerateError, Generation, GenerationOptions, Piece, StopReason};
 pub use logprobs::{TokenLogprob, token_logprob};
 pub use runner::{LoadOptions, Runner, RunnerError};

@@ -15,6 +15,7 @@ use crate::kernels::{Kernels, Simd, ThreadPool};
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 use std::cell::RefCell;
+use std::ops::Range;
 
 /// The shape and rules of one layer's attention.
 #[derive(Debug, Clone, Copy)]
@@ -63,10 +64,11 @@ impl OutPtr {
     }
 }
 
-/// Attention of `n_tokens` queries at positions `pos0..pos0 + n_tokens`
-/// against cached positions `0..n_kv` of `layer`. `q` holds
-/// `n_tokens × n_head × head_dim_k` (already roped), `out` receives
-/// `n_tokens × n_head × head_dim_v`.
+/// Attention of `n_tokens` queries at cache slots `pos0..pos0 + n_tokens`
+/// against the cached slots `key_slots` of `layer` (`0..n_kv` for one sequence;
+/// one input's slots when several inputs share a batch and must not see each
+/// other). `q` holds `n_tokens × n_head × head_dim_k` (already roped), `out`
+/// receives `n_tokens × n_head × head_dim_v`.
 #[allow(clippy::too_many_arguments)]
 pub fn attention(
     pool: &ThreadPool,
@@ -76,9 +78,10 @@ pub fn attention(
     shape: &AttentionShape,
     q: &[f32],
     pos0: usize,
-    n_kv: usize,
+    key_slots: Range<usize>,
     out: &mut [f32],
 ) {
+    let n_kv = key_slots.end;
     let q_dim = shape.n_head * shape.head_dim_k;
     let v_dim = shape.n_head * shape.head_dim_v;
     let n_tokens = q.len() / q_dim;
@@ -92,7 +95,7 @@ pub fn attention(
         && n_tokens >= TILE_Q
     {
         let cached = TiledKv::new(k, v, shape, n_ctx, n_kv);
-        return tiled_flash_attention(pool, kernels, &cached, shape, q, pos0, out);
+        return tiled_flash_attention(pool, kernels, &cached, shape, q, pos0, key_slots.start, out);
     }
     let f16_kernel = flash_f16_kernel(kernels.simd, shape);
     // A batch of queries over an F16 cache would convert every cached row
@@ -111,7 +114,10 @@ pub fn attention(
                 let (t, h) = (task / shape.n_head, task % shape.n_head);
                 let pos = pos0 + t;
                 let hi = if shape.causal { pos + 1 } else { n_kv };
-                let lo = shape.window.map_or(0, |w| (pos + 1).saturating_sub(w));
+                let lo = shape
+                    .window
+                    .map_or(0, |w| (pos + 1).saturating_sub(w))
+                    .max(key_slots.start);
                 let kv_head = h / (shape.n_head / shape.n_head_kv);
                 let q_head = &q[t * q_dim + h * shape.head_dim_k..][..shape.head_dim_k];
                 // SAFETY: task (t, h) owns this slice of `out`.
@@ -741,6 +747,7 @@ thread_local! {
 /// ggml's vector `exp` and per-tile sums (16-lane trees added in f64), and
 /// `acc += P·V` in f32. Each query row's arithmetic is independent of which
 /// rows share its tile, so the split into tasks does not change results.
+#[allow(clippy::too_many_arguments)]
 fn tiled_flash_attention(
     pool: &ThreadPool,
     kernels: &Kernels,
@@ -748,6 +755,7 @@ fn tiled_flash_attention(
     shape: &AttentionShape,
     q: &[f32],
     pos0: usize,
+    first_key: usize,
     out: &mut [f32],
 ) {
     let q_dim = shape.n_head * shape.head_dim_k;
@@ -763,6 +771,7 @@ fn tiled_flash_attention(
                 first_token: t0,
                 rows,
                 pos0,
+                first_key,
             };
             attend_tile(kernels.simd, cached, shape, q, tile, buf);
             let v_dim = shape.n_head * shape.head_dim_v;
@@ -785,13 +794,15 @@ fn tiled_flash_attention(
 }
 
 /// Which queries one tiled task owns: head `head` of tokens
-/// `first_token..first_token + rows`, the first token at position `pos0`.
+/// `first_token..first_token + rows`, the first token at slot `pos0`; no
+/// query sees slots before `first_key`.
 #[derive(Clone, Copy)]
 struct QueryTile {
     head: usize,
     first_token: usize,
     rows: usize,
     pos0: usize,
+    first_key: usize,
 }
 
 impl QueryTile {
@@ -803,7 +814,10 @@ impl QueryTile {
         } else {
             n_kv
         };
-        let lo = shape.window.map_or(0, |w| (pos + 1).saturating_sub(w));
+        let lo = shape
+            .window
+            .map_or(0, |w| (pos + 1).saturating_sub(w))
+            .max(self.first_key);
         (lo, hi)
     }
 }
@@ -1062,7 +1076,17 @@ mod tests {
             for simd in Simd::supported() {
                 let kernels = Kernels::for_simd(simd).unwrap();
                 let mut out = vec![0.0; n * n_head * hd];
-                attention(&pool, &kernels, &cache, 0, &shape, &q, pos0, n_kv, &mut out);
+                attention(
+                    &pool,
+                    &kernels,
+                    &cache,
+                    0,
+                    &shape,
+                    &q,
+                    pos0,
+                    0..n_kv,
+                    &mut out,
+                );
                 let want = exact(&cache, &shape, &q, pos0, n_kv);
                 let worst = out
                     .iter()
@@ -1100,7 +1124,7 @@ mod tests {
                 let pool = ThreadPool::new(threads);
                 let kernels = Kernels::for_simd(simd).unwrap();
                 let mut out = vec![0.0; n * 4 * 256];
-                attention(&pool, &kernels, &cache, 0, &shape, &q, 0, n, &mut out);
+                attention(&pool, &kernels, &cache, 0, &shape, &q, 0, 0..n, &mut out);
                 match &first {
                     None => first = Some(out),
                     Some(f) => assert!(
@@ -1160,7 +1184,7 @@ mod per_query_tests {
                     &shape,
                     &q,
                     n_kv - n,
-                    n_kv,
+                    0..n_kv,
                     &mut out,
                 );
                 out

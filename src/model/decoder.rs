@@ -9,10 +9,17 @@
 //!   ─ [post_attention_norm] ─ [× residual_scale] ─ + x  = ffn_inp
 //!   ─ ffn_norm ─ FFN ─ [post_ffw_norm] ─ [× residual_scale] ─ + ffn_inp  = l_out
 //! ```
+//!
+//! Encoders (BERT) take the same path with [`NormPlacement::Post`]: the
+//! block's two norms move from each branch's input to each residual sum
+//! (`ffn_inp = norm(x + attention)`, `l_out = norm(ffn_inp + FFN)`); their
+//! input embeddings add learned position rows and token type 0 and are
+//! normalized; attention is bidirectional, and the output is the final
+//! hidden states rather than logits ([`Model::forward_hidden`]).
 
 use super::ModelError;
 use super::attention::{AttentionShape, OutPtr, attention};
-use super::config::{Activation, FfnKind, ModelConfig, NormKind};
+use super::config::{Activation, FfnKind, ModelConfig, NormKind, NormPlacement, Positions};
 use super::kv_cache::{KvCache, KvType};
 use super::ops::{self, RopeAngles};
 use super::weights::{Linear, ModelWeights, Norm, QkvProjection};
@@ -20,6 +27,7 @@ use crate::gguf::GgufFile;
 use crate::kernels::{self, Kernels, Scratch, ThreadPool};
 use crate::profile;
 use crate::tokenizer::TokenId;
+use std::ops::Range;
 
 /// A loaded model: the file (memory-mapped or read), its typed config and
 /// the checked tensor directory.
@@ -50,6 +58,26 @@ pub enum Logits {
     None,
 }
 
+/// What a pass returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Output {
+    Logits(Logits),
+    /// The final hidden state of every token (after the output norm, where
+    /// the model has one): what embeddings pool.
+    Hidden,
+}
+
+/// Where a pass's tokens sit.
+#[derive(Debug, Clone, Copy)]
+enum Layout<'a> {
+    /// One sequence continuing at position (and cache slot) `pos0`.
+    Sequence { pos0: usize },
+    /// Independent inputs side by side, as token ranges of the batch: each
+    /// starts at position 0, is cached at its batch slots, and attends only
+    /// within itself.
+    Inputs(&'a [Range<usize>]),
+}
+
 /// Called with the name and value of intermediate activations
 /// (`blk.3.attn_out`, `result_norm`, …), `n_tokens × width` row-major.
 pub type ActivationHook<'h> = &'h mut dyn FnMut(&str, &[f32]);
@@ -68,6 +96,8 @@ pub struct ForwardScratch {
     gate: Vec<f32>,
     up: Vec<f32>,
     logits: Vec<f32>,
+    /// Each token's position (RoPE angle or learned row).
+    positions: Vec<usize>,
     kernel: Scratch,
 }
 
@@ -85,12 +115,6 @@ impl Model {
             .rows()
             .1 as usize;
         let config = ModelConfig::from_metadata(file.metadata(), n_vocab)?;
-        if !config.causal {
-            return Err(ModelError::Unsupported(format!(
-                "{} is an encoder (non-causal attention); text generation needs a decoder",
-                config.arch
-            )));
-        }
         let weights = ModelWeights::load(&file, &config, kernels)?;
         Ok(Self {
             file,
@@ -133,7 +157,7 @@ impl Model {
     /// embedding table contributes one row).
     pub fn weight_bytes_per_token(&self) -> usize {
         let w = &self.weights;
-        let mut total = w.output.bytes();
+        let mut total = w.output.as_ref().map_or(0, Linear::bytes);
         for l in &w.layers {
             total += match &l.qkv {
                 QkvProjection::Separate { q, k, v } => q.bytes() + k.bytes() + v.bytes(),
@@ -182,6 +206,13 @@ impl Model {
         }
     }
 
+    /// Normalizes the rows of `x` in place (`tmp` holds the result meanwhile).
+    fn norm_in_place(&self, norm: &Norm, x: &mut [f32], tmp: &mut Vec<f32>) {
+        let out = resize(tmp, x.len());
+        self.norm_rows(norm, x, out);
+        x.copy_from_slice(out);
+    }
+
     /// Runs `tokens` at positions `pos0..` through the model, appending their
     /// keys and values to `cache`, and returns the requested logits
     /// (`n_vocab` per output row; empty for [`Logits::None`]).
@@ -194,6 +225,65 @@ impl Model {
         tokens: &[TokenId],
         pos0: usize,
         logits: Logits,
+        hook: Option<ActivationHook<'_>>,
+    ) -> Result<&'s [f32], ModelError> {
+        let layout = Layout::Sequence { pos0 };
+        self.run(
+            pool,
+            cache,
+            scratch,
+            tokens,
+            layout,
+            Output::Logits(logits),
+            hook,
+        )
+    }
+
+    /// Runs several independent inputs in one pass — `tokens` holds them
+    /// back to back, `inputs` their ranges — and returns the final hidden
+    /// state of every token (`n_embd` each, after the output norm where the
+    /// model has one), which embeddings pool. The weights are applied to all
+    /// tokens at once (matrix × matrix); each input starts at position 0 and
+    /// attends only to itself. `cache` is scratch: it needs a slot per token
+    /// and is overwritten.
+    pub fn forward_hidden<'s>(
+        &self,
+        pool: &ThreadPool,
+        cache: &mut KvCache,
+        scratch: &'s mut ForwardScratch,
+        tokens: &[TokenId],
+        inputs: &[Range<usize>],
+        hook: Option<ActivationHook<'_>>,
+    ) -> Result<&'s [f32], ModelError> {
+        let mut next = 0;
+        for r in inputs {
+            if r.start != next || r.is_empty() {
+                return Err(ModelError::Unsupported(format!(
+                    "input ranges must cover the tokens in order without gaps or empty inputs (got {r:?} after {next})"
+                )));
+            }
+            next = r.end;
+        }
+        if next != tokens.len() {
+            return Err(ModelError::Unsupported(format!(
+                "input ranges cover {next} tokens of {}",
+                tokens.len()
+            )));
+        }
+        let layout = Layout::Inputs(inputs);
+        self.run(pool, cache, scratch, tokens, layout, Output::Hidden, hook)
+    }
+
+    /// The forward pass behind [`Model::forward`] and [`Model::forward_hidden`].
+    #[allow(clippy::too_many_arguments)]
+    fn run<'s>(
+        &self,
+        pool: &ThreadPool,
+        cache: &mut KvCache,
+        scratch: &'s mut ForwardScratch,
+        tokens: &[TokenId],
+        layout: Layout<'_>,
+        output: Output,
         mut hook: Option<ActivationHook<'_>>,
     ) -> Result<&'s [f32], ModelError> {
         let c = &self.config;
@@ -202,10 +292,34 @@ impl Model {
         if n == 0 {
             return Ok(&[]);
         }
+        // The first cache slot of the batch; slots follow token order.
+        let pos0 = match layout {
+            Layout::Sequence { pos0 } => pos0,
+            Layout::Inputs(_) => 0,
+        };
         if pos0 + n > cache.n_ctx() {
             return Err(ModelError::ContextFull {
                 needed: pos0 + n,
                 n_ctx: cache.n_ctx(),
+            });
+        }
+        let positions = &mut scratch.positions;
+        positions.clear();
+        match layout {
+            Layout::Sequence { pos0 } => positions.extend(pos0..pos0 + n),
+            Layout::Inputs(inputs) => {
+                for r in inputs {
+                    positions.extend(0..r.len());
+                }
+            }
+        }
+        if c.positions == Positions::Learned
+            && let Some(&last) = positions.iter().max()
+            && last >= c.context_length
+        {
+            return Err(ModelError::ContextFull {
+                needed: last + 1,
+                n_ctx: c.context_length,
             });
         }
         let mut dump = |name: &dyn Fn() -> String, values: &[f32]| {
@@ -218,8 +332,6 @@ impl Model {
 
         // Token embeddings.
         let x = resize(&mut s.x, n * d);
-        let table_bytes = w.token_embd.data(&self.file);
-        let row_bytes = table_bytes.len() / c.n_vocab;
         for (t, &tok) in tokens.iter().enumerate() {
             if tok as usize >= c.n_vocab {
                 return Err(ModelError::TokenOutOfRange {
@@ -227,23 +339,47 @@ impl Model {
                     n_vocab: c.n_vocab,
                 });
             }
-            let row = &table_bytes[tok as usize * row_bytes..][..row_bytes];
-            crate::quant::dequantize_row(w.token_embd.ty, row, &mut x[t * d..(t + 1) * d])
-                .map_err(|e| ModelError::Kernel(e.in_tensor(&w.token_embd.name).into()))?;
+            w.token_embd
+                .row(&self.file, tok as usize, &mut x[t * d..(t + 1) * d])?;
         }
         if let Some(scale) = c.embedding_scale {
             ops::scale(x, scale);
         }
+        // BERT: + token type 0 + the learned row of each position, then a
+        // LayerNorm (llama.cpp's order: (token + type) + position).
+        if let Some(type0) = &w.token_type0 {
+            for row in x.chunks_exact_mut(d) {
+                ops::add_assign(row, type0);
+            }
+        }
+        if let Some(table) = &w.position_embd {
+            let mut row = vec![0.0; d];
+            for (xr, &pos) in x.chunks_exact_mut(d).zip(&s.positions) {
+                table.row(&self.file, pos, &mut row)?;
+                ops::add_assign(xr, &row);
+            }
+        }
         dump(&|| "inp_embd".into(), x);
+        if let Some(norm) = &w.embedding_norm {
+            self.norm_in_place(norm, &mut s.x, &mut s.xn);
+            dump(&|| "inp_norm".into(), &s.x);
+        }
+        let pre_norm = c.norm_placement == NormPlacement::Pre;
 
         let (q_dim, k_dim, v_dim) = (c.q_dim(), c.k_dim(), c.v_dim());
         let attn_width = c.n_head * c.head_dim_v;
         let mut angles = RopeAngles::new(c.rope.n_rot);
         for (il, lw) in w.layers.iter().enumerate() {
             let lc = &c.layers[il];
-            let xn = resize(&mut s.xn, n * d);
-            self.norm_rows(&lw.attn_norm, &s.x, xn);
-            dump(&|| format!("blk.{il}.attn_norm"), xn);
+            // Post-norm blocks feed the block input itself to attention.
+            let attn_in: &[f32] = if pre_norm {
+                let xn = resize(&mut s.xn, n * d);
+                self.norm_rows(&lw.attn_norm, &s.x, xn);
+                dump(&|| format!("blk.{il}.attn_norm"), xn);
+                xn
+            } else {
+                &s.x
+            };
 
             // Projections.
             let q = resize(&mut s.q, n * q_dim);
@@ -255,13 +391,13 @@ impl Model {
                     k: wk,
                     v: wv,
                 } => {
-                    self.matmul(pool, wq, xn, n, q, &mut s.kernel)?;
-                    self.matmul(pool, wk, xn, n, k, &mut s.kernel)?;
-                    self.matmul(pool, wv, xn, n, v, &mut s.kernel)?;
+                    self.matmul(pool, wq, attn_in, n, q, &mut s.kernel)?;
+                    self.matmul(pool, wk, attn_in, n, k, &mut s.kernel)?;
+                    self.matmul(pool, wv, attn_in, n, v, &mut s.kernel)?;
                 }
                 QkvProjection::Fused(wqkv) => {
                     let qkv = resize(&mut s.qkv, n * wqkv.rows);
-                    self.matmul(pool, wqkv, xn, n, qkv, &mut s.kernel)?;
+                    self.matmul(pool, wqkv, attn_in, n, qkv, &mut s.kernel)?;
                     for t in 0..n {
                         let row = &qkv[t * wqkv.rows..(t + 1) * wqkv.rows];
                         q[t * q_dim..(t + 1) * q_dim].copy_from_slice(&row[..q_dim]);
@@ -276,18 +412,20 @@ impl Model {
                 ops::rms_norm_heads(k, kn, c.norm_eps);
             }
             for t in 0..n {
-                angles.compute(
-                    &c.rope,
-                    lc.rope_base,
-                    lc.rope_freq_scale,
-                    w.rope_freqs.as_deref(),
-                    pos0 + t,
-                );
-                for head in q[t * q_dim..(t + 1) * q_dim].chunks_exact_mut(c.head_dim_k) {
-                    angles.apply(c.rope.style, head);
-                }
-                for head in k[t * k_dim..(t + 1) * k_dim].chunks_exact_mut(c.head_dim_k) {
-                    angles.apply(c.rope.style, head);
+                if c.positions == Positions::Rope {
+                    angles.compute(
+                        &c.rope,
+                        lc.rope_base,
+                        lc.rope_freq_scale,
+                        w.rope_freqs.as_deref(),
+                        s.positions[t],
+                    );
+                    for head in q[t * q_dim..(t + 1) * q_dim].chunks_exact_mut(c.head_dim_k) {
+                        angles.apply(c.rope.style, head);
+                    }
+                    for head in k[t * k_dim..(t + 1) * k_dim].chunks_exact_mut(c.head_dim_k) {
+                        angles.apply(c.rope.style, head);
+                    }
                 }
                 cache.store(
                     il,
@@ -316,17 +454,35 @@ impl Model {
                 let batch = if n > 1 { "batch" } else { "1 token" };
                 format!("attention {:?} cache {batch}", cache.kv_type())
             });
-            attention(
-                pool,
-                self.kernels,
-                cache,
-                il,
-                &shape,
-                q,
-                pos0,
-                pos0 + n,
-                attn,
-            );
+            match layout {
+                Layout::Sequence { pos0 } => attention(
+                    pool,
+                    self.kernels,
+                    cache,
+                    il,
+                    &shape,
+                    q,
+                    pos0,
+                    0..pos0 + n,
+                    attn,
+                ),
+                // Slots are batch indices: each input sees its own only.
+                Layout::Inputs(inputs) => {
+                    for r in inputs {
+                        attention(
+                            pool,
+                            self.kernels,
+                            cache,
+                            il,
+                            &shape,
+                            &q[r.start * q_dim..r.end * q_dim],
+                            r.start,
+                            r.clone(),
+                            &mut attn[r.start * attn_width..r.end * attn_width],
+                        );
+                    }
+                }
+            }
             drop(timed);
             dump(&|| format!("blk.{il}.kqv_out"), attn);
             let branch = resize(&mut s.branch, n * d);
@@ -341,19 +497,27 @@ impl Model {
             }
             dump(&|| format!("blk.{il}.attn_out"), branch);
             ops::add_assign(&mut s.x, branch);
+            if !pre_norm {
+                self.norm_in_place(&lw.attn_norm, &mut s.x, &mut s.xn);
+            }
             dump(&|| format!("blk.{il}.ffn_inp"), &s.x);
 
-            // Feed-forward.
-            let xn = resize(&mut s.xn, n * d);
-            self.norm_rows(&lw.ffn_norm, &s.x, xn);
-            dump(&|| format!("blk.{il}.ffn_norm"), xn);
+            // Feed-forward (post-norm blocks: on `ffn_inp` itself).
+            let ffn_in: &[f32] = if pre_norm {
+                let xn = resize(&mut s.xn, n * d);
+                self.norm_rows(&lw.ffn_norm, &s.x, xn);
+                dump(&|| format!("blk.{il}.ffn_norm"), xn);
+                xn
+            } else {
+                &s.x
+            };
             let up = resize(&mut s.up, n * lw.ffn_up.rows);
-            self.matmul(pool, &lw.ffn_up, xn, n, up, &mut s.kernel)?;
+            self.matmul(pool, &lw.ffn_up, ffn_in, n, up, &mut s.kernel)?;
             let hidden: &[f32] = match c.ffn {
                 FfnKind::Gated(act) => {
                     let gate_w = lw.ffn_gate.as_ref().expect("loader requires ffn_gate");
                     let gate = resize(&mut s.gate, n * c.n_ff);
-                    self.matmul(pool, gate_w, xn, n, gate, &mut s.kernel)?;
+                    self.matmul(pool, gate_w, ffn_in, n, gate, &mut s.kernel)?;
                     let _timed = profile::scope(|| "ffn activation".into());
                     gated_on_pool(pool, act, gate, up);
                     gate
@@ -389,21 +553,40 @@ impl Model {
             }
             dump(&|| format!("blk.{il}.ffn_out"), branch);
             ops::add_assign(&mut s.x, branch);
+            if !pre_norm {
+                self.norm_in_place(&lw.ffn_norm, &mut s.x, &mut s.xn);
+            }
             dump(&|| format!("blk.{il}.l_out"), &s.x);
         }
 
-        // Output head, on the rows that need logits.
-        let rows: &[f32] = match logits {
-            Logits::None => return Ok(&[]),
-            Logits::Last => &s.x[(n - 1) * d..],
-            Logits::All => &s.x,
+        // Output head, on the rows that need logits (or hidden states).
+        let rows: &[f32] = match output {
+            Output::Logits(Logits::None) => return Ok(&[]),
+            Output::Logits(Logits::Last) => &s.x[(n - 1) * d..],
+            Output::Logits(Logits::All) | Output::Hidden => &s.x,
         };
         let n_out = rows.len() / d;
+        let Some(output_norm) = &w.output_norm else {
+            return match output {
+                Output::Hidden => Ok(&s.x),
+                Output::Logits(_) => Err(ModelError::Unsupported(format!(
+                    "{} is an embedding model (an encoder without an output head): it computes embeddings, not text",
+                    c.arch
+                ))),
+            };
+        };
         let xn = resize(&mut s.xn, n_out * d);
-        self.norm_rows(&w.output_norm, rows, xn);
+        self.norm_rows(output_norm, rows, xn);
         dump(&|| "result_norm".into(), xn);
+        if output == Output::Hidden {
+            return Ok(&s.xn[..n_out * d]);
+        }
+        let output_w = w
+            .output
+            .as_ref()
+            .expect("the loader pairs output with output_norm");
         let out = resize(&mut s.logits, n_out * c.n_vocab);
-        self.matmul(pool, &w.output, xn, n_out, out, &mut s.kernel)?;
+        self.matmul(pool, output_w, xn, n_out, out, &mut s.kernel)?;
         if let Some(div) = c.logit_divisor {
             ops::scale(out, 1.0 / div);
         }

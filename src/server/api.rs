@@ -323,15 +323,6 @@ pub(crate) async fn model(
     Ok(axum::Json(model_object(&state, l)).into_response())
 }
 
-pub(crate) async fn embeddings_unavailable() -> Response {
-    error_json(
-        StatusCode::NOT_IMPLEMENTED,
-        "embeddings are not available in this build yet",
-    )
-    .code("not_implemented")
-    .into_response()
-}
-
 /// `stop` as OpenAI sends it: one string or a list.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
@@ -691,18 +682,24 @@ pub(super) fn submit(
         cancelled: Arc::clone(&cancelled),
         cache_prompt: cache_prompt.unwrap_or(l.cache_prompt),
     };
-    match l.engine.submit(job) {
-        Ok(()) => Ok((rx, CancelOnDrop(cancelled))),
-        Err(SubmitError::Busy) => Err(error_json(
+    l.engine.submit(job).map_err(refused)?;
+    Ok((rx, CancelOnDrop(cancelled)))
+}
+
+/// The answer when the engine does not take a job: 503 + Retry-After when
+/// its queue is full.
+pub(super) fn refused(e: SubmitError) -> ApiError {
+    match e {
+        SubmitError::Busy => error_json(
             StatusCode::SERVICE_UNAVAILABLE,
             "the server is busy; retry shortly",
         )
         .code("server_busy")
-        .with_header(header::RETRY_AFTER, "1")),
-        Err(SubmitError::Stopped) => Err(error_json(
+        .with_header(header::RETRY_AFTER, "1"),
+        SubmitError::Stopped => error_json(
             StatusCode::INTERNAL_SERVER_ERROR,
             "the inference engine has stopped",
-        )),
+        ),
     }
 }
 

@@ -1,12 +1,16 @@
 //! The inference worker: one thread owns the model's session and runs jobs
 //! from a bounded queue, streaming events back over a channel per job, so the
-//! async runtime never blocks on a forward pass.
+//! async runtime never blocks on a forward pass. Generations and embedding
+//! requests share the queue, so only this thread ever drives the pool.
 
-use crate::engine::{Generation, GenerationOptions, Runner, Session, SessionOptions, TokenLogprob};
+use crate::engine::{
+    EmbedOptions, Embedding, Generation, GenerationOptions, Runner, Session, SessionOptions,
+    TokenLogprob,
+};
 use crate::tokenizer::TokenId;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 /// What a job reports while it runs.
 #[derive(Debug)]
@@ -37,10 +41,24 @@ pub struct Job {
     pub cache_prompt: bool,
 }
 
+/// One embedding request for the worker: inputs tokenized and checked by
+/// the handler; the vectors (or the error) come back on `reply`.
+pub struct EmbedJob {
+    pub inputs: Vec<Vec<TokenId>>,
+    pub options: EmbedOptions,
+    pub reply: oneshot::Sender<Result<Vec<Embedding>, String>>,
+}
+
+/// What the worker runs.
+enum Work {
+    Generate(Job),
+    Embed(EmbedJob),
+}
+
 /// The queue into the worker.
 #[derive(Clone)]
 pub struct EngineHandle {
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::Sender<Work>,
 }
 
 /// Why a job was not accepted.
@@ -55,7 +73,7 @@ pub enum SubmitError {
 impl EngineHandle {
     /// Starts the worker thread for `runner` with room for `queue` waiting jobs.
     pub fn start(runner: Arc<Runner>, session: SessionOptions, queue: usize) -> Self {
-        let (jobs, mut rx) = mpsc::channel::<Job>(queue.max(1));
+        let (jobs, mut rx) = mpsc::channel::<Work>(queue.max(1));
         std::thread::Builder::new()
             .name("rusty-llm-engine".into())
             .spawn(move || {
@@ -63,21 +81,44 @@ impl EngineHandle {
                 // like the previous one (a continuing chat, a shared system
                 // prompt) prefills only what differs.
                 let mut session = Session::new(&runner, session);
-                while let Some(job) = rx.blocking_recv() {
-                    run(&mut session, job);
+                while let Some(work) = rx.blocking_recv() {
+                    match work {
+                        Work::Generate(job) => run(&mut session, job),
+                        Work::Embed(job) => embed(&runner, job),
+                    }
                 }
             })
             .expect("spawning the engine thread");
         Self { jobs }
     }
 
-    /// Queues a job; never waits.
+    /// Queues a generation; never waits.
     pub fn submit(&self, job: Job) -> Result<(), SubmitError> {
-        self.jobs.try_send(job).map_err(|e| match e {
+        self.queue(Work::Generate(job))
+    }
+
+    /// Queues an embedding request; never waits.
+    pub fn submit_embed(&self, job: EmbedJob) -> Result<(), SubmitError> {
+        self.queue(Work::Embed(job))
+    }
+
+    fn queue(&self, work: Work) -> Result<(), SubmitError> {
+        self.jobs.try_send(work).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => SubmitError::Busy,
             mpsc::error::TrySendError::Closed(_) => SubmitError::Stopped,
         })
     }
+}
+
+fn embed(runner: &Runner, job: EmbedJob) {
+    // The client went away while the job waited: skip the work.
+    if job.reply.is_closed() {
+        return;
+    }
+    let result = runner
+        .embed_tokens(&job.inputs, &job.options)
+        .map_err(|e| e.to_string());
+    let _ = job.reply.send(result);
 }
 
 fn run(session: &mut Session<'_>, job: Job) {

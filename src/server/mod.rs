@@ -1,12 +1,13 @@
 //! The HTTP server: OpenAI-compatible and native routes over one loaded
 //! model (axum + tokio).
 //!
-//! Requests are parsed and validated into typed values here; generation runs
-//! on the engine thread (`engine`), fed by a bounded queue, and streams back
-//! over a channel. The model loads in the background: `/ready` and the model
+//! Requests are parsed and validated into typed values here; generation and
+//! embeddings run on the engine thread (`engine`), fed by a bounded queue,
+//! and answer back over a channel. The model loads in the background: `/ready` and the model
 //! routes answer 503 until it is in memory.
 
 mod api;
+mod embeddings;
 mod engine;
 mod limit;
 mod lmstudio;
@@ -83,6 +84,8 @@ pub(crate) struct Loaded {
     pub model_id: String,
     /// Positions per request (the engine session's KV cache).
     pub ctx_size: usize,
+    /// Tokens per batched pass (`--ubatch`), for embedding requests.
+    pub ubatch: usize,
     /// The default for requests that do not set `cache_prompt`.
     pub cache_prompt: bool,
 }
@@ -128,10 +131,10 @@ pub(crate) fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route("/api/tags", get(ollama::tags))
         .route("/api/ps", get(ollama::ps))
         .route("/api/show", post(ollama::show))
-        .route("/v1/embeddings", post(api::embeddings_unavailable))
-        .route("/api/embed", post(ollama::embeddings_unavailable))
-        .route("/api/embeddings", post(ollama::embeddings_unavailable))
-        .route("/api/v0/embeddings", post(api::embeddings_unavailable))
+        .route("/v1/embeddings", post(embeddings::openai))
+        .route("/api/embed", post(embeddings::ollama_embed))
+        .route("/api/embeddings", post(embeddings::ollama_embeddings))
+        .route("/api/v0/embeddings", post(embeddings::openai))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -241,6 +244,7 @@ fn spawn_model_load(state: Arc<AppState>, opts: ServerOptions) {
                 Loaded {
                     engine: EngineHandle::start(Arc::clone(&runner), session, opts.queue_size),
                     ctx_size: session.ctx_size,
+                    ubatch: session.ubatch,
                     cache_prompt: opts.cache_prompt,
                     runner,
                     model_id,

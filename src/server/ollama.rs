@@ -24,7 +24,7 @@ type AppResult = Result<Response, OllamaError>;
 /// Ollama knows (num_gpu, num_thread, mirostat, …) are ignored, as Ollama
 /// ignores those that do not apply to a runner.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
-struct OllamaOptions {
+pub(super) struct OllamaOptions {
     temperature: Option<f32>,
     top_p: Option<f32>,
     top_k: Option<usize>,
@@ -46,6 +46,23 @@ struct OllamaOptions {
 }
 
 impl OllamaOptions {
+    /// The request's context: `num_ctx` when given, at most the server's.
+    pub(super) fn context(&self, ctx_size: usize) -> Result<usize, OllamaError> {
+        match self.num_ctx {
+            Some(0) => Err(bad_field("options.num_ctx", "must be at least 1").into()),
+            Some(n) if n > ctx_size => Err(bad_field(
+                "options.num_ctx",
+                format!(
+                    "{n} is more than the {ctx_size} positions this server was started with \
+                     (restart it with --ctx-size {n})"
+                ),
+            )
+            .into()),
+            Some(n) => Ok(n),
+            None => Ok(ctx_size),
+        }
+    }
+
     /// Generation options for `prompt_len` prompt tokens, in the server's
     /// context of `ctx_size` or a smaller `num_ctx`.
     fn generation(
@@ -54,21 +71,7 @@ impl OllamaOptions {
         ctx_size: usize,
         n_vocab: usize,
     ) -> Result<GenerationOptions, OllamaError> {
-        let ctx = match self.num_ctx {
-            Some(0) => return Err(bad_field("options.num_ctx", "must be at least 1").into()),
-            Some(n) if n > ctx_size => {
-                return Err(bad_field(
-                    "options.num_ctx",
-                    format!(
-                        "{n} is more than the {ctx_size} positions this server was started with \
-                         (restart it with --ctx-size {n})"
-                    ),
-                )
-                .into());
-            }
-            Some(n) => n,
-            None => ctx_size,
-        };
+        let ctx = self.context(ctx_size)?;
         let repeat_last_n = match self.repeat_last_n {
             Some(-1) => Some(ctx),
             Some(n) => Some(usize::try_from(n).map_err(|_| {
@@ -571,19 +574,13 @@ pub(crate) async fn show(
         details: model_details(l),
         modified_at: modified_at(l),
         model_info: model_info.as_object().cloned().unwrap_or_default(),
-        capabilities: vec!["completion"],
+        // Ollama's convention: chat models complete, embedding models embed
+        // (both embed here; see /api/embed).
+        capabilities: vec![if c.output_head {
+            "completion"
+        } else {
+            "embedding"
+        }],
     })
     .into_response())
-}
-
-/// Ollama's embedding routes, until the embeddings issue lands.
-pub(crate) async fn embeddings_unavailable() -> Response {
-    OllamaError(
-        error_json(
-            StatusCode::NOT_IMPLEMENTED,
-            "embeddings are not available in this build yet",
-        )
-        .code("not_implemented"),
-    )
-    .into_response()
 }
