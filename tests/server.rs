@@ -1282,10 +1282,14 @@ fn a_full_queue_answers_503_with_retry_after() {
     let Some(model) = tiny("tiny-llama-Q8_0") else {
         return;
     };
-    let s = start(&model, &["--queue-size", "1", "--ctx-size", "8192"]);
+    let s = start(
+        &model,
+        &["--parallel", "1", "--queue-size", "1", "--ctx-size", "8192"],
+    );
     let p = s.port;
-    // Long streamed generations: one runs, one waits in the queue, the third
-    // finds the queue full. Their connections stay open until dropped.
+    // Long streamed generations: one runs in the only slot, one waits in the
+    // queue, the third finds the queue full. Their connections stay open
+    // until dropped.
     let long =
         json!({"prompt": "Hi", "max_tokens": 8000, "ignore_eos": true, "stream": true}).to_string();
     let mut held = Vec::new();
@@ -1319,4 +1323,90 @@ fn a_full_queue_answers_503_with_retry_after() {
         assert!(Instant::now() < deadline, "still busy");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Two slots serve two streams at once; `/slots` and `/metrics` show the
+/// slots, the requests by route and status, the tokens and latencies.
+#[test]
+fn parallel_streams_slots_and_metrics() {
+    let Some(model) = tiny("tiny-llama-Q8_0") else {
+        return;
+    };
+    let s = start(&model, &["--parallel", "2", "--ctx-size", "256"]);
+    let p = s.port;
+    let (status, _, body) = request(p, "GET", "/slots", None, &[]);
+    assert_eq!(status, 200, "{body}");
+    let slots = json_of(&body);
+    assert_eq!(slots.as_array().unwrap().len(), 2);
+    assert_eq!(slots[0]["n_ctx"], 256);
+    assert_eq!(slots[1]["is_processing"], false);
+
+    // Two streamed completions at once, each seeing its own greedy answer:
+    // the same as the one it gets alone.
+    let body = |prompt: &str| {
+        json!({"prompt": prompt, "max_tokens": 12, "temperature": 0, "ignore_eos": true,
+               "stream": true, "cache_prompt": false})
+        .to_string()
+    };
+    let text_of = |sse: &str| {
+        sse_datas(sse)
+            .iter()
+            .filter_map(|c| c["choices"][0]["text"].as_str().map(str::to_string))
+            .collect::<String>()
+    };
+    let prompts = ["Once upon a time", "The quick brown fox"];
+    let alone: Vec<String> = prompts
+        .iter()
+        .map(|q| text_of(&request(p, "POST", "/v1/completions", Some(&body(q)), &[]).2))
+        .collect();
+    let together: Vec<String> = std::thread::scope(|scope| {
+        let handles: Vec<_> = prompts
+            .iter()
+            .map(|q| {
+                let b = body(q);
+                scope
+                    .spawn(move || text_of(&request(p, "POST", "/v1/completions", Some(&b), &[]).2))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(together, alone);
+    request(p, "GET", "/no/such/route", None, &[]);
+
+    let (status, head, text) = request(p, "GET", "/metrics", None, &[]);
+    assert_eq!(status, 200);
+    assert!(
+        head.contains("content-type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+    };
+    assert_eq!(
+        value(
+            r#"rusty_llm_http_requests_total{method="POST",route="/v1/completions",status="200"}"#
+        ),
+        4.0
+    );
+    assert_eq!(
+        value(r#"rusty_llm_http_requests_total{method="GET",route="unmatched",status="404"}"#),
+        1.0
+    );
+    assert_eq!(value("rusty_llm_generated_tokens_total"), 48.0);
+    assert_eq!(value("rusty_llm_time_to_first_token_seconds_count"), 4.0);
+    assert_eq!(value("rusty_llm_inter_token_latency_seconds_count"), 44.0);
+    assert_eq!(value("rusty_llm_busy_slots"), 0.0);
+    assert_eq!(value("rusty_llm_queue_depth"), 0.0);
+    assert_eq!(value("rusty_llm_kv_cache_capacity_tokens"), 512.0);
+    assert!(value("rusty_llm_kv_cache_tokens") > 0.0);
+    assert!(value("rusty_llm_prompt_tokens_total") > 0.0);
+    assert!(
+        value("rusty_llm_engine_steps_total") < 48.0,
+        "not batched:\n{text}"
+    );
+    let slots = json_of(&request(p, "GET", "/slots", None, &[]).2);
+    assert!(slots[0]["tokens_cached"].as_u64().unwrap() > 0, "{slots}");
+    assert!(slots[0]["request_id"].is_null());
 }

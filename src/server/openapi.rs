@@ -92,6 +92,8 @@ pub fn document() -> Value {
             schemas.body::<api::GenerateRequest>()),
         "/tokenize": post("text to token ids (llama-server shape)", schemas.body::<api::TokenizeRequest>()),
         "/detokenize": post("token ids to text (llama-server shape)", schemas.body::<api::DetokenizeRequest>()),
+        "/metrics": get("Prometheus metrics (text format 0.0.4): requests by route and status, tokens, time to first token and inter-token latency histograms, queue depth, busy slots, KV cache use, prefix-cache hits"),
+        "/slots": get("each sequence slot (llama-server style): id, n_ctx, is_processing, state, tokens_cached, request_id"),
         "/api/chat": post("chat (Ollama); streams JSON lines unless stream: false",
             schemas.body::<ollama::ChatRequest>()),
         "/api/generate": post("generate (Ollama); streams JSON lines unless stream: false",

@@ -9,10 +9,9 @@ use super::api::{
     ChatMessage, JsonBody, SamplingFields, chat_tokens, collect, loaded, messages, next_id, submit,
     unix_now,
 };
-use super::engine::Event;
 use super::{ApiError, AppState, bad_field};
 use crate::chat::Message;
-use crate::engine::{Generation, StopReason};
+use crate::engine::{Event, Generation, StopReason};
 use axum::extract::State;
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
@@ -141,7 +140,7 @@ pub(crate) async fn responses(
     let tokens = chat_tokens(l, &list)?;
     let n_vocab = l.runner.tokenizer().vocab().len();
     let options = req.sampling.options(tokens.len(), l.ctx_size, n_vocab)?;
-    let (rx, guard) = submit(l, tokens, options, req.sampling.cache_prompt)?;
+    let handle = submit(l, tokens, options, req.sampling.cache_prompt)?;
     // Any requested id maps to the loaded model; answers name the one that served.
     let _requested = req.model;
     let shape = ResponseShape {
@@ -155,8 +154,7 @@ pub(crate) async fn responses(
         top_p: req.sampling.top_p,
     };
     if !req.stream {
-        let g = collect(rx).await?;
-        drop(guard);
+        let g = collect(handle).await?;
         let mut r = shape.response(Some(&g));
         r["output_text"] = json!(g.text);
         return Ok(axum::Json(r).into_response());
@@ -196,8 +194,7 @@ pub(crate) async fn responses(
             at(json!({ "part": shape.part("") }), &shape),
         ),
     ];
-    let body = tokio_stream::wrappers::UnboundedReceiverStream::new(rx).flat_map(move |e| {
-        let _alive = &guard;
+    let body = super::api::events(handle).flat_map(move |e| {
         let events = match e {
             Event::Piece { text, .. } if text.is_empty() => vec![],
             Event::Piece { text, .. } => vec![event(
@@ -222,9 +219,9 @@ pub(crate) async fn responses(
                     json!({ "response": shape.response(Some(&g)) }),
                 ),
             ],
-            Event::Error(message) => vec![event(
+            Event::Error(e) => vec![event(
                 "error",
-                json!({ "code": "server_error", "message": message, "param": null }),
+                json!({ "code": "server_error", "message": e.to_string(), "param": null }),
             )],
         };
         stream::iter(events)
