@@ -202,11 +202,14 @@ fn matmul_matches_matvec_per_token_for_ragged_shapes() {
 /// its own `matmul` (its own batch size picks its kernels), so what else is
 /// in the batch never changes a sequence's result. Every type, every variant,
 /// both kernel orders, segments below and above every batch-size switch
-/// (2: tinyBLAS, 4: tiles and the Q4_K gemm groups, 8: the tiled K-quants).
+/// (2: tinyBLAS, 4: tiles and the Q4_K gemm groups, 8: the tiled K-quants),
+/// with whole and ragged tiles of single tokens (which share a tile where
+/// it computes what the row dot does).
 #[test]
 fn matmul_segments_equal_each_segment_alone_bit_for_bit() {
-    let layouts: [&[usize]; 4] = [
+    let layouts: [&[usize]; 5] = [
         &[1, 1, 1, 1, 1, 1, 1, 1, 1],
+        &[2, 1, 1, 7, 1, 1, 1],
         &[1, 5, 1, 9, 2, 1],
         &[13, 1, 4, 1, 1, 8, 3],
         &[1],

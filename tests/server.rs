@@ -1444,12 +1444,12 @@ fn disconnect_after(port: u16, path: &str, body: &str, keep: usize) {
 /// the client hung up on purpose) and whether a 4xx was expected.
 fn soak_request(port: u16, r: u64) -> (Option<u16>, bool) {
     let max_tokens = 4 + r % 40;
-    let stream = (r >> 8) % 2 == 0;
+    let stream = (r >> 8).is_multiple_of(2);
     let prompt = format!("Request {r}: tell me a story about the number {}", r % 97);
     let chat = json!({"messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
                       "stream": stream, "temperature": 0.7, "seed": r % 1_000_000});
     let completion = json!({"prompt": prompt, "max_tokens": max_tokens, "stream": stream,
-                            "cache_prompt": r % 3 != 0, "ignore_eos": true});
+                            "cache_prompt": !r.is_multiple_of(3), "ignore_eos": true});
     let ok = |path: &str, body: &Value| {
         let (status, _, answer) = try_request(port, "POST", path, Some(&body.to_string()), &[])
             .unwrap_or((0, String::new(), String::new()));
@@ -1501,7 +1501,7 @@ fn soak_request(port: u16, r: u64) -> (Option<u16>, bool) {
         }
         13 => {
             let mut body = chat.clone();
-            body["stream"] = json!(r % 2 == 0);
+            body["stream"] = json!(r.is_multiple_of(2));
             disconnect_after(port, "/v1/chat/completions", &body.to_string(), 0);
             (None, false)
         }

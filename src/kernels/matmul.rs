@@ -47,6 +47,10 @@ pub struct Weights<'a> {
     /// Where ggml changes kernels with the batch size (see [`BatchPlan`]).
     batch: BatchPlan,
     tile: Option<Tile>,
+    /// Whether the tile computes exactly what one token alone gets (its
+    /// row kernel, or the plain dot in the same f32 order), so the single
+    /// tokens of a continuous batch can share it.
+    singles_by_tile: bool,
     /// The variant's own activation quantizer, if it has one.
     quantize: Option<Quantize>,
 }
@@ -119,6 +123,11 @@ impl<'a> Weights<'a> {
             }
             _ => {}
         }
+        let tile = kernels.tiles.get(ty);
+        let singles_by_tile = tile.is_some_and(|t| {
+            (t.prepare.is_some() && t.row.is_some())
+                || t.same_as.is_some_and(|one| std::ptr::fn_addr_eq(one, dot))
+        });
         Ok(Self {
             ty,
             rows,
@@ -127,7 +136,8 @@ impl<'a> Weights<'a> {
             row_bytes,
             dot,
             batch,
-            tile: kernels.tiles.get(ty),
+            tile,
+            singles_by_tile,
             quantize: vec_dot_type(ty).and_then(|a| kernels.quantizers.get(a)),
         })
     }
@@ -171,6 +181,11 @@ pub struct Scratch {
     row_tokens: Vec<RowToken>,
     /// The segments that run the tile kernel: (first token, tokens).
     tiled: Vec<(usize, usize)>,
+    /// One-token segments that share the tile kernel (see
+    /// `Weights::singles_by_tile`): their tokens, and their activations
+    /// side by side in the tile's layout.
+    singles: Vec<usize>,
+    single_activations: Vec<u8>,
 }
 
 /// One token of [`matmul_segments`] computed by per-row dot products.
@@ -196,10 +211,6 @@ impl Out {
     /// which is `Sync`, rather than its raw pointer field, which is not.
     fn at(&self, i: usize) -> *mut f32 {
         self.0.wrapping_add(i)
-    }
-
-    fn offset(&self, i: usize) -> Out {
-        Out(self.at(i))
     }
 }
 
@@ -295,10 +306,13 @@ pub fn matmul_segments(
     let row_on_prepared = tile.and_then(|t| Some((t.prepare?, t.row?)));
     scratch.row_tokens.clear();
     scratch.tiled.clear();
+    scratch.singles.clear();
     let mut first = 0;
     for &n in segments {
         if tile.is_some() && n >= TILE {
             scratch.tiled.push((first, n));
+        } else if n == 1 && w.singles_by_tile {
+            scratch.singles.push(first);
         } else {
             scratch.row_tokens.extend((0..n).map(|t| {
                 let (dot, prepared) = match (row_on_prepared, tile) {
@@ -315,8 +329,24 @@ pub fn matmul_segments(
         }
         first += n;
     }
+    // Whole tiles of single tokens share the tile; the rest run their row
+    // dots (a ragged tile is slower than the row kernel).
+    let ragged = scratch.singles.len() % TILE;
+    for index in scratch.singles.drain(scratch.singles.len() - ragged..) {
+        let (dot, prepared) = match row_on_prepared {
+            Some((_, row)) => (row, true),
+            None => (w.dot, false),
+        };
+        scratch.row_tokens.push(RowToken {
+            index,
+            dot,
+            prepared,
+        });
+    }
     let prepare = tile.and_then(|t| t.prepare);
-    let needs_prepared = !scratch.tiled.is_empty() || scratch.row_tokens.iter().any(|t| t.prepared);
+    let needs_prepared = !scratch.tiled.is_empty()
+        || !scratch.singles.is_empty()
+        || scratch.row_tokens.iter().any(|t| t.prepared);
     scratch.prepared.clear();
     if let (Some(prepare), true) = (prepare, needs_prepared) {
         let _timed = crate::profile::scope(|| "prepare tile activations".into());
@@ -330,31 +360,46 @@ pub fn matmul_segments(
         prepared: &scratch.prepared,
         prepared_bytes: scratch.prepared.len() / n_tokens,
     };
+    scratch.single_activations.clear();
+    for &t in &scratch.singles {
+        let (all, bytes) = acts.all(prepare.is_some());
+        scratch
+            .single_activations
+            .extend_from_slice(&all[t * bytes..(t + 1) * bytes]);
+    }
 
     let chunk_rows =
         rows_per_chunk(w.rows, pool.threads(), w.data.len() * n_tokens).next_multiple_of(TILE);
     let n_chunks = w.rows.div_ceil(chunk_rows);
     let dst = Out(out.as_mut_ptr());
     let (tiled, row_tokens) = (&scratch.tiled[..], &scratch.row_tokens[..]);
+    let (singles, single_xs) = (&scratch.singles[..], &scratch.single_activations[..]);
     pool.run(n_chunks, &|chunk| {
         let first = chunk * chunk_rows;
         let rows = first..(first + chunk_rows).min(w.rows);
         if let Some(tile) = tile {
+            let (xs, x_bytes) = acts.all(tile.prepare.is_some());
             for &(t0, n) in tiled {
-                let (xs, x_bytes) = match tile.prepare {
-                    Some(_) => (acts.prepared, acts.prepared_bytes),
-                    None => (acts.quantized, acts.quantized_bytes),
-                };
                 let xs = &xs[t0 * x_bytes..(t0 + n) * x_bytes];
-                run_tiles(
-                    w,
-                    tile,
+                let group = TileGroup {
                     xs,
                     x_bytes,
-                    n,
-                    rows.clone(),
-                    dst.offset(t0 * w.rows),
-                );
+                    n_tokens: n,
+                    row_step: TILE,
+                };
+                run_tiles(w, tile, group, rows.clone(), dst, |t| t0 + t);
+            }
+            if !singles.is_empty() {
+                // The AVX2 tiles (in the row dot's order) have 16 registers:
+                // one row by four tokens keeps their accumulators in them.
+                let row_step = if tile.same_as.is_some() { 1 } else { TILE };
+                let group = TileGroup {
+                    xs: single_xs,
+                    x_bytes,
+                    n_tokens: singles.len(),
+                    row_step,
+                };
+                run_tiles(w, tile, group, rows.clone(), dst, |t| singles[t]);
             }
         }
         // A weight row stays in L1 across a tile of tokens.
@@ -384,36 +429,55 @@ struct Activations<'a> {
 }
 
 impl<'a> Activations<'a> {
-    fn of(&self, token: usize, prepared: bool) -> &'a [u8] {
-        let (all, bytes) = if prepared {
+    /// Every token's activations (prepared or quantized) and the bytes of one.
+    fn all(&self, prepared: bool) -> (&'a [u8], usize) {
+        if prepared {
             (self.prepared, self.prepared_bytes)
         } else {
             (self.quantized, self.quantized_bytes)
-        };
+        }
+    }
+
+    fn of(&self, token: usize, prepared: bool) -> &'a [u8] {
+        let (all, bytes) = self.all(prepared);
         &all[token * bytes..(token + 1) * bytes]
     }
 }
 
-/// One chunk of rows (starting at a multiple of the tile) of one segment
-/// through a tile kernel, swept tile of tokens by tile of tokens, so the
-/// chunk's weights stay in cache while every token passes over them. `dst`
-/// points at the segment's first output row.
+/// Tokens that go through a tile kernel together: their activations side by
+/// side (`x_bytes` each), and how many rows each call takes (up to `TILE`).
+struct TileGroup<'a> {
+    xs: &'a [u8],
+    x_bytes: usize,
+    n_tokens: usize,
+    row_step: usize,
+}
+
+/// One chunk of rows (starting at a multiple of the tile) of one group of
+/// tokens through a tile kernel, swept tile of tokens by tile of tokens, so
+/// the chunk's weights stay in cache while every token passes over them.
+/// Activation row `t` of the group is output token `out_token(t)`.
 fn run_tiles(
     w: &Weights<'_>,
     tile: Tile,
-    xs: &[u8],
-    x_bytes: usize,
-    n_tokens: usize,
+    group: TileGroup<'_>,
     rows: std::ops::Range<usize>,
     dst: Out,
+    out_token: impl Fn(usize) -> usize,
 ) {
+    let TileGroup {
+        xs,
+        x_bytes,
+        n_tokens,
+        row_step,
+    } = group;
     let rb = w.row_bytes;
     let mut o = [0f32; TILE * TILE];
     for t0 in (0..n_tokens).step_by(TILE) {
         let nt = TILE.min(n_tokens - t0);
         let x = &xs[t0 * x_bytes..(t0 + nt) * x_bytes];
-        for r0 in rows.clone().step_by(TILE) {
-            let nr = TILE.min(rows.end - r0);
+        for r0 in rows.clone().step_by(row_step) {
+            let nr = row_step.min(rows.end - r0);
             (tile.dot)(
                 w.cols,
                 &w.data[r0 * rb..(r0 + nr) * rb],
@@ -425,11 +489,12 @@ fn run_tiles(
                 &mut o,
             );
             for t in 0..nt {
+                let token = out_token(t0 + t);
                 for r in 0..nr {
-                    // SAFETY: (t0 + t) * rows + r0 + r < n_tokens * rows,
-                    // inside the segment's outputs, and rows r0.. belong to
+                    // SAFETY: token * rows + r0 + r < (all tokens of the
+                    // call) * rows == out.len(), and rows r0.. belong to
                     // this chunk only.
-                    unsafe { *dst.at((t0 + t) * w.rows + r0 + r) = o[t * TILE + r] };
+                    unsafe { *dst.at(token * w.rows + r0 + r) = o[t * TILE + r] };
                 }
             }
         }

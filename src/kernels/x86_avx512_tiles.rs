@@ -42,6 +42,7 @@ pub(super) fn install(tiles: &mut QuantTiles) {
         dot: drive::<Nibbles<BlockQ4_0>>,
         prepare: Some(prepare_nibbles::<8>),
         row: vbmi.then_some(nibble_row::<BlockQ4_0> as RowDot),
+        same_as: None,
     });
     // Q5_0, Q8_0, Q4_K and Q6_K have tile kernels below, installed only for
     // the fast order (`install_fast`): llama.cpp's matmuls for them
@@ -61,21 +62,25 @@ pub(super) fn install_fast(tiles: &mut QuantTiles) {
         dot: drive::<Nibbles<BlockQ5_0>>,
         prepare: Some(prepare_nibbles::<16>),
         row: None,
+        same_as: None,
     });
     tiles.q8_0 = Some(Tile {
         dot: drive::<Q8Tile>,
         prepare: Some(prepare_q8_0),
         row: None,
+        same_as: None,
     });
     tiles.q4_k = Some(Tile {
         dot: drive::<Q4KTile>,
         prepare: None,
         row: None,
+        same_as: None,
     });
     tiles.q6_k = Some(Tile {
         dot: drive::<Q6KTile>,
         prepare: None,
         row: None,
+        same_as: None,
     });
 }
 
