@@ -4,7 +4,7 @@
 //! `RUSTY_LLM_KERNELS=exact|fast` picks the f32 summation order (see
 //! [`Order`]).
 
-use super::quant_dots::{QuantDots, VecDot};
+use super::quant_dots::{QuantDots, VecDot, VecDot4};
 use super::scalar;
 use super::tiles::QuantTiles;
 use half::{bf16, f16};
@@ -154,6 +154,10 @@ pub struct BatchDots {
     pub f32_tinyblas: Option<VecDot>,
     pub f16_tinyblas: Option<VecDot>,
     pub bf16_tinyblas: Option<VecDot>,
+    /// Row dots paired with a form that takes four tokens at once, each
+    /// token's result bit for bit the row dot's (the weights read once):
+    /// what the single tokens of a continuous batch share.
+    pub four_tokens: [Option<(VecDot, VecDot4)>; 2],
 }
 
 impl BatchDots {

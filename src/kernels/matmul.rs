@@ -15,7 +15,7 @@
 
 use super::dispatch::{BatchDots, Kernels, Quantize};
 use super::pool::ThreadPool;
-use super::quant_dots::{VecDot, quantize_activations, vec_dot_type};
+use super::quant_dots::{VecDot, VecDot4, quantize_activations, vec_dot_type};
 use super::tiles::{TILE, Tile};
 use crate::gguf::GgmlType;
 use crate::quant::QuantError;
@@ -51,6 +51,9 @@ pub struct Weights<'a> {
     /// row kernel, or the plain dot in the same f32 order), so the single
     /// tokens of a continuous batch can share it.
     singles_by_tile: bool,
+    /// `dot` for four tokens at once (each bit for bit `dot`'s), if the
+    /// variant has it.
+    dot4: Option<VecDot4>,
     /// The variant's own activation quantizer, if it has one.
     quantize: Option<Quantize>,
 }
@@ -124,6 +127,13 @@ impl<'a> Weights<'a> {
             _ => {}
         }
         let tile = kernels.tiles.get(ty);
+        let dot4 = kernels
+            .batch
+            .four_tokens
+            .iter()
+            .flatten()
+            .find(|(one, _)| std::ptr::fn_addr_eq(*one, dot))
+            .map(|&(_, four)| four);
         let singles_by_tile = tile.is_some_and(|t| {
             (t.prepare.is_some() && t.row.is_some())
                 || t.same_as.is_some_and(|one| std::ptr::fn_addr_eq(one, dot))
@@ -138,6 +148,7 @@ impl<'a> Weights<'a> {
             batch,
             tile,
             singles_by_tile,
+            dot4,
             quantize: vec_dot_type(ty).and_then(|a| kernels.quantizers.get(a)),
         })
     }
@@ -311,7 +322,7 @@ pub fn matmul_segments(
     for &n in segments {
         if tile.is_some() && n >= TILE {
             scratch.tiled.push((first, n));
-        } else if n == 1 && w.singles_by_tile {
+        } else if n == 1 && (w.singles_by_tile || (w.dot4.is_some() && tile.is_none())) {
             scratch.singles.push(first);
         } else {
             scratch.row_tokens.extend((0..n).map(|t| {
@@ -329,8 +340,9 @@ pub fn matmul_segments(
         }
         first += n;
     }
-    // Whole tiles of single tokens share the tile; the rest run their row
-    // dots (a ragged tile is slower than the row kernel).
+    // Whole tiles of single tokens share the tile (or the four-token dot);
+    // the rest run their row dots (a ragged tile is slower than the row
+    // kernel).
     let ragged = scratch.singles.len() % TILE;
     for index in scratch.singles.drain(scratch.singles.len() - ragged..) {
         let (dot, prepared) = match row_on_prepared {
@@ -344,8 +356,9 @@ pub fn matmul_segments(
         });
     }
     let prepare = tile.and_then(|t| t.prepare);
+    let singles_by_tile = w.singles_by_tile && !scratch.singles.is_empty();
     let needs_prepared = !scratch.tiled.is_empty()
-        || !scratch.singles.is_empty()
+        || singles_by_tile
         || scratch.row_tokens.iter().any(|t| t.prepared);
     scratch.prepared.clear();
     if let (Some(prepare), true) = (prepare, needs_prepared) {
@@ -361,7 +374,7 @@ pub fn matmul_segments(
         prepared_bytes: scratch.prepared.len() / n_tokens,
     };
     scratch.single_activations.clear();
-    for &t in &scratch.singles {
+    for &t in scratch.singles.iter().filter(|_| singles_by_tile) {
         let (all, bytes) = acts.all(prepare.is_some());
         scratch
             .single_activations
@@ -389,7 +402,7 @@ pub fn matmul_segments(
                 };
                 run_tiles(w, tile, group, rows.clone(), dst, |t| t0 + t);
             }
-            if !singles.is_empty() {
+            if singles_by_tile {
                 // The AVX2 tiles (in the row dot's order) have 16 registers:
                 // one row by four tokens keeps their accumulators in them.
                 let row_step = if tile.same_as.is_some() { 1 } else { TILE };
@@ -400,6 +413,18 @@ pub fn matmul_segments(
                     row_step,
                 };
                 run_tiles(w, tile, group, rows.clone(), dst, |t| singles[t]);
+            }
+        }
+        if let (Some(dot4), false) = (w.dot4, singles_by_tile) {
+            for four in singles.chunks_exact(4) {
+                let xs = [0, 1, 2, 3].map(|i| acts.of(four[i], false));
+                for r in rows.clone() {
+                    let out = dot4(w.cols, w.row(r), xs);
+                    for (&token, v) in four.iter().zip(out) {
+                        // SAFETY: as for the row tokens below.
+                        unsafe { *dst.at(token * w.rows + r) = v };
+                    }
+                }
             }
         }
         // A weight row stays in L1 across a tile of tokens.
