@@ -23,7 +23,7 @@ use super::generate::{Decoding, GenerateError, Generation, GenerationOptions, Ne
 use super::logprobs::TokenLogprob;
 use super::metrics::SchedulerMetrics;
 use super::runner::Runner;
-use super::session::SessionOptions;
+use super::session::{SessionOptions, reusable_prefix};
 use crate::model::{ForwardScratch, KvCache, Logits, ModelError, Segment};
 use crate::tokenizer::TokenId;
 use serde::Serialize;
@@ -543,14 +543,7 @@ impl<'r> Engine<'r> {
         let index = self.choose_slot(prompt, request.cache_prompt);
         let slot = &mut self.slots[index];
         let reused = if request.cache_prompt {
-            let common = slot
-                .tokens
-                .iter()
-                .zip(prompt)
-                .take_while(|(a, b)| a == b)
-                .count();
-            // At least one token must run to produce logits.
-            common.min(prompt.len() - 1)
+            reusable_prefix(&slot.tokens, prompt)
         } else {
             0
         };
@@ -589,15 +582,7 @@ impl<'r> Engine<'r> {
         };
         if cache_prompt {
             let best = free()
-                .map(|(i, s)| {
-                    let common = s
-                        .tokens
-                        .iter()
-                        .zip(prompt)
-                        .take_while(|(a, b)| a == b)
-                        .count();
-                    (i, common, s.tokens.len())
-                })
+                .map(|(i, s)| (i, reusable_prefix(&s.tokens, prompt), s.tokens.len()))
                 .filter(|&(_, common, held)| common > 0 && 2 * common >= held)
                 .max_by_key(|&(_, common, _)| common);
             if let Some((i, _, _)) = best {
