@@ -47,10 +47,11 @@ pub struct Weights<'a> {
     /// Where ggml changes kernels with the batch size (see [`BatchPlan`]).
     batch: BatchPlan,
     tile: Option<Tile>,
-    /// Whether the tile computes exactly what one token alone gets (its
-    /// row kernel, or the plain dot in the same f32 order), so the single
-    /// tokens of a continuous batch can share it.
-    singles_by_tile: bool,
+    /// A tile kernel that computes exactly what one token alone gets (the
+    /// tile's row kernel, or the plain dot in the same f32 order), which the
+    /// single tokens of a continuous batch can share, with the rows it
+    /// takes per call.
+    singles_tile: Option<(Tile, usize)>,
     /// `dot` for four tokens at once (each bit for bit `dot`'s), if the
     /// variant has it.
     dot4: Option<VecDot4>,
@@ -134,10 +135,25 @@ impl<'a> Weights<'a> {
             .flatten()
             .find(|(one, _)| std::ptr::fn_addr_eq(*one, dot))
             .map(|&(_, four)| four);
-        let singles_by_tile = tile.is_some_and(|t| {
-            (t.prepare.is_some() && t.row.is_some())
-                || t.same_as.is_some_and(|one| std::ptr::fn_addr_eq(one, dot))
-        });
+        let own_order = kernels
+            .batch
+            .singles_tiles
+            .iter()
+            .flatten()
+            .find(|(one, _)| std::ptr::fn_addr_eq(*one, dot))
+            .map(|&(one, dot)| Tile {
+                dot,
+                prepare: None,
+                row: None,
+                same_as: Some(one),
+            });
+        let singles_tile = match tile {
+            Some(t) if t.prepare.is_some() && t.row.is_some() => Some((t, TILE)),
+            // The AVX2 tiles (in the row dot's order) have 16 registers: one
+            // row by four tokens keeps their accumulators in them.
+            Some(t) if t.same_as.is_some_and(|one| std::ptr::fn_addr_eq(one, dot)) => Some((t, 1)),
+            _ => own_order.map(|t| (t, TILE)),
+        };
         Ok(Self {
             ty,
             rows,
@@ -147,7 +163,7 @@ impl<'a> Weights<'a> {
             dot,
             batch,
             tile,
-            singles_by_tile,
+            singles_tile,
             dot4,
             quantize: vec_dot_type(ty).and_then(|a| kernels.quantizers.get(a)),
         })
@@ -192,9 +208,9 @@ pub struct Scratch {
     row_tokens: Vec<RowToken>,
     /// The segments that run the tile kernel: (first token, tokens).
     tiled: Vec<(usize, usize)>,
-    /// One-token segments that share the tile kernel (see
-    /// `Weights::singles_by_tile`): their tokens, and their activations
-    /// side by side in the tile's layout.
+    /// One-token segments that share a tile kernel (see
+    /// `Weights::singles_tile`) or the four-token dot: their tokens, and
+    /// their activations side by side in the tile's layout.
     singles: Vec<usize>,
     single_activations: Vec<u8>,
 }
@@ -322,7 +338,7 @@ pub fn matmul_segments(
     for &n in segments {
         if tile.is_some() && n >= TILE {
             scratch.tiled.push((first, n));
-        } else if n == 1 && (w.singles_by_tile || (w.dot4.is_some() && tile.is_none())) {
+        } else if n == 1 && (w.singles_tile.is_some() || (w.dot4.is_some() && tile.is_none())) {
             scratch.singles.push(first);
         } else {
             scratch.row_tokens.extend((0..n).map(|t| {
@@ -356,9 +372,11 @@ pub fn matmul_segments(
         });
     }
     let prepare = tile.and_then(|t| t.prepare);
-    let singles_by_tile = w.singles_by_tile && !scratch.singles.is_empty();
+    let singles_tile = w.singles_tile.filter(|_| !scratch.singles.is_empty());
+    // A singles tile with a layout of its own is the batch tile itself.
+    let singles_prepared = singles_tile.is_some_and(|(t, _)| t.prepare.is_some());
     let needs_prepared = !scratch.tiled.is_empty()
-        || singles_by_tile
+        || singles_prepared
         || scratch.row_tokens.iter().any(|t| t.prepared);
     scratch.prepared.clear();
     if let (Some(prepare), true) = (prepare, needs_prepared) {
@@ -374,8 +392,8 @@ pub fn matmul_segments(
         prepared_bytes: scratch.prepared.len() / n_tokens,
     };
     scratch.single_activations.clear();
-    for &t in scratch.singles.iter().filter(|_| singles_by_tile) {
-        let (all, bytes) = acts.all(prepare.is_some());
+    for &t in scratch.singles.iter().filter(|_| singles_tile.is_some()) {
+        let (all, bytes) = acts.all(singles_prepared);
         scratch
             .single_activations
             .extend_from_slice(&all[t * bytes..(t + 1) * bytes]);
@@ -402,20 +420,16 @@ pub fn matmul_segments(
                 };
                 run_tiles(w, tile, group, rows.clone(), dst, |t| t0 + t);
             }
-            if singles_by_tile {
-                // The AVX2 tiles (in the row dot's order) have 16 registers:
-                // one row by four tokens keeps their accumulators in them.
-                let row_step = if tile.same_as.is_some() { 1 } else { TILE };
-                let group = TileGroup {
-                    xs: single_xs,
-                    x_bytes,
-                    n_tokens: singles.len(),
-                    row_step,
-                };
-                run_tiles(w, tile, group, rows.clone(), dst, |t| singles[t]);
-            }
         }
-        if let (Some(dot4), false) = (w.dot4, singles_by_tile) {
+        if let Some((tile, row_step)) = singles_tile {
+            let group = TileGroup {
+                xs: single_xs,
+                x_bytes: acts.all(singles_prepared).1,
+                n_tokens: singles.len(),
+                row_step,
+            };
+            run_tiles(w, tile, group, rows.clone(), dst, |t| singles[t]);
+        } else if let Some(dot4) = w.dot4 {
             for four in singles.chunks_exact(4) {
                 let xs = [0, 1, 2, 3].map(|i| acts.of(four[i], false));
                 for r in rows.clone() {
