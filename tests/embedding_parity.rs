@@ -72,15 +72,14 @@ fn check(stem: &str, bound: f64) -> Option<f64> {
         let model = runner.model();
         let mut cache = model.new_cache(rusty_llm::model::KvType::F32, tokens.len());
         let mut scratch = rusty_llm::model::ForwardScratch::default();
+        let mut segment = [rusty_llm::model::Segment {
+            cache: &mut cache,
+            tokens: &tokens,
+            pos0: 0,
+            logits: rusty_llm::model::Logits::None,
+        }];
         let hidden = model
-            .forward_hidden(
-                runner.batch_pool(),
-                &mut cache,
-                &mut scratch,
-                &tokens,
-                std::slice::from_ref(&(0..tokens.len())),
-                None,
-            )
+            .forward_hidden(runner.batch_pool(), &mut segment, &mut scratch, None)
             .unwrap();
         for (t, want) in case.token_embeddings.iter().enumerate() {
             let ours = &hidden[t * n_embd..(t + 1) * n_embd];

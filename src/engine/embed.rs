@@ -9,7 +9,7 @@
 //! model is much better at retrieval.
 
 use super::runner::Runner;
-use crate::model::{ForwardScratch, KvType, ModelError, Positions};
+use crate::model::{ForwardScratch, KvType, Logits, ModelError, Positions, Segment};
 use crate::tokenizer::TokenId;
 use std::ops::Range;
 use thiserror::Error;
@@ -263,32 +263,42 @@ impl Runner {
         let mut scratch = ForwardScratch::default();
         let lengths: Vec<usize> = inputs.iter().map(Vec::len).collect();
         for pass in passes(&lengths, options.batch_tokens) {
-            let batch: Vec<TokenId> = inputs[pass.clone()].concat();
-            let mut ranges = Vec::with_capacity(pass.len());
-            let mut start = 0;
-            for len in &lengths[pass] {
-                ranges.push(start..start + len);
-                start += len;
-            }
-            // Scratch keys and values for this pass only: F32, the exact
+            let inputs = &inputs[pass];
+            // Each input is a sequence of its own from position 0, with
+            // scratch keys and values for this pass only: F32, the exact
             // path (llama.cpp's encoders keep no cache and attend in f32).
-            let mut cache = model.new_cache(KvType::F32, batch.len());
-            let pool = if batch.len() > 1 {
+            let mut caches: Vec<_> = inputs
+                .iter()
+                .map(|t| model.new_cache(KvType::F32, t.len()))
+                .collect();
+            let mut segments: Vec<Segment<'_>> = inputs
+                .iter()
+                .zip(&mut caches)
+                .map(|(tokens, cache)| Segment {
+                    cache,
+                    tokens,
+                    pos0: 0,
+                    logits: Logits::None,
+                })
+                .collect();
+            let n_tokens: usize = inputs.iter().map(Vec::len).sum();
+            let pool = if n_tokens > 1 {
                 self.batch_pool()
             } else {
                 self.pool()
             };
-            let hidden =
-                model.forward_hidden(pool, &mut cache, &mut scratch, &batch, &ranges, None)?;
-            for r in &ranges {
-                let rows = &hidden[r.start * c.n_embd..r.end * c.n_embd];
+            let hidden = model.forward_hidden(pool, &mut segments, &mut scratch, None)?;
+            let mut start = 0;
+            for tokens in inputs {
+                let rows = &hidden[start * c.n_embd..(start + tokens.len()) * c.n_embd];
+                start += tokens.len();
                 let mut vector = c.pooling.pool(rows, c.n_embd);
                 if options.normalize {
                     l2_normalize(&mut vector);
                 }
                 out.push(Embedding {
                     vector,
-                    n_tokens: r.len(),
+                    n_tokens: tokens.len(),
                 });
             }
         }

@@ -12,13 +12,18 @@
 //! - `embed.rs`: embeddings — several inputs per batched pass, pooled and
 //!   normalized — and cosine similarity;
 //! - `runner.rs`: [`Runner`], a loaded model with tokenizer, chat template and
-//!   threads: the library's entry point.
+//!   threads: the library's entry point;
+//! - `scheduler.rs`: [`Scheduler`], many generations at once on one runner
+//!   (continuous batching over sequence slots, prompt-prefix reuse), what
+//!   the server runs on; `metrics.rs`: what it counts.
 
 mod embed;
 mod generate;
 pub mod logprobs;
+mod metrics;
 mod runner;
 pub mod sampling;
+mod scheduler;
 mod session;
 pub mod stop;
 
@@ -27,7 +32,12 @@ pub use embed::{
 };
 pub use generate::{GenerateError, Generation, GenerationOptions, Piece, StopReason};
 pub use logprobs::{TokenLogprob, token_logprob};
+pub use metrics::SchedulerMetrics;
 pub use runner::{LoadOptions, Runner, RunnerError};
 pub use sampling::{Pick, Sampler, SamplerConfig, SamplingError, Stage};
+pub use scheduler::{
+    EmbedJob, Event, Handle, Request, Scheduler, SchedulerOptions, SlotState, SlotStatus,
+    SubmitError,
+};
 pub use session::{Session, SessionOptions};
 pub use stop::{StopOutput, StopStrings};

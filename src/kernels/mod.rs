@@ -45,7 +45,7 @@ mod x86_avx512_tiles;
 pub use dispatch::{
     ActQuantizers, BatchDots, Kernels, Order, Quantize, Simd, SimdError, kernels, kernels_checked,
 };
-pub use matmul::{KernelError, Scratch, Weights, matmul, matvec};
+pub use matmul::{KernelError, Scratch, Weights, matmul, matmul_segments, matvec};
 pub use pool::ThreadPool;
 pub use quant_dots::{QuantDots, VecDot, quantize_activations, vec_dot_type};
 pub use tiles::{Prepare, QuantTiles, RowDot, TILE, Tile, TileDot};

@@ -16,9 +16,13 @@
 //! input embeddings add learned position rows and token type 0 and are
 //! normalized; attention is bidirectional, and the output is the final
 //! hidden states rather than logits ([`Model::forward_hidden`]).
+//!
+//! A pass runs a list of [`Segment`]s — sequences, each with its own KV
+//! cache and positions — through the same matrix products (a continuous
+//! batch, or several embedding inputs); each attends only to its own cache.
 
 use super::ModelError;
-use super::attention::{AttentionShape, OutPtr, attention};
+use super::attention::{AttentionSegment, AttentionShape, OutPtr, attention_batch};
 use super::config::{Activation, FfnKind, ModelConfig, NormKind, NormPlacement, Positions};
 use super::kv_cache::{KvCache, KvType};
 use super::ops::{self, RopeAngles};
@@ -27,7 +31,6 @@ use crate::gguf::GgufFile;
 use crate::kernels::{self, Kernels, Scratch, ThreadPool};
 use crate::profile;
 use crate::tokenizer::TokenId;
-use std::ops::Range;
 
 /// A loaded model: the file (memory-mapped or read), its typed config and
 /// the checked tensor directory.
@@ -58,24 +61,43 @@ pub enum Logits {
     None,
 }
 
+impl Logits {
+    /// Output rows of a segment of `n_tokens` tokens.
+    fn rows(self, n_tokens: usize) -> std::ops::Range<usize> {
+        match self {
+            Self::Last => n_tokens.saturating_sub(1)..n_tokens,
+            Self::All => 0..n_tokens,
+            Self::None => 0..0,
+        }
+    }
+}
+
 /// What a pass returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Output {
-    Logits(Logits),
+    /// Each segment's logits, as its [`Segment::logits`] asks.
+    Logits,
     /// The final hidden state of every token (after the output norm, where
     /// the model has one): what embeddings pool.
     Hidden,
 }
 
-/// Where a pass's tokens sit.
-#[derive(Debug, Clone, Copy)]
-enum Layout<'a> {
-    /// One sequence continuing at position (and cache slot) `pos0`.
-    Sequence { pos0: usize },
-    /// Independent inputs side by side, as token ranges of the batch: each
-    /// starts at position 0, is cached at its batch slots, and attends only
-    /// within itself.
-    Inputs(&'a [Range<usize>]),
+/// One sequence's share of a batched forward pass ([`Model::forward_batch`]):
+/// its tokens at positions `pos0..`, the KV cache they extend, and which
+/// logits it needs.
+#[derive(Debug)]
+pub struct Segment<'a> {
+    pub cache: &'a mut KvCache,
+    pub tokens: &'a [TokenId],
+    pub pos0: usize,
+    pub logits: Logits,
+}
+
+impl Segment<'_> {
+    /// How many rows of logits [`Model::forward_batch`] returns for it.
+    pub fn logit_rows(&self) -> usize {
+        self.logits.rows(self.tokens.len()).len()
+    }
 }
 
 /// Called with the name and value of intermediate activations
@@ -99,6 +121,9 @@ pub struct ForwardScratch {
     /// Each token's position (RoPE angle or learned row).
     positions: Vec<usize>,
     kernel: Scratch,
+    /// Tokens per segment of the current pass, and logit rows per segment.
+    segment_tokens: Vec<usize>,
+    segment_logits: Vec<usize>,
 }
 
 fn resize(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
@@ -169,24 +194,31 @@ impl Model {
         total
     }
 
+    /// `linear` over the tokens of every segment (`segments[i]` tokens each),
+    /// each segment computed as a batch of its own (see
+    /// [`kernels::matmul_segments`]).
     fn matmul(
         &self,
         pool: &ThreadPool,
         linear: &Linear,
         xs: &[f32],
-        n_tokens: usize,
+        segments: &[usize],
         out: &mut [f32],
         scratch: &mut Scratch,
     ) -> Result<(), ModelError> {
         let _timed = profile::scope(|| {
-            let batch = if n_tokens > 1 { "batch" } else { "1 token" };
+            let batch = if segments.iter().any(|&n| n > 1) {
+                "batch"
+            } else {
+                "1 token"
+            };
             format!(
                 "matmul {} {}→{} {batch}",
                 linear.ty, linear.cols, linear.rows
             )
         });
         let w = linear.bind(&self.file, self.kernels)?;
-        kernels::matmul(pool, &w, xs, n_tokens, out, scratch)?;
+        kernels::matmul_segments(pool, &w, xs, segments, out, scratch)?;
         if let Some(bias) = &linear.bias {
             for row in out.chunks_exact_mut(linear.rows) {
                 ops::add_assign(row, bias);
@@ -227,94 +259,82 @@ impl Model {
         logits: Logits,
         hook: Option<ActivationHook<'_>>,
     ) -> Result<&'s [f32], ModelError> {
-        let layout = Layout::Sequence { pos0 };
-        self.run(
-            pool,
+        let segment = Segment {
             cache,
-            scratch,
             tokens,
-            layout,
-            Output::Logits(logits),
-            hook,
-        )
+            pos0,
+            logits,
+        };
+        self.forward_batch(pool, &mut [segment], scratch, hook)
     }
 
-    /// Runs several independent inputs in one pass — `tokens` holds them
-    /// back to back, `inputs` their ranges — and returns the final hidden
-    /// state of every token (`n_embd` each, after the output norm where the
-    /// model has one), which embeddings pool. The weights are applied to all
-    /// tokens at once (matrix × matrix); each input starts at position 0 and
-    /// attends only to itself. `cache` is scratch: it needs a slot per token
-    /// and is overwritten.
+    /// One forward pass over several sequences (a continuous batch): the
+    /// projections and the FFN run as matrix products over every token of
+    /// every segment, attention runs per segment against its own cache.
+    /// Each segment's results are bit for bit those of its own
+    /// [`Model::forward`]: every kernel is picked by the segment's own size.
+    /// Returns the segments' logits one after the other
+    /// ([`Segment::logit_rows`] rows of `n_vocab` each).
+    pub fn forward_batch<'s>(
+        &self,
+        pool: &ThreadPool,
+        segments: &mut [Segment<'_>],
+        scratch: &'s mut ForwardScratch,
+        hook: Option<ActivationHook<'_>>,
+    ) -> Result<&'s [f32], ModelError> {
+        self.pass(pool, segments, scratch, Output::Logits, hook)
+    }
+
+    /// Runs the segments (independent inputs, e.g. texts to embed, each
+    /// usually at position 0 of a cache of its own) in one pass and returns
+    /// the final hidden state of every token, segment after segment (`n_embd`
+    /// each, after the output norm where the model has one), which
+    /// embeddings pool. Their `logits` are ignored.
     pub fn forward_hidden<'s>(
         &self,
         pool: &ThreadPool,
-        cache: &mut KvCache,
+        segments: &mut [Segment<'_>],
         scratch: &'s mut ForwardScratch,
-        tokens: &[TokenId],
-        inputs: &[Range<usize>],
         hook: Option<ActivationHook<'_>>,
     ) -> Result<&'s [f32], ModelError> {
-        let mut next = 0;
-        for r in inputs {
-            if r.start != next || r.is_empty() {
-                return Err(ModelError::Unsupported(format!(
-                    "input ranges must cover the tokens in order without gaps or empty inputs (got {r:?} after {next})"
-                )));
-            }
-            next = r.end;
-        }
-        if next != tokens.len() {
-            return Err(ModelError::Unsupported(format!(
-                "input ranges cover {next} tokens of {}",
-                tokens.len()
-            )));
-        }
-        let layout = Layout::Inputs(inputs);
-        self.run(pool, cache, scratch, tokens, layout, Output::Hidden, hook)
+        self.pass(pool, segments, scratch, Output::Hidden, hook)
     }
 
-    /// The forward pass behind [`Model::forward`] and [`Model::forward_hidden`].
-    #[allow(clippy::too_many_arguments)]
-    fn run<'s>(
+    /// [`Model::forward_batch`] or [`Model::forward_hidden`].
+    fn pass<'s>(
         &self,
         pool: &ThreadPool,
-        cache: &mut KvCache,
+        segments: &mut [Segment<'_>],
         scratch: &'s mut ForwardScratch,
-        tokens: &[TokenId],
-        layout: Layout<'_>,
         output: Output,
         mut hook: Option<ActivationHook<'_>>,
     ) -> Result<&'s [f32], ModelError> {
         let c = &self.config;
-        let w = &self.weights;
-        let n = tokens.len();
+        let s = scratch;
+        s.segment_tokens.clear();
+        s.segment_tokens
+            .extend(segments.iter().map(|seg| seg.tokens.len()));
+        let n: usize = s.segment_tokens.iter().sum();
         if n == 0 {
             return Ok(&[]);
         }
-        // The first cache slot of the batch; slots follow token order.
-        let pos0 = match layout {
-            Layout::Sequence { pos0 } => pos0,
-            Layout::Inputs(_) => 0,
-        };
-        if pos0 + n > cache.n_ctx() {
-            return Err(ModelError::ContextFull {
-                needed: pos0 + n,
-                n_ctx: cache.n_ctx(),
-            });
-        }
-        let positions = &mut scratch.positions;
-        positions.clear();
-        match layout {
-            Layout::Sequence { pos0 } => positions.extend(pos0..pos0 + n),
-            Layout::Inputs(inputs) => {
-                for r in inputs {
-                    positions.extend(0..r.len());
-                }
+        for seg in segments.iter() {
+            let needed = seg.pos0 + seg.tokens.len();
+            if needed > seg.cache.n_ctx() {
+                return Err(ModelError::ContextFull {
+                    needed,
+                    n_ctx: seg.cache.n_ctx(),
+                });
             }
         }
+        // Each token's position: the RoPE angle, or the row of a learned
+        // position table (whose length bounds it).
+        s.positions.clear();
+        for seg in segments.iter() {
+            s.positions.extend(seg.pos0..seg.pos0 + seg.tokens.len());
+        }
         if c.positions == Positions::Learned
-            && let Some(&last) = positions.iter().max()
+            && let Some(&last) = s.positions.iter().max()
             && last >= c.context_length
         {
             return Err(ModelError::ContextFull {
@@ -322,17 +342,41 @@ impl Model {
                 n_ctx: c.context_length,
             });
         }
+        let lens = std::mem::take(&mut s.segment_tokens);
+        let result = self.forward_segments(pool, segments, &lens, s, output, &mut hook);
+        s.segment_tokens = lens;
+        let n_out = result?;
+        Ok(match output {
+            Output::Logits => &s.logits[..n_out * c.n_vocab],
+            Output::Hidden => &s.xn[..n_out * c.n_embd],
+        })
+    }
+
+    /// The body of [`Model::pass`]: returns the number of output rows, in
+    /// `s.logits` (logits) or `s.xn` (hidden states).
+    fn forward_segments(
+        &self,
+        pool: &ThreadPool,
+        segments: &mut [Segment<'_>],
+        lens: &[usize],
+        s: &mut ForwardScratch,
+        output: Output,
+        hook: &mut Option<ActivationHook<'_>>,
+    ) -> Result<usize, ModelError> {
+        let c = &self.config;
+        let w = &self.weights;
+        let n: usize = lens.iter().sum();
         let mut dump = |name: &dyn Fn() -> String, values: &[f32]| {
             if let Some(h) = hook.as_mut() {
                 h(&name(), values);
             }
         };
-        let s = scratch;
         let d = c.n_embd;
 
         // Token embeddings.
         let x = resize(&mut s.x, n * d);
-        for (t, &tok) in tokens.iter().enumerate() {
+        let tokens = segments.iter().flat_map(|seg| seg.tokens);
+        for (t, &tok) in tokens.enumerate() {
             if tok as usize >= c.n_vocab {
                 return Err(ModelError::TokenOutOfRange {
                     token: tok,
@@ -391,13 +435,13 @@ impl Model {
                     k: wk,
                     v: wv,
                 } => {
-                    self.matmul(pool, wq, attn_in, n, q, &mut s.kernel)?;
-                    self.matmul(pool, wk, attn_in, n, k, &mut s.kernel)?;
-                    self.matmul(pool, wv, attn_in, n, v, &mut s.kernel)?;
+                    self.matmul(pool, wq, attn_in, lens, q, &mut s.kernel)?;
+                    self.matmul(pool, wk, attn_in, lens, k, &mut s.kernel)?;
+                    self.matmul(pool, wv, attn_in, lens, v, &mut s.kernel)?;
                 }
                 QkvProjection::Fused(wqkv) => {
                     let qkv = resize(&mut s.qkv, n * wqkv.rows);
-                    self.matmul(pool, wqkv, attn_in, n, qkv, &mut s.kernel)?;
+                    self.matmul(pool, wqkv, attn_in, lens, qkv, &mut s.kernel)?;
                     for t in 0..n {
                         let row = &qkv[t * wqkv.rows..(t + 1) * wqkv.rows];
                         q[t * q_dim..(t + 1) * q_dim].copy_from_slice(&row[..q_dim]);
@@ -411,28 +455,32 @@ impl Model {
                 ops::rms_norm_heads(q, qn, c.norm_eps);
                 ops::rms_norm_heads(k, kn, c.norm_eps);
             }
-            for t in 0..n {
-                if c.positions == Positions::Rope {
-                    angles.compute(
-                        &c.rope,
-                        lc.rope_base,
-                        lc.rope_freq_scale,
-                        w.rope_freqs.as_deref(),
-                        s.positions[t],
+            let mut t = 0;
+            for seg in segments.iter_mut() {
+                for pos in seg.pos0..seg.pos0 + seg.tokens.len() {
+                    if c.positions == Positions::Rope {
+                        angles.compute(
+                            &c.rope,
+                            lc.rope_base,
+                            lc.rope_freq_scale,
+                            w.rope_freqs.as_deref(),
+                            pos,
+                        );
+                        for head in q[t * q_dim..(t + 1) * q_dim].chunks_exact_mut(c.head_dim_k) {
+                            angles.apply(c.rope.style, head);
+                        }
+                        for head in k[t * k_dim..(t + 1) * k_dim].chunks_exact_mut(c.head_dim_k) {
+                            angles.apply(c.rope.style, head);
+                        }
+                    }
+                    seg.cache.store(
+                        il,
+                        pos,
+                        &k[t * k_dim..(t + 1) * k_dim],
+                        &v[t * v_dim..(t + 1) * v_dim],
                     );
-                    for head in q[t * q_dim..(t + 1) * q_dim].chunks_exact_mut(c.head_dim_k) {
-                        angles.apply(c.rope.style, head);
-                    }
-                    for head in k[t * k_dim..(t + 1) * k_dim].chunks_exact_mut(c.head_dim_k) {
-                        angles.apply(c.rope.style, head);
-                    }
+                    t += 1;
                 }
-                cache.store(
-                    il,
-                    pos0 + t,
-                    &k[t * k_dim..(t + 1) * k_dim],
-                    &v[t * v_dim..(t + 1) * v_dim],
-                );
             }
             drop(timed);
             dump(&|| format!("blk.{il}.q_roped"), q);
@@ -451,42 +499,33 @@ impl Model {
                 causal: c.causal,
             };
             let timed = profile::scope(|| {
-                let batch = if n > 1 { "batch" } else { "1 token" };
-                format!("attention {:?} cache {batch}", cache.kv_type())
+                let batch = if lens.iter().any(|&n| n > 1) {
+                    "batch"
+                } else {
+                    "1 token"
+                };
+                format!("attention {:?} cache {batch}", segments[0].cache.kv_type())
             });
-            match layout {
-                Layout::Sequence { pos0 } => attention(
-                    pool,
-                    self.kernels,
-                    cache,
-                    il,
-                    &shape,
-                    q,
-                    pos0,
-                    0..pos0 + n,
-                    attn,
-                ),
-                // Slots are batch indices: each input sees its own only.
-                Layout::Inputs(inputs) => {
-                    for r in inputs {
-                        attention(
-                            pool,
-                            self.kernels,
-                            cache,
-                            il,
-                            &shape,
-                            &q[r.start * q_dim..r.end * q_dim],
-                            r.start,
-                            r.clone(),
-                            &mut attn[r.start * attn_width..r.end * attn_width],
-                        );
+            let mut first = 0;
+            let queries: Vec<AttentionSegment<'_>> = segments
+                .iter()
+                .map(|seg| {
+                    let n_tokens = seg.tokens.len();
+                    first += n_tokens;
+                    AttentionSegment {
+                        cache: seg.cache,
+                        first: first - n_tokens,
+                        n_tokens,
+                        pos0: seg.pos0,
+                        n_kv: seg.pos0 + n_tokens,
                     }
-                }
-            }
+                })
+                .collect();
+            attention_batch(pool, self.kernels, il, &shape, &queries, q, attn);
             drop(timed);
             dump(&|| format!("blk.{il}.kqv_out"), attn);
             let branch = resize(&mut s.branch, n * d);
-            self.matmul(pool, &lw.attn_out, attn, n, branch, &mut s.kernel)?;
+            self.matmul(pool, &lw.attn_out, attn, lens, branch, &mut s.kernel)?;
             if let Some(post) = &lw.post_attn_norm {
                 let xn = resize(&mut s.xn, n * d);
                 self.norm_rows(post, branch, xn);
@@ -512,12 +551,12 @@ impl Model {
                 &s.x
             };
             let up = resize(&mut s.up, n * lw.ffn_up.rows);
-            self.matmul(pool, &lw.ffn_up, ffn_in, n, up, &mut s.kernel)?;
+            self.matmul(pool, &lw.ffn_up, ffn_in, lens, up, &mut s.kernel)?;
             let hidden: &[f32] = match c.ffn {
                 FfnKind::Gated(act) => {
                     let gate_w = lw.ffn_gate.as_ref().expect("loader requires ffn_gate");
                     let gate = resize(&mut s.gate, n * c.n_ff);
-                    self.matmul(pool, gate_w, ffn_in, n, gate, &mut s.kernel)?;
+                    self.matmul(pool, gate_w, ffn_in, lens, gate, &mut s.kernel)?;
                     let _timed = profile::scope(|| "ffn activation".into());
                     gated_on_pool(pool, act, gate, up);
                     gate
@@ -541,7 +580,7 @@ impl Model {
             };
             dump(&|| format!("blk.{il}.ffn_hidden"), hidden);
             let branch = resize(&mut s.branch, n * d);
-            self.matmul(pool, &lw.ffn_down, hidden, n, branch, &mut s.kernel)?;
+            self.matmul(pool, &lw.ffn_down, hidden, lens, branch, &mut s.kernel)?;
             dump(&|| format!("blk.{il}.ffn_down"), branch);
             if let Some(post) = &lw.post_ffn_norm {
                 let xn = resize(&mut s.xn, n * d);
@@ -559,34 +598,47 @@ impl Model {
             dump(&|| format!("blk.{il}.l_out"), &s.x);
         }
 
-        // Output head, on the rows that need logits (or hidden states).
-        let rows: &[f32] = match output {
-            Output::Logits(Logits::None) => return Ok(&[]),
-            Output::Logits(Logits::Last) => &s.x[(n - 1) * d..],
-            Output::Logits(Logits::All) | Output::Hidden => &s.x,
-        };
-        let n_out = rows.len() / d;
-        let Some(output_norm) = &w.output_norm else {
-            return match output {
-                Output::Hidden => Ok(&s.x),
-                Output::Logits(_) => Err(ModelError::Unsupported(format!(
-                    "{} is an embedding model (an encoder without an output head): it computes embeddings, not text",
-                    c.arch
-                ))),
-            };
-        };
-        let xn = resize(&mut s.xn, n_out * d);
-        self.norm_rows(output_norm, rows, xn);
-        dump(&|| "result_norm".into(), xn);
         if output == Output::Hidden {
-            return Ok(&s.xn[..n_out * d]);
+            // Every token's final state, normalized where the model has an
+            // output norm (encoders end with their last block's norm).
+            let xn = resize(&mut s.xn, n * d);
+            match &w.output_norm {
+                Some(norm) => self.norm_rows(norm, &s.x, xn),
+                None => xn.copy_from_slice(&s.x),
+            }
+            dump(&|| "result_norm".into(), xn);
+            return Ok(n);
         }
-        let output_w = w
-            .output
-            .as_ref()
-            .expect("the loader pairs output with output_norm");
+        let (Some(output_norm), Some(output_w)) = (&w.output_norm, &w.output) else {
+            return Err(ModelError::Unsupported(format!(
+                "{} is an embedding model (an encoder without an output head): it computes embeddings, not text",
+                c.arch
+            )));
+        };
+
+        // Output head, on the rows that need logits: each segment's own rows,
+        // as a batch of their own.
+        s.segment_logits.clear();
+        let mut n_out = 0;
+        let mut first = 0;
+        for seg in segments.iter() {
+            let rows = seg.logits.rows(seg.tokens.len());
+            let xn = resize(&mut s.xn, (n_out + rows.len()) * d);
+            for r in rows.clone() {
+                let row = &s.x[(first + r) * d..(first + r + 1) * d];
+                self.norm_rows(output_norm, row, &mut xn[n_out * d..(n_out + 1) * d]);
+                n_out += 1;
+            }
+            s.segment_logits.push(rows.len());
+            first += seg.tokens.len();
+        }
+        if n_out == 0 {
+            return Ok(0);
+        }
+        let xn = &s.xn[..n_out * d];
+        dump(&|| "result_norm".into(), xn);
         let out = resize(&mut s.logits, n_out * c.n_vocab);
-        self.matmul(pool, output_w, xn, n_out, out, &mut s.kernel)?;
+        self.matmul(pool, output_w, xn, &s.segment_logits, out, &mut s.kernel)?;
         if let Some(div) = c.logit_divisor {
             ops::scale(out, 1.0 / div);
         }
@@ -594,7 +646,7 @@ impl Model {
             ops::softcap(out, cap);
         }
         dump(&|| "result_output".into(), out);
-        Ok(&s.logits[..n_out * c.n_vocab])
+        Ok(n_out)
     }
 }
 

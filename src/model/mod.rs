@@ -23,7 +23,7 @@ pub use config::{
     Activation, FfnKind, LayerConfig, ModelConfig, NormKind, NormPlacement, Pooling, Positions,
     RopeConfig, RopeScaling, RopeStyle,
 };
-pub use decoder::{ActivationHook, ForwardScratch, Logits, Model};
+pub use decoder::{ActivationHook, ForwardScratch, Logits, Model, Segment};
 pub use kv_cache::{KvCache, KvType};
 pub use support::{SupportReport, check_support};
 pub use weights::{Linear, ModelWeights, Norm};

@@ -5,10 +5,9 @@
 //! thread computes the vectors, several inputs per batched pass.
 
 use super::api::{JsonBody, OllamaJson, loaded, refused};
-use super::engine::EmbedJob;
 use super::ollama::OllamaOptions;
 use super::{ApiError, AppState, Loaded, OllamaError, bad_field, error_json};
-use crate::engine::{EmbedError, EmbedOptions, Embedding};
+use crate::engine::{EmbedError, EmbedJob, EmbedOptions, Embedding};
 use crate::tokenizer::TokenId;
 use axum::Json;
 use axum::extract::State;

@@ -6,9 +6,8 @@ use super::api::{
     ChatMessage, OllamaJson, SamplingFields, StopField, chat_tokens, collect, loaded, messages,
     submit, to_value,
 };
-use super::engine::Event;
 use super::{AppState, Loaded, OllamaError, bad_field, error_json};
-use crate::engine::{Generation, GenerationOptions, StopReason};
+use crate::engine::{Event, Generation, GenerationOptions, Handle, StopReason};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
@@ -208,19 +207,17 @@ impl ChatResponse {
 
 /// One JSON object per line: `piece(text)` objects, then `done(generation)`.
 fn ndjson(
-    rx: tokio::sync::mpsc::UnboundedReceiver<Event>,
-    guard: super::api::CancelOnDrop,
+    handle: Handle,
     piece: impl Fn(&str) -> Value + Send + 'static,
     done: impl Fn(&Generation) -> Value + Send + 'static,
 ) -> Response {
     use futures_util::StreamExt;
-    let lines = tokio_stream::wrappers::UnboundedReceiverStream::new(rx).map(move |event| {
-        let _alive = &guard;
+    let lines = super::api::events(handle).map(move |event| {
         let value = match event {
             Event::Piece { text, .. } if text.is_empty() => return None,
             Event::Piece { text, .. } => piece(&text),
             Event::Done(g) => done(&g),
-            Event::Error(e) => json!({ "error": e }),
+            Event::Error(e) => json!({ "error": e.to_string() }),
         };
         Some(Ok::<_, std::convert::Infallible>(format!("{value}\n")))
     });
@@ -288,18 +285,16 @@ pub(crate) async fn generate(
         .options
         .unwrap_or_default()
         .generation(tokens.len(), l.ctx_size, n_vocab)?;
-    let (rx, guard) = submit(l, tokens, options, None)?;
+    let handle = submit(l, tokens, options, None)?;
     if req.stream {
         let m2 = model.clone();
         return Ok(ndjson(
-            rx,
-            guard,
+            handle,
             move |t| GenerateResponse::json(&model, t, None),
             move |g| GenerateResponse::json(&m2, "", Some(Final::of(g))),
         ));
     }
-    let g = collect(rx).await?;
-    drop(guard);
+    let g = collect(handle).await?;
     let end = Final::of(&g);
     Ok(Json(GenerateResponse::json(&model, g.text, Some(end))).into_response())
 }
@@ -328,21 +323,19 @@ pub(crate) async fn chat(
         .options
         .unwrap_or_default()
         .generation(tokens.len(), l.ctx_size, n_vocab)?;
-    let (rx, guard) = submit(l, tokens, options, None)?;
+    let handle = submit(l, tokens, options, None)?;
     // Any requested id maps to the loaded model; answers name the one that served.
     let _requested = req.model;
     let model = l.model_id.clone();
     if req.stream {
         let m2 = model.clone();
         return Ok(ndjson(
-            rx,
-            guard,
+            handle,
             move |t| ChatResponse::json(&model, t, None),
             move |g| ChatResponse::json(&m2, "", Some(Final::of(g))),
         ));
     }
-    let g = collect(rx).await?;
-    drop(guard);
+    let g = collect(handle).await?;
     let end = Final::of(&g);
     Ok(Json(ChatResponse::json(&model, g.text, Some(end))).into_response())
 }
