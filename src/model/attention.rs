@@ -35,6 +35,53 @@ pub struct AttentionShape {
     pub causal: bool,
 }
 
+/// The cache slots a batch's queries may see, before the layer's causal and
+/// window rules.
+#[derive(Debug, Clone, Copy)]
+pub enum KeySlots<'a> {
+    /// Slots `0..n_kv`: one sequence.
+    Upto(usize),
+    /// Several inputs side by side, each cached at its batch indices (these
+    /// ranges, in order): a query sees only its own input's slots.
+    PerInput(&'a [Range<usize>]),
+}
+
+impl KeySlots<'_> {
+    /// The slots the query at `slot` may see.
+    fn of(&self, slot: usize) -> Range<usize> {
+        match *self {
+            Self::Upto(n_kv) => 0..n_kv,
+            Self::PerInput(inputs) => {
+                let i = inputs.partition_point(|r| r.end <= slot);
+                inputs.get(i).map_or(0..0, Range::clone)
+            }
+        }
+    }
+
+    /// One past the last slot any query sees.
+    fn end(&self) -> usize {
+        match *self {
+            Self::Upto(n_kv) => n_kv,
+            Self::PerInput(inputs) => inputs.last().map_or(0, |r| r.end),
+        }
+    }
+
+    /// The slots `(lo, hi)` the query at `slot` sees under `shape`'s rules.
+    fn visible(&self, shape: &AttentionShape, slot: usize) -> (usize, usize) {
+        let mine = self.of(slot);
+        let hi = if shape.causal {
+            (slot + 1).min(mine.end)
+        } else {
+            mine.end
+        };
+        let lo = shape
+            .window
+            .map_or(0, |w| (slot + 1).saturating_sub(w))
+            .max(mine.start);
+        (lo, hi)
+    }
+}
+
 /// Per-thread buffers, reused across tasks and calls.
 #[derive(Default)]
 struct Buffers {
@@ -65,9 +112,9 @@ impl OutPtr {
 }
 
 /// Attention of `n_tokens` queries at cache slots `pos0..pos0 + n_tokens`
-/// against the cached slots `key_slots` of `layer` (`0..n_kv` for one sequence;
-/// one input's slots when several inputs share a batch and must not see each
-/// other). `q` holds `n_tokens × n_head × head_dim_k` (already roped), `out`
+/// against the cached slots of `layer` that `key_slots` allows each (all up
+/// to `n_kv` for one sequence; its own input's when several inputs share the
+/// batch). `q` holds `n_tokens × n_head × head_dim_k` (already roped), `out`
 /// receives `n_tokens × n_head × head_dim_v`.
 #[allow(clippy::too_many_arguments)]
 pub fn attention(
@@ -78,10 +125,10 @@ pub fn attention(
     shape: &AttentionShape,
     q: &[f32],
     pos0: usize,
-    key_slots: Range<usize>,
+    key_slots: KeySlots<'_>,
     out: &mut [f32],
 ) {
-    let n_kv = key_slots.end;
+    let n_kv = key_slots.end();
     let q_dim = shape.n_head * shape.head_dim_k;
     let v_dim = shape.n_head * shape.head_dim_v;
     let n_tokens = q.len() / q_dim;
@@ -95,7 +142,7 @@ pub fn attention(
         && n_tokens >= TILE_Q
     {
         let cached = TiledKv::new(k, v, shape, n_ctx, n_kv);
-        return tiled_flash_attention(pool, kernels, &cached, shape, q, pos0, key_slots.start, out);
+        return tiled_flash_attention(pool, kernels, &cached, shape, q, pos0, key_slots, out);
     }
     let f16_kernel = flash_f16_kernel(kernels.simd, shape);
     // A batch of queries over an F16 cache would convert every cached row
@@ -112,12 +159,7 @@ pub fn attention(
         BUFFERS.with_borrow_mut(|buf| {
             for task in chunk * per_chunk..((chunk + 1) * per_chunk).min(tasks) {
                 let (t, h) = (task / shape.n_head, task % shape.n_head);
-                let pos = pos0 + t;
-                let hi = if shape.causal { pos + 1 } else { n_kv };
-                let lo = shape
-                    .window
-                    .map_or(0, |w| (pos + 1).saturating_sub(w))
-                    .max(key_slots.start);
+                let (lo, hi) = key_slots.visible(shape, pos0 + t);
                 let kv_head = h / (shape.n_head / shape.n_head_kv);
                 let q_head = &q[t * q_dim + h * shape.head_dim_k..][..shape.head_dim_k];
                 // SAFETY: task (t, h) owns this slice of `out`.
@@ -680,7 +722,6 @@ struct TiledKv {
     keys: Vec<f32>,
     values: Vec<f32>,
     n_tiles: usize,
-    n_kv: usize,
 }
 
 impl TiledKv {
@@ -712,7 +753,6 @@ impl TiledKv {
             keys: kt,
             values: v32,
             n_tiles,
-            n_kv,
         }
     }
 
@@ -755,7 +795,7 @@ fn tiled_flash_attention(
     shape: &AttentionShape,
     q: &[f32],
     pos0: usize,
-    first_key: usize,
+    key_slots: KeySlots<'_>,
     out: &mut [f32],
 ) {
     let q_dim = shape.n_head * shape.head_dim_k;
@@ -771,7 +811,7 @@ fn tiled_flash_attention(
                 first_token: t0,
                 rows,
                 pos0,
-                first_key,
+                key_slots,
             };
             attend_tile(kernels.simd, cached, shape, q, tile, buf);
             let v_dim = shape.n_head * shape.head_dim_v;
@@ -794,31 +834,22 @@ fn tiled_flash_attention(
 }
 
 /// Which queries one tiled task owns: head `head` of tokens
-/// `first_token..first_token + rows`, the first token at slot `pos0`; no
-/// query sees slots before `first_key`.
+/// `first_token..first_token + rows`, the first token at slot `pos0`, each
+/// seeing what `key_slots` allows.
 #[derive(Clone, Copy)]
-struct QueryTile {
+struct QueryTile<'a> {
     head: usize,
     first_token: usize,
     rows: usize,
     pos0: usize,
-    first_key: usize,
+    key_slots: KeySlots<'a>,
 }
 
-impl QueryTile {
+impl QueryTile<'_> {
     /// The cached positions `lo..hi` that row `r` sees.
-    fn visible(&self, shape: &AttentionShape, n_kv: usize, r: usize) -> (usize, usize) {
-        let pos = self.pos0 + self.first_token + r;
-        let hi = if shape.causal {
-            (pos + 1).min(n_kv)
-        } else {
-            n_kv
-        };
-        let lo = shape
-            .window
-            .map_or(0, |w| (pos + 1).saturating_sub(w))
-            .max(self.first_key);
-        (lo, hi)
+    fn visible(&self, shape: &AttentionShape, r: usize) -> (usize, usize) {
+        self.key_slots
+            .visible(shape, self.pos0 + self.first_token + r)
     }
 }
 
@@ -903,8 +934,8 @@ fn attend_tile_body(
     buf.sum.resize(rows, 0.0);
     buf.scores.resize(rows * TILE_KV, 0.0);
 
-    let first_lo = tile.visible(shape, cached.n_kv, 0).0;
-    let last_hi = tile.visible(shape, cached.n_kv, rows - 1).1;
+    let first_lo = tile.visible(shape, 0).0;
+    let last_hi = tile.visible(shape, rows - 1).1;
     // ggml folds the soft-cap divisor into the scale.
     if let Some(cap) = shape.softcap {
         scale /= cap;
@@ -926,7 +957,7 @@ fn attend_tile_body(
             let row: &mut [f32; TILE_KV] = (&mut scores[r * TILE_KV..][..TILE_KV])
                 .try_into()
                 .expect("a tile row");
-            let (lo, hi) = tile.visible(shape, cached.n_kv, r);
+            let (lo, hi) = tile.visible(shape, r);
             // The visible part of this tile, as indices into the row.
             let (from, to) = (lo.max(base) - base, hi.clamp(base, base + TILE_KV) - base);
             match shape.softcap {
@@ -1084,7 +1115,7 @@ mod tests {
                     &shape,
                     &q,
                     pos0,
-                    0..n_kv,
+                    KeySlots::Upto(n_kv),
                     &mut out,
                 );
                 let want = exact(&cache, &shape, &q, pos0, n_kv);
@@ -1094,6 +1125,80 @@ mod tests {
                     .map(|(a, b)| (a - b).abs())
                     .fold(0.0f32, f32::max);
                 assert!(worst < 2e-5, "case {i} {simd:?}: max |Δ| {worst}");
+            }
+        }
+    }
+
+    /// Inputs side by side in one call (`KeySlots::PerInput`) give what
+    /// each gives alone in its own cache: exact attention for the F16 cache
+    /// (a batch this size takes the tiled path), the per-input call for F32.
+    #[test]
+    fn inputs_side_by_side_see_only_themselves() {
+        let pool = ThreadPool::new(2);
+        let kernels = crate::kernels::kernels();
+        let lens = [70usize, 5, 66];
+        let mut ranges = Vec::new();
+        for &len in &lens {
+            let start = ranges.last().map_or(0, |r: &Range<usize>| r.end);
+            ranges.push(start..start + len);
+        }
+        let total: usize = lens.iter().sum();
+        let (n_head, n_head_kv, hd) = (4, 2, 32);
+        let (q_dim, kv_width) = (n_head * hd, n_head_kv * hd);
+        let k = values(total * kv_width, 41);
+        let v = values(total * kv_width, 42);
+        let q = values(total * q_dim, 43);
+        for kv_type in [KvType::F16, KvType::F32] {
+            for causal in [false, true] {
+                let shape = AttentionShape {
+                    n_head,
+                    n_head_kv,
+                    head_dim_k: hd,
+                    head_dim_v: hd,
+                    scale: 1.0 / (hd as f32).sqrt(),
+                    softcap: None,
+                    window: None,
+                    causal,
+                    scale_on_q: false,
+                };
+                let fill = |slots: Range<usize>| {
+                    let mut cache = KvCache::new(kv_type, slots.len(), 1, n_head_kv, hd, hd);
+                    for (at, slot) in slots.enumerate() {
+                        let kp: Vec<f32> = k[slot * kv_width..][..kv_width]
+                            .iter()
+                            .map(|x| x * 6.0)
+                            .collect();
+                        cache.store(0, at, &kp, &v[slot * kv_width..][..kv_width]);
+                    }
+                    cache
+                };
+                let batch = fill(0..total);
+                let mut out = vec![0.0; total * q_dim];
+                let slots = KeySlots::PerInput(&ranges);
+                attention(&pool, kernels, &batch, 0, &shape, &q, 0, slots, &mut out);
+                for r in &ranges {
+                    let own = fill(r.clone());
+                    let q_own = &q[r.start * q_dim..r.end * q_dim];
+                    let want = match kv_type {
+                        KvType::F16 => exact(&own, &shape, q_own, 0, r.len()),
+                        KvType::F32 => {
+                            let mut alone = vec![0.0; r.len() * q_dim];
+                            let slots = KeySlots::Upto(r.len());
+                            attention(&pool, kernels, &own, 0, &shape, q_own, 0, slots, &mut alone);
+                            alone
+                        }
+                    };
+                    let got = &out[r.start * q_dim..r.end * q_dim];
+                    let worst = got
+                        .iter()
+                        .zip(&want)
+                        .map(|(a, b)| (a - b).abs())
+                        .fold(0.0f32, f32::max);
+                    assert!(
+                        worst < 2e-5,
+                        "{kv_type:?} causal {causal} input {r:?}: {worst}"
+                    );
+                }
             }
         }
     }
@@ -1124,7 +1229,17 @@ mod tests {
                 let pool = ThreadPool::new(threads);
                 let kernels = Kernels::for_simd(simd).unwrap();
                 let mut out = vec![0.0; n * 4 * 256];
-                attention(&pool, &kernels, &cache, 0, &shape, &q, 0, 0..n, &mut out);
+                attention(
+                    &pool,
+                    &kernels,
+                    &cache,
+                    0,
+                    &shape,
+                    &q,
+                    0,
+                    KeySlots::Upto(n),
+                    &mut out,
+                );
                 match &first {
                     None => first = Some(out),
                     Some(f) => assert!(
@@ -1184,7 +1299,7 @@ mod per_query_tests {
                     &shape,
                     &q,
                     n_kv - n,
-                    0..n_kv,
+                    KeySlots::Upto(n_kv),
                     &mut out,
                 );
                 out

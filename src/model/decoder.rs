@@ -18,7 +18,7 @@
 //! hidden states rather than logits ([`Model::forward_hidden`]).
 
 use super::ModelError;
-use super::attention::{AttentionShape, OutPtr, attention};
+use super::attention::{AttentionShape, KeySlots, OutPtr, attention};
 use super::config::{Activation, FfnKind, ModelConfig, NormKind, NormPlacement, Positions};
 use super::kv_cache::{KvCache, KvType};
 use super::ops::{self, RopeAngles};
@@ -365,6 +365,12 @@ impl Model {
             dump(&|| "inp_norm".into(), &s.x);
         }
         let pre_norm = c.norm_placement == NormPlacement::Pre;
+        // Inputs side by side are cached at their batch indices and see
+        // only their own slots.
+        let key_slots = match layout {
+            Layout::Sequence { pos0 } => KeySlots::Upto(pos0 + n),
+            Layout::Inputs(inputs) => KeySlots::PerInput(inputs),
+        };
 
         let (q_dim, k_dim, v_dim) = (c.q_dim(), c.k_dim(), c.v_dim());
         let attn_width = c.n_head * c.head_dim_v;
@@ -454,35 +460,17 @@ impl Model {
                 let batch = if n > 1 { "batch" } else { "1 token" };
                 format!("attention {:?} cache {batch}", cache.kv_type())
             });
-            match layout {
-                Layout::Sequence { pos0 } => attention(
-                    pool,
-                    self.kernels,
-                    cache,
-                    il,
-                    &shape,
-                    q,
-                    pos0,
-                    0..pos0 + n,
-                    attn,
-                ),
-                // Slots are batch indices: each input sees its own only.
-                Layout::Inputs(inputs) => {
-                    for r in inputs {
-                        attention(
-                            pool,
-                            self.kernels,
-                            cache,
-                            il,
-                            &shape,
-                            &q[r.start * q_dim..r.end * q_dim],
-                            r.start,
-                            r.clone(),
-                            &mut attn[r.start * attn_width..r.end * attn_width],
-                        );
-                    }
-                }
-            }
+            attention(
+                pool,
+                self.kernels,
+                cache,
+                il,
+                &shape,
+                q,
+                pos0,
+                key_slots,
+                attn,
+            );
             drop(timed);
             dump(&|| format!("blk.{il}.kqv_out"), attn);
             let branch = resize(&mut s.branch, n * d);
