@@ -8,8 +8,9 @@ embedded two ways by both programs, on the same model file and threads:
   llama-embedding -b/-ub/-c 1024), so one pass here;
 - one at a time: a pass per sentence (rusty-llm --ubatch 1, which gives each
   input a pass of its own; llama-embedding -b/-ub/-c set to the longest
-  sentence's token count, so no two sentences fit in one batch, which the
-  script checks).
+  sentence's token count rounded up to even (an odd batch trips an assertion
+  in its BERT graph) and -np 2 (its outputs buffer must hold n_parallel
+  sequences), so no two sentences fit in one batch, which the script checks).
 
 Each run is a whole process, so loading is measured too and subtracted:
 embeddings/s = 63 / (time for the 64 sentences - time for the first one).
@@ -62,6 +63,23 @@ def token_counts(ours, model, texts):
     return counts
 
 
+def agreement(ours_cmd, theirs_cmd, model):
+    """The lowest cosine similarity between the two programs' vectors (both
+    are unit length), printed as a check that they compute the same thing."""
+    ours = [json.loads(line) for line in
+            subprocess.run(ours_cmd, check=True, capture_output=True, text=True).stdout.splitlines()]
+    out = subprocess.run(theirs_cmd, check=True, capture_output=True, text=True).stdout
+    try:
+        theirs = json.loads(out)
+    except json.JSONDecodeError:
+        # llama.cpp's logger can lose the end of its output at exit.
+        print(f"{model.name}: llama-embedding's vectors were cut short; not compared", file=sys.stderr)
+        return
+    worst = min(sum(a * b for a, b in zip(x, y)) for x, y in zip(ours, theirs))
+    print(f"{model.name}: {len(theirs)} vectors, lowest cosine similarity rusty-llm vs "
+          f"llama-embedding {worst:.5f}", file=sys.stderr)
+
+
 def is_decoder(ours, model) -> bool:
     out = subprocess.run([str(ours), str(model), "--inspect"], check=True, capture_output=True, text=True)
     return "completion" in json.loads(out.stdout).get("capabilities", [])
@@ -94,9 +112,10 @@ def main():
     for model in models:
         counts = token_counts(ours, model, texts)
         longest = max(counts)
-        if min(counts) * 2 <= longest:
-            sys.exit(f"{model.name}: sentences of {min(counts)} and {longest} tokens could share "
-                     "a one-at-a-time batch of llama-embedding; make them more even")
+        one_batch = longest + longest % 2
+        if min(counts) * 2 <= one_batch:
+            sys.exit(f"{model.name}: sentences of {min(counts)} tokens could share a "
+                     f"one-at-a-time batch of {one_batch} in llama-embedding; make them more even")
         pooling = ["--pooling", "mean"] if is_decoder(ours, model) else []
 
         def ours_cmd(ubatch, file):
@@ -104,16 +123,18 @@ def main():
                     "--ubatch", str(ubatch), "--prompt-file", str(file)]
 
         def theirs_cmd(batch, file):
+            parallel = ["-np", "2"] if batch < BATCH else []
             return [str(theirs), "-m", str(model), "-f", str(file), "-t", t, "-tb", t,
-                    "-b", str(batch), "-ub", str(batch), "-c", str(batch), "--no-warmup",
-                    "--embd-output-format", "array", *pooling]
+                    "-b", str(batch), "-ub", str(batch), "-c", str(batch), *parallel,
+                    "--no-warmup", "--embd-output-format", "array", *pooling]
 
         cases = {
             ("rusty-llm", "batched"): (ours_cmd, BATCH),
             ("rusty-llm", "one at a time"): (ours_cmd, 1),
             ("llama-embedding", "batched"): (theirs_cmd, BATCH),
-            ("llama-embedding", "one at a time"): (theirs_cmd, longest),
+            ("llama-embedding", "one at a time"): (theirs_cmd, one_batch),
         }
+        agreement(ours_cmd(BATCH, all_file), theirs_cmd(BATCH, all_file), model)
         times = {key: ([], []) for key in cases}
         for _ in range(args.reps):
             for key, (cmd, batch) in cases.items():

@@ -619,4 +619,8 @@ fn embed_prints_one_json_vector_per_input() {
         "only --embed takes several",
     );
     assert_user_error(&run(&[m, "-p", "hi"]), "embedding model");
+
+    let r = json(&run(&[m, "--inspect"]));
+    assert_eq!(r["supported"], true, "{}", r["reasons"]);
+    assert_eq!(r["capabilities"], serde_json::json!(["embedding"]));
 }
