@@ -161,7 +161,7 @@ pub struct BatchDots {
     /// Row dots paired with a tile kernel whose every (row, token) is bit
     /// for bit the row dot's: what the single tokens of a continuous batch
     /// share, in preference to `four_tokens`.
-    pub singles_tiles: [Option<(VecDot, TileDot)>; 1],
+    pub singles_tiles: [Option<(VecDot, TileDot)>; 2],
 }
 
 impl BatchDots {

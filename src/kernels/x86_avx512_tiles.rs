@@ -539,10 +539,10 @@ pub(super) fn install_singles(batch: &mut super::dispatch::BatchDots) {
     if !is_x86_feature_detected!("avx512vnni") {
         return;
     }
-    batch.singles_tiles = [Some((
-        super::x86_avx2_kquants::dot_q4_k_gemv,
-        drive::<Q4KGemvTile>,
-    ))];
+    batch.singles_tiles = [
+        Some((super::x86_avx2_kquants::dot_q4_k_gemv, drive::<Q4KGemvTile>)),
+        Some((super::x86_avx2_kquants::dot_q6_k, drive::<Q6KRowOrderTile>)),
+    ];
 }
 
 /// `ggml_vec_dot_q4_K_q8_K` per (row, token): `d·dx·Σ sc·(q·x) −
@@ -637,15 +637,35 @@ impl TileKernel for Q6KTile {
         x: [&[u8]; T],
     ) -> [[f32; R]; T] {
         // SAFETY: installed only on CPUs with these features (module doc).
-        unsafe { q6_k_tile::<R, T>(n, w, x) }
+        unsafe { q6_k_tile::<R, T, false>(n, w, x) }
+    }
+}
+
+/// [`Q6KTile`]'s integer lanes in the f32 order of ggml's AVX2 row dot
+/// (`x86_avx2_kquants::dot_q6_k`): the 16 lanes folded to its 8 (lane `l`:
+/// elements `4l..4l + 4` of every 32, the same exact integers), then
+/// `acc = fma(d_w·d_x, lanes, acc)` per block and its `hsum` — every
+/// (row, token) bit for bit that row dot's, so the single tokens of a
+/// continuous batch share it.
+struct Q6KRowOrderTile;
+
+impl TileKernel for Q6KRowOrderTile {
+    fn run<const R: usize, const T: usize>(
+        n: usize,
+        w: [&[u8]; R],
+        x: [&[u8]; T],
+    ) -> [[f32; R]; T] {
+        // SAFETY: installed only on CPUs with these features (module doc).
+        unsafe { q6_k_tile::<R, T, true>(n, w, x) }
     }
 }
 
 /// `ggml_vec_dot_q6_K_q8_K` per (row, token) with unsigned quants (0..64)
 /// and the −32 applied as `−32·Σ sc·bsum`; a 64-byte load of `ql` holds 64
 /// consecutive weights in its low nibbles and the next 64 in its high ones.
+/// With `ROW_ORDER`, in [`Q6KRowOrderTile`]'s order.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn q6_k_tile<const R: usize, const T: usize>(
+fn q6_k_tile<const R: usize, const T: usize, const ROW_ORDER: bool>(
     n: usize,
     w: [&[u8]; R],
     x: [&[u8]; T],
@@ -659,6 +679,7 @@ fn q6_k_tile<const R: usize, const T: usize>(
     let shl_lo = halves16(4, 2);
     let shr_hi = halves16(0, 2);
     let mut acc = [[_mm512_setzero_ps(); R]; T];
+    let mut acc8 = [[_mm256_setzero_ps(); R]; T];
     for i in 0..nb {
         let bsums: [__m256i; T] = x.map(|x| ld256(bytemuck::cast_slice(&x[i].bsums), 0));
         let dx: [f32; T] = x.map(|x| x[i].d.to_f32());
@@ -697,6 +718,18 @@ fn q6_k_tile<const R: usize, const T: usize>(
                     let p = _mm512_maddubs_epi16(q[m], ld512(xq, 64 * m));
                     sumi = _mm512_dpwssd_epi32(sumi, p, s[m]);
                 }
+                if ROW_ORDER {
+                    let lanes = _mm256_add_epi32(
+                        _mm512_castsi512_si256(sumi),
+                        _mm512_extracti64x4_epi64::<1>(sumi),
+                    );
+                    acc8[t][r] = _mm256_fmadd_ps(
+                        _mm256_set1_ps(dx[t] * d),
+                        _mm256_cvtepi32_ps(lanes),
+                        acc8[t][r],
+                    );
+                    continue;
+                }
                 acc[t][r] = _mm512_fmadd_ps(
                     _mm512_cvtepi32_ps(sumi),
                     _mm512_set1_ps(d * dx[t]),
@@ -704,6 +737,9 @@ fn q6_k_tile<const R: usize, const T: usize>(
                 );
             }
         }
+    }
+    if ROW_ORDER {
+        return acc8.map(|a| a.map(|v| super::x86_avx2_kquants::hsum(v)));
     }
     acc.map(|a| a.map(|v| _mm512_reduce_add_ps(v)))
 }
