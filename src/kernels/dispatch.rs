@@ -6,7 +6,7 @@
 
 use super::quant_dots::{QuantDots, VecDot};
 use super::scalar;
-use super::tiles::QuantTiles;
+use super::tiles::{LaneTile, QuantTiles};
 use half::{bf16, f16};
 use std::sync::OnceLock;
 use thiserror::Error;
@@ -154,6 +154,21 @@ pub struct BatchDots {
     pub f32_tinyblas: Option<VecDot>,
     pub f16_tinyblas: Option<VecDot>,
     pub bf16_tinyblas: Option<VecDot>,
+    /// The K-quant orders above as lane tiles, where the variant has them.
+    pub lanes: BatchLanes,
+}
+
+/// Lane tiles (several rows × [`super::tiles::LANES`] tokens per call) whose
+/// every (row, token) result equals, bit for bit, that of the [`BatchDots`]
+/// row dot of the same name.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BatchLanes {
+    /// `q4_k_repacked`'s gemm (tokens in whole groups of four).
+    pub q4_k_gemm: Option<LaneTile>,
+    pub q4_k_tiled: Option<LaneTile>,
+    pub q5_k_tiled: Option<LaneTile>,
+    pub q6_k_tiled: Option<LaneTile>,
+    pub q3_k_tiled: Option<LaneTile>,
 }
 
 impl BatchDots {
@@ -228,6 +243,7 @@ impl Kernels {
                 // No x86_avx512_kquants: the AVX2 K-quant kernels follow
                 // ggml's f32 order (see x86_avx2_kquants).
                 super::x86_avx512_tiles::install(&mut k.tiles);
+                super::x86_avx512_ktiles::install(&mut k.batch);
                 super::x86_avx512_quantize::install(&mut k);
                 if order == Order::Fast {
                     super::x86_avx512_kquants::install(&mut k.dots);

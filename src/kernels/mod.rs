@@ -36,6 +36,8 @@ mod x86_avx512;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx512_kquants;
 #[cfg(target_arch = "x86_64")]
+mod x86_avx512_ktiles;
+#[cfg(target_arch = "x86_64")]
 mod x86_avx512_legacy;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx512_quantize;
@@ -43,12 +45,16 @@ mod x86_avx512_quantize;
 mod x86_avx512_tiles;
 
 pub use dispatch::{
-    ActQuantizers, BatchDots, Kernels, Order, Quantize, Simd, SimdError, kernels, kernels_checked,
+    ActQuantizers, BatchDots, BatchLanes, Kernels, Order, Quantize, Simd, SimdError, kernels,
+    kernels_checked,
 };
 pub use matmul::{KernelError, Scratch, Weights, matmul, matvec};
 pub use pool::ThreadPool;
 pub use quant_dots::{QuantDots, VecDot, quantize_activations, vec_dot_type};
-pub use tiles::{Prepare, QuantTiles, RowDot, TILE, Tile, TileDot};
+pub use tiles::{
+    LANE_ROWS, LANES, LaneDot, LaneTile, Prepare, PrepareLanes, QuantTiles, RowDot, TILE, Tile,
+    TileDot,
+};
 
 #[cfg(test)]
 mod test_rng;

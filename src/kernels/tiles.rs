@@ -135,3 +135,38 @@ pub(super) fn drive<K: TileKernel>(
         }
     }
 }
+
+/// Tokens of a [`LaneTile`] call: one per lane of a 512-bit vector.
+pub const LANES: usize = 16;
+
+/// Weight rows of a full [`LaneTile`] call.
+pub const LANE_ROWS: usize = 4;
+
+/// Interleaves `tokens` (1..=[`LANES`]) consecutive activation rows of
+/// `x_bytes` each (`vec_dot_type` bytes, `n` elements) into one group of a
+/// lane tile's layout, appended to `out`; lanes past `tokens` hold zeros.
+pub type PrepareLanes = fn(n: usize, x: &[u8], x_bytes: usize, tokens: usize, out: &mut Vec<u8>);
+
+/// Dot products of `rows` (1..=[`LANE_ROWS`]) consecutive weight rows of
+/// `row_bytes` each with one prepared group of [`LANES`] tokens (`x`):
+/// `out[r * LANES + t]`.
+pub type LaneDot = fn(
+    n: usize,
+    w: &[u8],
+    row_bytes: usize,
+    rows: usize,
+    x: &[u8],
+    out: &mut [f32; LANE_ROWS * LANES],
+);
+
+/// A tile kernel with the tokens in vector lanes: each group of [`LANES`]
+/// tokens is interleaved once per matmul (element group by element group,
+/// token by token), so one weight quad broadcast against one load covers
+/// every token of the group, and every f32 operation of a (row, token) pair
+/// is one lane of a vector operation: a per-(row, token) f32 order, whatever
+/// it is, carries over lane by lane, bit for bit.
+#[derive(Debug, Clone, Copy)]
+pub struct LaneTile {
+    pub dot: LaneDot,
+    pub prepare: PrepareLanes,
+}
