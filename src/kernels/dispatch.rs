@@ -169,6 +169,10 @@ pub struct BatchLanes {
     pub q5_k_tiled: Option<LaneTile>,
     pub q6_k_tiled: Option<LaneTile>,
     pub q3_k_tiled: Option<LaneTile>,
+    /// `tinyBLAS_Q0_AVX` (2+ tokens), the order of the Q8_0/Q5_0 tiles of
+    /// [`QuantTiles`].
+    pub q8_0: Option<LaneTile>,
+    pub q5_0: Option<LaneTile>,
 }
 
 impl BatchDots {
@@ -243,7 +247,7 @@ impl Kernels {
                 // No x86_avx512_kquants: the AVX2 K-quant kernels follow
                 // ggml's f32 order (see x86_avx2_kquants).
                 super::x86_avx512_tiles::install(&mut k.tiles);
-                super::x86_avx512_ktiles::install(&mut k.batch);
+                super::x86_avx512_lanes::install(&mut k.batch);
                 super::x86_avx512_quantize::install(&mut k);
                 if order == Order::Fast {
                     super::x86_avx512_kquants::install(&mut k.dots);

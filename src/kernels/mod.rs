@@ -36,7 +36,7 @@ mod x86_avx512;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx512_kquants;
 #[cfg(target_arch = "x86_64")]
-mod x86_avx512_ktiles;
+mod x86_avx512_lanes;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx512_legacy;
 #[cfg(target_arch = "x86_64")]
