@@ -11,6 +11,9 @@
 //! - `x86_avx2*`, `x86_avx512*`, `aarch64_neon*`: SIMD versions, split by
 //!   family (`*_legacy`: the 32-element formats, IQ4_NL and MXFP4; `*_kquants`:
 //!   the 256-element K-quants and IQ4_XS);
+//! - `tiles`: the shapes of the tile kernels (several rows × tokens per
+//!   call) that matrix × matrix uses; `x86_avx512_lanes`: the lane tiles, in
+//!   the f32 orders of ggml's batch kernels;
 //! - `matmul`: matrix × vector and matrix × matrix over the pool (`pool`).
 
 #[cfg(target_arch = "aarch64")]

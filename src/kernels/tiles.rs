@@ -18,6 +18,11 @@
 //! Against the per-row dots only the order of the f32 sums differs (the
 //! integer sums are exact), so a batch and the same tokens one by one agree
 //! to rounding, not bit for bit.
+//!
+//! Lane tiles ([`LaneTile`]) put 16 tokens in the lanes of one vector
+//! instead: any per-(row, token) f32 order carries over lane by lane, so
+//! `matmul` runs them where llama.cpp's batch kernels fix the order (see
+//! `x86_avx512_lanes`).
 
 use crate::gguf::GgmlType;
 
