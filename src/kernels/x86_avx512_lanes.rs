@@ -126,18 +126,42 @@ const BLOCK_BYTES: usize = D_AT + 4 * LANES;
 /// The [`super::tiles::PrepareLanes`] of every K-quant lane tile: `tokens`
 /// Q8_K rows interleaved block by block (layout at [`PAIRS_AT`]).
 fn prepare(n: usize, x: &[u8], x_bytes: usize, tokens: usize, out: &mut Vec<u8>) {
-    assert!(tokens <= LANES, "{tokens} tokens in a group of {LANES}");
-    let nb = n / 256;
-    let start = out.len();
-    out.resize(start + nb * BLOCK_BYTES, 0);
-    let group = &mut out[start..];
-    for t in 0..tokens {
-        let row = &x[t * x_bytes..t * x_bytes + nb * size_of::<BlockQ8K>()];
-        let blocks: &[BlockQ8K] = bytemuck::cast_slice(row);
-        for (y, dst) in blocks.iter().zip(group.chunks_exact_mut(BLOCK_BYTES)) {
+    prepare_group(
+        n / 256,
+        BLOCK_BYTES,
+        x,
+        x_bytes,
+        tokens,
+        out,
+        |y: &BlockQ8K, t, dst| {
             interleave(bytemuck::cast_slice(&y.qs), t, dst);
             interleave(bytemuck::cast_slice(&y.bsums), t, &mut dst[PAIRS_AT..]);
             interleave(bytemuck::bytes_of(&y.d), t, &mut dst[D_AT..]);
+        },
+    );
+}
+
+/// One group of `tokens` rows of `nb` activation blocks `Y` each (`x_bytes`
+/// apart) appended to `out`, `block_bytes` per block, zero where a token is
+/// missing: `fill(block, token, its block's bytes)` for every block.
+fn prepare_group<Y: bytemuck::Pod>(
+    nb: usize,
+    block_bytes: usize,
+    x: &[u8],
+    x_bytes: usize,
+    tokens: usize,
+    out: &mut Vec<u8>,
+    fill: impl Fn(&Y, usize, &mut [u8]),
+) {
+    assert!(tokens <= LANES, "{tokens} tokens in a group of {LANES}");
+    let start = out.len();
+    out.resize(start + nb * block_bytes, 0);
+    let group = &mut out[start..];
+    for t in 0..tokens {
+        let row = &x[t * x_bytes..t * x_bytes + nb * size_of::<Y>()];
+        let blocks: &[Y] = bytemuck::cast_slice(row);
+        for (y, dst) in blocks.iter().zip(group.chunks_exact_mut(block_bytes)) {
+            fill(y, t, dst);
         }
     }
 }
@@ -204,67 +228,42 @@ fn decode_offset(scales: [i32; 16], offset: i32, d: f32, out: &mut Decoded) {
     out.d = d;
 }
 
-impl LaneBlock for BlockQ4K {
-    const SUB: usize = 32;
-    const MINS: bool = true;
-    #[inline(always)]
-    fn decode(&self, out: &mut Decoded) {
-        // SAFETY: only called from `lane_tile`, which has these features.
-        unsafe {
-            for i in 0..8 {
-                store_quants(out, i, q4_k_quants(self, i));
+/// A [`LaneBlock`] impl: `$quants` decodes 32 quants (from
+/// `x86_avx2_kquants`), `$rest` fills the rest of the [`Decoded`] from the
+/// block `$b`.
+macro_rules! lane_block {
+    ($block:ty, sub: $sub:expr, mins: $mins:expr, $quants:ident, |$b:ident, $out:ident| $rest:expr) => {
+        impl LaneBlock for $block {
+            const SUB: usize = $sub;
+            const MINS: bool = $mins;
+            #[inline(always)]
+            fn decode(&self, $out: &mut Decoded) {
+                let $b = self;
+                // SAFETY: only called from `lane_tile`, which has these features.
+                unsafe {
+                    for i in 0..8 {
+                        store_quants($out, i, $quants($b, i));
+                    }
+                    $rest
+                }
             }
-            decode_k4(&self.scales, f16(self.d), f16(self.dmin), out);
         }
-    }
+    };
 }
 
-impl LaneBlock for BlockQ5K {
-    const SUB: usize = 32;
-    const MINS: bool = true;
-    #[inline(always)]
-    fn decode(&self, out: &mut Decoded) {
-        // SAFETY: only called from `lane_tile`, which has these features.
-        unsafe {
-            for i in 0..8 {
-                store_quants(out, i, q5_k_quants(self, i));
-            }
-            decode_k4(&self.scales, f16(self.d), f16(self.dmin), out);
-        }
-    }
-}
-
-impl LaneBlock for BlockQ6K {
-    const SUB: usize = 16;
-    const MINS: bool = false;
-    #[inline(always)]
-    fn decode(&self, out: &mut Decoded) {
-        // SAFETY: only called from `lane_tile`, which has these features.
-        unsafe {
-            for i in 0..8 {
-                store_quants(out, i, q6_k_quants(self, i));
-            }
-            let scales = self.scales.map(i32::from);
-            decode_offset(scales, -32, f16(self.d), out);
-        }
-    }
-}
-
-impl LaneBlock for BlockQ3K {
-    const SUB: usize = 16;
-    const MINS: bool = false;
-    #[inline(always)]
-    fn decode(&self, out: &mut Decoded) {
-        // SAFETY: only called from `lane_tile`, which has these features.
-        unsafe {
-            for i in 0..8 {
-                store_quants(out, i, q3_k_quants(self, i));
-            }
-            let scales = unpack_q3_k(&self.scales).map(|s| i32::from(s) - 32);
-            decode_offset(scales, -4, f16(self.d), out);
-        }
-    }
-}
+lane_block!(BlockQ4K, sub: 32, mins: true, q4_k_quants, |b, out| {
+    decode_k4(&b.scales, f16(b.d), f16(b.dmin), out)
+});
+lane_block!(BlockQ5K, sub: 32, mins: true, q5_k_quants, |b, out| {
+    decode_k4(&b.scales, f16(b.d), f16(b.dmin), out)
+});
+lane_block!(BlockQ6K, sub: 16, mins: false, q6_k_quants, |b, out| {
+    decode_offset(b.scales.map(i32::from), -32, f16(b.d), out)
+});
+lane_block!(BlockQ3K, sub: 16, mins: false, q3_k_quants, |b, out| {
+    let scales = unpack_q3_k(&b.scales).map(|s| i32::from(s) - 32);
+    decode_offset(scales, -4, f16(b.d), out)
+});
 
 /// The [`super::tiles::LaneDot`] of block type `K`: in the order of
 /// `dot_q4_k_gemm` when `GEMM`, else of the tiled matmul's row dot.
@@ -388,19 +387,19 @@ const Q0_BLOCK_BYTES: usize = Q0_D_AT + 4 * LANES;
 /// The [`super::tiles::PrepareLanes`] of the Q8_0/Q5_0 lanes (layout at
 /// [`Q0_D_AT`]).
 fn prepare_q0(n: usize, x: &[u8], x_bytes: usize, tokens: usize, out: &mut Vec<u8>) {
-    assert!(tokens <= LANES, "{tokens} tokens in a group of {LANES}");
-    let nb = n / 32;
-    let start = out.len();
-    out.resize(start + nb * Q0_BLOCK_BYTES, 0);
-    let group = &mut out[start..];
-    for t in 0..tokens {
-        let row = &x[t * x_bytes..t * x_bytes + nb * size_of::<BlockQ8_0>()];
-        let blocks: &[BlockQ8_0] = bytemuck::cast_slice(row);
-        for (y, dst) in blocks.iter().zip(group.chunks_exact_mut(Q0_BLOCK_BYTES)) {
+    let bytes = Q0_BLOCK_BYTES;
+    prepare_group(
+        n / 32,
+        bytes,
+        x,
+        x_bytes,
+        tokens,
+        out,
+        |y: &BlockQ8_0, t, dst| {
             interleave(&y.qs.map(|q| q as u8 ^ 0x80), t, dst);
             interleave(&y.d.to_f32().to_le_bytes(), t, &mut dst[Q0_D_AT..]);
-        }
-    }
+        },
+    );
 }
 
 /// The [`super::tiles::LaneDot`] of Q8_0 or Q5_0 weights in the order of
@@ -487,6 +486,47 @@ mod tests {
     use super::super::x86_avx2_kquants as rows;
     use super::*;
 
+    /// `tile` against `want(weight row, token)` bit for bit, for every
+    /// weight set and activation set given, every count of tokens in a group
+    /// and every row count of a call.
+    #[allow(clippy::too_many_arguments)]
+    fn check_lanes(
+        name: &str,
+        tile: LaneTile,
+        n: usize,
+        row_bytes: usize,
+        weights: &[Vec<u8>],
+        acts: &[&[u8]],
+        x_bytes: usize,
+        want: impl Fn(&[u8], &[u8]) -> f32,
+    ) {
+        for (wi, w) in weights.iter().enumerate() {
+            for (xi, xs) in acts.iter().enumerate() {
+                for tokens in 1..=LANES {
+                    let mut group = Vec::new();
+                    (tile.prepare)(n, xs, x_bytes, tokens, &mut group);
+                    for rows in 1..=LANE_ROWS {
+                        let mut out = [f32::NAN; LANE_ROWS * LANES];
+                        (tile.dot)(n, w, row_bytes, rows, &group, &mut out);
+                        for r in 0..rows {
+                            for t in 0..tokens {
+                                let wr = &w[r * row_bytes..(r + 1) * row_bytes];
+                                let want = want(wr, &xs[t * x_bytes..(t + 1) * x_bytes]);
+                                let got = out[r * LANES + t];
+                                assert_eq!(
+                                    got.to_bits(),
+                                    want.to_bits(),
+                                    "{name} n {n} w#{wi} x#{xi} {rows} rows {tokens} tokens \
+                                     r {r} t {t}: {got} vs {want}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// The Q8_0 and Q5_0 lanes against `Q0Tile` (one row, one token), bit
     /// for bit: every row and token count, ragged block counts, random data
     /// and the extremes (quants at −128 / 31, activations at ±127).
@@ -549,34 +589,13 @@ mod tests {
                         block[..2].copy_from_slice(&d(i).0);
                     }
                 }
-                for (wi, w) in weights.iter().enumerate() {
-                    for (xi, xs) in [&random, &extreme].into_iter().enumerate() {
-                        for tokens in 1..=LANES {
-                            let mut group = Vec::new();
-                            (lane.prepare)(n, xs, x_bytes, tokens, &mut group);
-                            for rows in 1..=LANE_ROWS {
-                                let mut out = [f32::NAN; LANE_ROWS * LANES];
-                                (lane.dot)(n, w, size * nb, rows, &group, &mut out);
-                                for r in 0..rows {
-                                    for t in 0..tokens {
-                                        let mut one = [0f32; 16];
-                                        let wr = &w[r * size * nb..(r + 1) * size * nb];
-                                        let xt = &xs[t * x_bytes..(t + 1) * x_bytes];
-                                        (tile.dot)(n, wr, size * nb, 1, xt, x_bytes, 1, &mut one);
-                                        let got = out[r * LANES + t];
-                                        assert_eq!(
-                                            got.to_bits(),
-                                            one[0].to_bits(),
-                                            "{name} nb {nb} w#{wi} x#{xi} {rows} rows \
-                                             {tokens} tokens r {r} t {t}: {got} vs {}",
-                                            one[0]
-                                        );
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
+                let one = |w: &[u8], x: &[u8]| {
+                    let mut o = [0f32; 16];
+                    (tile.dot)(n, w, size * nb, 1, x, x_bytes, 1, &mut o);
+                    o[0]
+                };
+                let acts = [&random[..], &extreme[..]];
+                check_lanes(name, lane, n, size * nb, &weights, &acts, x_bytes, one);
             }
         }
     }
@@ -620,31 +639,9 @@ mod tests {
                     weights(size, halves, nb * LANE_ROWS, 5 + nb as u64, scale),
                     saturated_weights(size, halves, nb * LANE_ROWS),
                 ];
-                for (wi, w) in weights.iter().enumerate() {
-                    for (xi, xs) in [&random, &extreme].into_iter().enumerate() {
-                        for tokens in 1..=LANES {
-                            let mut group = Vec::new();
-                            (tile.prepare)(n, xs, x_bytes, tokens, &mut group);
-                            for rows in 1..=LANE_ROWS {
-                                let mut out = [f32::NAN; LANE_ROWS * LANES];
-                                (tile.dot)(n, w, size * nb, rows, &group, &mut out);
-                                for r in 0..rows {
-                                    let wr = &w[r * size * nb..(r + 1) * size * nb];
-                                    for t in 0..tokens {
-                                        let want = row_dot(n, wr, &xs[t * x_bytes..][..x_bytes]);
-                                        let got = out[r * LANES + t];
-                                        assert_eq!(
-                                            got.to_bits(),
-                                            want.to_bits(),
-                                            "{name} nb {nb} w#{wi} x#{xi} {rows} rows \
-                                             {tokens} tokens r {r} t {t}: {got} vs {want}"
-                                        );
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
+                let acts = [&random[..], &extreme[..]];
+                let want = |w: &[u8], x: &[u8]| row_dot(n, w, x);
+                check_lanes(name, tile, n, size * nb, &weights, &acts, x_bytes, want);
             }
         }
     }
