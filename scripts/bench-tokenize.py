@@ -14,12 +14,11 @@ llama-tokenize comes from $LLAMA_CPP_BIN or ../shared/tools/build-llama-cpp.sh.
 """
 import argparse
 import json
-import os
 import pathlib
 import statistics
 import subprocess
-import sys
-import time
+
+from llama_ref import llama_bin, timed
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
@@ -42,22 +41,6 @@ def corpus() -> bytes:
         i += 1
     text = bytes(out[: 1 << 20])
     return text.decode("utf-8", "ignore").encode("utf-8")
-
-
-def llama_bin() -> pathlib.Path:
-    if os.environ.get("LLAMA_CPP_BIN"):
-        return pathlib.Path(os.environ["LLAMA_CPP_BIN"])
-    script = SHARED / "tools/build-llama-cpp.sh"
-    if not script.exists():
-        sys.exit("set LLAMA_CPP_BIN to llama.cpp's bin folder (or put ../shared beside the project)")
-    out = subprocess.run(["bash", str(script)], check=True, capture_output=True, text=True)
-    return pathlib.Path(out.stdout.strip().splitlines()[-1])
-
-
-def timed(cmd) -> float:
-    start = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - start
 
 
 def main():

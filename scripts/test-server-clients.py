@@ -1,10 +1,14 @@
 """The server as the official OpenAI and Ollama Python clients see it.
 
 Run by scripts/test-server-clients.sh, which starts the server and sets
-SERVER_URL, RUSTY_LLM_BIN and MODEL. Every check asserts on content: greedy
-answers over HTTP must equal the CLI's greedy answer for the same prompt.
+SERVER_URL, RUSTY_LLM_BIN and MODEL (and EMBED_SERVER_URL, EMBED_MODEL for a
+second server on an embedding model). Every check asserts on content: greedy
+answers over HTTP must equal the CLI's greedy answer for the same prompt, and
+embeddings the CLI's --embed vectors for the same texts.
 """
 
+import json
+import math
 import os
 import subprocess
 import sys
@@ -12,6 +16,7 @@ import time
 import urllib.request
 
 import ollama
+import openai
 from openai import OpenAI
 
 BASE = os.environ["SERVER_URL"]
@@ -42,11 +47,11 @@ def same(what, got, want):
     print(f"ok   {what}")
 
 
-def wait_ready():
+def wait_ready(base=BASE):
     deadline = time.time() + 60
     while True:
         try:
-            with urllib.request.urlopen(f"{BASE}/ready", timeout=5) as r:
+            with urllib.request.urlopen(f"{base}/ready", timeout=5) as r:
                 if r.status == 200:
                     return
         except OSError:
@@ -146,5 +151,61 @@ try:
 except ollama.ResponseError as e:
     same("ollama error status", e.status_code, 400)
     same("ollama error names num_ctx", "num_ctx" in e.error, True)
+
+
+# ---- embeddings: this model, and the embedding model when one is given ----
+def cli_embed(model, texts):
+    """The CLI's vectors for `texts` (one --embed run, one JSON array per line)."""
+    args = [BIN, model, "--embed", "-q", "--threads", "2"]
+    for t in texts:
+        args += ["-p", t]
+    run = subprocess.run(args, capture_output=True, text=True, check=True)
+    return [json.loads(line) for line in run.stdout.splitlines()]
+
+
+def close(what, got, want):
+    worst = max(abs(a - b) for g, w in zip(got, want) for a, b in zip(g, w))
+    if len(got) != len(want) or any(len(g) != len(w) for g, w in zip(got, want)) or worst > 1e-5:
+        sys.exit(f"FAIL {what}: shapes {[len(g) for g in got]} vs {[len(w) for w in want]}, worst {worst}")
+    print(f"ok   {what}")
+
+
+def check_embeddings(base, model, kind):
+    texts = ["The cat sat on the mat.", "A dog barked at the mailman.", "Stock markets fell sharply today."]
+    # Batched and single passes round differently (the matrix kernels depend
+    # on the batch size): lists compare with the CLI's list, one input with
+    # the CLI's run of that input alone.
+    want = cli_embed(model, texts)
+    alone = [cli_embed(model, [t])[0] for t in texts]
+    client = OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0, timeout=120)
+    # The client asks for base64 unless told otherwise, and decodes it.
+    r = client.embeddings.create(model="text-embedding-3-small", input=texts)
+    close(f"{kind}: openai embeddings (base64) = CLI --embed", [d.embedding for d in r.data], want)
+    same(f"{kind}: openai embeddings order", [d.index for d in r.data], [0, 1, 2])
+    same(f"{kind}: openai embeddings usage", (r.usage.prompt_tokens > 3, r.usage.total_tokens), (True, r.usage.prompt_tokens))
+    list_tokens = r.usage.prompt_tokens
+    r = client.embeddings.create(model="x", input=texts[0], encoding_format="float")
+    close(f"{kind}: openai embeddings (float, one input)", [r.data[0].embedding], alone[:1])
+    try:
+        client.embeddings.create(model="x", input=texts[0], dimensions=7)
+        sys.exit(f"FAIL {kind}: dimensions=7 was accepted")
+    except openai.BadRequestError as e:
+        same(f"{kind}: openai dimensions refused", (e.status_code, "dimensions" in str(e)), (400, True))
+
+    oc = ollama.Client(host=base, timeout=120)
+    e = oc.embed(model="nomic-embed-text", input=texts)
+    close(f"{kind}: ollama embed = CLI --embed", e.embeddings, want)
+    same(f"{kind}: ollama embed prompt_eval_count", e.prompt_eval_count, list_tokens)
+    e = oc.embed(model="nomic-embed-text", input=texts[1])
+    close(f"{kind}: ollama embed (one input)", e.embeddings, alone[1:2])
+    raw = oc.embeddings(model="nomic-embed-text", prompt=texts[2]).embedding
+    norm = math.sqrt(sum(x * x for x in raw))
+    close(f"{kind}: ollama embeddings (raw) normalized = CLI", [[x / norm for x in raw]], alone[2:])
+
+
+check_embeddings(BASE, MODEL, "chat model")
+if os.environ.get("EMBED_SERVER_URL"):
+    wait_ready(os.environ["EMBED_SERVER_URL"])
+    check_embeddings(os.environ["EMBED_SERVER_URL"], os.environ["EMBED_MODEL"], "embedding model")
 
 print("all client checks passed")

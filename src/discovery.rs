@@ -93,20 +93,33 @@ pub fn resolve(selector: &str, model_dir: &Path) -> Result<PathBuf, DiscoveryErr
         return Err(DiscoveryError::PathNotFound(as_path.to_path_buf()));
     }
     let models = scan(model_dir)?;
-    let wanted = selector.to_ascii_lowercase();
-    let exact: Vec<PathBuf> = models
-        .iter()
-        .filter(|p| model_name(p).to_ascii_lowercase() == wanted)
-        .cloned()
-        .collect();
+    let lower = selector.to_ascii_lowercase();
+    let matching = |wanted: &str, exactly: bool| -> Vec<PathBuf> {
+        models
+            .iter()
+            .filter(|p| {
+                let name = model_name(p).to_ascii_lowercase();
+                if exactly {
+                    name == wanted
+                } else {
+                    name.contains(wanted)
+                }
+            })
+            .cloned()
+            .collect()
+    };
+    let exact = matching(&lower, true);
     if !exact.is_empty() {
         return pick_one(selector, exact, model_dir);
     }
-    let partial: Vec<PathBuf> = models
-        .iter()
-        .filter(|p| model_name(p).to_ascii_lowercase().contains(&wanted))
-        .cloned()
-        .collect();
+    let mut partial = matching(&lower, false);
+    // LM Studio names embedding models `text-embedding-<model>`
+    // (`text-embedding-nomic-embed-text-v1.5`); files carry the model's name.
+    if let Some(model) = lower.strip_prefix("text-embedding-")
+        && partial.is_empty()
+    {
+        partial = matching(model, false);
+    }
     if partial.is_empty() {
         return Err(DiscoveryError::NoMatch {
             selector: selector.into(),
@@ -182,5 +195,25 @@ mod tests {
         std::fs::create_dir_all(root.join("empty")).unwrap();
         let err = resolve(root.join("empty").to_str().unwrap(), root).unwrap_err();
         assert!(matches!(err, DiscoveryError::EmptyDir(_)), "{err}");
+    }
+
+    #[test]
+    fn embedding_model_names_of_ollama_and_lm_studio_find_the_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let nomic = touch(root, "nomic-embed-text-v1.5.Q8_0.gguf");
+        touch(root, "gemma-3-270m-q4_k_m.gguf");
+        assert_eq!(resolve("nomic-embed", root).unwrap(), nomic);
+        assert_eq!(resolve("nomic-embed-text", root).unwrap(), nomic);
+        assert_eq!(
+            resolve("text-embedding-nomic-embed-text", root).unwrap(),
+            nomic
+        );
+        assert_eq!(
+            resolve("text-embedding-nomic-embed-text-v1.5", root).unwrap(),
+            nomic
+        );
+        let err = resolve("text-embedding-3-small", root).unwrap_err();
+        assert!(err.to_string().contains("text-embedding-3-small"), "{err}");
     }
 }

@@ -563,3 +563,60 @@ fn dump_activations_writes_every_layer() {
         256 * embd["tokens"].as_u64().unwrap() as usize
     );
 }
+
+#[test]
+fn embed_prints_one_json_vector_per_input() {
+    let model = common::data("embed/tiny-bert-Q4_K_M.gguf");
+    let m = model.to_str().unwrap();
+    let reference: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(common::data("embed/tiny-bert-Q4_K_M.json")).unwrap(),
+    )
+    .unwrap();
+    let want: Vec<f32> =
+        serde_json::from_value(reference["embeddings"][0]["embedding"].clone()).unwrap();
+    let vectors = |o: &Output| -> Vec<Vec<f32>> {
+        assert!(o.status.success(), "failed: {}", stderr(o));
+        stdout(o)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON array per line"))
+            .collect()
+    };
+
+    let one = vectors(&run(&[m, "--embed", "-p", "Hello world"]));
+    assert_eq!(one.len(), 1);
+    let v = &one[0];
+    assert_eq!(v.len(), 256);
+    let dot: f32 = v.iter().zip(&want).map(|(a, b)| a * b).sum();
+    assert!(dot > 0.999, "cosine with llama.cpp's embedding: {dot}");
+
+    let two = vectors(&run(&[
+        m,
+        "--embed",
+        "-q",
+        "-p",
+        "Hello world",
+        "-p",
+        "A cat.",
+    ]));
+    assert_eq!(two.len(), 2);
+    // Batched with another input: the same up to f32 rounding.
+    let dot: f32 = two[0].iter().zip(&one[0]).map(|(a, b)| a * b).sum();
+    assert!(dot > 0.99999, "{dot}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("lines.txt");
+    std::fs::write(&file, "Hello world\n\nA cat.\n").unwrap();
+    let f = file.to_str().unwrap();
+    assert_eq!(vectors(&run(&[m, "--embed", "--prompt-file", f])), two);
+
+    let long = "word ".repeat(300);
+    assert_user_error(
+        &run(&[m, "--embed", "-q", "-p", "hi", "-p", &long]),
+        "input 1 is 302 tokens long, more than the context of 256 tokens",
+    );
+    assert_user_error(
+        &run(&[m, "-p", "hi", "-p", "ho"]),
+        "only --embed takes several",
+    );
+    assert_user_error(&run(&[m, "-p", "hi"]), "embedding model");
+}

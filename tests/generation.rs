@@ -209,36 +209,14 @@ fn stop_strings_cancel_and_seeds() {
     assert_ne!(sampled(7), sampled(8));
 }
 
-/// Rewrites a tiny model with `edit` applied to its metadata and tensors.
+/// A tiny model from ../shared rewritten by [`common::rewritten`].
 fn rewritten(
     name: &str,
     edit: impl Fn(&mut rusty_llm::gguf::GgufWriter<'_>, &str) -> bool,
     set: &[(&str, rusty_llm::gguf::Value)],
 ) -> Option<tempfile::TempPath> {
-    use rusty_llm::gguf::{GgufFile, GgufWriter};
     let path = common::shared()?.join("tiny").join(format!("{name}.gguf"));
-    let file = GgufFile::open(&path).unwrap();
-    let mut w = GgufWriter::new();
-    for (k, v) in file.metadata().iter() {
-        w.set(k, v.clone());
-    }
-    for (k, v) in set {
-        w.set(*k, v.clone());
-    }
-    for t in file.tensors() {
-        if edit(&mut w, &t.name) {
-            w.add_tensor(
-                t.name.clone(),
-                t.ggml_type,
-                t.shape(),
-                file.view(t).data.to_vec(),
-            )
-            .unwrap();
-        }
-    }
-    let out = tempfile::NamedTempFile::new().unwrap().into_temp_path();
-    w.write_file(&out).unwrap();
-    Some(out)
+    Some(common::rewritten(&path, edit, set))
 }
 
 #[test]

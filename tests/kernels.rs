@@ -6,7 +6,9 @@
 //! (tests/data/quant, see scripts/make-quant-goldens.py).
 
 use rusty_llm::gguf::GgmlType;
-use rusty_llm::kernels::{Kernels, Scratch, Simd, ThreadPool, Weights, matmul, matvec};
+use rusty_llm::kernels::{
+    Kernels, Order, Scratch, Simd, ThreadPool, Weights, matmul, matmul_segments, matvec,
+};
 use serde_json::Value;
 
 struct Golden {
@@ -187,6 +189,70 @@ fn matmul_matches_matvec_per_token_for_ragged_shapes() {
                                 "{} rows {rows} tokens {n_tokens} threads {threads} row {r}: {a} vs {b}",
                                 g.ty
                             );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A continuous batch runs the tokens of several sequences through one
+/// `matmul_segments`; each sequence's outputs must be bit for bit those of
+/// its own `matmul` (its own batch size picks its kernels), so what else is
+/// in the batch never changes a sequence's result. Every type, every variant,
+/// both kernel orders, segments below and above every batch-size switch
+/// (2: tinyBLAS, 4: tiles and the Q4_K gemm groups, 8: the tiled K-quants),
+/// with whole and ragged tiles of single tokens (which share a tile where
+/// it computes what the row dot does).
+#[test]
+fn matmul_segments_equal_each_segment_alone_bit_for_bit() {
+    let layouts: [&[usize]; 5] = [
+        &[1, 1, 1, 1, 1, 1, 1, 1, 1],
+        &[2, 1, 1, 7, 1, 1, 1],
+        &[1, 5, 1, 9, 2, 1],
+        &[13, 1, 4, 1, 1, 8, 3],
+        &[1],
+    ];
+    for g in goldens() {
+        let cols = g.row_len;
+        let row_bytes = g.bytes.len() / (g.values.len() / cols);
+        // 16 rows: whole groups of 8 (the Q4_K repack) and of the 4-row tiles.
+        for rows in [16, 37] {
+            let bytes: Vec<u8> = (0..rows)
+                .flat_map(|r| {
+                    let src = r % (g.values.len() / cols);
+                    g.bytes[src * row_bytes..(src + 1) * row_bytes].to_vec()
+                })
+                .collect();
+            for simd in Simd::supported() {
+                for order in [Order::Ggml, Order::Fast] {
+                    let k = Kernels::for_simd_order(simd, order).unwrap();
+                    let w = Weights::new("w", g.ty, rows, cols, &bytes, &k).unwrap();
+                    let pool = ThreadPool::new(2);
+                    for segments in layouts {
+                        let n: usize = segments.iter().sum();
+                        let xs = activations(n * cols, (rows * 7 + n) as u64);
+                        let mut together = vec![f32::NAN; n * rows];
+                        let mut scratch = Scratch::default();
+                        matmul_segments(&pool, &w, &xs, segments, &mut together, &mut scratch)
+                            .unwrap();
+                        let mut t0 = 0;
+                        for &len in segments {
+                            let mut alone = vec![f32::NAN; len * rows];
+                            let x = &xs[t0 * cols..(t0 + len) * cols];
+                            matmul(&pool, &w, x, len, &mut alone, &mut Scratch::default()).unwrap();
+                            let got = &together[t0 * rows..(t0 + len) * rows];
+                            for (i, (a, b)) in got.iter().zip(&alone).enumerate() {
+                                assert_eq!(
+                                    a.to_bits(),
+                                    b.to_bits(),
+                                    "{} {simd:?} {order:?} rows {rows} segments {segments:?}: \
+                                     segment at {t0} (of {len}) output {i}: {a} vs {b} alone",
+                                    g.ty
+                                );
+                            }
+                            t0 += len;
                         }
                     }
                 }

@@ -273,8 +273,16 @@ fn openai_and_native_routes() {
         );
         assert!(json_of(&body)["error"]["message"].is_string(), "{body}");
     }
+    // A decoder embeds too (the mean of its last layer).
     let (status, _, body) = request(p, "POST", "/v1/embeddings", Some(r#"{"input": "x"}"#), &[]);
-    assert_eq!(status, 501, "{body}");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        json_of(&body)["data"][0]["embedding"]
+            .as_array()
+            .unwrap()
+            .len(),
+        256
+    );
     assert_eq!(request(p, "GET", "/nope", None, &[]).0, 404);
 
     // A client that disconnects mid-stream does not wedge the engine.
@@ -1254,8 +1262,9 @@ fn https_with_a_self_signed_certificate() {
 }
 
 /// The official `openai` and `ollama` Python clients against the default
-/// model (scripts/test-server-clients.sh makes its own venv from PyPI), with
-/// greedy answers checked against the CLI's.
+/// model and, for embeddings, tiny-bert (scripts/test-server-clients.sh
+/// makes its own venv from PyPI), with greedy answers and embeddings checked
+/// against the CLI's.
 #[test]
 fn official_python_clients() {
     let Some(model) = common::default_model() else {
@@ -1265,6 +1274,7 @@ fn official_python_clients() {
     let out = Command::new(&script)
         .arg(env!("CARGO_BIN_EXE_rusty-llm"))
         .arg(&model)
+        .arg(common::data("embed/tiny-bert-Q4_K_M.gguf"))
         .env_remove("RUSTY_LLM_API_KEY")
         .output()
         .unwrap();
@@ -1356,10 +1366,14 @@ fn a_full_queue_answers_503_with_retry_after() {
     let Some(model) = tiny("tiny-llama-Q8_0") else {
         return;
     };
-    let s = start(&model, &["--queue-size", "1", "--ctx-size", "8192"]);
+    let s = start(
+        &model,
+        &["--parallel", "1", "--queue-size", "1", "--ctx-size", "8192"],
+    );
     let p = s.port;
-    // Long streamed generations: one runs, one waits in the queue, the third
-    // finds the queue full. Their connections stay open until dropped.
+    // Long streamed generations: one runs in the only slot, one waits in the
+    // queue, the third finds the queue full. Their connections stay open
+    // until dropped.
     let long =
         json!({"prompt": "Hi", "max_tokens": 8000, "ignore_eos": true, "stream": true}).to_string();
     let mut held = Vec::new();
@@ -1434,4 +1448,535 @@ fn chat_tools_and_response_format_reach_the_prompt() {
     );
     assert_eq!(status, 400);
     assert_eq!(err["error"]["param"], "tools[0]");
+}
+
+fn vector(v: &Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
+fn assert_close(a: &[f32], b: &[f32], what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}");
+    let worst = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst < 1e-6, "{what}: values differ by up to {worst}");
+}
+
+#[test]
+fn embedding_routes() {
+    use base64::Engine as _;
+    let model = common::data("embed/tiny-bert-Q4_K_M.gguf");
+    let s = start(model.to_str().unwrap(), &[]);
+    let p = s.port;
+    let texts = [
+        "Hello world",
+        "The quick brown fox jumps over the lazy dog.",
+    ];
+
+    // OpenAI: a list, floats, in order, with usage.
+    let (status, r) = post(
+        p,
+        "/v1/embeddings",
+        &json!({"model": "text-embedding-3-small", "input": texts}),
+    );
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["object"], "list");
+    assert_eq!(r["model"], "tiny-bert-Q4_K_M");
+    assert_eq!(r["usage"]["prompt_tokens"], 5 + 16);
+    assert_eq!(r["usage"]["total_tokens"], 5 + 16);
+    let floats: Vec<Vec<f32>> = (0..2)
+        .map(|i| {
+            assert_eq!(r["data"][i]["index"], i);
+            assert_eq!(r["data"][i]["object"], "embedding");
+            vector(&r["data"][i]["embedding"])
+        })
+        .collect();
+    for v in &floats {
+        assert_eq!(v.len(), 256);
+        let norm: f32 = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-5, "{norm}");
+    }
+    // The same as llama.cpp's embedding of the first text.
+    let reference: Value = serde_json::from_slice(
+        &std::fs::read(common::data("embed/tiny-bert-Q4_K_M.json")).unwrap(),
+    )
+    .unwrap();
+    let want = vector(&reference["embeddings"][0]["embedding"]);
+    let dot: f32 = floats[0].iter().zip(&want).map(|(a, b)| a * b).sum();
+    assert!(dot > 0.999, "cosine with llama.cpp: {dot}");
+
+    // base64: the little-endian bytes of the same floats.
+    let (status, r) = post(
+        p,
+        "/v1/embeddings",
+        &json!({"input": texts, "encoding_format": "base64"}),
+    );
+    assert_eq!(status, 200, "{r}");
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(r["data"][1]["embedding"].as_str().unwrap())
+        .unwrap();
+    let decoded: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    assert_close(&decoded, &floats[1], "base64");
+
+    // Token ids give what their text gives; LM Studio's route is OpenAI's.
+    let (status, r) = post(
+        p,
+        "/v1/embeddings",
+        &json!({"input": [2, 2115, 1086, 1094, 3]}),
+    );
+    assert_eq!(status, 200, "{r}");
+    let one = vector(&r["data"][0]["embedding"]);
+    let (_, r) = post(p, "/api/v0/embeddings", &json!({"input": "Hello world"}));
+    assert_close(
+        &vector(&r["data"][0]["embedding"]),
+        &one,
+        "token ids vs text",
+    );
+    let (_, r) = post(
+        p,
+        "/v1/embeddings",
+        &json!({"input": [[2, 2115, 1086, 1094, 3], [2, 3]]}),
+    );
+    assert_eq!(r["data"].as_array().unwrap().len(), 2);
+
+    // Refusals name the field; a long input names both lengths.
+    let long = "word ".repeat(300);
+    for (body, field, needle) in [
+        (
+            json!({"input": ["hi", long]}),
+            "input[1]",
+            "302 tokens long, more than the context of 256",
+        ),
+        (json!({"input": long}), "input", "302 tokens"),
+        (
+            json!({"input": "hi", "dimensions": 64}),
+            "dimensions",
+            "256 dimensions",
+        ),
+        (
+            json!({"input": "hi", "encoding_format": "hex"}),
+            "encoding_format",
+            "hex",
+        ),
+        (json!({"input": []}), "input", "empty"),
+        (json!({"input": [[1, 99999]]}), "input[0]", "99999"),
+        (json!({"input": 5}), "input", "expected a string"),
+        (json!({"input": [[]]}), "input[0]", "no tokens"),
+    ] {
+        let (status, r) = post(p, "/v1/embeddings", &body);
+        assert_eq!(status, 400, "{body}: {r}");
+        assert_eq!(r["error"]["param"], field, "{r}");
+        let message = r["error"]["message"].as_str().unwrap();
+        assert!(message.contains(needle), "{message}");
+    }
+    let (_, r) = post(p, "/v1/embeddings", &json!({"input": long}));
+    assert_eq!(r["error"]["code"], "context_length_exceeded");
+    let (status, r) = post(
+        p,
+        "/v1/embeddings",
+        &json!({"input": "hi", "dimensions": 256}),
+    );
+    assert_eq!(status, 200, "{r}");
+
+    // Ollama /api/embed: unit vectors; long inputs cut unless truncate: false.
+    let (status, r) = post(
+        p,
+        "/api/embed",
+        &json!({"model": "nomic-embed-text", "input": texts}),
+    );
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["prompt_eval_count"], 21);
+    assert_close(&vector(&r["embeddings"][0]), &floats[0], "ollama embed");
+    assert_close(&vector(&r["embeddings"][1]), &floats[1], "ollama embed");
+    let (_, r) = post(p, "/api/embed", &json!({"input": "Hello world"}));
+    assert_close(&vector(&r["embeddings"][0]), &floats[0], "ollama embed one");
+    let (status, r) = post(p, "/api/embed", &json!({"input": long}));
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["prompt_eval_count"], 256);
+    let (status, r) = post(p, "/api/embed", &json!({"input": long, "truncate": false}));
+    assert_eq!(status, 400);
+    assert!(
+        r["error"].as_str().unwrap().contains("302 tokens long"),
+        "{r}"
+    );
+    let (status, r) = post(
+        p,
+        "/api/embed",
+        &json!({"input": "hi", "options": {"num_ctx": 2}}),
+    );
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["prompt_eval_count"], 2);
+    let (_, r) = post(p, "/api/embed", &json!({"input": ""}));
+    assert_eq!(r["embeddings"], json!([]));
+    let (status, r) = post(p, "/api/embed", &json!({"input": 3}));
+    assert_eq!(status, 400);
+    assert!(
+        r["error"].as_str().unwrap().contains("expected a string"),
+        "{r}"
+    );
+
+    // Ollama's older /api/embeddings: the raw (unnormalized) vector.
+    let (status, r) = post(
+        p,
+        "/api/embeddings",
+        &json!({"model": "x", "prompt": "Hello world"}),
+    );
+    assert_eq!(status, 200, "{r}");
+    let mut raw = vector(&r["embedding"]);
+    let norm = raw.iter().map(|x| x * x).sum::<f32>().sqrt();
+    assert!((norm - 1.0).abs() > 0.1, "not normalized: {norm}");
+    raw.iter_mut().for_each(|x| *x /= norm);
+    let dot: f32 = raw.iter().zip(&floats[0]).map(|(a, b)| a * b).sum();
+    assert!(dot > 0.99999, "{dot}");
+    let (_, r) = post(p, "/api/embeddings", &json!({"prompt": ""}));
+    assert_eq!(r["embedding"], json!([]));
+
+    // The model is an embedding model: no text, and it says so.
+    let (status, r) = post(
+        p,
+        "/v1/chat/completions",
+        &json!({"messages": [{"role": "user", "content": "hi"}]}),
+    );
+    assert_eq!(status, 400);
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("embedding model"),
+        "{r}"
+    );
+    let (_, _, body) = request(p, "GET", "/api/v0/models", None, &[]);
+    assert_eq!(json_of(&body)["data"][0]["type"], "embeddings");
+    let (_, r) = post(p, "/api/show", &json!({"model": "x"}));
+    assert_eq!(r["capabilities"], json!(["embedding"]));
+}
+
+/// Two slots serve two streams at once; `/slots` and `/metrics` show the
+/// slots, the requests by route and status, the tokens and latencies.
+#[test]
+fn parallel_streams_slots_and_metrics() {
+    let Some(model) = tiny("tiny-llama-Q8_0") else {
+        return;
+    };
+    let s = start(&model, &["--parallel", "2", "--ctx-size", "256"]);
+    let p = s.port;
+    let (status, _, body) = request(p, "GET", "/slots", None, &[]);
+    assert_eq!(status, 200, "{body}");
+    let slots = json_of(&body);
+    assert_eq!(slots.as_array().unwrap().len(), 2);
+    assert_eq!(slots[0]["n_ctx"], 256);
+    assert_eq!(slots[1]["is_processing"], false);
+
+    // Two streamed completions at once, each seeing its own greedy answer:
+    // the same as the one it gets alone.
+    let body = |prompt: &str| {
+        json!({"prompt": prompt, "max_tokens": 12, "temperature": 0, "ignore_eos": true,
+               "stream": true, "cache_prompt": false})
+        .to_string()
+    };
+    let text_of = |sse: &str| {
+        sse_datas(sse)
+            .iter()
+            .filter_map(|c| c["choices"][0]["text"].as_str().map(str::to_string))
+            .collect::<String>()
+    };
+    let prompts = ["Once upon a time", "The quick brown fox"];
+    let alone: Vec<String> = prompts
+        .iter()
+        .map(|q| text_of(&request(p, "POST", "/v1/completions", Some(&body(q)), &[]).2))
+        .collect();
+    let together: Vec<String> = std::thread::scope(|scope| {
+        let handles: Vec<_> = prompts
+            .iter()
+            .map(|q| {
+                let b = body(q);
+                scope
+                    .spawn(move || text_of(&request(p, "POST", "/v1/completions", Some(&b), &[]).2))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(together, alone);
+    request(p, "GET", "/no/such/route", None, &[]);
+
+    let (status, head, text) = request(p, "GET", "/metrics", None, &[]);
+    assert_eq!(status, 200);
+    assert!(
+        head.contains("content-type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+    };
+    assert_eq!(
+        value(
+            r#"rusty_llm_http_requests_total{method="POST",route="/v1/completions",status="200"}"#
+        ),
+        4.0
+    );
+    assert_eq!(
+        value(r#"rusty_llm_http_requests_total{method="GET",route="unmatched",status="404"}"#),
+        1.0
+    );
+    assert_eq!(value("rusty_llm_generated_tokens_total"), 48.0);
+    assert_eq!(value("rusty_llm_time_to_first_token_seconds_count"), 4.0);
+    assert_eq!(value("rusty_llm_inter_token_latency_seconds_count"), 44.0);
+    assert_eq!(value("rusty_llm_busy_slots"), 0.0);
+    assert_eq!(value("rusty_llm_queue_depth"), 0.0);
+    assert_eq!(value("rusty_llm_kv_cache_capacity_tokens"), 512.0);
+    assert!(value("rusty_llm_kv_cache_tokens") > 0.0);
+    assert!(value("rusty_llm_prompt_tokens_total") > 0.0);
+    assert!(
+        value("rusty_llm_engine_steps_total") < 48.0,
+        "not batched:\n{text}"
+    );
+    let slots = json_of(&request(p, "GET", "/slots", None, &[]).2);
+    assert!(slots[0]["tokens_cached"].as_u64().unwrap() > 0, "{slots}");
+    assert!(slots[0]["request_id"].is_null());
+}
+
+/// Resident memory of a process in kB (Linux), for the soak test.
+fn rss_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Sends `body` to `path` and hangs up after at most `keep` bytes of the
+/// answer (0: right after sending): a client that goes away mid-stream.
+fn disconnect_after(port: u16, path: &str, body: &str, keep: usize) {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+    let _ = write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut got = 0;
+    let mut buf = [0u8; 256];
+    while got < keep {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+}
+
+/// One request of the soak mix, chosen by `r`; returns the status (None:
+/// the client hung up on purpose) and whether a 4xx was expected.
+fn soak_request(port: u16, r: u64) -> (Option<u16>, bool) {
+    let max_tokens = 4 + r % 40;
+    let stream = (r >> 8).is_multiple_of(2);
+    let prompt = format!("Request {r}: tell me a story about the number {}", r % 97);
+    let chat = json!({"messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
+                      "stream": stream, "temperature": 0.7, "seed": r % 1_000_000});
+    let completion = json!({"prompt": prompt, "max_tokens": max_tokens, "stream": stream,
+                            "cache_prompt": !r.is_multiple_of(3), "ignore_eos": true});
+    let ok = |path: &str, body: &Value| {
+        let (status, _, answer) = try_request(port, "POST", path, Some(&body.to_string()), &[])
+            .unwrap_or((0, String::new(), String::new()));
+        if status != 200 && status != 503 {
+            eprintln!("soak: {path} {body} answered {status}: {answer}");
+        }
+        (Some(status), false)
+    };
+    let bad = |method: &str, path: &str, body: &str, extra: &[(&str, &str)]| {
+        let (status, _, _) = try_request(port, method, path, Some(body), extra).unwrap_or((
+            0,
+            String::new(),
+            String::new(),
+        ));
+        (Some(status), true)
+    };
+    match (r >> 16) % 20 {
+        0 | 1 => ok("/v1/chat/completions", &chat),
+        2 | 3 => ok("/v1/completions", &completion),
+        4 => ok(
+            "/generate",
+            &json!({"prompt": prompt, "max_tokens": max_tokens}),
+        ),
+        5 | 6 => ok(
+            "/api/generate",
+            &json!({"model": "m", "prompt": prompt, "stream": stream,
+                    "options": {"num_predict": max_tokens, "seed": r % 1_000_000}}),
+        ),
+        7 => ok(
+            "/api/chat",
+            &json!({"model": "m", "messages": [{"role": "user", "content": prompt}],
+                    "stream": stream, "options": {"num_predict": max_tokens}}),
+        ),
+        8 | 9 => ok(
+            "/v1/responses",
+            &json!({"input": prompt, "max_output_tokens": max_tokens, "stream": stream}),
+        ),
+        10..=12 => {
+            let mut body = completion.clone();
+            body["stream"] = json!(true);
+            body["max_tokens"] = json!(200);
+            disconnect_after(
+                port,
+                "/v1/completions",
+                &body.to_string(),
+                (r % 600) as usize,
+            );
+            (None, false)
+        }
+        13 => {
+            let mut body = chat.clone();
+            body["stream"] = json!(r.is_multiple_of(2));
+            disconnect_after(port, "/v1/chat/completions", &body.to_string(), 0);
+            (None, false)
+        }
+        14 => bad(
+            "POST",
+            "/v1/chat/completions",
+            r#"{"messages": "not a list"}"#,
+            &[],
+        ),
+        15 => bad("POST", "/v1/completions", r#"{"prompt": "#, &[]),
+        16 => bad(
+            "POST",
+            "/v1/completions",
+            "{}",
+            &[("Content-Type", "text/plain")],
+        ),
+        17 => bad(
+            "POST",
+            "/v1/completions",
+            &json!({"prompt": prompt, "max_tokens": 100_000}).to_string(),
+            &[],
+        ),
+        18 => bad(
+            "POST",
+            "/api/chat",
+            &json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
+                    "options": {"temperature": "hot"}})
+            .to_string(),
+            &[],
+        ),
+        _ => bad("GET", "/v1/chat/completions", "", &[]),
+    }
+}
+
+/// A bounded soak: a fixed number of requests from 8 clients at once over
+/// every generation route, streamed and not, clients that hang up mid-stream
+/// or right away, malformed requests in between, into 2 slots and a queue
+/// of 4 (so some are refused with 503). Afterwards every slot is free, the
+/// queue empty, no 5xx but 503 was answered, the server still answers, and
+/// its RSS is within 10% of what it was after a warm-up round of the same
+/// mix. `RUSTY_LLM_SOAK_REQUESTS` (default 400) and `RUSTY_LLM_SOAK_MODEL`
+/// (default the tiny llama) make it longer: `scripts/soak.sh`.
+#[test]
+fn soak_mixed_routes_disconnects_and_malformed_requests() {
+    let model = match std::env::var("RUSTY_LLM_SOAK_MODEL") {
+        Ok(m) => m,
+        Err(_) => match tiny("tiny-llama-Q8_0") {
+            Some(m) => m,
+            None => return,
+        },
+    };
+    let requests: u64 = std::env::var("RUSTY_LLM_SOAK_REQUESTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(400);
+    let s = start(
+        &model,
+        &["--parallel", "2", "--queue-size", "4", "--ctx-size", "512"],
+    );
+    let p = s.port;
+    let clients = 8;
+    let run = |first: u64, count: u64| -> std::collections::BTreeMap<(u16, bool), u64> {
+        let tally = std::sync::Mutex::new(std::collections::BTreeMap::new());
+        std::thread::scope(|scope| {
+            for c in 0..clients {
+                let tally = &tally;
+                scope.spawn(move || {
+                    for i in (first + c..first + count).step_by(clients as usize) {
+                        // A fixed pseudo-random sequence (splitmix64).
+                        let mut z = i.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                        if let (Some(status), expect_4xx) = soak_request(p, z ^ (z >> 31)) {
+                            *tally
+                                .lock()
+                                .unwrap()
+                                .entry((status, expect_4xx))
+                                .or_insert(0) += 1;
+                        }
+                    }
+                });
+            }
+        });
+        tally.into_inner().unwrap()
+    };
+    let started = Instant::now();
+    let warm = run(0, requests / 4);
+    let warm_rss = rss_kb(s.child.id());
+    let tally = run(requests / 4, requests);
+    eprintln!(
+        "soak: {requests} requests in {:.1} s; (status, malformed) → count: warm-up {warm:?}, then {tally:?}",
+        started.elapsed().as_secs_f64()
+    );
+    for (&(status, expect_4xx), &n) in warm.iter().chain(&tally) {
+        let fine = match status {
+            503 => true,
+            400..=499 => expect_4xx,
+            200 => !expect_4xx,
+            _ => false,
+        };
+        assert!(
+            fine,
+            "{n} answers with status {status} (malformed: {expect_4xx})"
+        );
+    }
+    assert!(
+        tally.keys().any(|&(status, m)| status == 200 && !m),
+        "nothing succeeded: {tally:?}"
+    );
+
+    // Everything drains: free slots, empty queue.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let metrics = loop {
+        let slots = json_of(&request(p, "GET", "/slots", None, &[]).2);
+        let (_, _, metrics) = request(p, "GET", "/metrics", None, &[]);
+        let idle = slots
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["is_processing"] == false && s["request_id"].is_null());
+        if idle && metrics.contains("\nrusty_llm_queue_depth 0\n") {
+            break metrics;
+        }
+        assert!(Instant::now() < deadline, "not drained: {slots}\n{metrics}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(metrics.contains("\nrusty_llm_busy_slots 0\n"), "{metrics}");
+    for line in metrics.lines() {
+        if line.starts_with("rusty_llm_http_requests_total{") && line.contains("status=\"5") {
+            assert!(line.contains("status=\"503\""), "a 5xx answer: {line}");
+        }
+    }
+    // Still answering.
+    let (status, _, body) = request(p, "POST", "/generate", Some(&c_small()), &[]);
+    assert_eq!(status, 200, "{body}");
+    if let (Some(warm), Some(now)) = (warm_rss, rss_kb(s.child.id())) {
+        eprintln!("soak: RSS after warm-up {warm} kB, at the end {now} kB");
+        assert!(
+            now as f64 <= warm as f64 * 1.10,
+            "RSS grew from {warm} kB after warm-up to {now} kB"
+        );
+    }
 }

@@ -37,13 +37,18 @@ pub struct Args {
     #[arg(long, requires = "tokenize")]
     pub show_tokens: bool,
 
-    /// The prompt text.
+    /// The prompt text (with --embed: repeatable, one input each).
     #[arg(short, long, value_name = "TEXT", conflicts_with = "prompt_file")]
-    pub prompt: Option<String>,
+    pub prompt: Vec<String>,
 
-    /// Read the prompt from a file.
+    /// Read the prompt from a file (with --embed: one input per line).
     #[arg(long, value_name = "PATH")]
     pub prompt_file: Option<PathBuf>,
+
+    /// Print the embedding of each --prompt (or each line of --prompt-file
+    /// or stdin) as a JSON array per line: the model's pooling, unit length.
+    #[arg(long, conflicts_with_all = ["inspect", "list_tensors", "list_models", "tokenize", "repl", "bench", "serve", "dump_activations"])]
+    pub embed: bool,
 
     /// Add no BOS token (nor the other special tokens the model's metadata asks for).
     #[arg(long)]
@@ -192,11 +197,13 @@ pub struct Args {
     #[arg(long, value_name = "N", help_heading = "Performance")]
     pub threads_batch: Option<usize>,
 
-    /// Context size in tokens (default: the model's, capped at 4096).
+    /// Context size in tokens (default: the model's, capped at 4096); with
+    /// --serve, per slot (see --parallel).
     #[arg(short = 'c', long, value_name = "N", help_heading = "Performance")]
     pub ctx_size: Option<usize>,
 
-    /// Prompt tokens per batch.
+    /// Prompt tokens per batch; with --serve, per prompt chunk, run between
+    /// other requests' decoding steps (smaller: steadier streams).
     #[arg(
         long,
         default_value_t = 512,
@@ -258,7 +265,12 @@ pub struct Args {
     #[arg(long, default_value_t = 8 << 20, value_name = "BYTES", help_heading = "Server")]
     pub max_body_bytes: usize,
 
-    /// Requests that may wait for the engine; beyond that the server answers 503.
+    /// Sequence slots: requests generated at once (continuous batching), each
+    /// with its own KV cache of --ctx-size positions.
+    #[arg(long, default_value_t = 4, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256), help_heading = "Server")]
+    pub parallel: u32,
+
+    /// Requests that may wait for a free slot; beyond that the server answers 503.
     #[arg(long, default_value_t = 16, value_name = "N", help_heading = "Server")]
     pub queue_size: usize,
 
@@ -271,9 +283,9 @@ pub struct Args {
     #[arg(long, default_value_t = 30, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..), help_heading = "Server")]
     pub read_timeout: u64,
 
-    /// Prefill every request from scratch instead of reusing the previous
-    /// request's prompt prefix: slower, but answers do not depend on the
-    /// request before (batch and single-token passes round differently).
+    /// Prefill every request from scratch instead of reusing a prompt prefix
+    /// a slot still holds: slower, but answers do not depend on earlier
+    /// requests (a prompt prefilled in other chunks rounds differently).
     #[arg(long, help_heading = "Server")]
     pub no_prompt_cache: bool,
 

@@ -78,8 +78,8 @@ pub fn session_options(runner: &Runner, args: &Args) -> Result<SessionOptions, C
 }
 
 /// The one-shot prompt: -p/--prompt-file, or stdin when it is not a terminal.
-fn one_shot_prompt(args: &Args) -> Result<String, CliError> {
-    if args.prompt.is_some() || args.prompt_file.is_some() {
+pub(super) fn one_shot_prompt(args: &Args) -> Result<String, CliError> {
+    if !args.prompt.is_empty() || args.prompt_file.is_some() {
         return super::prompt_text(args);
     }
     let stdin = std::io::stdin();
@@ -215,8 +215,8 @@ pub fn bench(path: &Path, args: &Args) -> Result<(), CliError> {
     for &threads in &thread_counts {
         let runner = load_runner(path, args, Some(threads))?;
         let n_vocab = runner.model().config().n_vocab as u32;
-        let prompt: Vec<u32> = match (&args.prompt, &args.prompt_file) {
-            (None, None) => {
+        let prompt: Vec<u32> = match (args.prompt.as_slice(), &args.prompt_file) {
+            ([], None) => {
                 // Deterministic pseudo-random ids, avoiding the first few (specials).
                 let mut s = 0x9e37_79b9_7f4a_7c15u64;
                 (0..args.bench_prompt_tokens.max(1))
@@ -382,6 +382,7 @@ pub fn serve(path: &Path, addr: std::net::SocketAddr, args: &Args) -> Result<(),
             ubatch: args.ubatch.max(1),
             kv_type,
         },
+        parallel: args.parallel as usize,
         queue_size: args.queue_size,
         max_body_bytes: args.max_body_bytes,
         api_key: args.api_key.clone(),

@@ -3,6 +3,7 @@
 
 mod args;
 mod chat_log;
+mod embed;
 mod generate;
 mod quantize;
 mod repl;
@@ -46,6 +47,8 @@ pub enum CliError {
     #[error(transparent)]
     Generate(#[from] crate::engine::GenerateError),
     #[error(transparent)]
+    Embed(#[from] crate::engine::EmbedError),
+    #[error(transparent)]
     Server(#[from] crate::server::ServerError),
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
@@ -64,6 +67,7 @@ impl CliError {
             | CliError::PromptFile { .. }
             | CliError::Runner(_)
             | CliError::Generate(_)
+            | CliError::Embed(_)
             | CliError::Server(_) => 2,
             CliError::Output(_) => 1,
         }
@@ -149,6 +153,8 @@ pub fn run(args: &Args) -> Result<(), CliError> {
     if !(args.inspect || args.tokenize || args.list_tensors) {
         return if let Some(addr) = args.serve {
             generate::serve(&path, addr, args)
+        } else if args.embed {
+            embed::embed(&path, args)
         } else if args.bench {
             generate::bench(&path, args)
         } else if args.repl {
@@ -176,18 +182,24 @@ pub fn run(args: &Args) -> Result<(), CliError> {
 
 /// The prompt from --prompt or --prompt-file.
 fn prompt_text(args: &Args) -> Result<String, CliError> {
-    match (&args.prompt, &args.prompt_file) {
-        (Some(p), _) => Ok(p.clone()),
-        (None, Some(path)) => {
-            std::fs::read_to_string(path).map_err(|source| CliError::PromptFile {
-                path: path.clone(),
-                source,
-            })
-        }
-        (None, None) => Err(CliError::Usage(
+    match (args.prompt.as_slice(), &args.prompt_file) {
+        ([p], _) => Ok(p.clone()),
+        ([], Some(path)) => read_prompt_file(path),
+        ([], None) => Err(CliError::Usage(
             "no prompt given: pass --prompt TEXT or --prompt-file PATH".into(),
         )),
+        (several, _) => Err(CliError::Usage(format!(
+            "--prompt was given {} times; only --embed takes several",
+            several.len()
+        ))),
     }
+}
+
+fn read_prompt_file(path: &Path) -> Result<String, CliError> {
+    std::fs::read_to_string(path).map_err(|source| CliError::PromptFile {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 fn tokenize(out: &mut impl Write, file: &GgufFile, args: &Args) -> Result<(), CliError> {

@@ -3,11 +3,12 @@
 //! shows any part of a stop string.
 
 use super::logprobs::{TokenLogprob, token_logprob};
+use super::runner::Runner;
 use super::sampling::{Sampler, SamplerConfig, SamplingError};
 use super::session::Session;
 use super::stop::StopStrings;
 use crate::model::ModelError;
-use crate::tokenizer::TokenId;
+use crate::tokenizer::{StreamDecoder, TokenId, Tokenizer, Vocab};
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
 use thiserror::Error;
@@ -132,37 +133,235 @@ pub enum GenerateError {
     },
     #[error("the context of {ctx_size} tokens is full")]
     ContextFull { ctx_size: usize },
+    #[error(
+        "this {arch} model is an embedding model: it computes embeddings (--embed, /v1/embeddings), not text"
+    )]
+    EmbeddingModel { arch: crate::model::Architecture },
     #[error(transparent)]
     Model(#[from] ModelError),
     #[error(transparent)]
     Sampling(#[from] SamplingError),
     #[error(transparent)]
     Chat(#[from] crate::chat::ChatError),
+    #[error("the engine stopped before the generation finished")]
+    Stopped,
+    #[error("the forward pass this request ran in failed: {0}")]
+    BatchFailed(String),
 }
 
 fn ms_since(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1e3
 }
 
+/// Refuses, before any work, a request a context of `ctx_size` cannot
+/// complete: an embedding model, invalid sampler settings, or a prompt plus
+/// `max_tokens` beyond the context (unless the options allow context
+/// shifting).
+pub(super) fn check_request(
+    runner: &Runner,
+    prompt_tokens: usize,
+    options: &GenerationOptions,
+    ctx_size: usize,
+) -> Result<(), GenerateError> {
+    let config = runner.model().config();
+    if !config.output_head {
+        return Err(GenerateError::EmbeddingModel { arch: config.arch });
+    }
+    options.sampler.validate()?;
+    if !options.context_shift && prompt_tokens + options.max_tokens > ctx_size {
+        return Err(GenerateError::WouldOverflow {
+            prompt: prompt_tokens,
+            max_tokens: options.max_tokens,
+            ctx_size,
+        });
+    }
+    Ok(())
+}
+
+/// What a sequence does after its logits were sampled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Next {
+    /// Run this token through the model and sample again.
+    Feed(TokenId),
+    /// Generation is over.
+    Stop(StopReason),
+}
+
+/// One sequence's generation between forward passes: its sampler, the
+/// streaming text decoder, stop strings and what it produced so far.
+/// [`Session::generate_pieces`] drives one; the scheduler one per slot.
+pub(super) struct Decoding<'r> {
+    options: GenerationOptions,
+    sampler: Sampler,
+    decoder: StreamDecoder<'r>,
+    stops: StopStrings,
+    vocab: &'r Vocab,
+    text: String,
+    tokens: Vec<TokenId>,
+    logprobs: Vec<TokenLogprob>,
+    /// How many of `logprobs` went out with a piece.
+    delivered: usize,
+    prompt_tokens: usize,
+    /// When the request arrived (time to first token counts from here).
+    start: Instant,
+    /// When the prompt's logits were ready.
+    decode_start: Option<Instant>,
+    first_token_ms: Option<f64>,
+}
+
+impl<'r> Decoding<'r> {
+    /// A generation after `prompt` (the sampler sees the prompt's tokens, for
+    /// its penalties) that arrived at `start`.
+    pub(super) fn new(
+        tokenizer: &'r Tokenizer,
+        prompt: &[TokenId],
+        options: &GenerationOptions,
+        start: Instant,
+    ) -> Result<Self, GenerateError> {
+        let mut sampler = Sampler::new(options.sampler.clone())?;
+        for &t in prompt {
+            sampler.accept(t);
+        }
+        Ok(Self {
+            options: options.clone(),
+            sampler,
+            decoder: tokenizer.stream_decoder(false, false),
+            stops: StopStrings::new(options.stop.clone()),
+            vocab: tokenizer.vocab(),
+            text: String::new(),
+            tokens: Vec::new(),
+            logprobs: Vec::new(),
+            delivered: 0,
+            prompt_tokens: prompt.len(),
+            start,
+            decode_start: None,
+            first_token_ms: None,
+        })
+    }
+
+    /// Hands `piece` over with the log-probabilities not yet delivered;
+    /// `false` when the caller asked to stop.
+    fn emit(&mut self, piece: &str, on_piece: &mut dyn FnMut(Piece<'_>) -> bool) -> bool {
+        self.text.push_str(piece);
+        if piece.is_empty() {
+            return true;
+        }
+        let fresh = &self.logprobs[self.delivered..];
+        self.delivered = self.logprobs.len();
+        on_piece(Piece {
+            text: piece,
+            logprobs: fresh,
+        })
+    }
+
+    /// Samples the next token from `logits`, checks it against the stop
+    /// conditions and hands over the text it completes; says whether to run
+    /// it through the model next.
+    pub(super) fn advance(
+        &mut self,
+        logits: &[f32],
+        on_piece: &mut dyn FnMut(Piece<'_>) -> bool,
+    ) -> Result<Next, GenerateError> {
+        self.decode_start.get_or_insert_with(Instant::now);
+        if self.tokens.len() >= self.options.max_tokens {
+            return Ok(Next::Stop(StopReason::MaxTokens));
+        }
+        let timed = crate::profile::scope(|| "sampling".into());
+        let token = self.sampler.sample(logits)?;
+        self.sampler.accept(token);
+        drop(timed);
+        self.first_token_ms
+            .get_or_insert_with(|| ms_since(self.start));
+        if !self.options.ignore_eos && self.vocab.is_eog(token) {
+            return Ok(Next::Stop(StopReason::EndOfGeneration));
+        }
+        if let Some(n) = self.options.top_logprobs {
+            self.logprobs.push(token_logprob(logits, token, n));
+        }
+        self.tokens.push(token);
+        let out = self.stops.push(&self.decoder.push(token));
+        if !self.emit(&out.emit, on_piece) {
+            return Ok(Next::Stop(StopReason::Cancelled));
+        }
+        if out.stopped {
+            return Ok(Next::Stop(StopReason::StopString));
+        }
+        if self.tokens.len() >= self.options.max_tokens {
+            return Ok(Next::Stop(StopReason::MaxTokens));
+        }
+        Ok(Next::Feed(token))
+    }
+
+    /// Tokens generated so far.
+    pub(super) fn generated(&self) -> usize {
+        self.tokens.len()
+    }
+
+    pub(super) fn options(&self) -> &GenerationOptions {
+        &self.options
+    }
+
+    /// From the request's arrival to its first sampled token, once there is one.
+    pub(super) fn time_to_first_token_ms(&self) -> Option<f64> {
+        self.first_token_ms
+    }
+
+    /// Ends the generation: hands over the text held back (unless it was
+    /// cut by a stop string or cancelled) and the log-probabilities not yet
+    /// delivered, and sums it up.
+    pub(super) fn finish(
+        mut self,
+        stop_reason: StopReason,
+        on_piece: &mut dyn FnMut(Piece<'_>) -> bool,
+        cached_tokens: usize,
+        prefill_ms: f64,
+    ) -> Generation {
+        if matches!(
+            stop_reason,
+            StopReason::MaxTokens | StopReason::EndOfGeneration
+        ) {
+            let rest = self.stops.push(&self.decoder.finish());
+            let mut tail = rest.emit;
+            if !rest.stopped {
+                tail.push_str(&self.stops.finish());
+            }
+            self.emit(&tail, on_piece);
+        }
+        if self.delivered < self.logprobs.len() && stop_reason != StopReason::Cancelled {
+            // Tokens whose text was held back (or cut by a stop string).
+            on_piece(Piece {
+                text: "",
+                logprobs: &self.logprobs[self.delivered..],
+            });
+        }
+        let total_ms = ms_since(self.start);
+        Generation {
+            text: self.text,
+            generated_tokens: self.tokens.len(),
+            tokens: self.tokens,
+            logprobs: self.logprobs,
+            prompt_tokens: self.prompt_tokens,
+            cached_tokens,
+            stop_reason,
+            prefill_ms,
+            decode_ms: self.decode_start.map_or(0.0, ms_since),
+            time_to_first_token_ms: self.first_token_ms.unwrap_or(total_ms),
+            total_ms,
+        }
+    }
+}
+
 impl Session<'_> {
     /// Refuses, before any work, a request this session cannot complete:
-    /// invalid sampler settings, or a prompt plus `max_tokens` beyond the
-    /// context (unless the options allow context shifting).
+    /// an embedding model, invalid sampler settings, or a prompt plus
+    /// `max_tokens` beyond the context (unless the options allow context
+    /// shifting).
     pub fn check_request(
         &self,
         prompt_tokens: usize,
         options: &GenerationOptions,
     ) -> Result<(), GenerateError> {
-        options.sampler.validate()?;
-        let ctx_size = self.options().ctx_size;
-        if !options.context_shift && prompt_tokens + options.max_tokens > ctx_size {
-            return Err(GenerateError::WouldOverflow {
-                prompt: prompt_tokens,
-                max_tokens: options.max_tokens,
-                ctx_size,
-            });
-        }
-        Ok(())
+        check_request(self.runner, prompt_tokens, options, self.options().ctx_size)
     }
 
     /// Generates a continuation of `prompt`, calling `on_text` with each
@@ -191,68 +390,14 @@ impl Session<'_> {
         let start = Instant::now();
         let ctx_size = self.options().ctx_size;
         self.check_request(prompt.len(), options)?;
-        let mut sampler = Sampler::new(options.sampler.clone())?;
-        let runner = self.runner;
-        let tokenizer = runner.tokenizer();
-        let vocab = tokenizer.vocab();
-
+        let mut decoding = Decoding::new(self.runner.tokenizer(), prompt, options, start)?;
         let (mut logits, cached_tokens) = self.prefill(prompt)?;
         let prefill_ms = ms_since(start);
-        for &t in prompt {
-            sampler.accept(t);
-        }
-
-        let mut decoder = tokenizer.stream_decoder(false, false);
-        let mut stops = StopStrings::new(options.stop.clone());
-        let mut text = String::new();
-        let mut tokens = Vec::new();
-        let mut logprobs = Vec::new();
-        // How many of `logprobs` went out with a piece.
-        let mut delivered = 0;
-        let mut first_token_ms = None;
-        let decode_start = Instant::now();
-        let mut emit = |piece: &str,
-                        text: &mut String,
-                        logprobs: &[TokenLogprob],
-                        delivered: &mut usize|
-         -> bool {
-            text.push_str(piece);
-            if piece.is_empty() {
-                return true;
-            }
-            let fresh = &logprobs[*delivered..];
-            *delivered = logprobs.len();
-            on_piece(Piece {
-                text: piece,
-                logprobs: fresh,
-            })
-        };
         let stop_reason = loop {
-            if tokens.len() >= options.max_tokens {
-                break StopReason::MaxTokens;
-            }
-            let timed = crate::profile::scope(|| "sampling".into());
-            let token = sampler.sample(&logits)?;
-            sampler.accept(token);
-            drop(timed);
-            first_token_ms.get_or_insert_with(|| ms_since(start));
-            if !options.ignore_eos && vocab.is_eog(token) {
-                break StopReason::EndOfGeneration;
-            }
-            if let Some(n) = options.top_logprobs {
-                logprobs.push(token_logprob(&logits, token, n));
-            }
-            tokens.push(token);
-            let out = stops.push(&decoder.push(token));
-            if !emit(&out.emit, &mut text, &logprobs, &mut delivered) {
-                break StopReason::Cancelled;
-            }
-            if out.stopped {
-                break StopReason::StopString;
-            }
-            if tokens.len() >= options.max_tokens {
-                break StopReason::MaxTokens;
-            }
+            let token = match decoding.advance(&logits, &mut on_piece)? {
+                Next::Feed(token) => token,
+                Next::Stop(reason) => break reason,
+            };
             if self.tokens().len() >= ctx_size {
                 if !options.context_shift {
                     return Err(GenerateError::ContextFull { ctx_size });
@@ -261,37 +406,6 @@ impl Session<'_> {
             }
             logits = self.step(token)?.to_vec();
         };
-        if matches!(
-            stop_reason,
-            StopReason::MaxTokens | StopReason::EndOfGeneration
-        ) {
-            let rest = stops.push(&decoder.finish());
-            let mut tail = rest.emit;
-            if !rest.stopped {
-                tail.push_str(&stops.finish());
-            }
-            emit(&tail, &mut text, &logprobs, &mut delivered);
-        }
-        if delivered < logprobs.len() && stop_reason != StopReason::Cancelled {
-            // Tokens whose text was held back (or cut by a stop string).
-            on_piece(Piece {
-                text: "",
-                logprobs: &logprobs[delivered..],
-            });
-        }
-        let total_ms = ms_since(start);
-        Ok(Generation {
-            text,
-            generated_tokens: tokens.len(),
-            tokens,
-            logprobs,
-            prompt_tokens: prompt.len(),
-            cached_tokens,
-            stop_reason,
-            prefill_ms,
-            decode_ms: ms_since(decode_start),
-            time_to_first_token_ms: first_token_ms.unwrap_or(total_ms),
-            total_ms,
-        })
+        Ok(decoding.finish(stop_reason, &mut on_piece, cached_tokens, prefill_ms))
     }
 }

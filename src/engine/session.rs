@@ -42,6 +42,18 @@ impl SessionOptions {
     }
 }
 
+/// How many of `cached` tokens a new `prompt` can keep: their common
+/// prefix, less one if that is the whole prompt (at least one token must
+/// run to produce logits).
+pub(super) fn reusable_prefix(cached: &[TokenId], prompt: &[TokenId]) -> usize {
+    let common = cached
+        .iter()
+        .zip(prompt)
+        .take_while(|(a, b)| a == b)
+        .count();
+    common.min(prompt.len().saturating_sub(1))
+}
+
 /// A sequence being generated: its KV cache and the tokens it holds.
 pub struct Session<'r> {
     pub(super) runner: &'r Runner,
@@ -104,14 +116,7 @@ impl<'r> Session<'r> {
                 ctx_size: self.options.ctx_size,
             });
         }
-        let mut reused = self
-            .tokens
-            .iter()
-            .zip(prompt)
-            .take_while(|(a, b)| a == b)
-            .count();
-        // At least one token must run to produce logits.
-        reused = reused.min(prompt.len() - 1);
+        let reused = reusable_prefix(&self.tokens, prompt);
         self.tokens.truncate(reused);
         let model = self.runner.model();
         let mut logits = Vec::new();

@@ -4,9 +4,9 @@
 //! `RUSTY_LLM_KERNELS=exact|fast` picks the f32 summation order (see
 //! [`Order`]).
 
-use super::quant_dots::{QuantDots, VecDot};
+use super::quant_dots::{QuantDots, VecDot, VecDot4};
 use super::scalar;
-use super::tiles::{LaneTile, QuantTiles};
+use super::tiles::{LaneTile, QuantTiles, TileDot};
 use half::{bf16, f16};
 use std::sync::OnceLock;
 use thiserror::Error;
@@ -154,7 +154,16 @@ pub struct BatchDots {
     pub f32_tinyblas: Option<VecDot>,
     pub f16_tinyblas: Option<VecDot>,
     pub bf16_tinyblas: Option<VecDot>,
-    /// The K-quant orders above as lane tiles, where the variant has them.
+    /// Row dots paired with a form that takes four tokens at once, each
+    /// token's result bit for bit the row dot's (the weights read once):
+    /// what the single tokens of a continuous batch share.
+    pub four_tokens: [Option<(VecDot, VecDot4)>; 2],
+    /// Row dots paired with a tile kernel whose every (row, token) is bit
+    /// for bit the row dot's: what the single tokens of a continuous batch
+    /// share, in preference to `four_tokens`.
+    pub singles_tiles: [Option<(VecDot, TileDot)>; 1],
+    /// The K-quant orders above and tinyBLAS's for Q8_0/Q5_0 as lane
+    /// tiles, where the variant has them.
     pub lanes: BatchLanes,
 }
 
@@ -247,6 +256,7 @@ impl Kernels {
                 // No x86_avx512_kquants: the AVX2 K-quant kernels follow
                 // ggml's f32 order (see x86_avx2_kquants).
                 super::x86_avx512_tiles::install(&mut k.tiles);
+                super::x86_avx512_tiles::install_singles(&mut k.batch);
                 super::x86_avx512_lanes::install(&mut k.batch);
                 super::x86_avx512_quantize::install(&mut k);
                 if order == Order::Fast {

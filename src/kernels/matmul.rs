@@ -7,10 +7,15 @@
 //! memory once per tile and served from cache for the other tokens. Batches of
 //! at least `tiles::TILE` tokens go through the type's tile kernel where the
 //! variant has one (4 rows × 4 tokens per call, see `tiles`).
+//!
+//! A continuous batch (several sequences in one forward pass) is a list of
+//! segments ([`matmul_segments`]): each segment's kernels are the ones its own
+//! batch size picks, so its results are bit for bit those of a call of its
+//! own, while the weights are still read once for all of them.
 
 use super::dispatch::{BatchDots, Kernels, Quantize};
 use super::pool::ThreadPool;
-use super::quant_dots::{VecDot, quantize_activations, vec_dot_type};
+use super::quant_dots::{VecDot, VecDot4, quantize_activations, vec_dot_type};
 use super::tiles::{TILE, Tile};
 use crate::gguf::GgmlType;
 use crate::quant::QuantError;
@@ -42,6 +47,14 @@ pub struct Weights<'a> {
     /// Where ggml changes kernels with the batch size (see [`BatchPlan`]).
     batch: BatchPlan,
     tile: Option<Tile>,
+    /// A tile kernel that computes exactly what one token alone gets (the
+    /// tile's row kernel, or the plain dot in the same f32 order), which the
+    /// single tokens of a continuous batch can share, with the rows it
+    /// takes per call.
+    singles_tile: Option<(Tile, usize)>,
+    /// `dot` for four tokens at once (each bit for bit `dot`'s), if the
+    /// variant has it.
+    dot4: Option<VecDot4>,
     /// The variant's own activation quantizer, if it has one.
     quantize: Option<Quantize>,
 }
@@ -114,6 +127,33 @@ impl<'a> Weights<'a> {
             }
             _ => {}
         }
+        let tile = kernels.tiles.get(ty);
+        let dot4 = kernels
+            .batch
+            .four_tokens
+            .iter()
+            .flatten()
+            .find(|(one, _)| std::ptr::fn_addr_eq(*one, dot))
+            .map(|&(_, four)| four);
+        let own_order = kernels
+            .batch
+            .singles_tiles
+            .iter()
+            .flatten()
+            .find(|(one, _)| std::ptr::fn_addr_eq(*one, dot))
+            .map(|&(one, dot)| Tile {
+                dot,
+                prepare: None,
+                row: None,
+                same_as: Some(one),
+            });
+        let singles_tile = match tile {
+            Some(t) if t.prepare.is_some() && t.row.is_some() => Some((t, TILE)),
+            // The AVX2 tiles (in the row dot's order) have 16 registers: one
+            // row by four tokens keeps their accumulators in them.
+            Some(t) if t.same_as.is_some_and(|one| std::ptr::fn_addr_eq(one, dot)) => Some((t, 1)),
+            _ => own_order.map(|t| (t, TILE)),
+        };
         Ok(Self {
             ty,
             rows,
@@ -122,7 +162,9 @@ impl<'a> Weights<'a> {
             row_bytes,
             dot,
             batch,
-            tile: kernels.tiles.get(ty),
+            tile,
+            singles_tile,
+            dot4,
             quantize: vec_dot_type(ty).and_then(|a| kernels.quantizers.get(a)),
         })
     }
@@ -155,13 +197,31 @@ impl BatchPlan {
     }
 }
 
-/// Reusable buffer for quantized activations.
+/// Reusable buffers of [`matmul_segments`].
 #[derive(Debug, Default)]
 pub struct Scratch {
     activations: Vec<u8>,
     row: Vec<u8>,
     /// Activations in a tile kernel's own layout.
     prepared: Vec<u8>,
+    /// The tokens that run row dots, each with its kernel.
+    row_tokens: Vec<RowToken>,
+    /// The segments that run the tile kernel: (first token, tokens).
+    tiled: Vec<(usize, usize)>,
+    /// One-token segments that share a tile kernel (see
+    /// `Weights::singles_tile`) or the four-token dot: their tokens, and
+    /// their activations side by side in the tile's layout.
+    singles: Vec<usize>,
+    single_activations: Vec<u8>,
+}
+
+/// One token of [`matmul_segments`] computed by per-row dot products.
+#[derive(Debug, Clone, Copy)]
+struct RowToken {
+    index: usize,
+    dot: VecDot,
+    /// Reads the tile's prepared activations rather than the quantized ones.
+    prepared: bool,
 }
 
 /// A raw output pointer that chunks write to at disjoint indices.
@@ -213,6 +273,25 @@ pub fn matmul(
     out: &mut [f32],
     scratch: &mut Scratch,
 ) -> Result<(), KernelError> {
+    matmul_segments(pool, w, xs, &[n_tokens], out, scratch)
+}
+
+/// [`matmul`] over consecutive segments of tokens (`segments[i]` tokens
+/// each, e.g. the sequences of a continuous batch), each computed exactly as
+/// `matmul` would compute it alone: a token's kernel depends only on its
+/// segment (its size and the token's place in it), never on the others, so
+/// every result is bit for bit the one of the segment's own call. The
+/// weights are still read once for all of them: each chunk of rows serves
+/// every segment while it is in cache.
+pub fn matmul_segments(
+    pool: &ThreadPool,
+    w: &Weights<'_>,
+    xs: &[f32],
+    segments: &[usize],
+    out: &mut [f32],
+    scratch: &mut Scratch,
+) -> Result<(), KernelError> {
+    let n_tokens: usize = segments.iter().sum();
     let shape = |problem: String| KernelError::Shape {
         name: format!("{w:?}"),
         problem,
@@ -225,6 +304,9 @@ pub fn matmul(
             xs.len(),
             out.len()
         )));
+    }
+    if n_tokens == 0 {
+        return Ok(());
     }
     let act_type = vec_dot_type(w.ty).expect("Weights::new checked the type");
     let act_bytes = act_type
@@ -242,62 +324,132 @@ pub fn matmul(
         }
     }
     drop(timed);
-    let acts = &scratch.activations;
 
-    if let Some(tile) = w.tile.filter(|_| n_tokens >= TILE) {
-        let (xs, x_bytes) = match tile.prepare {
-            Some(prepare) => {
-                let _timed = crate::profile::scope(|| "prepare tile activations".into());
-                scratch.prepared.clear();
-                for x in acts.chunks_exact(act_bytes) {
-                    prepare(w.cols, x, &mut scratch.prepared);
+    // Per segment: batches of a tile or more through the tile kernel; fewer
+    // tokens one row at a time, through the tile's row kernel on its prepared
+    // activations where it has one, else the plain dot (or the one ggml
+    // picks for this token of this batch size).
+    let tile = w.tile;
+    let row_on_prepared = tile.and_then(|t| Some((t.prepare?, t.row?)));
+    scratch.row_tokens.clear();
+    scratch.tiled.clear();
+    scratch.singles.clear();
+    let mut first = 0;
+    for &n in segments {
+        if tile.is_some() && n >= TILE {
+            scratch.tiled.push((first, n));
+        } else if n == 1 && (w.singles_tile.is_some() || (w.dot4.is_some() && tile.is_none())) {
+            scratch.singles.push(first);
+        } else {
+            scratch.row_tokens.extend((0..n).map(|t| {
+                let (dot, prepared) = match (row_on_prepared, tile) {
+                    (Some((_, row)), _) => (row, true),
+                    (None, Some(t)) if t.row.is_some() => (w.dot, false),
+                    _ => (w.batch.dot(w.dot, t, n), false),
+                };
+                RowToken {
+                    index: first + t,
+                    dot,
+                    prepared,
                 }
-                (
-                    &scratch.prepared[..],
-                    scratch.prepared.len() / n_tokens.max(1),
-                )
-            }
-            None => (&acts[..], act_bytes),
+            }));
+        }
+        first += n;
+    }
+    // Whole tiles of single tokens share the tile (or the four-token dot);
+    // the rest run their row dots (a ragged tile is slower than the row
+    // kernel).
+    let ragged = scratch.singles.len() % TILE;
+    for index in scratch.singles.drain(scratch.singles.len() - ragged..) {
+        let (dot, prepared) = match row_on_prepared {
+            Some((_, row)) => (row, true),
+            None => (w.dot, false),
         };
-        run_tiles(pool, w, tile, xs, x_bytes, n_tokens, out);
-        return Ok(());
+        scratch.row_tokens.push(RowToken {
+            index,
+            dot,
+            prepared,
+        });
+    }
+    let prepare = tile.and_then(|t| t.prepare);
+    let singles_tile = w.singles_tile.filter(|_| !scratch.singles.is_empty());
+    // A singles tile with a layout of its own is the batch tile itself.
+    let singles_prepared = singles_tile.is_some_and(|(t, _)| t.prepare.is_some());
+    let needs_prepared = !scratch.tiled.is_empty()
+        || singles_prepared
+        || scratch.row_tokens.iter().any(|t| t.prepared);
+    scratch.prepared.clear();
+    if let (Some(prepare), true) = (prepare, needs_prepared) {
+        let _timed = crate::profile::scope(|| "prepare tile activations".into());
+        for x in scratch.activations.chunks_exact(act_bytes) {
+            prepare(w.cols, x, &mut scratch.prepared);
+        }
+    }
+    let acts = Activations {
+        quantized: &scratch.activations,
+        quantized_bytes: act_bytes,
+        prepared: &scratch.prepared,
+        prepared_bytes: scratch.prepared.len() / n_tokens,
+    };
+    scratch.single_activations.clear();
+    for &t in scratch.singles.iter().filter(|_| singles_tile.is_some()) {
+        let (all, bytes) = acts.all(singles_prepared);
+        scratch
+            .single_activations
+            .extend_from_slice(&all[t * bytes..(t + 1) * bytes]);
     }
 
-    // Fewer tokens than a tile: one row at a time, through the tile's row
-    // kernel on its prepared activations where it has one.
-    let (acts, act_bytes, dot) = match w.tile.and_then(|t| Some((t.prepare?, t.row?))) {
-        Some((prepare, row)) => {
-            scratch.prepared.clear();
-            for x in acts.chunks_exact(act_bytes) {
-                prepare(w.cols, x, &mut scratch.prepared);
-            }
-            let bytes = scratch.prepared.len() / n_tokens.max(1);
-            (&scratch.prepared[..], bytes, row)
-        }
-        None => (&acts[..], act_bytes, w.dot),
-    };
-    let batch = if w.tile.and_then(|t| t.row).is_some() {
-        BatchPlan::default()
-    } else {
-        w.batch
-    };
-    let chunk_rows = rows_per_chunk(w.rows, pool.threads(), w.data.len() * n_tokens);
+    let chunk_rows =
+        rows_per_chunk(w.rows, pool.threads(), w.data.len() * n_tokens).next_multiple_of(TILE);
     let n_chunks = w.rows.div_ceil(chunk_rows);
     let dst = Out(out.as_mut_ptr());
-    let (rows, cols) = (w.rows, w.cols);
+    let (tiled, row_tokens) = (&scratch.tiled[..], &scratch.row_tokens[..]);
+    let (singles, single_xs) = (&scratch.singles[..], &scratch.single_activations[..]);
     pool.run(n_chunks, &|chunk| {
         let first = chunk * chunk_rows;
-        let last = (first + chunk_rows).min(rows);
-        for t0 in (0..n_tokens).step_by(TOKEN_TILE) {
-            let t1 = (t0 + TOKEN_TILE).min(n_tokens);
-            for r in first..last {
+        let rows = first..(first + chunk_rows).min(w.rows);
+        if let Some(tile) = tile {
+            let (xs, x_bytes) = acts.all(tile.prepare.is_some());
+            for &(t0, n) in tiled {
+                let xs = &xs[t0 * x_bytes..(t0 + n) * x_bytes];
+                let group = TileGroup {
+                    xs,
+                    x_bytes,
+                    n_tokens: n,
+                    row_step: TILE,
+                };
+                run_tiles(w, tile, group, rows.clone(), dst, |t| t0 + t);
+            }
+        }
+        if let Some((tile, row_step)) = singles_tile {
+            let group = TileGroup {
+                xs: single_xs,
+                x_bytes: acts.all(singles_prepared).1,
+                n_tokens: singles.len(),
+                row_step,
+            };
+            run_tiles(w, tile, group, rows.clone(), dst, |t| singles[t]);
+        } else if let Some(dot4) = w.dot4 {
+            for four in singles.chunks_exact(4) {
+                let xs = [0, 1, 2, 3].map(|i| acts.of(four[i], false));
+                for r in rows.clone() {
+                    let out = dot4(w.cols, w.row(r), xs);
+                    for (&token, v) in four.iter().zip(out) {
+                        // SAFETY: as for the row tokens below.
+                        unsafe { *dst.at(token * w.rows + r) = v };
+                    }
+                }
+            }
+        }
+        // A weight row stays in L1 across a tile of tokens.
+        for group in row_tokens.chunks(TOKEN_TILE) {
+            for r in rows.clone() {
                 let wr = w.row(r);
-                for t in t0..t1 {
-                    let dot = batch.dot(dot, t, n_tokens);
-                    let x = &acts[t * act_bytes..(t + 1) * act_bytes];
-                    // SAFETY: t * rows + r < n_tokens * rows == out.len(), and
-                    // row r belongs to this chunk only (see `Out`).
-                    unsafe { *dst.at(t * rows + r) = dot(cols, wr, x) };
+                for token in group {
+                    let x = acts.of(token.index, token.prepared);
+                    // SAFETY: index * rows + r < n_tokens * rows == out.len(),
+                    // and row r belongs to this chunk only (see `Out`).
+                    unsafe { *dst.at(token.index * w.rows + r) = (token.dot)(w.cols, wr, x) };
                 }
             }
         }
@@ -305,50 +457,85 @@ pub fn matmul(
     Ok(())
 }
 
-/// `matmul` through a tile kernel: each chunk of rows (a multiple of the
-/// tile) is swept tile of tokens by tile of tokens, so the chunk's weights
-/// stay in cache while every token passes over them.
-fn run_tiles(
-    pool: &ThreadPool,
-    w: &Weights<'_>,
-    tile: Tile,
-    xs: &[u8],
+/// The activations of every token of a [`matmul_segments`] call, quantized
+/// and (where the tile kernel has its own layout) prepared.
+#[derive(Clone, Copy)]
+struct Activations<'a> {
+    quantized: &'a [u8],
+    quantized_bytes: usize,
+    prepared: &'a [u8],
+    prepared_bytes: usize,
+}
+
+impl<'a> Activations<'a> {
+    /// Every token's activations (prepared or quantized) and the bytes of one.
+    fn all(&self, prepared: bool) -> (&'a [u8], usize) {
+        if prepared {
+            (self.prepared, self.prepared_bytes)
+        } else {
+            (self.quantized, self.quantized_bytes)
+        }
+    }
+
+    fn of(&self, token: usize, prepared: bool) -> &'a [u8] {
+        let (all, bytes) = self.all(prepared);
+        &all[token * bytes..(token + 1) * bytes]
+    }
+}
+
+/// Tokens that go through a tile kernel together: their activations side by
+/// side (`x_bytes` each), and how many rows each call takes (up to `TILE`).
+struct TileGroup<'a> {
+    xs: &'a [u8],
     x_bytes: usize,
     n_tokens: usize,
-    out: &mut [f32],
+    row_step: usize,
+}
+
+/// One chunk of rows (starting at a multiple of the tile) of one group of
+/// tokens through a tile kernel, swept tile of tokens by tile of tokens, so
+/// the chunk's weights stay in cache while every token passes over them.
+/// Activation row `t` of the group is output token `out_token(t)`.
+fn run_tiles(
+    w: &Weights<'_>,
+    tile: Tile,
+    group: TileGroup<'_>,
+    rows: std::ops::Range<usize>,
+    dst: Out,
+    out_token: impl Fn(usize) -> usize,
 ) {
-    let chunk_rows =
-        rows_per_chunk(w.rows, pool.threads(), w.data.len() * n_tokens).next_multiple_of(TILE);
-    let n_chunks = w.rows.div_ceil(chunk_rows);
-    let dst = Out(out.as_mut_ptr());
-    let (rows, cols, rb) = (w.rows, w.cols, w.row_bytes);
-    pool.run(n_chunks, &|chunk| {
-        let first = chunk * chunk_rows;
-        let last = (first + chunk_rows).min(rows);
-        let mut o = [0f32; TILE * TILE];
-        for t0 in (0..n_tokens).step_by(TILE) {
-            let nt = TILE.min(n_tokens - t0);
-            let x = &xs[t0 * x_bytes..(t0 + nt) * x_bytes];
-            for r0 in (first..last).step_by(TILE) {
-                let nr = TILE.min(last - r0);
-                (tile.dot)(
-                    cols,
-                    &w.data[r0 * rb..(r0 + nr) * rb],
-                    rb,
-                    nr,
-                    x,
-                    x_bytes,
-                    nt,
-                    &mut o,
-                );
-                for t in 0..nt {
-                    for r in 0..nr {
-                        // SAFETY: (t0 + t) * rows + r0 + r < n_tokens * rows ==
-                        // out.len(), and rows r0.. belong to this chunk only.
-                        unsafe { *dst.at((t0 + t) * rows + r0 + r) = o[t * TILE + r] };
-                    }
+    let TileGroup {
+        xs,
+        x_bytes,
+        n_tokens,
+        row_step,
+    } = group;
+    let rb = w.row_bytes;
+    let mut o = [0f32; TILE * TILE];
+    for t0 in (0..n_tokens).step_by(TILE) {
+        let nt = TILE.min(n_tokens - t0);
+        let x = &xs[t0 * x_bytes..(t0 + nt) * x_bytes];
+        for r0 in rows.clone().step_by(row_step) {
+            let nr = row_step.min(rows.end - r0);
+            (tile.dot)(
+                w.cols,
+                &w.data[r0 * rb..(r0 + nr) * rb],
+                rb,
+                nr,
+                x,
+                x_bytes,
+                nt,
+                &mut o,
+            );
+            for t in 0..nt {
+                let token = out_token(t0 + t);
+                for r in 0..nr {
+                    // SAFETY: token * rows + r0 + r < (all tokens of the
+                    // call) * rows == out.len(), and rows r0.. belong to
+                    // this chunk only.
+                    unsafe { *dst.at(token * w.rows + r0 + r) = o[t * TILE + r] };
                 }
             }
         }
-    });
+    }
 }

@@ -51,7 +51,7 @@ pub use dispatch::{
     ActQuantizers, BatchDots, BatchLanes, Kernels, Order, Quantize, Simd, SimdError, kernels,
     kernels_checked,
 };
-pub use matmul::{KernelError, Scratch, Weights, matmul, matvec};
+pub use matmul::{KernelError, Scratch, Weights, matmul, matmul_segments, matvec};
 pub use pool::ThreadPool;
 pub use quant_dots::{QuantDots, VecDot, quantize_activations, vec_dot_type};
 pub use tiles::{

@@ -17,6 +17,9 @@ use half::{bf16, f16};
 /// have exactly the right length (checked once by the callers in `matmul`).
 pub type VecDot = fn(n: usize, w: &[u8], x: &[u8]) -> f32;
 
+/// A [`VecDot`] of one weight row with four tokens' activations at once.
+pub type VecDot4 = fn(n: usize, w: &[u8], xs: [&[u8]; 4]) -> [f32; 4];
+
 /// The activation format the dot product of weight type `ty` consumes, or
 /// `None` when `ty` cannot be used as a weight.
 pub fn vec_dot_type(ty: GgmlType) -> Option<GgmlType> {

@@ -63,6 +63,10 @@ pub struct Tile {
     /// vector (and batches below [`TILE`] tokens) instead of the per-row
     /// [`super::VecDot`] when present.
     pub row: Option<RowDot>,
+    /// The per-row [`super::VecDot`] whose result every (row, token) of this
+    /// tile equals bit for bit (a tile in the row dot's own f32 order), if
+    /// any: single tokens of different sequences may then share a tile.
+    pub same_as: Option<super::VecDot>,
 }
 
 /// The tile kernels of a variant, by weight type (`None`: per-row dots).

@@ -36,6 +36,10 @@ pub(super) fn install(dots: &mut QuantDots) {
 /// Installs the kernels in the order of ggml's batch matmuls.
 pub(super) fn install_batch(batch: &mut super::dispatch::BatchDots) {
     batch.q4_k_repacked = Some((dot_q4_k_gemv, dot_q4_k_gemm));
+    batch.four_tokens = [
+        Some((dot_q4_k_gemv, dot_q4_k_gemv4)),
+        Some((dot_q6_k, dot_q6_k4)),
+    ];
     batch.q4_k_tiled = Some(dot_q4_k_tiled);
     batch.q6_k_tiled = Some(dot_q6_k_tiled);
     batch.q5_k_tiled = Some(dot_q5_k_tiled);
@@ -348,7 +352,28 @@ fn q4_k(w: &[BlockQ4K], x: &[BlockQ8K]) -> f32 {
 pub(super) fn dot_q4_k_gemv(n: usize, w: &[u8], x: &[u8]) -> f32 {
     let (w, x) = blocks::<BlockQ4K>(n, w, x);
     // SAFETY: installed only on CPUs with avx2, fma and f16c (module doc).
-    unsafe { q4_k_repacked::<false>(w, x) }
+    let [v] = unsafe { q4_k_repacked::<false, 1>(w, [x]) };
+    v
+}
+
+/// [`blocks`] of one weight row and four tokens' activations.
+fn blocks4<'a, W: bytemuck::Pod>(
+    n: usize,
+    w: &'a [u8],
+    xs: [&'a [u8]; 4],
+) -> (&'a [W], [&'a [BlockQ8K]; 4]) {
+    (
+        blocks::<W>(n, w, xs[0]).0,
+        xs.map(|x| blocks::<W>(n, w, x).1),
+    )
+}
+
+/// [`dot_q4_k_gemv`] of one row with four tokens at once: each token's
+/// arithmetic unchanged (bit for bit), the weight block read once for all.
+pub(super) fn dot_q4_k_gemv4(n: usize, w: &[u8], xs: [&[u8]; 4]) -> [f32; 4] {
+    let (w, xs) = blocks4::<BlockQ4K>(n, w, xs);
+    // SAFETY: installed only on CPUs with avx2, fma and f16c (module doc).
+    unsafe { q4_k_repacked::<false, 4>(w, xs) }
 }
 
 /// Q4_K in the order of `ggml_gemm_q4_K_8x8_q8_K`, the repacked kernel for
@@ -357,31 +382,42 @@ pub(super) fn dot_q4_k_gemv(n: usize, w: &[u8], x: &[u8]) -> f32 {
 pub(super) fn dot_q4_k_gemm(n: usize, w: &[u8], x: &[u8]) -> f32 {
     let (w, x) = blocks::<BlockQ4K>(n, w, x);
     // SAFETY: installed only on CPUs with avx2, fma and f16c (module doc).
-    unsafe { q4_k_repacked::<true>(w, x) }
+    let [v] = unsafe { q4_k_repacked::<true, 1>(w, [x]) };
+    v
 }
 
+/// The repacked kernels' arithmetic for `N` tokens (each independent).
 #[target_feature(enable = "avx2,fma,f16c")]
-fn q4_k_repacked<const PER_CHUNK: bool>(w: &[BlockQ4K], x: &[BlockQ8K]) -> f32 {
-    let mut acc = 0f32;
-    let mut acc_m = 0f32;
-    for (b, y) in w.iter().zip(x) {
-        let dx = y.d.to_f32();
-        let d = f16(b.d) * dx;
-        let dmin = f16(b.dmin) * dx;
-        let (v, summs) = q4_k_ints(b, y);
-        if PER_CHUNK {
-            let m: [i32; 4] = bytemuck::cast(summs);
-            for (v, m) in v.into_iter().zip(m) {
-                acc = (hsum_i32(v) as f32).mul_add(d, acc);
-                acc_m = (m as f32).mul_add(dmin, acc_m);
+fn q4_k_repacked<const PER_CHUNK: bool, const N: usize>(
+    w: &[BlockQ4K],
+    xs: [&[BlockQ8K]; N],
+) -> [f32; N] {
+    let mut acc = [0f32; N];
+    let mut acc_m = [0f32; N];
+    for (i, b) in w.iter().enumerate() {
+        let bd = f16(b.d);
+        let bdmin = f16(b.dmin);
+        for t in 0..N {
+            let y = &xs[t][i];
+            let dx = y.d.to_f32();
+            let d = bd * dx;
+            let dmin = bdmin * dx;
+            let (v, summs) = q4_k_ints(b, y);
+            if PER_CHUNK {
+                let m: [i32; 4] = bytemuck::cast(summs);
+                for (v, m) in v.into_iter().zip(m) {
+                    acc[t] = (hsum_i32(v) as f32).mul_add(d, acc[t]);
+                    acc_m[t] = (m as f32).mul_add(dmin, acc_m[t]);
+                }
+            } else {
+                let sumi =
+                    _mm256_add_epi32(_mm256_add_epi32(v[0], v[1]), _mm256_add_epi32(v[2], v[3]));
+                acc[t] = (hsum_i32(sumi) as f32).mul_add(d, acc[t]);
+                acc_m[t] = (hsum_i32_4(summs) as f32).mul_add(dmin, acc_m[t]);
             }
-        } else {
-            let sumi = _mm256_add_epi32(_mm256_add_epi32(v[0], v[1]), _mm256_add_epi32(v[2], v[3]));
-            acc = (hsum_i32(sumi) as f32).mul_add(d, acc);
-            acc_m = (hsum_i32_4(summs) as f32).mul_add(dmin, acc_m);
         }
     }
-    acc - acc_m
+    std::array::from_fn(|t| acc[t] - acc_m[t])
 }
 
 /// Q4_K in the order of ggml's tiled K-quant matmul (`tiled/tiled.cpp`,
@@ -473,7 +509,16 @@ pub(super) fn dot_q5_k_tiled(n: usize, w: &[u8], x: &[u8]) -> f32 {
 pub(super) fn dot_q6_k(n: usize, w: &[u8], x: &[u8]) -> f32 {
     let (w, x) = blocks::<BlockQ6K>(n, w, x);
     // SAFETY: installed only on CPUs with avx2, fma and f16c (module doc).
-    unsafe { q6_k(w, x) }
+    let [v] = unsafe { q6_k::<1>(w, [x]) };
+    v
+}
+
+/// [`dot_q6_k`] of one row with four tokens at once: each token's
+/// arithmetic unchanged (bit for bit), the weight block read once for all.
+pub(super) fn dot_q6_k4(n: usize, w: &[u8], xs: [&[u8]; 4]) -> [f32; 4] {
+    let (w, xs) = blocks4::<BlockQ6K>(n, w, xs);
+    // SAFETY: installed only on CPUs with avx2, fma and f16c (module doc).
+    unsafe { q6_k::<4>(w, xs) }
 }
 
 /// The eight i32 lanes of one Q6_K block as ggml's AVX2 kernel forms them
@@ -497,13 +542,21 @@ fn q6_k_ints(b: &BlockQ6K, y: &BlockQ8K) -> __m256i {
 /// `ggml_vec_dot_q6_K_q8_K` (AVX2): `acc = fma(d_x·d_w, lanes, acc)` per
 /// block, then `hsum_float_8`.
 #[target_feature(enable = "avx2,fma,f16c")]
-fn q6_k(w: &[BlockQ6K], x: &[BlockQ8K]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    for (b, y) in w.iter().zip(x) {
-        let d = y.d.to_f32() * f16(b.d);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(q6_k_ints(b, y)), acc);
+fn q6_k<const N: usize>(w: &[BlockQ6K], xs: [&[BlockQ8K]; N]) -> [f32; N] {
+    let mut acc = [_mm256_setzero_ps(); N];
+    for (i, b) in w.iter().enumerate() {
+        let bd = f16(b.d);
+        for t in 0..N {
+            let y = &xs[t][i];
+            let d = y.d.to_f32() * bd;
+            acc[t] = _mm256_fmadd_ps(
+                _mm256_set1_ps(d),
+                _mm256_cvtepi32_ps(q6_k_ints(b, y)),
+                acc[t],
+            );
+        }
     }
-    hsum(acc)
+    acc.map(|a| hsum(a))
 }
 
 /// Q6_K in the order of ggml's tiled K-quant matmul (`tiled/tiled.cpp`),

@@ -33,11 +33,13 @@ pub(super) fn install_tiles(tiles: &mut super::tiles::QuantTiles) {
         dot: drive::<Q0Tile<BlockQ8_0>>,
         prepare: None,
         row: None,
+        same_as: Some(dot_q8_0),
     });
     tiles.q5_0 = Some(Tile {
         dot: drive::<Q0Tile<BlockQ5_0>>,
         prepare: None,
         row: None,
+        same_as: Some(dot_q5_0),
     });
 }
 

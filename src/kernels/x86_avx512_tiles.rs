@@ -42,6 +42,7 @@ pub(super) fn install(tiles: &mut QuantTiles) {
         dot: drive::<Nibbles<BlockQ4_0>>,
         prepare: Some(prepare_nibbles::<8>),
         row: vbmi.then_some(nibble_row::<BlockQ4_0> as RowDot),
+        same_as: None,
     });
     // Q5_0, Q8_0, Q4_K and Q6_K have tile kernels below, installed only for
     // the fast order (`install_fast`): llama.cpp's matmuls for them
@@ -61,21 +62,25 @@ pub(super) fn install_fast(tiles: &mut QuantTiles) {
         dot: drive::<Nibbles<BlockQ5_0>>,
         prepare: Some(prepare_nibbles::<16>),
         row: None,
+        same_as: None,
     });
     tiles.q8_0 = Some(Tile {
         dot: drive::<Q8Tile>,
         prepare: Some(prepare_q8_0),
         row: None,
+        same_as: None,
     });
     tiles.q4_k = Some(Tile {
         dot: drive::<Q4KTile>,
         prepare: None,
         row: None,
+        same_as: None,
     });
     tiles.q6_k = Some(Tile {
         dot: drive::<Q6KTile>,
         prepare: None,
         row: None,
+        same_as: None,
     });
 }
 
@@ -506,15 +511,46 @@ impl TileKernel for Q4KTile {
         x: [&[u8]; T],
     ) -> [[f32; R]; T] {
         // SAFETY: installed only on CPUs with these features (module doc).
-        unsafe { q4_k_tile::<R, T>(n, w, x) }
+        unsafe { q4_k_tile::<R, T, false>(n, w, x) }
     }
+}
+
+/// [`Q4KTile`]'s integer sums in the f32 order of ggml's repacked decode
+/// kernel (`x86_avx2_kquants::dot_q4_k_gemv`): per block one exact integer
+/// for the products and one for the minimums, `acc = fma(Σ, d_w·d_x, acc)`,
+/// `acc_m = fma(Σm, dmin_w·d_x, acc_m)`, `acc − acc_m` — every (row, token)
+/// bit for bit that row dot's, so the single tokens of a continuous batch
+/// share it.
+struct Q4KGemvTile;
+
+impl TileKernel for Q4KGemvTile {
+    fn run<const R: usize, const T: usize>(
+        n: usize,
+        w: [&[u8]; R],
+        x: [&[u8]; T],
+    ) -> [[f32; R]; T] {
+        // SAFETY: installed only on CPUs with these features (module doc).
+        unsafe { q4_k_tile::<R, T, true>(n, w, x) }
+    }
+}
+
+/// Installs the tiles in a row dot's own order (see [`Q4KGemvTile`]).
+pub(super) fn install_singles(batch: &mut super::dispatch::BatchDots) {
+    if !is_x86_feature_detected!("avx512vnni") {
+        return;
+    }
+    batch.singles_tiles = [Some((
+        super::x86_avx2_kquants::dot_q4_k_gemv,
+        drive::<Q4KGemvTile>,
+    ))];
 }
 
 /// `ggml_vec_dot_q4_K_q8_K` per (row, token): `d·dx·Σ sc·(q·x) −
 /// dmin·dx·Σ m·bsum`, chunk c's 32 bytes of nibbles unpacked into its 64
 /// weights in element order (low nibbles are weights 64c..64c + 32).
+/// With `GEMV`, in [`Q4KGemvTile`]'s order.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn q4_k_tile<const R: usize, const T: usize>(
+fn q4_k_tile<const R: usize, const T: usize, const GEMV: bool>(
     n: usize,
     w: [&[u8]; R],
     x: [&[u8]; T],
@@ -525,6 +561,7 @@ fn q4_k_tile<const R: usize, const T: usize>(
     let x: [&[BlockQ8K]; T] = x.map(|x| q8k_blocks(x, nb));
     let m4 = _mm512_set1_epi8(0x0f);
     let mut acc = [[_mm512_setzero_ps(); R]; T];
+    let mut gemv = [[(0f32, 0f32); R]; T];
     for i in 0..nb {
         // Pairwise sums of each token's 16 bsums: the 8 sub-block sums.
         let pairs: [__m128i; T] = x.map(|x| {
@@ -562,6 +599,15 @@ fn q4_k_tile<const R: usize, const T: usize>(
                     let p = _mm512_maddubs_epi16(q[c], ld512(xq, 64 * c));
                     sumi = _mm512_dpwssd_epi32(sumi, p, s[c]);
                 }
+                if GEMV {
+                    let sum = _mm512_reduce_add_epi32(sumi);
+                    let m: [i32; 4] = bytemuck::cast(_mm_madd_epi16(mins, pairs[t]));
+                    let sum_m: i32 = m.iter().sum();
+                    let (acc, acc_m) = &mut gemv[t][r];
+                    *acc = (sum as f32).mul_add(d * dx[t], *acc);
+                    *acc_m = (sum_m as f32).mul_add(dmin * dx[t], *acc_m);
+                    continue;
+                }
                 let summ = _mm_cvtepi32_ps(_mm_madd_epi16(mins, pairs[t]));
                 let a = _mm512_fmadd_ps(
                     _mm512_cvtepi32_ps(sumi),
@@ -575,6 +621,9 @@ fn q4_k_tile<const R: usize, const T: usize>(
                 );
             }
         }
+    }
+    if GEMV {
+        return gemv.map(|g| g.map(|(acc, acc_m)| acc - acc_m));
     }
     acc.map(|a| a.map(|v| _mm512_reduce_add_ps(v)))
 }

@@ -1,6 +1,6 @@
 //! The architectures rusty-llm knows, keyed by `general.architecture`.
 
-use super::config::{Activation, FfnKind, NormKind, RopeStyle};
+use super::config::{Activation, FfnKind, NormKind, NormPlacement, Positions, RopeStyle};
 use std::fmt;
 
 /// A model family, as named by `general.architecture` in GGUF metadata.
@@ -17,13 +17,15 @@ pub enum Architecture {
     Granite,
     Starcoder2,
     Bert,
+    /// nomic-embed-text: a BERT encoder with RoPE, fused QKV and SwiGLU.
+    NomicBert,
 }
 
 /// How a block projects its attention inputs.
 enum Qkv {
     /// `attn_q`, `attn_k`, `attn_v`.
     Separate,
-    /// `attn_qkv`, or the separate three (phi3 ships both ways).
+    /// `attn_qkv`, or the separate three (phi3 and the BERTs ship both ways).
     FusedOrSeparate,
 }
 
@@ -86,6 +88,14 @@ pub struct ArchTraits {
     /// granite's `residual_scale` and `logit_scale` keys.
     pub granite_scales: bool,
     pub causal: bool,
+    /// Before each branch (decoders) or after each residual add (BERT).
+    pub norm_placement: NormPlacement,
+    pub positions: Positions,
+    /// A LayerNorm of the summed input embeddings (`token_embd_norm`, BERT).
+    pub embedding_norm: bool,
+    /// Whether the family has an output head (`output_norm`, logits); an
+    /// encoder's final hidden states are its output.
+    pub output_head: bool,
 }
 
 impl Architecture {
@@ -104,6 +114,10 @@ impl Architecture {
             softcaps: None,
             granite_scales: false,
             causal: true,
+            norm_placement: NormPlacement::Pre,
+            positions: Positions::Rope,
+            embedding_norm: false,
+            output_head: true,
         };
         let neox = ArchTraits {
             rope_style: RopeStyle::Neox,
@@ -113,6 +127,15 @@ impl Architecture {
         let gemma = ArchTraits {
             ffn: FfnKind::Gated(Activation::GeluTanh),
             embedding_scale: EmbeddingScale::SqrtEmbd,
+            ..neox
+        };
+        let encoder = ArchTraits {
+            norm: NormKind::Layer,
+            ffn: FfnKind::Plain(Activation::GeluTanh),
+            causal: false,
+            norm_placement: NormPlacement::Post,
+            embedding_norm: true,
+            output_head: false,
             ..neox
         };
         match self {
@@ -157,15 +180,17 @@ impl Architecture {
                 ..neox
             },
             Self::Bert => ArchTraits {
-                norm: NormKind::Layer,
-                ffn: FfnKind::Plain(Activation::GeluTanh),
-                causal: false,
-                ..neox
+                positions: Positions::Learned,
+                ..encoder
+            },
+            Self::NomicBert => ArchTraits {
+                ffn: FfnKind::Gated(Activation::Silu),
+                ..encoder
             },
         }
     }
 
-    pub const ALL: [Architecture; 10] = [
+    pub const ALL: [Architecture; 11] = [
         Self::Llama,
         Self::Qwen2,
         Self::Qwen3,
@@ -176,6 +201,7 @@ impl Architecture {
         Self::Granite,
         Self::Starcoder2,
         Self::Bert,
+        Self::NomicBert,
     ];
 
     pub fn from_name(name: &str) -> Option<Self> {
@@ -196,6 +222,7 @@ impl Architecture {
             Self::Granite => "granite",
             Self::Starcoder2 => "starcoder2",
             Self::Bert => "bert",
+            Self::NomicBert => "nomic-bert",
         }
     }
 
@@ -208,6 +235,7 @@ impl Architecture {
                 "token_embd_norm.weight",
                 "position_embd.weight",
             ],
+            Self::NomicBert => &["token_embd.weight", "token_embd_norm.weight"],
             _ => &["token_embd.weight", "output_norm.weight"],
         }
     }
@@ -284,11 +312,24 @@ impl Architecture {
                     "ffn_down.weight",
                 ],
             ),
+            // Post-norm blocks: `attn_output_norm` after the attention's
+            // residual add, `layer_output_norm` after the FFN's.
             Self::Bert => (
-                Qkv::Separate,
+                Qkv::FusedOrSeparate,
                 &[
                     "attn_output.weight",
                     "attn_output_norm.weight",
+                    "ffn_up.weight",
+                    "ffn_down.weight",
+                    "layer_output_norm.weight",
+                ],
+            ),
+            Self::NomicBert => (
+                Qkv::FusedOrSeparate,
+                &[
+                    "attn_output.weight",
+                    "attn_output_norm.weight",
+                    "ffn_gate.weight",
                     "ffn_up.weight",
                     "ffn_down.weight",
                     "layer_output_norm.weight",

@@ -66,7 +66,9 @@ impl OutPtr {
 /// Attention of `n_tokens` queries at positions `pos0..pos0 + n_tokens`
 /// against cached positions `0..n_kv` of `layer`. `q` holds
 /// `n_tokens × n_head × head_dim_k` (already roped), `out` receives
-/// `n_tokens × n_head × head_dim_v`.
+/// `n_tokens × n_head × head_dim_v`. (The model calls [`attention_batch`];
+/// this one-sequence form is what the tests compare against.)
+#[cfg(test)]
 #[allow(clippy::too_many_arguments)]
 pub fn attention(
     pool: &ThreadPool,
@@ -79,45 +81,98 @@ pub fn attention(
     n_kv: usize,
     out: &mut [f32],
 ) {
+    let n_tokens = q.len() / (shape.n_head * shape.head_dim_k);
+    let segment = AttentionSegment {
+        cache,
+        first: 0,
+        n_tokens,
+        pos0,
+        n_kv,
+    };
+    attention_batch(pool, kernels, layer, shape, &[segment], q, out);
+}
+
+/// One sequence's queries in [`attention_batch`]: rows `first..first +
+/// n_tokens` of `q` and `out`, at positions `pos0..`, against positions
+/// `0..n_kv` of its own cache.
+#[derive(Clone, Copy)]
+pub struct AttentionSegment<'c> {
+    pub cache: &'c KvCache,
+    pub first: usize,
+    pub n_tokens: usize,
+    pub pos0: usize,
+    pub n_kv: usize,
+}
+
+/// [`attention`] for several sequences at once (a continuous batch): each
+/// segment is computed exactly as its own call would (its size picks the
+/// kernel), and the per-query tasks of all of them share one pass over the
+/// pool.
+pub fn attention_batch(
+    pool: &ThreadPool,
+    kernels: &Kernels,
+    layer: usize,
+    shape: &AttentionShape,
+    segments: &[AttentionSegment<'_>],
+    q: &[f32],
+    out: &mut [f32],
+) {
     let q_dim = shape.n_head * shape.head_dim_k;
     let v_dim = shape.n_head * shape.head_dim_v;
-    let n_tokens = q.len() / q_dim;
-    debug_assert_eq!(out.len(), n_tokens * v_dim);
-    let tasks = n_tokens * shape.n_head;
+    debug_assert_eq!(out.len() / v_dim, q.len() / q_dim);
+    let f16_kernel = flash_f16_kernel(kernels.simd, shape);
+    // Per-query segments, each with the cache rows it reads widened where
+    // that pays: a batch of queries over an F16 cache would convert every
+    // cached row once per query; convert the rows in use once instead
+    // (exact, so the flash-attention arithmetic is unchanged). The SIMD
+    // kernel converts in registers and needs no copy.
+    let mut per_query = Vec::with_capacity(segments.len());
+    for seg in segments {
+        let (keys, values) = seg.cache.layer(layer);
+        let (q, out) = (
+            &q[seg.first * q_dim..(seg.first + seg.n_tokens) * q_dim],
+            &mut out[seg.first * v_dim..(seg.first + seg.n_tokens) * v_dim],
+        );
+        match (keys, values) {
+            (KvStore::F16(k), KvStore::F16(v)) if seg.n_tokens >= TILE_Q => {
+                let cached = TiledKv::new(k, v, shape, seg.cache.n_ctx(), seg.n_kv);
+                tiled_flash_attention(pool, kernels, &cached, shape, q, seg.pos0, out);
+            }
+            (KvStore::F16(k), KvStore::F16(v)) if seg.n_tokens > 1 && f16_kernel.is_none() => {
+                per_query.push((seg, Some(widen(k, v, shape, seg.cache.n_ctx(), seg.n_kv))));
+            }
+            _ => per_query.push((seg, None)),
+        }
+    }
+    // Task i of segment s is number `task_start[s] + i`.
+    let mut task_start = Vec::with_capacity(per_query.len());
+    let mut tasks = 0;
+    for (seg, _) in &per_query {
+        task_start.push(tasks);
+        tasks += seg.n_tokens * shape.n_head;
+    }
+    if tasks == 0 {
+        return;
+    }
     let per_chunk = tasks.div_ceil(pool.threads() * 4).max(1);
     let dst = OutPtr(out.as_mut_ptr());
-    let (keys, values) = cache.layer(layer);
-    let n_ctx = cache.n_ctx();
-    if let (KvStore::F16(k), KvStore::F16(v)) = (keys, values)
-        && n_tokens >= TILE_Q
-    {
-        let cached = TiledKv::new(k, v, shape, n_ctx, n_kv);
-        return tiled_flash_attention(pool, kernels, &cached, shape, q, pos0, out);
-    }
-    let f16_kernel = flash_f16_kernel(kernels.simd, shape);
-    // A batch of queries over an F16 cache would convert every cached row
-    // once per query; convert the rows in use once instead (exact, so the
-    // flash-attention arithmetic is unchanged). The SIMD kernel converts in
-    // registers and needs no copy.
-    let widened = match (keys, values) {
-        (KvStore::F16(k), KvStore::F16(v)) if n_tokens > 1 && f16_kernel.is_none() => {
-            Some(widen(k, v, shape, n_ctx, n_kv))
-        }
-        _ => None,
-    };
     pool.run(tasks.div_ceil(per_chunk), &|chunk| {
         BUFFERS.with_borrow_mut(|buf| {
             for task in chunk * per_chunk..((chunk + 1) * per_chunk).min(tasks) {
-                let (t, h) = (task / shape.n_head, task % shape.n_head);
-                let pos = pos0 + t;
-                let hi = if shape.causal { pos + 1 } else { n_kv };
+                let s = task_start.partition_point(|&start| start <= task) - 1;
+                let (seg, widened) = &per_query[s];
+                let local = task - task_start[s];
+                let (t, h) = (local / shape.n_head, local % shape.n_head);
+                let pos = seg.pos0 + t;
+                let hi = if shape.causal { pos + 1 } else { seg.n_kv };
                 let lo = shape.window.map_or(0, |w| (pos + 1).saturating_sub(w));
                 let kv_head = h / (shape.n_head / shape.n_head_kv);
-                let q_head = &q[t * q_dim + h * shape.head_dim_k..][..shape.head_dim_k];
-                // SAFETY: task (t, h) owns this slice of `out`.
+                let row = seg.first + t;
+                let q_head = &q[row * q_dim + h * shape.head_dim_k..][..shape.head_dim_k];
+                // SAFETY: task (row, h) owns this slice of `out`.
                 let out_head = unsafe {
                     std::slice::from_raw_parts_mut(
-                        dst.at(t * v_dim + h * shape.head_dim_v),
+                        dst.at(row * v_dim + h * shape.head_dim_v),
                         shape.head_dim_v,
                     )
                 };
@@ -128,24 +183,26 @@ pub fn attention(
                     lo,
                     hi,
                 };
-                match (&widened, keys, values) {
-                    (Some((keys, values)), _, _) => {
+                let n_ctx = seg.cache.n_ctx();
+                match (widened, seg.cache.layer(layer)) {
+                    (Some((keys, values)), _) => {
                         let rows = Rows {
                             keys,
                             values,
-                            n_ctx: n_kv,
+                            n_ctx: seg.n_kv,
                         };
                         flash_attention(query, rows, buf, out_head)
                     }
-                    (None, KvStore::F32(keys), KvStore::F32(values)) => {
+                    (None, (KvStore::F32(keys), KvStore::F32(values))) => {
                         let rows = Rows {
                             keys,
                             values,
                             n_ctx,
                         };
-                        softmax_attention(kernels, query, rows, n_tokens > 1, buf, out_head)
+                        let batch = seg.n_tokens > 1;
+                        softmax_attention(kernels, query, rows, batch, buf, out_head)
                     }
-                    (None, KvStore::F16(keys), KvStore::F16(values)) => {
+                    (None, (KvStore::F16(keys), KvStore::F16(values))) => {
                         let rows = Rows {
                             keys,
                             values,
@@ -964,7 +1021,7 @@ mod tests {
     use crate::model::kv_cache::KvType;
 
     /// Deterministic values in [-1, 1).
-    fn values(n: usize, seed: u64) -> Vec<f32> {
+    pub(super) fn values(n: usize, seed: u64) -> Vec<f32> {
         let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
         (0..n)
             .map(|_| {
@@ -1173,6 +1230,92 @@ mod per_query_tests {
                     .zip(&reference)
                     .all(|(a, b)| a.to_bits() == b.to_bits());
                 assert!(same, "{simd:?} dk={dk} n={n}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod batch_tests {
+    use super::tests::values;
+    use super::*;
+    use crate::model::kv_cache::KvType;
+
+    /// Several sequences' queries in one `attention_batch` give, bit for bit,
+    /// what each sequence's own `attention` call gives: per-query (1 and 5
+    /// tokens) and tiled (70 tokens) segments, both cache types, every variant.
+    #[test]
+    fn a_batch_of_sequences_equals_each_sequence_alone() {
+        let pool = ThreadPool::new(2);
+        let shape = AttentionShape {
+            n_head: 4,
+            n_head_kv: 2,
+            head_dim_k: 64,
+            head_dim_v: 64,
+            scale: 0.125,
+            softcap: None,
+            window: Some(50),
+            causal: true,
+            scale_on_q: false,
+        };
+        // (cached positions before the queries, queries)
+        let layout = [(30, 1), (0, 5), (9, 1), (12, 70), (100, 1)];
+        let width = 2 * 64;
+        for kv_type in [KvType::F16, KvType::F32] {
+            let caches: Vec<KvCache> = layout
+                .iter()
+                .enumerate()
+                .map(|(i, &(pos0, n))| {
+                    let mut cache = KvCache::new(kv_type, 200, 1, 2, 64, 64);
+                    let (k, v) = (
+                        values((pos0 + n) * width, i as u64),
+                        values((pos0 + n) * width, 9 + i as u64),
+                    );
+                    for p in 0..pos0 + n {
+                        cache.store(0, p, &k[p * width..][..width], &v[p * width..][..width]);
+                    }
+                    cache
+                })
+                .collect();
+            let n_total: usize = layout.iter().map(|&(_, n)| n).sum();
+            let q = values(n_total * 4 * 64, 99);
+            for simd in Simd::supported() {
+                let kernels = Kernels::for_simd(simd).unwrap();
+                let mut first = 0;
+                let segments: Vec<AttentionSegment<'_>> = layout
+                    .iter()
+                    .zip(&caches)
+                    .map(|(&(pos0, n), cache)| {
+                        let seg = AttentionSegment {
+                            cache,
+                            first,
+                            n_tokens: n,
+                            pos0,
+                            n_kv: pos0 + n,
+                        };
+                        first += n;
+                        seg
+                    })
+                    .collect();
+                let mut together = vec![f32::NAN; n_total * 4 * 64];
+                attention_batch(&pool, &kernels, 0, &shape, &segments, &q, &mut together);
+                for seg in &segments {
+                    let rows = seg.first * 256..(seg.first + seg.n_tokens) * 256;
+                    let mut alone = vec![f32::NAN; rows.len()];
+                    let q = &q[rows.clone()];
+                    attention(
+                        &pool, &kernels, seg.cache, 0, &shape, q, seg.pos0, seg.n_kv, &mut alone,
+                    );
+                    let same = together[rows]
+                        .iter()
+                        .zip(&alone)
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(
+                        same,
+                        "{kv_type:?} {simd:?}: segment of {} at {}",
+                        seg.n_tokens, seg.pos0
+                    );
+                }
             }
         }
     }

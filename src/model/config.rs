@@ -44,6 +44,87 @@ pub enum FfnKind {
     Plain(Activation),
 }
 
+/// Where a block's two norms sit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum NormPlacement {
+    /// On each branch's input: `x + attn(norm(x))` (decoders).
+    Pre,
+    /// On each residual sum: `norm(x + attn(x))` (BERT).
+    Post,
+}
+
+/// How token positions enter the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Positions {
+    /// Queries and keys are rotated (see [`RopeConfig`]).
+    Rope,
+    /// A learned row per position (`position_embd`) is added to the input
+    /// embeddings (BERT); the context cannot exceed the table.
+    Learned,
+}
+
+/// How an embedding is made from a sequence's final hidden states
+/// (`{arch}.pooling_type`, llama.cpp's `llama_pooling_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooling {
+    /// The average over all tokens.
+    Mean,
+    /// The first token's (BERT's `[CLS]`).
+    Cls,
+    /// The last token's.
+    Last,
+}
+
+impl Pooling {
+    /// The pooling a file asks for: `pooling_type` 1 mean, 2 CLS, 3 last.
+    /// Absent or 0 ("none": per-token vectors) pools by mean, which is how
+    /// decoder models embed; 4 ("rank") is a reranker's scoring head.
+    fn from_metadata(value: Option<usize>) -> Result<Self, String> {
+        match value {
+            None | Some(0 | 1) => Ok(Self::Mean),
+            Some(2) => Ok(Self::Cls),
+            Some(3) => Ok(Self::Last),
+            Some(4) => {
+                Err("4 (rank) is a reranker's scoring head, which rusty-llm does not run".into())
+            }
+            Some(other) => Err(format!(
+                "{other} is not a pooling type (0 none, 1 mean, 2 cls, 3 last, 4 rank)"
+            )),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Mean => "mean",
+            Self::Cls => "cls",
+            Self::Last => "last",
+        }
+    }
+
+    /// One vector of width `n_embd` from a sequence's hidden states (`rows`,
+    /// `n_tokens × n_embd`, at least one token). The mean weighs every token
+    /// by `1/n` and sums in f64, as close as f32 allows to llama.cpp's
+    /// product with its averaging matrix.
+    pub fn pool(self, rows: &[f32], n_embd: usize) -> Vec<f32> {
+        let n_tokens = rows.len() / n_embd;
+        match self {
+            Self::Cls => rows[..n_embd].to_vec(),
+            Self::Last => rows[(n_tokens - 1) * n_embd..][..n_embd].to_vec(),
+            Self::Mean => {
+                let weight = 1.0 / n_tokens as f32;
+                let mut sums = vec![0.0f64; n_embd];
+                for row in rows.chunks_exact(n_embd) {
+                    for (s, &x) in sums.iter_mut().zip(row) {
+                        *s += f64::from(x * weight);
+                    }
+                }
+                sums.into_iter().map(|s| s as f32).collect()
+            }
+        }
+    }
+}
+
 /// Frequency scaling applied by RoPE beyond the base.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub enum RopeScaling {
@@ -123,6 +204,18 @@ pub struct ModelConfig {
     pub logit_divisor: Option<f32>,
     /// Whether attention is causal (decoders) or bidirectional (encoders).
     pub causal: bool,
+    pub norm_placement: NormPlacement,
+    pub positions: Positions,
+    /// LayerNorm of the input embeddings (`token_embd_norm`).
+    pub embedding_norm: bool,
+    /// Rows of `token_types` (`tokenizer.ggml.token_type_count`) when the
+    /// file says; BERT adds row 0 (segment A) to every token.
+    pub n_token_types: Option<usize>,
+    /// Whether the model ends in an output norm and logits; encoders end in
+    /// their hidden states.
+    pub output_head: bool,
+    /// How embeddings pool the final hidden states.
+    pub pooling: Pooling,
 }
 
 /// Reads `{arch}.…` keys with the family prefix and names the key in errors.
@@ -348,6 +441,8 @@ impl ModelConfig {
             .ok()
             .flatten()
             .unwrap_or(traits.causal);
+        let pooling = Pooling::from_metadata(k.usize_opt("pooling_type")?)
+            .map_err(|problem| k.bad("pooling_type", problem))?;
 
         Ok(Self {
             arch,
@@ -401,6 +496,19 @@ impl ModelConfig {
                 None
             },
             causal,
+            norm_placement: traits.norm_placement,
+            positions: traits.positions,
+            embedding_norm: traits.embedding_norm,
+            n_token_types: meta
+                .u64("tokenizer.ggml.token_type_count")
+                .map_err(|e| ModelError::Config {
+                    key: "tokenizer.ggml.token_type_count".into(),
+                    problem: e.to_string(),
+                })?
+                .filter(|&n| n > 0)
+                .map(|n| n as usize),
+            output_head: traits.output_head,
+            pooling,
         })
     }
 

@@ -9,10 +9,21 @@
 //!   ─ [post_attention_norm] ─ [× residual_scale] ─ + x  = ffn_inp
 //!   ─ ffn_norm ─ FFN ─ [post_ffw_norm] ─ [× residual_scale] ─ + ffn_inp  = l_out
 //! ```
+//!
+//! Encoders (BERT) take the same path with [`NormPlacement::Post`]: the
+//! block's two norms move from each branch's input to each residual sum
+//! (`ffn_inp = norm(x + attention)`, `l_out = norm(ffn_inp + FFN)`); their
+//! input embeddings add learned position rows and token type 0 and are
+//! normalized; attention is bidirectional, and the output is the final
+//! hidden states rather than logits ([`Model::forward_hidden`]).
+//!
+//! A pass runs a list of [`Segment`]s — sequences, each with its own KV
+//! cache and positions — through the same matrix products (a continuous
+//! batch, or several embedding inputs); each attends only to its own cache.
 
 use super::ModelError;
-use super::attention::{AttentionShape, OutPtr, attention};
-use super::config::{Activation, FfnKind, ModelConfig, NormKind};
+use super::attention::{AttentionSegment, AttentionShape, OutPtr, attention_batch};
+use super::config::{Activation, FfnKind, ModelConfig, NormKind, NormPlacement, Positions};
 use super::kv_cache::{KvCache, KvType};
 use super::ops::{self, RopeAngles};
 use super::weights::{Linear, ModelWeights, Norm, QkvProjection};
@@ -50,6 +61,45 @@ pub enum Logits {
     None,
 }
 
+impl Logits {
+    /// Output rows of a segment of `n_tokens` tokens.
+    fn rows(self, n_tokens: usize) -> std::ops::Range<usize> {
+        match self {
+            Self::Last => n_tokens.saturating_sub(1)..n_tokens,
+            Self::All => 0..n_tokens,
+            Self::None => 0..0,
+        }
+    }
+}
+
+/// What a pass returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Output {
+    /// Each segment's logits, as its [`Segment::logits`] asks.
+    Logits,
+    /// The final hidden state of every token (after the output norm, where
+    /// the model has one): what embeddings pool.
+    Hidden,
+}
+
+/// One sequence's share of a batched forward pass ([`Model::forward_batch`]):
+/// its tokens at positions `pos0..`, the KV cache they extend, and which
+/// logits it needs.
+#[derive(Debug)]
+pub struct Segment<'a> {
+    pub cache: &'a mut KvCache,
+    pub tokens: &'a [TokenId],
+    pub pos0: usize,
+    pub logits: Logits,
+}
+
+impl Segment<'_> {
+    /// How many rows of logits [`Model::forward_batch`] returns for it.
+    pub fn logit_rows(&self) -> usize {
+        self.logits.rows(self.tokens.len()).len()
+    }
+}
+
 /// Called with the name and value of intermediate activations
 /// (`blk.3.attn_out`, `result_norm`, …), `n_tokens × width` row-major.
 pub type ActivationHook<'h> = &'h mut dyn FnMut(&str, &[f32]);
@@ -68,7 +118,12 @@ pub struct ForwardScratch {
     gate: Vec<f32>,
     up: Vec<f32>,
     logits: Vec<f32>,
+    /// Each token's position (RoPE angle or learned row).
+    positions: Vec<usize>,
     kernel: Scratch,
+    /// Tokens per segment of the current pass, and logit rows per segment.
+    segment_tokens: Vec<usize>,
+    segment_logits: Vec<usize>,
 }
 
 fn resize(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
@@ -85,12 +140,6 @@ impl Model {
             .rows()
             .1 as usize;
         let config = ModelConfig::from_metadata(file.metadata(), n_vocab)?;
-        if !config.causal {
-            return Err(ModelError::Unsupported(format!(
-                "{} is an encoder (non-causal attention); text generation needs a decoder",
-                config.arch
-            )));
-        }
         let weights = ModelWeights::load(&file, &config, kernels)?;
         Ok(Self {
             file,
@@ -133,7 +182,7 @@ impl Model {
     /// embedding table contributes one row).
     pub fn weight_bytes_per_token(&self) -> usize {
         let w = &self.weights;
-        let mut total = w.output.bytes();
+        let mut total = w.output.as_ref().map_or(0, Linear::bytes);
         for l in &w.layers {
             total += match &l.qkv {
                 QkvProjection::Separate { q, k, v } => q.bytes() + k.bytes() + v.bytes(),
@@ -145,24 +194,31 @@ impl Model {
         total
     }
 
+    /// `linear` over the tokens of every segment (`segments[i]` tokens each),
+    /// each segment computed as a batch of its own (see
+    /// [`kernels::matmul_segments`]).
     fn matmul(
         &self,
         pool: &ThreadPool,
         linear: &Linear,
         xs: &[f32],
-        n_tokens: usize,
+        segments: &[usize],
         out: &mut [f32],
         scratch: &mut Scratch,
     ) -> Result<(), ModelError> {
         let _timed = profile::scope(|| {
-            let batch = if n_tokens > 1 { "batch" } else { "1 token" };
+            let batch = if segments.iter().any(|&n| n > 1) {
+                "batch"
+            } else {
+                "1 token"
+            };
             format!(
                 "matmul {} {}→{} {batch}",
                 linear.ty, linear.cols, linear.rows
             )
         });
         let w = linear.bind(&self.file, self.kernels)?;
-        kernels::matmul(pool, &w, xs, n_tokens, out, scratch)?;
+        kernels::matmul_segments(pool, &w, xs, segments, out, scratch)?;
         if let Some(bias) = &linear.bias {
             for row in out.chunks_exact_mut(linear.rows) {
                 ops::add_assign(row, bias);
@@ -182,6 +238,13 @@ impl Model {
         }
     }
 
+    /// Normalizes the rows of `x` in place (`tmp` holds the result meanwhile).
+    fn norm_in_place(&self, norm: &Norm, x: &mut [f32], tmp: &mut Vec<f32>) {
+        let out = resize(tmp, x.len());
+        self.norm_rows(norm, x, out);
+        x.copy_from_slice(out);
+    }
+
     /// Runs `tokens` at positions `pos0..` through the model, appending their
     /// keys and values to `cache`, and returns the requested logits
     /// (`n_vocab` per output row; empty for [`Logits::None`]).
@@ -194,56 +257,173 @@ impl Model {
         tokens: &[TokenId],
         pos0: usize,
         logits: Logits,
+        hook: Option<ActivationHook<'_>>,
+    ) -> Result<&'s [f32], ModelError> {
+        let segment = Segment {
+            cache,
+            tokens,
+            pos0,
+            logits,
+        };
+        self.forward_batch(pool, &mut [segment], scratch, hook)
+    }
+
+    /// One forward pass over several sequences (a continuous batch): the
+    /// projections and the FFN run as matrix products over every token of
+    /// every segment, attention runs per segment against its own cache.
+    /// Each segment's results are bit for bit those of its own
+    /// [`Model::forward`]: every kernel is picked by the segment's own size.
+    /// Returns the segments' logits one after the other
+    /// ([`Segment::logit_rows`] rows of `n_vocab` each).
+    pub fn forward_batch<'s>(
+        &self,
+        pool: &ThreadPool,
+        segments: &mut [Segment<'_>],
+        scratch: &'s mut ForwardScratch,
+        hook: Option<ActivationHook<'_>>,
+    ) -> Result<&'s [f32], ModelError> {
+        self.pass(pool, segments, scratch, Output::Logits, hook)
+    }
+
+    /// Runs the segments (independent inputs, e.g. texts to embed, each
+    /// usually at position 0 of a cache of its own) in one pass and returns
+    /// the final hidden state of every token, segment after segment (`n_embd`
+    /// each, after the output norm where the model has one), which
+    /// embeddings pool. Their `logits` are ignored.
+    pub fn forward_hidden<'s>(
+        &self,
+        pool: &ThreadPool,
+        segments: &mut [Segment<'_>],
+        scratch: &'s mut ForwardScratch,
+        hook: Option<ActivationHook<'_>>,
+    ) -> Result<&'s [f32], ModelError> {
+        self.pass(pool, segments, scratch, Output::Hidden, hook)
+    }
+
+    /// [`Model::forward_batch`] or [`Model::forward_hidden`].
+    fn pass<'s>(
+        &self,
+        pool: &ThreadPool,
+        segments: &mut [Segment<'_>],
+        scratch: &'s mut ForwardScratch,
+        output: Output,
         mut hook: Option<ActivationHook<'_>>,
     ) -> Result<&'s [f32], ModelError> {
         let c = &self.config;
-        let w = &self.weights;
-        let n = tokens.len();
+        let s = scratch;
+        s.segment_tokens.clear();
+        s.segment_tokens
+            .extend(segments.iter().map(|seg| seg.tokens.len()));
+        let n: usize = s.segment_tokens.iter().sum();
         if n == 0 {
             return Ok(&[]);
         }
-        if pos0 + n > cache.n_ctx() {
+        for seg in segments.iter() {
+            let needed = seg.pos0 + seg.tokens.len();
+            if needed > seg.cache.n_ctx() {
+                return Err(ModelError::ContextFull {
+                    needed,
+                    n_ctx: seg.cache.n_ctx(),
+                });
+            }
+        }
+        // Each token's position: the RoPE angle, or the row of a learned
+        // position table (whose length bounds it).
+        s.positions.clear();
+        for seg in segments.iter() {
+            s.positions.extend(seg.pos0..seg.pos0 + seg.tokens.len());
+        }
+        if c.positions == Positions::Learned
+            && let Some(&last) = s.positions.iter().max()
+            && last >= c.context_length
+        {
             return Err(ModelError::ContextFull {
-                needed: pos0 + n,
-                n_ctx: cache.n_ctx(),
+                needed: last + 1,
+                n_ctx: c.context_length,
             });
         }
+        let lens = std::mem::take(&mut s.segment_tokens);
+        let result = self.forward_segments(pool, segments, &lens, s, output, &mut hook);
+        s.segment_tokens = lens;
+        let n_out = result?;
+        Ok(match output {
+            Output::Logits => &s.logits[..n_out * c.n_vocab],
+            Output::Hidden => &s.xn[..n_out * c.n_embd],
+        })
+    }
+
+    /// The body of [`Model::pass`]: returns the number of output rows, in
+    /// `s.logits` (logits) or `s.xn` (hidden states).
+    fn forward_segments(
+        &self,
+        pool: &ThreadPool,
+        segments: &mut [Segment<'_>],
+        lens: &[usize],
+        s: &mut ForwardScratch,
+        output: Output,
+        hook: &mut Option<ActivationHook<'_>>,
+    ) -> Result<usize, ModelError> {
+        let c = &self.config;
+        let w = &self.weights;
+        let n: usize = lens.iter().sum();
         let mut dump = |name: &dyn Fn() -> String, values: &[f32]| {
             if let Some(h) = hook.as_mut() {
                 h(&name(), values);
             }
         };
-        let s = scratch;
         let d = c.n_embd;
 
         // Token embeddings.
         let x = resize(&mut s.x, n * d);
-        let table_bytes = w.token_embd.data(&self.file);
-        let row_bytes = table_bytes.len() / c.n_vocab;
-        for (t, &tok) in tokens.iter().enumerate() {
+        let tokens = segments.iter().flat_map(|seg| seg.tokens);
+        for (t, &tok) in tokens.enumerate() {
             if tok as usize >= c.n_vocab {
                 return Err(ModelError::TokenOutOfRange {
                     token: tok,
                     n_vocab: c.n_vocab,
                 });
             }
-            let row = &table_bytes[tok as usize * row_bytes..][..row_bytes];
-            crate::quant::dequantize_row(w.token_embd.ty, row, &mut x[t * d..(t + 1) * d])
-                .map_err(|e| ModelError::Kernel(e.in_tensor(&w.token_embd.name).into()))?;
+            w.token_embd
+                .row(&self.file, tok as usize, &mut x[t * d..(t + 1) * d])?;
         }
         if let Some(scale) = c.embedding_scale {
             ops::scale(x, scale);
         }
+        // BERT: + token type 0 + the learned row of each position, then a
+        // LayerNorm (llama.cpp's order: (token + type) + position).
+        if let Some(type0) = &w.token_type0 {
+            for row in x.chunks_exact_mut(d) {
+                ops::add_assign(row, type0);
+            }
+        }
+        if let Some(table) = &w.position_embd {
+            let mut row = vec![0.0; d];
+            for (xr, &pos) in x.chunks_exact_mut(d).zip(&s.positions) {
+                table.row(&self.file, pos, &mut row)?;
+                ops::add_assign(xr, &row);
+            }
+        }
         dump(&|| "inp_embd".into(), x);
+        if let Some(norm) = &w.embedding_norm {
+            self.norm_in_place(norm, &mut s.x, &mut s.xn);
+            dump(&|| "inp_norm".into(), &s.x);
+        }
+        let pre_norm = c.norm_placement == NormPlacement::Pre;
 
         let (q_dim, k_dim, v_dim) = (c.q_dim(), c.k_dim(), c.v_dim());
         let attn_width = c.n_head * c.head_dim_v;
         let mut angles = RopeAngles::new(c.rope.n_rot);
         for (il, lw) in w.layers.iter().enumerate() {
             let lc = &c.layers[il];
-            let xn = resize(&mut s.xn, n * d);
-            self.norm_rows(&lw.attn_norm, &s.x, xn);
-            dump(&|| format!("blk.{il}.attn_norm"), xn);
+            // Post-norm blocks feed the block input itself to attention.
+            let attn_in: &[f32] = if pre_norm {
+                let xn = resize(&mut s.xn, n * d);
+                self.norm_rows(&lw.attn_norm, &s.x, xn);
+                dump(&|| format!("blk.{il}.attn_norm"), xn);
+                xn
+            } else {
+                &s.x
+            };
 
             // Projections.
             let q = resize(&mut s.q, n * q_dim);
@@ -255,13 +435,13 @@ impl Model {
                     k: wk,
                     v: wv,
                 } => {
-                    self.matmul(pool, wq, xn, n, q, &mut s.kernel)?;
-                    self.matmul(pool, wk, xn, n, k, &mut s.kernel)?;
-                    self.matmul(pool, wv, xn, n, v, &mut s.kernel)?;
+                    self.matmul(pool, wq, attn_in, lens, q, &mut s.kernel)?;
+                    self.matmul(pool, wk, attn_in, lens, k, &mut s.kernel)?;
+                    self.matmul(pool, wv, attn_in, lens, v, &mut s.kernel)?;
                 }
                 QkvProjection::Fused(wqkv) => {
                     let qkv = resize(&mut s.qkv, n * wqkv.rows);
-                    self.matmul(pool, wqkv, xn, n, qkv, &mut s.kernel)?;
+                    self.matmul(pool, wqkv, attn_in, lens, qkv, &mut s.kernel)?;
                     for t in 0..n {
                         let row = &qkv[t * wqkv.rows..(t + 1) * wqkv.rows];
                         q[t * q_dim..(t + 1) * q_dim].copy_from_slice(&row[..q_dim]);
@@ -275,26 +455,32 @@ impl Model {
                 ops::rms_norm_heads(q, qn, c.norm_eps);
                 ops::rms_norm_heads(k, kn, c.norm_eps);
             }
-            for t in 0..n {
-                angles.compute(
-                    &c.rope,
-                    lc.rope_base,
-                    lc.rope_freq_scale,
-                    w.rope_freqs.as_deref(),
-                    pos0 + t,
-                );
-                for head in q[t * q_dim..(t + 1) * q_dim].chunks_exact_mut(c.head_dim_k) {
-                    angles.apply(c.rope.style, head);
+            let mut t = 0;
+            for seg in segments.iter_mut() {
+                for pos in seg.pos0..seg.pos0 + seg.tokens.len() {
+                    if c.positions == Positions::Rope {
+                        angles.compute(
+                            &c.rope,
+                            lc.rope_base,
+                            lc.rope_freq_scale,
+                            w.rope_freqs.as_deref(),
+                            pos,
+                        );
+                        for head in q[t * q_dim..(t + 1) * q_dim].chunks_exact_mut(c.head_dim_k) {
+                            angles.apply(c.rope.style, head);
+                        }
+                        for head in k[t * k_dim..(t + 1) * k_dim].chunks_exact_mut(c.head_dim_k) {
+                            angles.apply(c.rope.style, head);
+                        }
+                    }
+                    seg.cache.store(
+                        il,
+                        pos,
+                        &k[t * k_dim..(t + 1) * k_dim],
+                        &v[t * v_dim..(t + 1) * v_dim],
+                    );
+                    t += 1;
                 }
-                for head in k[t * k_dim..(t + 1) * k_dim].chunks_exact_mut(c.head_dim_k) {
-                    angles.apply(c.rope.style, head);
-                }
-                cache.store(
-                    il,
-                    pos0 + t,
-                    &k[t * k_dim..(t + 1) * k_dim],
-                    &v[t * v_dim..(t + 1) * v_dim],
-                );
             }
             drop(timed);
             dump(&|| format!("blk.{il}.q_roped"), q);
@@ -313,24 +499,33 @@ impl Model {
                 causal: c.causal,
             };
             let timed = profile::scope(|| {
-                let batch = if n > 1 { "batch" } else { "1 token" };
-                format!("attention {:?} cache {batch}", cache.kv_type())
+                let batch = if lens.iter().any(|&n| n > 1) {
+                    "batch"
+                } else {
+                    "1 token"
+                };
+                format!("attention {:?} cache {batch}", segments[0].cache.kv_type())
             });
-            attention(
-                pool,
-                self.kernels,
-                cache,
-                il,
-                &shape,
-                q,
-                pos0,
-                pos0 + n,
-                attn,
-            );
+            let mut first = 0;
+            let queries: Vec<AttentionSegment<'_>> = segments
+                .iter()
+                .map(|seg| {
+                    let n_tokens = seg.tokens.len();
+                    first += n_tokens;
+                    AttentionSegment {
+                        cache: seg.cache,
+                        first: first - n_tokens,
+                        n_tokens,
+                        pos0: seg.pos0,
+                        n_kv: seg.pos0 + n_tokens,
+                    }
+                })
+                .collect();
+            attention_batch(pool, self.kernels, il, &shape, &queries, q, attn);
             drop(timed);
             dump(&|| format!("blk.{il}.kqv_out"), attn);
             let branch = resize(&mut s.branch, n * d);
-            self.matmul(pool, &lw.attn_out, attn, n, branch, &mut s.kernel)?;
+            self.matmul(pool, &lw.attn_out, attn, lens, branch, &mut s.kernel)?;
             if let Some(post) = &lw.post_attn_norm {
                 let xn = resize(&mut s.xn, n * d);
                 self.norm_rows(post, branch, xn);
@@ -341,19 +536,27 @@ impl Model {
             }
             dump(&|| format!("blk.{il}.attn_out"), branch);
             ops::add_assign(&mut s.x, branch);
+            if !pre_norm {
+                self.norm_in_place(&lw.attn_norm, &mut s.x, &mut s.xn);
+            }
             dump(&|| format!("blk.{il}.ffn_inp"), &s.x);
 
-            // Feed-forward.
-            let xn = resize(&mut s.xn, n * d);
-            self.norm_rows(&lw.ffn_norm, &s.x, xn);
-            dump(&|| format!("blk.{il}.ffn_norm"), xn);
+            // Feed-forward (post-norm blocks: on `ffn_inp` itself).
+            let ffn_in: &[f32] = if pre_norm {
+                let xn = resize(&mut s.xn, n * d);
+                self.norm_rows(&lw.ffn_norm, &s.x, xn);
+                dump(&|| format!("blk.{il}.ffn_norm"), xn);
+                xn
+            } else {
+                &s.x
+            };
             let up = resize(&mut s.up, n * lw.ffn_up.rows);
-            self.matmul(pool, &lw.ffn_up, xn, n, up, &mut s.kernel)?;
+            self.matmul(pool, &lw.ffn_up, ffn_in, lens, up, &mut s.kernel)?;
             let hidden: &[f32] = match c.ffn {
                 FfnKind::Gated(act) => {
                     let gate_w = lw.ffn_gate.as_ref().expect("loader requires ffn_gate");
                     let gate = resize(&mut s.gate, n * c.n_ff);
-                    self.matmul(pool, gate_w, xn, n, gate, &mut s.kernel)?;
+                    self.matmul(pool, gate_w, ffn_in, lens, gate, &mut s.kernel)?;
                     let _timed = profile::scope(|| "ffn activation".into());
                     gated_on_pool(pool, act, gate, up);
                     gate
@@ -377,7 +580,7 @@ impl Model {
             };
             dump(&|| format!("blk.{il}.ffn_hidden"), hidden);
             let branch = resize(&mut s.branch, n * d);
-            self.matmul(pool, &lw.ffn_down, hidden, n, branch, &mut s.kernel)?;
+            self.matmul(pool, &lw.ffn_down, hidden, lens, branch, &mut s.kernel)?;
             dump(&|| format!("blk.{il}.ffn_down"), branch);
             if let Some(post) = &lw.post_ffn_norm {
                 let xn = resize(&mut s.xn, n * d);
@@ -389,21 +592,53 @@ impl Model {
             }
             dump(&|| format!("blk.{il}.ffn_out"), branch);
             ops::add_assign(&mut s.x, branch);
+            if !pre_norm {
+                self.norm_in_place(&lw.ffn_norm, &mut s.x, &mut s.xn);
+            }
             dump(&|| format!("blk.{il}.l_out"), &s.x);
         }
 
-        // Output head, on the rows that need logits.
-        let rows: &[f32] = match logits {
-            Logits::None => return Ok(&[]),
-            Logits::Last => &s.x[(n - 1) * d..],
-            Logits::All => &s.x,
+        if output == Output::Hidden {
+            // Every token's final state, normalized where the model has an
+            // output norm (encoders end with their last block's norm).
+            let xn = resize(&mut s.xn, n * d);
+            match &w.output_norm {
+                Some(norm) => self.norm_rows(norm, &s.x, xn),
+                None => xn.copy_from_slice(&s.x),
+            }
+            dump(&|| "result_norm".into(), xn);
+            return Ok(n);
+        }
+        let (Some(output_norm), Some(output_w)) = (&w.output_norm, &w.output) else {
+            return Err(ModelError::Unsupported(format!(
+                "{} is an embedding model (an encoder without an output head): it computes embeddings, not text",
+                c.arch
+            )));
         };
-        let n_out = rows.len() / d;
-        let xn = resize(&mut s.xn, n_out * d);
-        self.norm_rows(&w.output_norm, rows, xn);
+
+        // Output head, on the rows that need logits: each segment's own rows,
+        // as a batch of their own.
+        s.segment_logits.clear();
+        let mut n_out = 0;
+        let mut first = 0;
+        for seg in segments.iter() {
+            let rows = seg.logits.rows(seg.tokens.len());
+            let xn = resize(&mut s.xn, (n_out + rows.len()) * d);
+            for r in rows.clone() {
+                let row = &s.x[(first + r) * d..(first + r + 1) * d];
+                self.norm_rows(output_norm, row, &mut xn[n_out * d..(n_out + 1) * d]);
+                n_out += 1;
+            }
+            s.segment_logits.push(rows.len());
+            first += seg.tokens.len();
+        }
+        if n_out == 0 {
+            return Ok(0);
+        }
+        let xn = &s.xn[..n_out * d];
         dump(&|| "result_norm".into(), xn);
         let out = resize(&mut s.logits, n_out * c.n_vocab);
-        self.matmul(pool, &w.output, xn, n_out, out, &mut s.kernel)?;
+        self.matmul(pool, output_w, xn, &s.segment_logits, out, &mut s.kernel)?;
         if let Some(div) = c.logit_divisor {
             ops::scale(out, 1.0 / div);
         }
@@ -411,7 +646,7 @@ impl Model {
             ops::softcap(out, cap);
         }
         dump(&|| "result_output".into(), out);
-        Ok(&s.logits[..n_out * c.n_vocab])
+        Ok(n_out)
     }
 }
 

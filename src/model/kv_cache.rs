@@ -44,8 +44,10 @@ pub enum KvStore {
 impl KvStore {
     fn new(ty: KvType, len: usize) -> Self {
         match ty {
-            KvType::F32 => Self::F32(vec![0.0; len]),
-            KvType::F16 => Self::F16(vec![f16::ZERO; len]),
+            // Zeroed allocations: the pages are only committed once written,
+            // so a large context (or many slots) costs memory as it fills.
+            KvType::F32 => Self::F32(bytemuck::zeroed_vec(len)),
+            KvType::F16 => Self::F16(bytemuck::zeroed_vec(len)),
         }
     }
 

@@ -20,9 +20,10 @@ mod weights;
 
 pub use arch::{ArchTraits, Architecture};
 pub use config::{
-    Activation, FfnKind, LayerConfig, ModelConfig, NormKind, RopeConfig, RopeScaling, RopeStyle,
+    Activation, FfnKind, LayerConfig, ModelConfig, NormKind, NormPlacement, Pooling, Positions,
+    RopeConfig, RopeScaling, RopeStyle,
 };
-pub use decoder::{ActivationHook, ForwardScratch, Logits, Model};
+pub use decoder::{ActivationHook, ForwardScratch, Logits, Model, Segment};
 pub use kv_cache::{KvCache, KvType};
 pub use support::{SupportReport, check_support};
 pub use weights::{Linear, ModelWeights, Norm};
@@ -34,7 +35,7 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum ModelError {
     #[error(
-        "architecture {0:?} is not one rusty-llm implements (known: llama, qwen2, qwen3, phi3, gemma, gemma2, gemma3, granite, starcoder2, bert)"
+        "architecture {0:?} is not one rusty-llm implements (known: llama, qwen2, qwen3, phi3, gemma, gemma2, gemma3, granite, starcoder2, bert, nomic-bert)"
     )]
     UnknownArchitecture(String),
     #[error("metadata {key}: {problem}")]

@@ -6,10 +6,13 @@ use crate::gguf::{GgmlType, GgufFile};
 use serde::Serialize;
 use std::collections::BTreeSet;
 
-/// Whether this build can generate with the model in a file, and why not.
+/// Whether this build can run the model in a file, and why not.
 #[derive(Debug, Clone, Serialize)]
 pub struct SupportReport {
     pub supported: bool,
+    /// What the model can do when supported: `completion` (text generation)
+    /// and `embedding` for decoders, `embedding` alone for encoders (BERT).
+    pub capabilities: Vec<&'static str>,
     /// One sentence per obstacle; empty when `supported`.
     pub reasons: Vec<String>,
     pub architecture_known: bool,
@@ -29,9 +32,6 @@ pub fn check_support(file: &GgufFile) -> SupportReport {
             "architecture {name:?} is not one rusty-llm implements (known: {})",
             Architecture::ALL.map(Architecture::name).join(", ")
         )),
-        (Some(_), Some(Architecture::Bert)) => reasons.push(
-            "bert is an embedding encoder; this build generates text with decoders only".into(),
-        ),
         (Some(_), Some(_)) => {
             // The same parse the loader does, so metadata problems show here.
             let n_vocab = file
@@ -86,8 +86,16 @@ pub fn check_support(file: &GgufFile) -> SupportReport {
         }
     }
 
+    let capabilities = match arch {
+        Some(arch) if reasons.is_empty() && arch.traits().output_head => {
+            vec!["completion", "embedding"]
+        }
+        Some(_) if reasons.is_empty() => vec!["embedding"],
+        _ => Vec::new(),
+    };
     SupportReport {
         supported: reasons.is_empty(),
+        capabilities,
         reasons,
         architecture_known: arch.is_some(),
         unsupported_tensor_types,

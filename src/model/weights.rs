@@ -3,7 +3,7 @@
 //! token is processed), and left in place in the memory-mapped file.
 
 use super::ModelError;
-use super::config::{FfnKind, ModelConfig, NormKind};
+use super::config::{FfnKind, ModelConfig, NormKind, NormPlacement, Positions};
 use crate::gguf::{GgmlType, GgufFile};
 use crate::kernels::{Kernels, Weights};
 
@@ -36,6 +36,14 @@ impl Linear {
         )?)
     }
 
+    /// Row `index` as f32 (a table lookup: token or position embeddings).
+    pub fn row(&self, file: &GgufFile, index: usize, out: &mut [f32]) -> Result<(), ModelError> {
+        let row_bytes = self.data(file).len() / self.rows;
+        let bytes = &self.data(file)[index * row_bytes..][..row_bytes];
+        crate::quant::dequantize_row(self.ty, bytes, out)
+            .map_err(|e| ModelError::Kernel(e.in_tensor(&self.name).into()))
+    }
+
     /// This matrix's bytes in `file`.
     pub fn data<'f>(&self, file: &'f GgufFile) -> &'f [u8] {
         file.view(&file.tensors()[self.tensor]).data
@@ -65,6 +73,9 @@ pub enum QkvProjection {
     Fused(Linear),
 }
 
+/// One block. With [`NormPlacement::Post`] (BERT) `attn_norm` and `ffn_norm`
+/// are the norms after each residual add (`attn_output_norm`,
+/// `layer_output_norm`) rather than on each branch's input.
 #[derive(Debug, Clone)]
 pub struct LayerWeights {
     pub attn_norm: Norm,
@@ -84,9 +95,16 @@ pub struct LayerWeights {
 pub struct ModelWeights {
     /// `token_embd.weight`: one row per token, any supported type.
     pub token_embd: Linear,
-    pub output_norm: Norm,
-    /// `output.weight`, or `token_embd.weight` when the model ties them.
-    pub output: Linear,
+    /// Row 0 of `token_types.weight` (BERT's segment A), added to every token.
+    pub token_type0: Option<Vec<f32>>,
+    /// `position_embd.weight`: one learned row per position (BERT).
+    pub position_embd: Option<Linear>,
+    /// `token_embd_norm`: LayerNorm of the summed input embeddings (BERT).
+    pub embedding_norm: Option<Norm>,
+    /// `output_norm` and `output.weight` (or `token_embd.weight` when the
+    /// model ties them); `None` for encoders, which have no logits.
+    pub output_norm: Option<Norm>,
+    pub output: Option<Linear>,
     /// llama3-style per-pair RoPE frequency divisors (`rope_freqs.weight`).
     pub rope_freqs: Option<Vec<f32>>,
     pub layers: Vec<LayerWeights>,
@@ -168,6 +186,38 @@ impl Loader<'_> {
         Ok(Some(linear))
     }
 
+    /// Row 0 of `token_types.weight` (`n_embd × token types`), when present.
+    fn token_type0(&self, c: &ModelConfig) -> Result<Option<Vec<f32>>, ModelError> {
+        const NAME: &str = "token_types.weight";
+        let Some(i) = self.index(NAME) else {
+            return Ok(None);
+        };
+        let info = &self.file.tensors()[i];
+        let (cols, rows) = info.rows();
+        let rows_ok = c.n_token_types.is_none_or(|n| n as u64 == rows);
+        if cols != c.n_embd as u64 || rows == 0 || !rows_ok || info.n_dims > 2 {
+            return Err(ModelError::TensorShape {
+                name: NAME.into(),
+                expected: format!(
+                    "[{}, {}]",
+                    c.n_embd,
+                    c.n_token_types
+                        .map_or("token types".to_string(), |n| n.to_string())
+                ),
+                found: format!("{:?}", info.shape()),
+            });
+        }
+        let row_bytes = info.ggml_type.bytes_for(cols).unwrap_or(0) as usize;
+        let mut row = vec![0.0; c.n_embd];
+        crate::quant::dequantize_row(
+            info.ggml_type,
+            &self.file.view(info).data[..row_bytes],
+            &mut row,
+        )
+        .map_err(|e| ModelError::Kernel(e.in_tensor(NAME).into()))?;
+        Ok(Some(row))
+    }
+
     fn required_linear(
         &self,
         prefix: &str,
@@ -188,11 +238,33 @@ impl ModelWeights {
         let l = Loader { file, kernels };
         let c = config;
         let token_embd = l.required_linear("token_embd", c.n_embd, c.n_vocab)?;
-        let output = match l.linear("output", c.n_embd, c.n_vocab)? {
-            Some(output) => output,
-            None => token_embd.clone(),
+        let (output_norm, output) = if c.output_head {
+            let output = match l.linear("output", c.n_embd, c.n_vocab)? {
+                Some(output) => output,
+                None => token_embd.clone(),
+            };
+            let norm = l.required_norm("output_norm", c.n_embd, c.norm)?;
+            (Some(norm), Some(output))
+        } else {
+            (None, None)
         };
-        let output_norm = l.required_norm("output_norm", c.n_embd, c.norm)?;
+        let token_type0 = l.token_type0(c)?;
+        let position_embd = match c.positions {
+            Positions::Learned => {
+                Some(l.required_linear("position_embd", c.n_embd, c.context_length)?)
+            }
+            Positions::Rope => None,
+        };
+        let embedding_norm = if c.embedding_norm {
+            Some(l.required_norm("token_embd_norm", c.n_embd, c.norm)?)
+        } else {
+            None
+        };
+        // Post-norm blocks keep their two norms under other names.
+        let (attn_norm_name, ffn_norm_name) = match c.norm_placement {
+            NormPlacement::Pre => ("attn_norm", "ffn_norm"),
+            NormPlacement::Post => ("attn_output_norm", "layer_output_norm"),
+        };
         let rope_freqs = l.vector("rope_freqs.weight", c.rope.n_rot / 2)?;
 
         let mut layers = Vec::with_capacity(c.n_layers);
@@ -231,7 +303,7 @@ impl ModelWeights {
                 FfnKind::Plain(_) => (None, c.n_ff),
             };
             layers.push(LayerWeights {
-                attn_norm: l.required_norm(&p("attn_norm"), c.n_embd, c.norm)?,
+                attn_norm: l.required_norm(&p(attn_norm_name), c.n_embd, c.norm)?,
                 qkv,
                 q_norm,
                 k_norm,
@@ -241,7 +313,7 @@ impl ModelWeights {
                     c.n_embd,
                 )?,
                 post_attn_norm,
-                ffn_norm: l.required_norm(&p("ffn_norm"), c.n_embd, c.norm)?,
+                ffn_norm: l.required_norm(&p(ffn_norm_name), c.n_embd, c.norm)?,
                 ffn_gate,
                 ffn_up: l.required_linear(&p("ffn_up"), c.n_embd, up_rows)?,
                 ffn_down: l.required_linear(&p("ffn_down"), c.n_ff, c.n_embd)?,
@@ -250,6 +322,9 @@ impl ModelWeights {
         }
         Ok(Self {
             token_embd,
+            token_type0,
+            position_embd,
+            embedding_norm,
             output_norm,
             output,
             rope_freqs,

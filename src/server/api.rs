@@ -3,11 +3,11 @@
 //! clients expect. Shared pieces (the JSON extractor, sampling fields, the
 //! engine round trip) are used by the Ollama, LM Studio and Responses routes.
 
-use super::engine::{Event, Job, SubmitError};
 use super::{ApiError, AppState, Loaded, OllamaError, bad_field, error_json};
 use crate::chat::Message;
 use crate::engine::{
-    Generation, GenerationOptions, SamplerConfig, SamplingError, StopReason, TokenLogprob,
+    Event, GenerateError, Generation, GenerationOptions, Handle, Request as EngineRequest,
+    SamplerConfig, SamplingError, StopReason, SubmitError, TokenLogprob,
 };
 use crate::tokenizer::{TokenId, Tokenizer};
 use axum::body::Bytes;
@@ -23,8 +23,7 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use tokio::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 type AppResult = Result<Response, ApiError>;
 
@@ -321,15 +320,6 @@ pub(crate) async fn model(
 ) -> AppResult {
     let l = loaded(&state)?;
     Ok(axum::Json(model_object(&state, l)).into_response())
-}
-
-pub(crate) async fn embeddings_unavailable() -> Response {
-    error_json(
-        StatusCode::NOT_IMPLEMENTED,
-        "embeddings are not available in this build yet",
-    )
-    .code("not_implemented")
-    .into_response()
 }
 
 /// `stop` as OpenAI sends it: one string or a list.
@@ -666,61 +656,70 @@ impl AnswerForm {
     }
 }
 
-/// Sets the job's cancel flag when dropped (the client went away).
-pub(super) struct CancelOnDrop(Arc<AtomicBool>);
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-}
-
-/// Submits a job; returns its event stream and the cancel guard.
+/// Submits a generation to the engine; dropping the handle (or the stream
+/// made of it) cancels it.
 pub(super) fn submit(
     l: &Loaded,
     tokens: Vec<u32>,
     options: GenerationOptions,
     cache_prompt: Option<bool>,
-) -> Result<(mpsc::UnboundedReceiver<Event>, CancelOnDrop), ApiError> {
-    let (events, rx) = mpsc::unbounded_channel();
-    let cancelled = Arc::new(AtomicBool::new(false));
-    let job = Job {
+) -> Result<Handle, ApiError> {
+    let request = EngineRequest {
         tokens,
         options,
-        events,
-        cancelled: Arc::clone(&cancelled),
         cache_prompt: cache_prompt.unwrap_or(l.cache_prompt),
     };
-    match l.engine.submit(job) {
-        Ok(()) => Ok((rx, CancelOnDrop(cancelled))),
-        Err(SubmitError::Busy) => Err(error_json(
+    l.engine.submit(request).map_err(refused)
+}
+
+/// The answer when the engine does not take a job: 503 + Retry-After when
+/// its queue is full.
+pub(super) fn refused(e: SubmitError) -> ApiError {
+    match e {
+        SubmitError::Busy => error_json(
             StatusCode::SERVICE_UNAVAILABLE,
-            "the server is busy; retry shortly",
+            "every slot is busy and the queue is full; retry shortly",
         )
         .code("server_busy")
-        .with_header(header::RETRY_AFTER, "1")),
-        Err(SubmitError::Stopped) => Err(error_json(
+        .with_header(header::RETRY_AFTER, "1"),
+        SubmitError::Stopped => error_json(
             StatusCode::INTERNAL_SERVER_ERROR,
             "the inference engine has stopped",
-        )),
+        ),
     }
 }
 
+/// A request's events as a stream that owns its handle: a dropped stream (a
+/// client that went away) cancels the request.
+pub(super) fn events(handle: Handle) -> impl Stream<Item = Event> + Send + 'static {
+    stream::unfold(handle, |mut handle| async move {
+        let event = handle.next().await?;
+        Some((event, handle))
+    })
+}
+
+/// A failed generation as an answer: the request's fault (400) unless the
+/// engine failed.
+pub(super) fn generation_error(e: GenerateError) -> ApiError {
+    let status = match e {
+        GenerateError::Stopped | GenerateError::BatchFailed(_) | GenerateError::Model(_) => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+        _ => StatusCode::BAD_REQUEST,
+    };
+    error_json(status, e.to_string())
+}
+
 /// Waits for the whole generation (its `text` is what streaming would show).
-pub(super) async fn collect(
-    mut rx: mpsc::UnboundedReceiver<Event>,
-) -> Result<Generation, ApiError> {
-    while let Some(event) = rx.recv().await {
+pub(super) async fn collect(mut handle: Handle) -> Result<Generation, ApiError> {
+    while let Some(event) = handle.next().await {
         match event {
             Event::Piece { .. } => {}
             Event::Done(g) => return Ok(g),
-            Event::Error(e) => return Err(error_json(StatusCode::BAD_REQUEST, e)),
+            Event::Error(e) => return Err(generation_error(e)),
         }
     }
-    Err(error_json(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "the generation ended without a result",
-    ))
+    Err(generation_error(GenerateError::Stopped))
 }
 
 pub(super) fn finish_reason(g: &Generation) -> &'static str {
@@ -966,8 +965,7 @@ pub(super) struct StreamShape<C, D> {
 /// Server-sent events: `chunk` objects as text arrives, the `done` objects,
 /// then `data: [DONE]`, as OpenAI streams.
 pub(super) fn sse_stream<C, D>(
-    rx: mpsc::UnboundedReceiver<Event>,
-    guard: CancelOnDrop,
+    handle: Handle,
     shape: StreamShape<C, D>,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>>
 where
@@ -976,16 +974,16 @@ where
 {
     use futures_util::StreamExt;
     let StreamShape { mut chunk, done } = shape;
-    // The worker drops its sender after `Done`, which ends this stream; the
-    // guard lives as long as the stream, so a dropped stream (a client that
-    // went away) cancels the job.
-    let events = tokio_stream::wrappers::UnboundedReceiverStream::new(rx).flat_map(move |event| {
-        let _alive = &guard;
+    // The engine drops its sender after `Done`, which ends this stream.
+    let events = events(handle).flat_map(move |event| {
         let datas: Vec<String> = match event {
             Event::Piece { text, logprobs } => vec![chunk(&text, &logprobs).to_string()],
             Event::Done(g) => done(&g).iter().map(Value::to_string).collect(),
             Event::Error(e) => {
-                vec![json!({ "error": { "message": e, "type": "server_error" } }).to_string()]
+                vec![
+                    json!({ "error": { "message": e.to_string(), "type": "server_error" } })
+                        .to_string(),
+                ]
             }
         };
         stream::iter(datas.into_iter().map(|d| Ok(SseEvent::default().data(d))))
@@ -1093,7 +1091,7 @@ pub(super) async fn chat(state: &AppState, req: ChatRequest, flavor: Flavor) -> 
     let n_vocab = l.runner.tokenizer().vocab().len();
     let mut options = req.sampling.options(tokens.len(), l.ctx_size, n_vocab)?;
     options.top_logprobs = top_logprobs;
-    let (rx, guard) = submit(l, tokens, options, req.sampling.cache_prompt)?;
+    let handle = submit(l, tokens, options, req.sampling.cache_prompt)?;
     let id = next_id("chatcmpl");
     // Any requested id maps to the loaded model; answers name the one that served.
     let _requested = req.model;
@@ -1135,10 +1133,9 @@ pub(super) async fn chat(state: &AppState, req: ChatRequest, flavor: Flavor) -> 
             let usage = head2.chat(vec![], Some(Usage::of(g)));
             final_chunks(finish, usage, extras.as_ref(), head2.include_usage, g)
         };
-        return Ok(sse_stream(rx, guard, StreamShape { chunk, done }).into_response());
+        return Ok(sse_stream(handle, StreamShape { chunk, done }).into_response());
     }
-    let g = collect(rx).await?;
-    drop(guard);
+    let g = collect(handle).await?;
     let logprobs = top_logprobs.map(|_| chat_logprobs(runner.tokenizer(), &g.logprobs));
     let mut body = to_value(ChatCompletion {
         id,
@@ -1235,7 +1232,7 @@ pub(super) async fn complete(
     let n_vocab = l.runner.tokenizer().vocab().len();
     let mut options = req.sampling.options(tokens.len(), l.ctx_size, n_vocab)?;
     options.top_logprobs = req.logprobs;
-    let (rx, guard) = submit(l, tokens, options, req.sampling.cache_prompt)?;
+    let handle = submit(l, tokens, options, req.sampling.cache_prompt)?;
     let id = next_id("cmpl");
     // Any requested id maps to the loaded model; answers name the one that served.
     let _requested = req.model;
@@ -1278,10 +1275,9 @@ pub(super) async fn complete(
             let usage = head2.text(vec![], Some(Usage::of(g)));
             final_chunks(finish, usage, extras.as_ref(), head2.include_usage, g)
         };
-        return Ok(sse_stream(rx, guard, StreamShape { chunk, done }).into_response());
+        return Ok(sse_stream(handle, StreamShape { chunk, done }).into_response());
     }
-    let g = collect(rx).await?;
-    drop(guard);
+    let g = collect(handle).await?;
     let logprobs = req
         .logprobs
         .map(|_| completion_logprobs(runner.tokenizer(), &g.logprobs, echo.len()));
@@ -1334,9 +1330,8 @@ pub(crate) async fn generate(
     };
     let n_vocab = l.runner.tokenizer().vocab().len();
     let options = req.sampling.options(tokens.len(), l.ctx_size, n_vocab)?;
-    let (rx, guard) = submit(l, tokens, options, req.sampling.cache_prompt)?;
-    let g = collect(rx).await?;
-    drop(guard);
+    let handle = submit(l, tokens, options, req.sampling.cache_prompt)?;
+    let g = collect(handle).await?;
     Ok(axum::Json(GenerateResponse {
         text: g.text,
         prompt_tokens: g.prompt_tokens,

@@ -51,7 +51,11 @@ fn model_entry(l: &Loaded) -> LmStudioModel {
     LmStudioModel {
         id: l.model_id.clone(),
         object: "model",
-        kind: "llm",
+        kind: if config.output_head {
+            "llm"
+        } else {
+            "embeddings"
+        },
         publisher: "local",
         arch: config.arch.to_string(),
         compatibility_type: "gguf",

@@ -2,24 +2,26 @@
 //! model (axum + tokio).
 //!
 //! Requests are parsed and validated into typed values here; generation runs
-//! on the engine thread (`engine`), fed by a bounded queue, and streams back
-//! over a channel. The model loads in the background: `/ready` and the model
-//! routes answer 503 until it is in memory.
+//! on the engine's [`Scheduler`] (continuous batching over `--parallel`
+//! slots, fed by a bounded queue) and streams back over a channel; embedding
+//! requests share that queue and run between two steps. The model loads in
+//! the background: `/ready` and the model routes answer 503 until it is in
+//! memory. `/metrics` (Prometheus) and `/slots` show what it does.
 
 mod api;
-mod engine;
+mod embeddings;
 mod limit;
 mod lmstudio;
+mod metrics;
 mod ollama;
 pub mod openapi;
 mod responses;
 
-use crate::engine::{LoadOptions, Runner, SessionOptions};
+use crate::engine::{LoadOptions, Runner, Scheduler, SchedulerOptions, SessionOptions};
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum_server::tls_rustls::RustlsConfig;
-use engine::EngineHandle;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -32,9 +34,12 @@ pub struct ServerOptions {
     pub addr: SocketAddr,
     pub model_path: PathBuf,
     pub load: LoadOptions,
-    /// KV cache size and batch; `ctx_size` 0 means the runner's default.
+    /// Per slot: KV cache size and prompt chunk; `ctx_size` 0 means the
+    /// runner's default.
     pub session: SessionOptions,
-    /// Requests waiting for the engine beyond this get 503 + Retry-After.
+    /// Sequence slots: requests generated at once.
+    pub parallel: usize,
+    /// Requests waiting for a free slot beyond this get 503 + Retry-After.
     pub queue_size: usize,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
@@ -48,7 +53,7 @@ pub struct ServerOptions {
     /// Serve HTTPS with this certificate chain and private key (PEM files).
     pub tls: Option<TlsFiles>,
     /// Reuse the previous request's prompt prefix unless a request says
-    /// otherwise (see `engine::Job::cache_prompt`).
+    /// otherwise (see `engine::Request::cache_prompt`).
     pub cache_prompt: bool,
 }
 
@@ -79,10 +84,12 @@ pub enum ServerError {
 /// The model once loaded, with its engine.
 pub(crate) struct Loaded {
     pub runner: Arc<Runner>,
-    pub engine: EngineHandle,
+    pub engine: Scheduler,
     pub model_id: String,
-    /// Positions per request (the engine session's KV cache).
+    /// Positions per request (each slot's KV cache).
     pub ctx_size: usize,
+    /// Tokens per batched pass (`--ubatch`), for embedding requests.
+    pub ubatch: usize,
     /// The default for requests that do not set `cache_prompt`.
     pub cache_prompt: bool,
 }
@@ -96,6 +103,7 @@ pub(crate) struct AppState {
     /// SHA-256 of the model file for Ollama's `digest`: hashing hundreds of
     /// megabytes takes a while, so it is done once, on first request.
     pub digest: tokio::sync::OnceCell<String>,
+    pub metrics: metrics::HttpMetrics,
 }
 
 /// Builds the router over `state`.
@@ -112,6 +120,8 @@ pub(crate) fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route("/v1/completions", post(api::completions))
         .route("/generate", post(api::generate))
         .route("/tokenize", post(api::tokenize))
+        .route("/metrics", get(metrics::metrics))
+        .route("/slots", get(metrics::slots))
         .route("/detokenize", post(api::detokenize))
         .route("/openapi.json", get(openapi::openapi_json))
         .route("/swagger.json", get(openapi::openapi_json))
@@ -128,15 +138,20 @@ pub(crate) fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route("/api/tags", get(ollama::tags))
         .route("/api/ps", get(ollama::ps))
         .route("/api/show", post(ollama::show))
-        .route("/v1/embeddings", post(api::embeddings_unavailable))
-        .route("/api/embed", post(ollama::embeddings_unavailable))
-        .route("/api/embeddings", post(ollama::embeddings_unavailable))
-        .route("/api/v0/embeddings", post(api::embeddings_unavailable))
+        .route("/v1/embeddings", post(embeddings::openai))
+        .route("/api/embed", post(embeddings::ollama_embed))
+        .route("/api/embeddings", post(embeddings::ollama_embeddings))
+        .route("/api/v0/embeddings", post(embeddings::openai))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
+        .route_layer(axum::middleware::from_fn(metrics::tag_route))
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
             api::require_api_key,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            metrics::count_requests,
         ))
         .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
         // Outermost, so errors from every layer above and preflights get it.
@@ -169,6 +184,7 @@ pub fn serve(options: ServerOptions) -> Result<(), ServerError> {
             started: std::time::SystemTime::now(),
             model_path: options.model_path.clone(),
             digest: tokio::sync::OnceCell::new(),
+            metrics: metrics::HttpMetrics::default(),
         });
         eprintln!(
             "rusty-llm: listening on {}://{addr} (loading {} …)",
@@ -230,17 +246,26 @@ fn spawn_model_load(state: Arc<AppState>, opts: ServerOptions) {
                     .model_path
                     .file_stem()
                     .map_or("model".into(), |s| s.to_string_lossy().into_owned());
+                let parallel = opts.parallel.max(1);
                 eprintln!(
-                    "rusty-llm: ready: model {model_id} ({}), chat-template={}, simd={}, kernels={}, ctx={} per request",
+                    "rusty-llm: ready: model {model_id} ({}), chat-template={}, simd={}, kernels={}, \
+                     {parallel} slots × ctx={} tokens each (--ctx-size is per slot), queue={}",
                     runner.model().config().arch,
                     runner.chat_template().name(),
                     runner.model().kernels().simd.name(),
                     runner.model().kernels().order.name(),
-                    session.ctx_size
+                    session.ctx_size,
+                    opts.queue_size,
                 );
+                let scheduler = SchedulerOptions {
+                    parallel,
+                    session,
+                    queue_size: opts.queue_size,
+                };
                 Loaded {
-                    engine: EngineHandle::start(Arc::clone(&runner), session, opts.queue_size),
+                    engine: Scheduler::start(Arc::clone(&runner), scheduler),
                     ctx_size: session.ctx_size,
+                    ubatch: session.ubatch,
                     cache_prompt: opts.cache_prompt,
                     runner,
                     model_id,

@@ -6,9 +6,8 @@ use super::api::{
     ChatMessage, OllamaJson, SamplingFields, StopField, chat_tokens, collect, loaded, messages,
     submit, to_value,
 };
-use super::engine::Event;
 use super::{AppState, Loaded, OllamaError, bad_field, error_json};
-use crate::engine::{Generation, GenerationOptions, StopReason};
+use crate::engine::{Event, Generation, GenerationOptions, Handle, StopReason};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
@@ -24,7 +23,7 @@ type AppResult = Result<Response, OllamaError>;
 /// Ollama knows (num_gpu, num_thread, mirostat, …) are ignored, as Ollama
 /// ignores those that do not apply to a runner.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
-struct OllamaOptions {
+pub(super) struct OllamaOptions {
     temperature: Option<f32>,
     top_p: Option<f32>,
     top_k: Option<usize>,
@@ -46,6 +45,23 @@ struct OllamaOptions {
 }
 
 impl OllamaOptions {
+    /// The request's context: `num_ctx` when given, at most the server's.
+    pub(super) fn context(&self, ctx_size: usize) -> Result<usize, OllamaError> {
+        match self.num_ctx {
+            Some(0) => Err(bad_field("options.num_ctx", "must be at least 1").into()),
+            Some(n) if n > ctx_size => Err(bad_field(
+                "options.num_ctx",
+                format!(
+                    "{n} is more than the {ctx_size} positions this server was started with \
+                     (restart it with --ctx-size {n})"
+                ),
+            )
+            .into()),
+            Some(n) => Ok(n),
+            None => Ok(ctx_size),
+        }
+    }
+
     /// Generation options for `prompt_len` prompt tokens, in the server's
     /// context of `ctx_size` or a smaller `num_ctx`.
     fn generation(
@@ -54,21 +70,7 @@ impl OllamaOptions {
         ctx_size: usize,
         n_vocab: usize,
     ) -> Result<GenerationOptions, OllamaError> {
-        let ctx = match self.num_ctx {
-            Some(0) => return Err(bad_field("options.num_ctx", "must be at least 1").into()),
-            Some(n) if n > ctx_size => {
-                return Err(bad_field(
-                    "options.num_ctx",
-                    format!(
-                        "{n} is more than the {ctx_size} positions this server was started with \
-                         (restart it with --ctx-size {n})"
-                    ),
-                )
-                .into());
-            }
-            Some(n) => n,
-            None => ctx_size,
-        };
+        let ctx = self.context(ctx_size)?;
         let repeat_last_n = match self.repeat_last_n {
             Some(-1) => Some(ctx),
             Some(n) => Some(usize::try_from(n).map_err(|_| {
@@ -205,19 +207,17 @@ impl ChatResponse {
 
 /// One JSON object per line: `piece(text)` objects, then `done(generation)`.
 fn ndjson(
-    rx: tokio::sync::mpsc::UnboundedReceiver<Event>,
-    guard: super::api::CancelOnDrop,
+    handle: Handle,
     piece: impl Fn(&str) -> Value + Send + 'static,
     done: impl Fn(&Generation) -> Value + Send + 'static,
 ) -> Response {
     use futures_util::StreamExt;
-    let lines = tokio_stream::wrappers::UnboundedReceiverStream::new(rx).map(move |event| {
-        let _alive = &guard;
+    let lines = super::api::events(handle).map(move |event| {
         let value = match event {
             Event::Piece { text, .. } if text.is_empty() => return None,
             Event::Piece { text, .. } => piece(&text),
             Event::Done(g) => done(&g),
-            Event::Error(e) => json!({ "error": e }),
+            Event::Error(e) => json!({ "error": e.to_string() }),
         };
         Some(Ok::<_, std::convert::Infallible>(format!("{value}\n")))
     });
@@ -285,18 +285,16 @@ pub(crate) async fn generate(
         .options
         .unwrap_or_default()
         .generation(tokens.len(), l.ctx_size, n_vocab)?;
-    let (rx, guard) = submit(l, tokens, options, None)?;
+    let handle = submit(l, tokens, options, None)?;
     if req.stream {
         let m2 = model.clone();
         return Ok(ndjson(
-            rx,
-            guard,
+            handle,
             move |t| GenerateResponse::json(&model, t, None),
             move |g| GenerateResponse::json(&m2, "", Some(Final::of(g))),
         ));
     }
-    let g = collect(rx).await?;
-    drop(guard);
+    let g = collect(handle).await?;
     let end = Final::of(&g);
     Ok(Json(GenerateResponse::json(&model, g.text, Some(end))).into_response())
 }
@@ -325,21 +323,19 @@ pub(crate) async fn chat(
         .options
         .unwrap_or_default()
         .generation(tokens.len(), l.ctx_size, n_vocab)?;
-    let (rx, guard) = submit(l, tokens, options, None)?;
+    let handle = submit(l, tokens, options, None)?;
     // Any requested id maps to the loaded model; answers name the one that served.
     let _requested = req.model;
     let model = l.model_id.clone();
     if req.stream {
         let m2 = model.clone();
         return Ok(ndjson(
-            rx,
-            guard,
+            handle,
             move |t| ChatResponse::json(&model, t, None),
             move |g| ChatResponse::json(&m2, "", Some(Final::of(g))),
         ));
     }
-    let g = collect(rx).await?;
-    drop(guard);
+    let g = collect(handle).await?;
     let end = Final::of(&g);
     Ok(Json(ChatResponse::json(&model, g.text, Some(end))).into_response())
 }
@@ -571,19 +567,13 @@ pub(crate) async fn show(
         details: model_details(l),
         modified_at: modified_at(l),
         model_info: model_info.as_object().cloned().unwrap_or_default(),
-        capabilities: vec!["completion"],
+        // Ollama's convention: chat models complete, embedding models embed
+        // (both embed here; see /api/embed).
+        capabilities: vec![if c.output_head {
+            "completion"
+        } else {
+            "embedding"
+        }],
     })
     .into_response())
-}
-
-/// Ollama's embedding routes, until the embeddings issue lands.
-pub(crate) async fn embeddings_unavailable() -> Response {
-    OllamaError(
-        error_json(
-            StatusCode::NOT_IMPLEMENTED,
-            "embeddings are not available in this build yet",
-        )
-        .code("not_implemented"),
-    )
-    .into_response()
 }

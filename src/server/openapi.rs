@@ -2,7 +2,7 @@
 //! Swagger UI served from the binary (assets/swagger-ui, vendored from npm's
 //! swagger-ui-dist) so it works offline.
 
-use super::{api, lmstudio, ollama, responses};
+use super::{api, embeddings, lmstudio, metrics, ollama, responses};
 use axum::http::header;
 use axum::response::{Html, IntoResponse, Response};
 use serde_json::{Map, Value, json};
@@ -260,6 +260,42 @@ fn routes(s: &mut Schemas) -> Vec<Route> {
             "text completion (LM Studio): OpenAI's body plus stats",
             completion,
             lm_completion_answer,
+        ),
+        post(
+            "/v1/embeddings",
+            "embeddings (OpenAI): input text(s) or token ids; float or base64",
+            s.body::<embeddings::EmbeddingRequest>(),
+            s.json::<embeddings::EmbeddingList>(),
+        ),
+        post(
+            "/api/v0/embeddings",
+            "embeddings (LM Studio): OpenAI's body",
+            s.body::<embeddings::EmbeddingRequest>(),
+            s.json::<embeddings::EmbeddingList>(),
+        ),
+        post(
+            "/api/embed",
+            "embeddings (Ollama): input string or list, unit vectors under embeddings",
+            s.body::<embeddings::EmbedRequest>(),
+            s.json::<embeddings::EmbedResponse>(),
+        ),
+        post(
+            "/api/embeddings",
+            "embedding (Ollama's older route): prompt, one raw vector under embedding",
+            s.body::<embeddings::EmbeddingsRequest>(),
+            s.json::<embeddings::EmbeddingsResponse>(),
+        ),
+        get(
+            "/metrics",
+            "Prometheus metrics (text format 0.0.4): requests by route and status, \
+             tokens, time to first token and inter-token latency histograms, queue depth, busy \
+             slots, KV cache use, prefix-cache hits",
+            Schemas::file("text/plain"),
+        ),
+        get(
+            "/slots",
+            "each sequence slot (llama-server style)",
+            s.json::<Vec<metrics::SlotEntry>>(),
         ),
         get("/openapi.json", "this document", Schemas::document()),
         get("/swagger.json", "this document", Schemas::document()),

@@ -9,10 +9,9 @@ use super::api::{
     ChatMessage, JsonBody, SamplingFields, chat_tokens, collect, loaded, messages, next_id, submit,
     to_value, unix_now,
 };
-use super::engine::Event;
 use super::{ApiError, AppState, bad_field};
 use crate::chat::Message;
-use crate::engine::{Generation, StopReason};
+use crate::engine::{Event, Generation, StopReason};
 use axum::extract::State;
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
@@ -353,7 +352,7 @@ pub(crate) async fn responses(
     let tokens = chat_tokens(l, &list)?;
     let n_vocab = l.runner.tokenizer().vocab().len();
     let options = req.sampling.options(tokens.len(), l.ctx_size, n_vocab)?;
-    let (rx, guard) = submit(l, tokens, options, req.sampling.cache_prompt)?;
+    let handle = submit(l, tokens, options, req.sampling.cache_prompt)?;
     // Any requested id maps to the loaded model; answers name the one that served.
     let _requested = req.model;
     let shape = ResponseShape {
@@ -367,8 +366,7 @@ pub(crate) async fn responses(
         top_p: req.sampling.top_p,
     };
     if !req.stream {
-        let g = collect(rx).await?;
-        drop(guard);
+        let g = collect(handle).await?;
         let mut r = shape.response(Some(&g));
         r.output_text = Some(g.text);
         return Ok(axum::Json(r).into_response());
@@ -402,8 +400,7 @@ pub(crate) async fn responses(
             part: shape.part(""),
         }),
     ];
-    let body = tokio_stream::wrappers::UnboundedReceiverStream::new(rx).flat_map(move |e| {
-        let _alive = &guard;
+    let body = super::api::events(handle).flat_map(move |e| {
         let events = match e {
             Event::Piece { text, .. } if text.is_empty() => vec![],
             Event::Piece { text, .. } => vec![ResponseEvent::OutputTextDelta {
@@ -429,9 +426,9 @@ pub(crate) async fn responses(
                     response: shape.response(Some(&g)),
                 },
             ],
-            Event::Error(message) => vec![ResponseEvent::Error {
+            Event::Error(e) => vec![ResponseEvent::Error {
                 code: "server_error",
-                message,
+                message: e.to_string(),
                 param: None,
             }],
         };

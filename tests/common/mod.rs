@@ -116,3 +116,46 @@ pub fn vocab_cases(name: &str) -> Option<(PathBuf, Vec<VocabCase>)> {
         .collect();
     Some((path, cases))
 }
+
+/// A copy of the model at `path` (in a temporary file) with the metadata
+/// `set` applied and only the tensors `edit` keeps (it may add its own).
+pub fn rewritten(
+    path: &Path,
+    edit: impl Fn(&mut rusty_llm::gguf::GgufWriter<'_>, &str) -> bool,
+    set: &[(&str, rusty_llm::gguf::Value)],
+) -> tempfile::TempPath {
+    use rusty_llm::gguf::{GgufFile, GgufWriter};
+    let file = GgufFile::open(path).unwrap();
+    let mut w = GgufWriter::new();
+    for (k, v) in file.metadata().iter() {
+        w.set(k, v.clone());
+    }
+    for (k, v) in set {
+        w.set(*k, v.clone());
+    }
+    for t in file.tensors() {
+        if edit(&mut w, &t.name) {
+            w.add_tensor(
+                t.name.clone(),
+                t.ggml_type,
+                t.shape(),
+                file.view(t).data.to_vec(),
+            )
+            .unwrap();
+        }
+    }
+    let out = tempfile::NamedTempFile::new().unwrap().into_temp_path();
+    w.write_file(&out).unwrap();
+    out
+}
+
+/// A runner on two threads (the CI machine's cores) for the model at `path`.
+pub fn runner(path: &Path) -> rusty_llm::engine::Runner {
+    let options = rusty_llm::engine::LoadOptions {
+        threads: 2,
+        threads_batch: 2,
+        ..rusty_llm::engine::LoadOptions::default()
+    };
+    rusty_llm::engine::Runner::load(path, &options)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
