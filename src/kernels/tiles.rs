@@ -151,6 +151,10 @@ pub const LANES: usize = 16;
 /// Weight rows of a full [`LaneTile`] call.
 pub const LANE_ROWS: usize = 4;
 
+/// The fewest tokens a batch needs for its lane tile: below, too many lanes
+/// would idle, and the other kernels (same f32 order) are faster.
+pub const LANE_MIN_TOKENS: usize = 8;
+
 /// Interleaves `tokens` (1..=[`LANES`]) consecutive activation rows of
 /// `x_bytes` each (`vec_dot_type` bytes, `n` elements) into one group of a
 /// lane tile's layout, appended to `out`; lanes past `tokens` hold zeros.
