@@ -19,7 +19,9 @@
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use rusty_llm::gguf::GgmlType;
-use rusty_llm::kernels::{QuantTiles, Scratch, ThreadPool, Weights, kernels, matmul, matvec};
+use rusty_llm::kernels::{
+    BatchLanes, QuantTiles, Scratch, ThreadPool, Weights, kernels, matmul, matvec,
+};
 use rusty_llm::quant;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -232,7 +234,7 @@ fn sum_words_generic(words: &[u64]) -> u64 {
 
 /// `KERNELS_TABLE=1 cargo bench --bench kernels [-- FILTER]`: a plain table
 /// for noisy machines, min and median over interleaved runs of the per-row
-/// path (`rows`, the tile kernels switched off), the default one, and a read
+/// path (`rows`, the tile and lane kernels switched off), the default one, and a read
 /// of as many bytes (`read`, hot like the weights: the bandwidth that bounds
 /// a matvec of this size), with the default path's share of it. `read`
 /// alone measures DRAM (512 MiB).
@@ -240,6 +242,7 @@ fn table(filter: &str) {
     let k = *kernels();
     let mut per_row = k;
     per_row.tiles = QuantTiles::default();
+    per_row.batch.lanes = BatchLanes::default();
     let pools = [ThreadPool::new(1), ThreadPool::new(2)];
     let want = |name: &str| name.contains(filter);
     if want("read") {

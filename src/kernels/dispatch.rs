@@ -6,7 +6,7 @@
 
 use super::quant_dots::{QuantDots, VecDot, VecDot4};
 use super::scalar;
-use super::tiles::{QuantTiles, TileDot};
+use super::tiles::{LaneTile, QuantTiles, TileDot};
 use half::{bf16, f16};
 use std::sync::OnceLock;
 use thiserror::Error;
@@ -162,6 +162,26 @@ pub struct BatchDots {
     /// for bit the row dot's: what the single tokens of a continuous batch
     /// share, in preference to `four_tokens`.
     pub singles_tiles: [Option<(VecDot, TileDot)>; 2],
+    /// The K-quant orders above and tinyBLAS's for Q8_0/Q5_0 as lane
+    /// tiles, where the variant has them.
+    pub lanes: BatchLanes,
+}
+
+/// Lane tiles (several rows × [`super::tiles::LANES`] tokens per call) whose
+/// every (row, token) result equals, bit for bit, that of the [`BatchDots`]
+/// row dot of the same name.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BatchLanes {
+    /// `q4_k_repacked`'s gemm (tokens in whole groups of four).
+    pub q4_k_gemm: Option<LaneTile>,
+    pub q4_k_tiled: Option<LaneTile>,
+    pub q5_k_tiled: Option<LaneTile>,
+    pub q6_k_tiled: Option<LaneTile>,
+    pub q3_k_tiled: Option<LaneTile>,
+    /// `tinyBLAS_Q0_AVX` (2+ tokens), the order of the Q8_0/Q5_0 tiles of
+    /// [`QuantTiles`].
+    pub q8_0: Option<LaneTile>,
+    pub q5_0: Option<LaneTile>,
 }
 
 impl BatchDots {
@@ -237,6 +257,7 @@ impl Kernels {
                 // ggml's f32 order (see x86_avx2_kquants).
                 super::x86_avx512_tiles::install(&mut k.tiles);
                 super::x86_avx512_tiles::install_singles(&mut k.batch);
+                super::x86_avx512_lanes::install(&mut k.batch);
                 super::x86_avx512_quantize::install(&mut k);
                 if order == Order::Fast {
                     super::x86_avx512_kquants::install(&mut k.dots);

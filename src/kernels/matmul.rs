@@ -6,7 +6,10 @@
 //! of a chunk are visited tile by tile of tokens, so a weight row is read from
 //! memory once per tile and served from cache for the other tokens. Batches of
 //! at least `tiles::TILE` tokens go through the type's tile kernel where the
-//! variant has one (4 rows × 4 tokens per call, see `tiles`).
+//! variant has one (4 rows × 4 tokens per call, see `tiles`), and batches of
+//! at least `tiles::LANE_MIN_TOKENS` through its lane tile where it has one
+//! (4 rows × 16 tokens, the tokens' activations interleaved once per call;
+//! the order of ggml's batch kernels, bit for bit, see [`LanePlan`]).
 //!
 //! A continuous batch (several sequences in one forward pass) is a list of
 //! segments ([`matmul_segments`]): each segment's kernels are the ones its own
@@ -16,7 +19,7 @@
 use super::dispatch::{BatchDots, Kernels, Quantize};
 use super::pool::ThreadPool;
 use super::quant_dots::{VecDot, VecDot4, quantize_activations, vec_dot_type};
-use super::tiles::{TILE, Tile};
+use super::tiles::{LANE_MIN_TOKENS, LANE_ROWS, LANES, LaneTile, TILE, Tile};
 use crate::gguf::GgmlType;
 use crate::quant::QuantError;
 use thiserror::Error;
@@ -55,6 +58,8 @@ pub struct Weights<'a> {
     /// `dot` for four tokens at once (each bit for bit `dot`'s), if the
     /// variant has it.
     dot4: Option<VecDot4>,
+    /// The lane tile of the batch orders, and which tokens take it.
+    lanes: Option<LanePlan>,
     /// The variant's own activation quantizer, if it has one.
     quantize: Option<Quantize>,
 }
@@ -98,23 +103,33 @@ impl<'a> Weights<'a> {
         }
         let mut dot = dot;
         let mut batch = BatchPlan::default();
+        let lane = kernels.batch.lanes;
+        let mut lanes = None;
         match ty {
             GgmlType::Q4_K => match kernels.batch.q4_k_repacked {
                 // ggml_repack_get_optimal_repack_type: rows a multiple of 8.
                 Some((gemv, gemm)) if rows.is_multiple_of(8) => {
                     dot = gemv;
                     batch.grouped = Some(gemm);
+                    lanes = LanePlan::new(lane.q4_k_gemm, LANE_MIN_TOKENS, true);
                 }
-                _ => batch.from = kernels.batch.q4_k_tiled.map(|d| (BatchDots::TILED_MIN, d)),
+                _ => {
+                    batch.from = kernels.batch.q4_k_tiled.map(|d| (BatchDots::TILED_MIN, d));
+                    lanes = LanePlan::new(lane.q4_k_tiled, BatchDots::TILED_MIN, false);
+                }
             },
             GgmlType::Q6_K | GgmlType::Q5_K | GgmlType::Q3_K => {
-                let dot = match ty {
-                    GgmlType::Q6_K => kernels.batch.q6_k_tiled,
-                    GgmlType::Q5_K => kernels.batch.q5_k_tiled,
-                    _ => kernels.batch.q3_k_tiled,
+                let (dot, tile) = match ty {
+                    GgmlType::Q6_K => (kernels.batch.q6_k_tiled, lane.q6_k_tiled),
+                    GgmlType::Q5_K => (kernels.batch.q5_k_tiled, lane.q5_k_tiled),
+                    _ => (kernels.batch.q3_k_tiled, lane.q3_k_tiled),
                 };
-                batch.from = dot.map(|d| (BatchDots::TILED_MIN, d))
+                batch.from = dot.map(|d| (BatchDots::TILED_MIN, d));
+                lanes = LanePlan::new(tile, BatchDots::TILED_MIN, false);
             }
+            // tinyBLAS_Q0_AVX, the order of the 4×4 tiles and the row dots.
+            GgmlType::Q8_0 => lanes = LanePlan::new(lane.q8_0, LANE_MIN_TOKENS, false),
+            GgmlType::Q5_0 => lanes = LanePlan::new(lane.q5_0, LANE_MIN_TOKENS, false),
             GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => {
                 let (dot, k) = match ty {
                     GgmlType::F32 => (kernels.batch.f32_tinyblas, BatchDots::TINYBLAS_K),
@@ -165,6 +180,8 @@ impl<'a> Weights<'a> {
             tile,
             singles_tile,
             dot4,
+            // (No columns, no groups: the row dots give the zeros.)
+            lanes: lanes.filter(|_| cols > 0),
             quantize: vec_dot_type(ty).and_then(|a| kernels.quantizers.get(a)),
         })
     }
@@ -197,6 +214,37 @@ impl BatchPlan {
     }
 }
 
+/// Which tokens of a batch run a weight matrix's lane tile: those the
+/// batch's own kernel choice ([`BatchPlan`]) gives the order the tile keeps.
+#[derive(Clone, Copy)]
+struct LanePlan {
+    tile: LaneTile,
+    /// Batches of fewer tokens run the other kernels.
+    min_tokens: usize,
+    /// Only tokens in whole groups of four (ggml's repacked Q4_K gemm; the
+    /// last `n % 4` take the gemv).
+    groups_of_4: bool,
+}
+
+impl LanePlan {
+    fn new(tile: Option<LaneTile>, min_tokens: usize, groups_of_4: bool) -> Option<Self> {
+        Some(Self {
+            tile: tile?,
+            min_tokens: min_tokens.max(LANE_MIN_TOKENS),
+            groups_of_4,
+        })
+    }
+
+    /// How many leading tokens of a batch (segment) of `n` run the lane tile.
+    fn tokens(&self, n: usize) -> usize {
+        match n {
+            n if n < self.min_tokens => 0,
+            n if self.groups_of_4 => n - n % 4,
+            n => n,
+        }
+    }
+}
+
 /// Reusable buffers of [`matmul_segments`].
 #[derive(Debug, Default)]
 pub struct Scratch {
@@ -213,6 +261,11 @@ pub struct Scratch {
     /// their activations side by side in the tile's layout.
     singles: Vec<usize>,
     single_activations: Vec<u8>,
+    /// The segments' tokens that run the lane tile: (first token, tokens,
+    /// offset of their groups in `lane_activations`).
+    laned: Vec<(usize, usize, usize)>,
+    /// Those tokens' activations in the lane tile's groups.
+    lane_activations: Vec<u8>,
 }
 
 /// One token of [`matmul_segments`] computed by per-row dot products.
@@ -329,30 +382,42 @@ pub fn matmul_segments(
     // tokens one row at a time, through the tile's row kernel on its prepared
     // activations where it has one, else the plain dot (or the one ggml
     // picks for this token of this batch size).
+    // Segments of enough tokens for the lane tile run it (all their tokens,
+    // or those its plan gives it, the rest by row dots).
     let tile = w.tile;
     let row_on_prepared = tile.and_then(|t| Some((t.prepare?, t.row?)));
     scratch.row_tokens.clear();
     scratch.tiled.clear();
     scratch.singles.clear();
+    scratch.laned.clear();
+    let row_token = |first: usize, t: usize, n: usize| {
+        let (dot, prepared) = match (row_on_prepared, tile) {
+            (Some((_, row)), _) => (row, true),
+            (None, Some(t)) if t.row.is_some() => (w.dot, false),
+            _ => (w.batch.dot(w.dot, t, n), false),
+        };
+        RowToken {
+            index: first + t,
+            dot,
+            prepared,
+        }
+    };
     let mut first = 0;
     for &n in segments {
-        if tile.is_some() && n >= TILE {
+        let laned = w.lanes.map_or(0, |p| p.tokens(n));
+        if laned > 0 {
+            scratch.laned.push((first, laned, 0));
+            scratch
+                .row_tokens
+                .extend((laned..n).map(|t| row_token(first, t, n)));
+        } else if tile.is_some() && n >= TILE {
             scratch.tiled.push((first, n));
         } else if n == 1 && (w.singles_tile.is_some() || (w.dot4.is_some() && tile.is_none())) {
             scratch.singles.push(first);
         } else {
-            scratch.row_tokens.extend((0..n).map(|t| {
-                let (dot, prepared) = match (row_on_prepared, tile) {
-                    (Some((_, row)), _) => (row, true),
-                    (None, Some(t)) if t.row.is_some() => (w.dot, false),
-                    _ => (w.batch.dot(w.dot, t, n), false),
-                };
-                RowToken {
-                    index: first + t,
-                    dot,
-                    prepared,
-                }
-            }));
+            scratch
+                .row_tokens
+                .extend((0..n).map(|t| row_token(first, t, n)));
         }
         first += n;
     }
@@ -391,6 +456,21 @@ pub fn matmul_segments(
         prepared: &scratch.prepared,
         prepared_bytes: scratch.prepared.len() / n_tokens,
     };
+    scratch.lane_activations.clear();
+    let mut group_bytes = 0;
+    if let Some(plan) = w.lanes.filter(|_| !scratch.laned.is_empty()) {
+        let _timed = crate::profile::scope(|| "prepare lane activations".into());
+        for (t0, n, offset) in &mut scratch.laned {
+            *offset = scratch.lane_activations.len();
+            for g in (*t0..*t0 + *n).step_by(LANES) {
+                let tokens = LANES.min(*t0 + *n - g);
+                let x = &scratch.activations[g * act_bytes..(g + tokens) * act_bytes];
+                let before = scratch.lane_activations.len();
+                (plan.tile.prepare)(w.cols, x, act_bytes, tokens, &mut scratch.lane_activations);
+                group_bytes = scratch.lane_activations.len() - before;
+            }
+        }
+    }
     scratch.single_activations.clear();
     for &t in scratch.singles.iter().filter(|_| singles_tile.is_some()) {
         let (all, bytes) = acts.all(singles_prepared);
@@ -405,9 +485,16 @@ pub fn matmul_segments(
     let dst = Out(out.as_mut_ptr());
     let (tiled, row_tokens) = (&scratch.tiled[..], &scratch.row_tokens[..]);
     let (singles, single_xs) = (&scratch.singles[..], &scratch.single_activations[..]);
+    let (laned, lane_xs) = (&scratch.laned[..], &scratch.lane_activations[..]);
     pool.run(n_chunks, &|chunk| {
         let first = chunk * chunk_rows;
         let rows = first..(first + chunk_rows).min(w.rows);
+        if let Some(plan) = w.lanes {
+            for &(t0, n, offset) in laned {
+                let groups = &lane_xs[offset..offset + n.div_ceil(LANES) * group_bytes];
+                run_lanes(w, plan.tile, groups, group_bytes, n, rows.clone(), dst, t0);
+            }
+        }
         if let Some(tile) = tile {
             let (xs, x_bytes) = acts.all(tile.prepare.is_some());
             for &(t0, n) in tiled {
@@ -534,6 +621,41 @@ fn run_tiles(
                     // call) * rows == out.len(), and rows r0.. belong to
                     // this chunk only.
                     unsafe { *dst.at(token * w.rows + r0 + r) = o[t * TILE + r] };
+                }
+            }
+        }
+    }
+}
+
+/// One chunk of rows of `n_tokens` consecutive tokens, the first output
+/// token `t0`, through a lane tile: their groups of [`LANES`] prepared
+/// (`group_bytes` each) in `groups`, taken group by group, so a group's
+/// activations stay in cache while the chunk's rows pass over them.
+#[allow(clippy::too_many_arguments)]
+fn run_lanes(
+    w: &Weights<'_>,
+    tile: LaneTile,
+    groups: &[u8],
+    group_bytes: usize,
+    n_tokens: usize,
+    rows: std::ops::Range<usize>,
+    dst: Out,
+    t0: usize,
+) {
+    let rb = w.row_bytes;
+    let mut o = [0f32; LANE_ROWS * LANES];
+    for (g, x) in groups.chunks_exact(group_bytes).enumerate() {
+        let first = g * LANES;
+        let nt = LANES.min(n_tokens - first);
+        for r0 in rows.clone().step_by(LANE_ROWS) {
+            let nr = LANE_ROWS.min(rows.end - r0);
+            (tile.dot)(w.cols, &w.data[r0 * rb..(r0 + nr) * rb], rb, nr, x, &mut o);
+            for t in 0..nt {
+                for r in 0..nr {
+                    // SAFETY: (t0 + first + t) * rows + r0 + r < (all tokens
+                    // of the call) * rows == out.len(), and rows r0.. belong
+                    // to this chunk only.
+                    unsafe { *dst.at((t0 + first + t) * w.rows + r0 + r) = o[r * LANES + t] };
                 }
             }
         }

@@ -11,6 +11,9 @@
 //! - `x86_avx2*`, `x86_avx512*`, `aarch64_neon*`: SIMD versions, split by
 //!   family (`*_legacy`: the 32-element formats, IQ4_NL and MXFP4; `*_kquants`:
 //!   the 256-element K-quants and IQ4_XS);
+//! - `tiles`: the shapes of the tile kernels (several rows × tokens per
+//!   call) that matrix × matrix uses; `x86_avx512_lanes`: the lane tiles, in
+//!   the f32 orders of ggml's batch kernels;
 //! - `matmul`: matrix × vector and matrix × matrix over the pool (`pool`).
 
 #[cfg(target_arch = "aarch64")]
@@ -36,6 +39,8 @@ mod x86_avx512;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx512_kquants;
 #[cfg(target_arch = "x86_64")]
+mod x86_avx512_lanes;
+#[cfg(target_arch = "x86_64")]
 mod x86_avx512_legacy;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx512_quantize;
@@ -43,12 +48,16 @@ mod x86_avx512_quantize;
 mod x86_avx512_tiles;
 
 pub use dispatch::{
-    ActQuantizers, BatchDots, Kernels, Order, Quantize, Simd, SimdError, kernels, kernels_checked,
+    ActQuantizers, BatchDots, BatchLanes, Kernels, Order, Quantize, Simd, SimdError, kernels,
+    kernels_checked,
 };
 pub use matmul::{KernelError, Scratch, Weights, matmul, matmul_segments, matvec};
 pub use pool::ThreadPool;
 pub use quant_dots::{QuantDots, VecDot, quantize_activations, vec_dot_type};
-pub use tiles::{Prepare, QuantTiles, RowDot, TILE, Tile, TileDot};
+pub use tiles::{
+    LANE_MIN_TOKENS, LANE_ROWS, LANES, LaneDot, LaneTile, Prepare, PrepareLanes, QuantTiles,
+    RowDot, TILE, Tile, TileDot,
+};
 
 #[cfg(test)]
 mod test_rng;

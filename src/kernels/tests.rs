@@ -48,7 +48,8 @@ fn variant_names_and_refusals() {
 }
 
 /// Random weight rows of `ty`: quantized where the project has a quantizer,
-/// else random blocks with a small f16 scale up front (Q5_0).
+/// else random blocks with a small f16 scale (Q5_0 and Q3_K, whose `d` is
+/// up front and at the end).
 fn weight_rows(ty: crate::gguf::GgmlType, rows: usize, cols: usize, seed: u64) -> Vec<u8> {
     let mut out = Vec::new();
     if crate::quant::can_quantize(ty) {
@@ -59,7 +60,11 @@ fn weight_rows(ty: crate::gguf::GgmlType, rows: usize, cols: usize, seed: u64) -
     } else {
         out = super::test_rng::bytes(rows * ty.bytes_for(cols as u64).unwrap() as usize, seed);
         for block in out.chunks_mut(ty.block_bytes() as usize) {
-            block[..2].copy_from_slice(&f16::from_f32(0.01).to_le_bytes());
+            let d = match ty {
+                crate::gguf::GgmlType::Q3_K => block.len() - 2,
+                _ => 0,
+            };
+            block[d..d + 2].copy_from_slice(&f16::from_f32(0.01).to_le_bytes());
         }
     }
     out
@@ -187,6 +192,58 @@ fn tile_shapes_agree(tile: Tile, ty: crate::gguf::GgmlType, rows: usize, cols: u
                 if let Some(row) = tile.row {
                     let v = row(cols, w, &acts[t * x_bytes..(t + 1) * x_bytes]);
                     assert_eq!(v.to_bits(), one[0].to_bits(), "{ty} row kernel r {r} t {t}");
+                }
+            }
+        }
+    }
+}
+
+/// The lane tiles change no result: `matmul` with them equals `matmul`
+/// with them switched off (the per-row dots and 4×4 tiles of the same f32
+/// orders), bit for bit, on ragged batches (groups of 16 partly filled, the
+/// Q4_K gemm's `n % 4` tail), rows that leave partial row tiles, Q4_K both
+/// repacked (rows % 8 = 0) and not, and more than one thread.
+#[test]
+fn lane_tiles_change_no_result() {
+    use crate::gguf::GgmlType;
+    for simd in Simd::supported() {
+        let k = Kernels::for_simd(simd).unwrap();
+        let mut without = k;
+        without.batch.lanes = BatchLanes::default();
+        for ty in [
+            GgmlType::Q4_K,
+            GgmlType::Q5_K,
+            GgmlType::Q6_K,
+            GgmlType::Q3_K,
+            GgmlType::Q8_0,
+            GgmlType::Q5_0,
+        ] {
+            let cols = 2 * 256;
+            for rows in [5, 9, 16, 24] {
+                let data = weight_rows(ty, rows, cols, (rows + 3) as u64);
+                let ws = Weights::new("w", ty, rows, cols, &data, &k).unwrap();
+                let wr = Weights::new("w", ty, rows, cols, &data, &without).unwrap();
+                for threads in [1, 3] {
+                    let pool = ThreadPool::new(threads);
+                    for tokens in [LANE_MIN_TOKENS - 1, LANE_MIN_TOKENS, 13, 16, 19, 35] {
+                        let xs = values(tokens * cols, (tokens * 5 + rows) as u64);
+                        let mut got = vec![0f32; tokens * rows];
+                        let mut want = vec![0f32; tokens * rows];
+                        let mut s = Scratch::default();
+                        matmul(&pool, &ws, &xs, tokens, &mut got, &mut s).unwrap();
+                        matmul(&pool, &wr, &xs, tokens, &mut want, &mut s).unwrap();
+                        for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                            assert!(a.is_finite(), "{ty}: {a}");
+                            assert_eq!(
+                                a.to_bits(),
+                                b.to_bits(),
+                                "{simd:?} {ty} rows {rows} tokens {tokens} threads {threads} \
+                                 t {} r {}: {a} vs {b}",
+                                i / rows,
+                                i % rows
+                            );
+                        }
+                    }
                 }
             }
         }

@@ -18,6 +18,11 @@
 //! Against the per-row dots only the order of the f32 sums differs (the
 //! integer sums are exact), so a batch and the same tokens one by one agree
 //! to rounding, not bit for bit.
+//!
+//! Lane tiles ([`LaneTile`]) put 16 tokens in the lanes of one vector
+//! instead: any per-(row, token) f32 order carries over lane by lane, so
+//! `matmul` runs them where llama.cpp's batch kernels fix the order (see
+//! `x86_avx512_lanes`).
 
 use crate::gguf::GgmlType;
 
@@ -138,4 +143,43 @@ pub(super) fn drive<K: TileKernel>(
             }
         }
     }
+}
+
+/// Tokens of a [`LaneTile`] call: one per lane of a 512-bit vector.
+pub const LANES: usize = 16;
+
+/// Weight rows of a full [`LaneTile`] call.
+pub const LANE_ROWS: usize = 4;
+
+/// The fewest tokens a batch needs for its lane tile: below, too many lanes
+/// would idle, and the other kernels (same f32 order) are faster.
+pub const LANE_MIN_TOKENS: usize = 8;
+
+/// Interleaves `tokens` (1..=[`LANES`]) consecutive activation rows of
+/// `x_bytes` each (`vec_dot_type` bytes, `n` elements) into one group of a
+/// lane tile's layout, appended to `out`; lanes past `tokens` hold zeros.
+pub type PrepareLanes = fn(n: usize, x: &[u8], x_bytes: usize, tokens: usize, out: &mut Vec<u8>);
+
+/// Dot products of `rows` (1..=[`LANE_ROWS`]) consecutive weight rows of
+/// `row_bytes` each with one prepared group of [`LANES`] tokens (`x`):
+/// `out[r * LANES + t]`.
+pub type LaneDot = fn(
+    n: usize,
+    w: &[u8],
+    row_bytes: usize,
+    rows: usize,
+    x: &[u8],
+    out: &mut [f32; LANE_ROWS * LANES],
+);
+
+/// A tile kernel with the tokens in vector lanes: each group of [`LANES`]
+/// tokens is interleaved once per matmul (element group by element group,
+/// token by token), so one weight quad broadcast against one load covers
+/// every token of the group, and every f32 operation of a (row, token) pair
+/// is one lane of a vector operation: a per-(row, token) f32 order, whatever
+/// it is, carries over lane by lane, bit for bit.
+#[derive(Debug, Clone, Copy)]
+pub struct LaneTile {
+    pub dot: LaneDot,
+    pub prepare: PrepareLanes,
 }

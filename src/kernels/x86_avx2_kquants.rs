@@ -121,6 +121,61 @@ fn scale_pair(scales: __m128i, i: i64) -> __m256i {
     _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, _mm_set_epi64x(hi, lo)))
 }
 
+/// Bits `from..from + width` of every byte of `v`, moved to bits
+/// `to..to + width` (the rest zero). The shifts are on 16-bit lanes; the
+/// mask keeps only bits that came from the same byte.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn field(v: __m256i, from: usize, to: usize, width: u32) -> __m256i {
+    let moved = if from >= to {
+        _mm256_srl_epi16(v, _mm_cvtsi32_si128((from - to) as i32))
+    } else {
+        _mm256_sll_epi16(v, _mm_cvtsi32_si128((to - from) as i32))
+    };
+    _mm256_and_si256(
+        moved,
+        _mm256_set1_epi8((((1u32 << width) - 1) << to) as u8 as i8),
+    )
+}
+
+/// Quants `32i..32i + 32` of a Q3_K block as `q2 | h << 2` (0..8; the −4 of
+/// a clear `hmask` bit is applied through the block sums).
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) fn q3_k_quants(b: &BlockQ3K, i: usize) -> __m256i {
+    let q2 = field(ld(&b.qs, 32 * (i / 4)), 2 * (i % 4), 0, 2);
+    _mm256_or_si256(q2, field(ld(&b.hmask, 0), i, 2, 1))
+}
+
+/// Quants `32i..32i + 32` of a Q4_K block (0..16): the low nibbles of
+/// `qs[32c..32c + 32]` are quants `64c..64c + 32`, the high ones the next 32.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) fn q4_k_quants(b: &BlockQ4K, i: usize) -> __m256i {
+    field(ld(&b.qs, 32 * (i / 2)), 4 * (i % 2), 0, 4)
+}
+
+/// Quants `32i..32i + 32` of a Q5_K block (0..32): Q4_K's nibbles, and bit
+/// `i` of `qh[l]` as the fifth bit of quant `32i + l`.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) fn q5_k_quants(b: &BlockQ5K, i: usize) -> __m256i {
+    let low = field(ld(&b.qs, 32 * (i / 2)), 4 * (i % 2), 0, 4);
+    _mm256_or_si256(low, field(ld(&b.qh, 0), i, 4, 1))
+}
+
+/// Quants `32i..32i + 32` of a Q6_K block (0..64; the −32 is applied
+/// through the block sums): per 128 quants `j`, the low nibbles of
+/// `ql[64j..64j + 64]` then its high nibbles, with two bits each of
+/// `qh[32j..32j + 32]` on top.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) fn q6_k_quants(b: &BlockQ6K, i: usize) -> __m256i {
+    let (j, k) = (i / 4, i % 4);
+    let low = field(ld(&b.ql, 64 * j + 32 * (k % 2)), 4 * (k / 2), 0, 4);
+    _mm256_or_si256(low, field(ld(&b.qh, 32 * j), 2 * k, 4, 2))
+}
+
 /// `ggml_vec_dot_q2_K_q8_K`.
 pub(super) fn dot_q2_k(n: usize, w: &[u8], x: &[u8]) -> f32 {
     let (w, x) = blocks::<BlockQ2K>(n, w, x);
@@ -172,26 +227,15 @@ pub(super) fn dot_q3_k(n: usize, w: &[u8], x: &[u8]) -> f32 {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn q3_k_ints(b: &BlockQ3K, y: &BlockQ8K) -> __m256i {
-    let m3 = _mm256_set1_epi8(3);
-    let m4 = _mm256_set1_epi8(4);
     let sc = unpack_q3_k(&b.scales);
     let scales = _mm_sub_epi8(ld128(&sc, 0), _mm_set1_epi8(32));
     // −4 · Σ sc · bsum.
     let corr = _mm256_madd_epi16(_mm256_cvtepi8_epi16(scales), ld_bsums(y));
     let mut sumi = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(corr, 2));
-    let mut hbits = ld(&b.hmask, 0);
-    for j in 0..2 {
-        let mut q2 = ld(&b.qs, 32 * j);
-        for k in 0..4 {
-            let q8 = ld(&y.qs, 128 * j + 32 * k);
-            let h = _mm256_and_si256(_mm256_slli_epi16(hbits, 2), m4);
-            let q = _mm256_or_si256(_mm256_and_si256(q2, m3), h);
-            let p = _mm256_maddubs_epi16(q, q8);
-            let p = _mm256_madd_epi16(p, scale_pair(scales, (4 * j + k) as i64));
-            sumi = _mm256_add_epi32(sumi, p);
-            q2 = _mm256_srli_epi16(q2, 2);
-            hbits = _mm256_srli_epi16(hbits, 1);
-        }
+    for i in 0..8 {
+        let p = _mm256_maddubs_epi16(q3_k_quants(b, i), ld(&y.qs, 32 * i));
+        let p = _mm256_madd_epi16(p, scale_pair(scales, i as i64));
+        sumi = _mm256_add_epi32(sumi, p);
     }
     sumi
 }
@@ -247,17 +291,13 @@ fn mins_k4(mins_scales: __m256i, y: &BlockQ8K) -> __m128i {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn q4_k_ints(b: &BlockQ4K, y: &BlockQ8K) -> ([__m256i; 4], __m128i) {
-    let m4 = _mm256_set1_epi8(0x0f);
     let u = unpack_k4(&b.scales);
     let mins_scales = _mm256_cvtepu8_epi16(ld128(&u, 0));
     let summs = mins_k4(mins_scales, y);
     let scales = _mm256_broadcastsi128_si256(_mm256_castsi256_si128(mins_scales));
     let chunk = |j: usize| {
-        let q4 = ld(&b.qs, 32 * j);
-        let lo = _mm256_and_si256(q4, m4);
-        let hi = _mm256_and_si256(_mm256_srli_epi16(q4, 4), m4);
-        let pl = _mm256_maddubs_epi16(lo, ld(&y.qs, 64 * j));
-        let ph = _mm256_maddubs_epi16(hi, ld(&y.qs, 64 * j + 32));
+        let pl = _mm256_maddubs_epi16(q4_k_quants(b, 2 * j), ld(&y.qs, 64 * j));
+        let ph = _mm256_maddubs_epi16(q4_k_quants(b, 2 * j + 1), ld(&y.qs, 64 * j + 32));
         let pl = _mm256_madd_epi16(pl, _mm256_shuffle_epi8(scales, pick_i16(2 * j as i32)));
         let ph = _mm256_madd_epi16(ph, _mm256_shuffle_epi8(scales, pick_i16(2 * j as i32 + 1)));
         _mm256_add_epi32(pl, ph)
@@ -415,28 +455,17 @@ pub(super) fn dot_q5_k(n: usize, w: &[u8], x: &[u8]) -> f32 {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn q5_k_ints(b: &BlockQ5K, y: &BlockQ8K) -> (__m256i, __m128i) {
-    let m4 = _mm256_set1_epi8(0x0f);
-    let m16 = _mm256_set1_epi8(0x10);
     let u = unpack_k4(&b.scales);
     let mins_scales = _mm256_cvtepu8_epi16(ld128(&u, 0));
     let summs = mins_k4(mins_scales, y);
     let scales = _mm256_broadcastsi128_si256(_mm256_castsi256_si128(mins_scales));
-    let mut hbits = ld(&b.qh, 0);
     let mut sumi = _mm256_setzero_si256();
     for j in 0..4 {
-        let q4 = ld(&b.qs, 32 * j);
-        // Bit 2j of each qh byte is the fifth bit of the low nibbles,
-        // bit 2j + 1 that of the high ones; hbits is shifted down by 2j.
-        let hl = _mm256_and_si256(_mm256_slli_epi16(hbits, 4), m16);
-        let hh = _mm256_and_si256(_mm256_slli_epi16(hbits, 3), m16);
-        let lo = _mm256_or_si256(_mm256_and_si256(q4, m4), hl);
-        let hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q4, 4), m4), hh);
-        let pl = _mm256_maddubs_epi16(lo, ld(&y.qs, 64 * j));
-        let ph = _mm256_maddubs_epi16(hi, ld(&y.qs, 64 * j + 32));
+        let pl = _mm256_maddubs_epi16(q5_k_quants(b, 2 * j), ld(&y.qs, 64 * j));
+        let ph = _mm256_maddubs_epi16(q5_k_quants(b, 2 * j + 1), ld(&y.qs, 64 * j + 32));
         let pl = _mm256_madd_epi16(pl, _mm256_shuffle_epi8(scales, pick_i16(2 * j as i32)));
         let ph = _mm256_madd_epi16(ph, _mm256_shuffle_epi8(scales, pick_i16(2 * j as i32 + 1)));
         sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
-        hbits = _mm256_srli_epi16(hbits, 2);
     }
     (sumi, summs)
 }
@@ -498,34 +527,14 @@ pub(super) fn dot_q6_k4(n: usize, w: &[u8], xs: [&[u8]; 4]) -> [f32; 4] {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn q6_k_ints(b: &BlockQ6K, y: &BlockQ8K) -> __m256i {
-    let m4 = _mm256_set1_epi8(0x0f);
-    let m2 = _mm256_set1_epi8(0x03);
-    let m2_1 = _mm256_set1_epi8(0x0c);
-    let m2_2 = _mm256_set1_epi8(0x30);
-    let m2_3 = _mm256_set1_epi8(0xc0u8 as i8);
     let scales = ld128(&b.scales, 0);
     // −32 · Σ sc · bsum.
     let corr = _mm256_madd_epi16(_mm256_cvtepi8_epi16(scales), ld_bsums(y));
     let mut sumi = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(corr, 5));
-    for j in 0..2 {
-        let ql1 = ld(&b.ql, 64 * j);
-        let ql2 = ld(&b.ql, 64 * j + 32);
-        let qh = ld(&b.qh, 32 * j);
-        let h0 = _mm256_slli_epi16(_mm256_and_si256(qh, m2), 4);
-        let h1 = _mm256_slli_epi16(_mm256_and_si256(qh, m2_1), 2);
-        let h2 = _mm256_and_si256(qh, m2_2);
-        let h3 = _mm256_srli_epi16(_mm256_and_si256(qh, m2_3), 2);
-        let q = [
-            _mm256_or_si256(_mm256_and_si256(ql1, m4), h0),
-            _mm256_or_si256(_mm256_and_si256(ql2, m4), h1),
-            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), h2),
-            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql2, 4), m4), h3),
-        ];
-        for (k, q) in q.into_iter().enumerate() {
-            let p = _mm256_maddubs_epi16(q, ld(&y.qs, 128 * j + 32 * k));
-            let p = _mm256_madd_epi16(p, scale_pair(scales, (4 * j + k) as i64));
-            sumi = _mm256_add_epi32(sumi, p);
-        }
+    for i in 0..8 {
+        let p = _mm256_maddubs_epi16(q6_k_quants(b, i), ld(&y.qs, 32 * i));
+        let p = _mm256_madd_epi16(p, scale_pair(scales, i as i64));
+        sumi = _mm256_add_epi32(sumi, p);
     }
     sumi
 }

@@ -380,8 +380,9 @@ pub(super) fn dot_mxfp4(n: usize, w: &[u8], x: &[u8]) -> f32 {
 }
 
 /// A weight block of a `_0` type as 32 signed bytes in element order, and
-/// its scale.
-trait Q0Block: bytemuck::Pod {
+/// its scale. Only called from tile kernels with avx2, fma and f16c (the
+/// safety argument of the `unsafe` blocks below).
+pub(super) trait Q0Block: bytemuck::Pod {
     fn signed(&self) -> __m256i;
     fn d(&self) -> F16Le;
 }
@@ -389,7 +390,7 @@ trait Q0Block: bytemuck::Pod {
 impl Q0Block for BlockQ8_0 {
     #[inline(always)]
     fn signed(&self) -> __m256i {
-        // SAFETY: only called from `q0_tile`, which has these features.
+        // SAFETY: see the trait's doc.
         unsafe { load_x(&self.qs) }
     }
     fn d(&self) -> F16Le {
@@ -400,7 +401,7 @@ impl Q0Block for BlockQ8_0 {
 impl Q0Block for BlockQ5_0 {
     #[inline(always)]
     fn signed(&self) -> __m256i {
-        // SAFETY: only called from `q0_tile`, which has these features.
+        // SAFETY: see the trait's doc.
         unsafe {
             let u = _mm256_or_si256(nibbles(&self.qs), fifth_bits(self.qh));
             _mm256_sub_epi8(u, _mm256_set1_epi8(16))

@@ -169,7 +169,7 @@ fn prepare_q8_0(n: usize, x: &[u8], out: &mut Vec<u8>) {
 /// 64 bytes at `p[off..]`.
 #[inline]
 #[target_feature(enable = "avx512f")]
-fn ld512(p: &[u8], off: usize) -> __m512i {
+pub(super) fn ld512(p: &[u8], off: usize) -> __m512i {
     let a: &[u8; 64] = p[off..off + 64].try_into().unwrap();
     // SAFETY: `a` is 64 readable bytes; the load is unaligned.
     unsafe { _mm512_loadu_si512(a.as_ptr().cast()) }
@@ -177,7 +177,7 @@ fn ld512(p: &[u8], off: usize) -> __m512i {
 
 #[inline]
 #[target_feature(enable = "avx512f")]
-fn ld512_ps(p: &[u8], off: usize) -> __m512 {
+pub(super) fn ld512_ps(p: &[u8], off: usize) -> __m512 {
     _mm512_castsi512_ps(ld512(p, off))
 }
 
