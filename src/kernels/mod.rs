@@ -53,7 +53,7 @@ pub use dispatch::{
 };
 pub use matmul::{KernelError, Scratch, Weights, matmul, matmul_segments, matvec};
 pub use pool::ThreadPool;
-pub use quant_dots::{QuantDots, VecDot, quantize_activations, vec_dot_type};
+pub use quant_dots::{QuantDots, VecDot, VecDot4, quantize_activations, vec_dot_type};
 pub use tiles::{
     LANE_MIN_TOKENS, LANE_ROWS, LANES, LaneDot, LaneTile, Prepare, PrepareLanes, QuantTiles,
     RowDot, TILE, Tile, TileDot,
