@@ -1021,6 +1021,13 @@ mod tests {
             .collect()
     }
 
+    /// Stores position `at` of layer 0, keys scaled up so the softmax is
+    /// peaked, as in real models.
+    fn store_peaked(cache: &mut KvCache, at: usize, k: &[f32], v: &[f32]) {
+        let k: Vec<f32> = k.iter().map(|x| x * 6.0).collect();
+        cache.store(0, at, &k, v);
+    }
+
     /// Exact attention in f64 over the cache's (f16-rounded) keys and values.
     fn exact(
         cache: &KvCache,
@@ -1096,12 +1103,12 @@ mod tests {
             let k = values(n_kv * kv_width, 10 + i as u64);
             let v = values(n_kv * kv_width, 20 + i as u64);
             for p in 0..n_kv {
-                // Larger keys so the softmax is peaked, as in real models.
-                let kp: Vec<f32> = k[p * kv_width..][..kv_width]
-                    .iter()
-                    .map(|x| x * 6.0)
-                    .collect();
-                cache.store(0, p, &kp, &v[p * kv_width..][..kv_width]);
+                store_peaked(
+                    &mut cache,
+                    p,
+                    &k[p * kv_width..][..kv_width],
+                    &v[p * kv_width..][..kv_width],
+                );
             }
             let q = values(n * n_head * hd, 30 + i as u64);
             for simd in Simd::supported() {
@@ -1164,11 +1171,8 @@ mod tests {
                 let fill = |slots: Range<usize>| {
                     let mut cache = KvCache::new(kv_type, slots.len(), 1, n_head_kv, hd, hd);
                     for (at, slot) in slots.enumerate() {
-                        let kp: Vec<f32> = k[slot * kv_width..][..kv_width]
-                            .iter()
-                            .map(|x| x * 6.0)
-                            .collect();
-                        cache.store(0, at, &kp, &v[slot * kv_width..][..kv_width]);
+                        let (ks, vs) = (&k[slot * kv_width..], &v[slot * kv_width..]);
+                        store_peaked(&mut cache, at, &ks[..kv_width], &vs[..kv_width]);
                     }
                     cache
                 };
