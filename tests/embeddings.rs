@@ -1,16 +1,17 @@
 //! Embeddings beyond the llama.cpp parity of `embedding_parity.rs`: inputs
 //! batched into one pass do not see each other, long inputs fail or are
 //! truncated on request, decoders mean-pool their final norm, the pooling
-//! kinds, and nomic-bert — a tiny random one written here with the GGUF
-//! writer, checked against a plain f64 computation of the architecture and
-//! for invariants (unit length, order and company in a batch do not matter).
+//! kinds, and nomic-bert — a tiny random one written with the GGUF writer
+//! (examples/make_tiny_nomic_bert.rs), checked against llama.cpp's vectors
+//! for it (recorded by scripts/record-nomic-fixture.sh), against a plain f64
+//! computation of the architecture, and for invariants (unit length, order
+//! and company in a batch do not matter).
 
 mod common;
 
 use rusty_llm::engine::{EmbedError, EmbedOptions, Runner, cosine_similarity, l2_normalize};
-use rusty_llm::gguf::{GgmlType, GgufFile, GgufWriter, Value};
+use rusty_llm::gguf::{GgmlType, GgufFile};
 use rusty_llm::model::{ForwardScratch, KvType, Logits};
-use std::path::Path;
 
 const TEXTS: [&str; 4] = [
     "Hello world",
@@ -180,118 +181,16 @@ fn decoders_embed_by_mean_pooling_their_final_norm() {
 
 // ---- nomic-bert: a tiny random model and a plain computation of it ----
 
-const N_EMBD: usize = 64;
-const N_HEAD: usize = 4;
-const HEAD_DIM: usize = N_EMBD / N_HEAD;
-const N_FF: usize = 128;
-const N_LAYER: usize = 2;
-const ROPE_BASE: f64 = 1000.0;
-const EPS: f64 = 1e-12;
+#[path = "../examples/make_tiny_nomic_bert.rs"]
+mod tiny_nomic;
+use tiny_nomic::{EPS, HEAD_DIM, N_EMBD, N_HEAD, N_LAYER, NomicWeights, ROPE_BASE};
 
-/// xorshift64*: deterministic weights without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> f32 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        let bits = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40;
-        bits as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-    }
-
-    fn vec(&mut self, n: usize, scale: f32, center: f32) -> Vec<f32> {
-        (0..n).map(|_| center + scale * self.next()).collect()
-    }
-}
-
-/// The weights of the tiny nomic-bert, by tensor name; matrices are
-/// `rows × cols` row-major (ggml shape `[cols, rows]`).
-struct NomicWeights {
-    tensors: Vec<(String, Vec<u64>, Vec<f32>)>,
-}
-
-impl NomicWeights {
-    fn new(n_vocab: usize) -> Self {
-        let mut rng = Rng(0x005E_ED0B_1EC7);
-        let mut tensors = Vec::new();
-        let mut add = |name: &str, shape: &[usize], scale: f32, center: f32| {
-            let n = shape.iter().product();
-            let values = rng.vec(n, scale, center);
-            tensors.push((
-                name.to_string(),
-                shape.iter().map(|&d| d as u64).collect(),
-                values,
-            ));
-        };
-        let d = N_EMBD;
-        add("token_embd.weight", &[d, n_vocab], 1.0, 0.0);
-        add("token_types.weight", &[d, 2], 0.5, 0.0);
-        add("token_embd_norm.weight", &[d], 0.1, 1.0);
-        add("token_embd_norm.bias", &[d], 0.1, 0.0);
-        let w = 1.0 / (d as f32).sqrt() * 1.7;
-        for i in 0..N_LAYER {
-            let b = |n: &str| format!("blk.{i}.{n}");
-            add(&b("attn_qkv.weight"), &[d, 3 * d], w * 2.0, 0.0);
-            add(&b("attn_output.weight"), &[d, d], w, 0.0);
-            add(&b("attn_output_norm.weight"), &[d], 0.1, 1.0);
-            add(&b("attn_output_norm.bias"), &[d], 0.1, 0.0);
-            add(&b("ffn_gate.weight"), &[d, N_FF], w, 0.0);
-            add(&b("ffn_up.weight"), &[d, N_FF], w, 0.0);
-            add(&b("ffn_down.weight"), &[N_FF, d], w, 0.0);
-            add(&b("layer_output_norm.weight"), &[d], 0.1, 1.0);
-            add(&b("layer_output_norm.bias"), &[d], 0.1, 0.0);
-        }
-        Self { tensors }
-    }
-
-    fn get(&self, name: &str) -> &[f32] {
-        &self.tensors.iter().find(|t| t.0 == name).unwrap().2
-    }
-
-    /// Writes the model as F32 (or F16) GGUF, with tiny-bert's WordPiece
-    /// vocabulary and the metadata llama.cpp's converter writes for
-    /// nomic-embed-text.
-    fn write(&self, out: &Path, ty: GgmlType, pooling_type: u32) {
-        let vocab = GgufFile::open(common::data("embed/tiny-bert-Q4_K_M.gguf")).unwrap();
-        let mut w = GgufWriter::new();
-        let arch = "nomic-bert";
-        w.set("general.architecture", Value::String(arch.into()));
-        w.set("general.name", Value::String("tiny nomic-bert".into()));
-        let u = |v: usize| Value::U32(v as u32);
-        w.set(format!("{arch}.context_length"), u(128));
-        w.set(format!("{arch}.embedding_length"), u(N_EMBD));
-        w.set(format!("{arch}.block_count"), u(N_LAYER));
-        w.set(format!("{arch}.feed_forward_length"), u(N_FF));
-        w.set(format!("{arch}.attention.head_count"), u(N_HEAD));
-        w.set(
-            format!("{arch}.attention.layer_norm_epsilon"),
-            Value::F32(EPS as f32),
-        );
-        w.set(format!("{arch}.attention.causal"), Value::Bool(false));
-        w.set(format!("{arch}.pooling_type"), Value::U32(pooling_type));
-        w.set(
-            format!("{arch}.rope.freq_base"),
-            Value::F32(ROPE_BASE as f32),
-        );
-        for (key, value) in vocab.metadata().iter() {
-            if key.starts_with("tokenizer.") {
-                w.set(key, value.clone());
-            }
-        }
-        for (name, shape, values) in &self.tensors {
-            // Norms stay F32, as llama.cpp's converter keeps them.
-            let (ty, bytes): (GgmlType, Vec<u8>) = if ty == GgmlType::F16 && shape.len() == 2 {
-                let halves: Vec<half::f16> =
-                    values.iter().map(|&x| half::f16::from_f32(x)).collect();
-                (ty, bytemuck::cast_slice(&halves).to_vec())
-            } else {
-                (GgmlType::F32, bytemuck::cast_slice(values).to_vec())
-            };
-            w.add_tensor(name.clone(), ty, shape, bytes).unwrap();
-        }
-        w.write_file(out).unwrap();
-    }
+/// The tiny nomic-bert's weights and the vocabulary its files take
+/// (tiny-bert's).
+fn tiny_nomic() -> (NomicWeights, GgufFile) {
+    let vocab = GgufFile::open(common::data("embed/tiny-bert-Q4_K_M.gguf")).unwrap();
+    let weights = NomicWeights::new(tiny_nomic::vocab_size(&vocab).unwrap());
+    (weights, vocab)
 }
 
 fn layer_norm(x: &[f64], w: &[f32], b: &[f32]) -> Vec<f64> {
@@ -423,14 +322,12 @@ fn unit(v: Vec<f64>) -> Vec<f32> {
 #[test]
 fn nomic_bert_matches_a_plain_computation_for_each_pooling() {
     let dir = tempfile::tempdir().unwrap();
-    let vocab = GgufFile::open(common::data("embed/tiny-bert-Q4_K_M.gguf")).unwrap();
-    let n_vocab = vocab.tensor_info("token_embd.weight").unwrap().rows().1 as usize;
-    let weights = NomicWeights::new(n_vocab);
+    let (weights, vocab) = tiny_nomic();
     // pooling_type 1 mean, 2 CLS, 3 last; F32 and F16 weights.
     for (ty, bound) in [(GgmlType::F32, 0.99999), (GgmlType::F16, 0.9999)] {
         for pooling_type in [1u32, 2, 3] {
             let path = dir.path().join(format!("nomic-{ty}-{pooling_type}.gguf"));
-            weights.write(&path, ty, pooling_type);
+            weights.write(&path, &vocab, ty, pooling_type).unwrap();
             let runner = common::runner(&path);
             assert_eq!(runner.model().config().arch.name(), "nomic-bert");
             let batched = runner
@@ -459,10 +356,9 @@ fn nomic_bert_matches_a_plain_computation_for_each_pooling() {
 #[test]
 fn nomic_bert_invariants() {
     let dir = tempfile::tempdir().unwrap();
-    let vocab = GgufFile::open(common::data("embed/tiny-bert-Q4_K_M.gguf")).unwrap();
-    let n_vocab = vocab.tensor_info("token_embd.weight").unwrap().rows().1 as usize;
+    let (weights, vocab) = tiny_nomic();
     let path = dir.path().join("nomic.gguf");
-    NomicWeights::new(n_vocab).write(&path, GgmlType::F32, 1);
+    weights.write(&path, &vocab, GgmlType::F32, 1).unwrap();
     let runner = common::runner(&path);
     let options = EmbedOptions::new(&runner);
     let alone = one_at_a_time(&runner, &TEXTS);
@@ -491,4 +387,32 @@ fn nomic_bert_invariants() {
     };
     let raw = runner.embed_batch(&[TEXTS[0]], &raw).unwrap();
     assert_same(&raw[0].vector, &alone[0], "raw vs unit");
+}
+
+/// llama.cpp's vectors for the tiny nomic-bert (F32, mean pooling), recorded
+/// from `llama-server --embeddings -fa off` by scripts/record-nomic-fixture.sh.
+#[test]
+fn nomic_bert_matches_llama_cpp() {
+    #[derive(serde::Deserialize)]
+    struct Fixture {
+        texts: Vec<String>,
+        embeddings: Vec<Vec<f32>>,
+    }
+    let fixture: Fixture = serde_json::from_slice(
+        &std::fs::read(common::data("embed/tiny-nomic-bert-F32.json")).unwrap(),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (weights, vocab) = tiny_nomic();
+    let path = dir.path().join("tiny-nomic-bert-F32.gguf");
+    weights.write(&path, &vocab, GgmlType::F32, 1).unwrap();
+    let runner = common::runner(&path);
+    let ours = runner
+        .embed_batch(&fixture.texts, &EmbedOptions::new(&runner))
+        .unwrap();
+    assert_eq!(ours.len(), fixture.embeddings.len());
+    for (i, (e, want)) in ours.iter().zip(&fixture.embeddings).enumerate() {
+        let c = cos(&e.vector, want);
+        assert!(c > 0.9999, "text {i}: cosine {c} with llama.cpp's");
+    }
 }
