@@ -798,6 +798,9 @@ impl<'r> Engine<'r> {
             Err(e) => Err(e),
         };
         let active = slot.active.take().expect("sampled slots are active");
+        // The slot is free before its client hears the end, so a client that
+        // reads `/slots` or `/metrics` right after sees it free.
+        self.publish();
         let event = match stop {
             Ok(reason) => {
                 let Active {
