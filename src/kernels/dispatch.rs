@@ -4,7 +4,7 @@
 //! `RUSTY_LLM_KERNELS=exact|fast` picks the f32 summation order (see
 //! [`Order`]).
 
-use super::quant_dots::{QuantDots, VecDot, VecDot4};
+use super::quant_dots::{QuantDots, VecDot, VecDot4, VecDotRows};
 use super::scalar;
 use super::tiles::{LaneTile, QuantTiles, TileDot};
 use half::{bf16, f16};
@@ -158,6 +158,10 @@ pub struct BatchDots {
     /// token's result bit for bit the row dot's (the weights read once):
     /// what the single tokens of a continuous batch share.
     pub four_tokens: [Option<(VecDot, VecDot4)>; 2],
+    /// Row dots paired with a form that takes [`super::quant_dots::ROWS`]
+    /// weight rows at once, each row's result bit for bit the row dot's:
+    /// what matrix × vector runs.
+    pub rows: [Option<(VecDot, VecDotRows)>; 2],
     /// Row dots paired with a tile kernel whose every (row, token) is bit
     /// for bit the row dot's: what the single tokens of a continuous batch
     /// share, in preference to `four_tokens`.
@@ -257,6 +261,7 @@ impl Kernels {
                 // ggml's f32 order (see x86_avx2_kquants).
                 super::x86_avx512_tiles::install(&mut k.tiles);
                 super::x86_avx512_tiles::install_singles(&mut k.batch);
+                super::x86_avx512_rows::install(&mut k.batch);
                 super::x86_avx512_lanes::install(&mut k.batch);
                 super::x86_avx512_quantize::install(&mut k);
                 if order == Order::Fast {

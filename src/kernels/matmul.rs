@@ -18,7 +18,7 @@
 
 use super::dispatch::{BatchDots, Kernels, Quantize};
 use super::pool::ThreadPool;
-use super::quant_dots::{VecDot, VecDot4, quantize_activations, vec_dot_type};
+use super::quant_dots::{ROWS, VecDot, VecDot4, VecDotRows, quantize_activations, vec_dot_type};
 use super::tiles::{LANE_MIN_TOKENS, LANE_ROWS, LANES, LaneTile, TILE, Tile};
 use crate::gguf::GgmlType;
 use crate::quant::QuantError;
@@ -58,6 +58,9 @@ pub struct Weights<'a> {
     /// `dot` for four tokens at once (each bit for bit `dot`'s), if the
     /// variant has it.
     dot4: Option<VecDot4>,
+    /// `dot` for [`ROWS`] rows at once (each bit for bit `dot`'s), if the
+    /// variant has it.
+    dot_rows: Option<VecDotRows>,
     /// The lane tile of the batch orders, and which tokens take it.
     lanes: Option<LanePlan>,
     /// The variant's own activation quantizer, if it has one.
@@ -150,6 +153,13 @@ impl<'a> Weights<'a> {
             .flatten()
             .find(|(one, _)| std::ptr::fn_addr_eq(*one, dot))
             .map(|&(_, four)| four);
+        let dot_rows = kernels
+            .batch
+            .rows
+            .iter()
+            .flatten()
+            .find(|(one, _)| std::ptr::fn_addr_eq(*one, dot))
+            .map(|&(_, rows)| rows);
         let own_order = kernels
             .batch
             .singles_tiles
@@ -180,6 +190,7 @@ impl<'a> Weights<'a> {
             tile,
             singles_tile,
             dot4,
+            dot_rows,
             // (No columns, no groups: the row dots give the zeros.)
             lanes: lanes.filter(|_| cols > 0),
             quantize: vec_dot_type(ty).and_then(|a| kernels.quantizers.get(a)),
@@ -202,14 +213,14 @@ struct BatchPlan {
 }
 
 impl BatchPlan {
-    /// The dot product for token `t` of `n`, `plain` unless the plan says
-    /// otherwise.
+    /// The dot product for token `t` of `n` when the plan says it is not
+    /// the plain one.
     #[inline]
-    fn dot(&self, plain: VecDot, t: usize, n: usize) -> VecDot {
+    fn special(&self, t: usize, n: usize) -> Option<VecDot> {
         match (self.from, self.grouped) {
-            (Some((min, dot)), _) if n >= min => dot,
-            (_, Some(dot)) if t < n - n % 4 => dot,
-            _ => plain,
+            (Some((min, dot)), _) if n >= min => Some(dot),
+            (_, Some(dot)) if t < n - n % 4 => Some(dot),
+            _ => None,
         }
     }
 }
@@ -273,6 +284,8 @@ pub struct Scratch {
 struct RowToken {
     index: usize,
     dot: VecDot,
+    /// `dot` over [`ROWS`] rows per call, where the variant has it.
+    rows: Option<VecDotRows>,
     /// Reads the tile's prepared activations rather than the quantized ones.
     prepared: bool,
 }
@@ -390,17 +403,29 @@ pub fn matmul_segments(
     scratch.tiled.clear();
     scratch.singles.clear();
     scratch.laned.clear();
-    let row_token = |first: usize, t: usize, n: usize| {
-        let (dot, prepared) = match (row_on_prepared, tile) {
-            (Some((_, row)), _) => (row, true),
-            (None, Some(t)) if t.row.is_some() => (w.dot, false),
-            _ => (w.batch.dot(w.dot, t, n), false),
-        };
-        RowToken {
+    let plain = |index: usize| RowToken {
+        index,
+        dot: w.dot,
+        rows: w.dot_rows,
+        prepared: false,
+    };
+    let row_token = |first: usize, t: usize, n: usize| match (row_on_prepared, tile) {
+        (Some((_, row)), _) => RowToken {
             index: first + t,
-            dot,
-            prepared,
-        }
+            dot: row,
+            rows: None,
+            prepared: true,
+        },
+        (None, Some(tile)) if tile.row.is_some() => plain(first + t),
+        _ => match w.batch.special(t, n) {
+            Some(dot) => RowToken {
+                index: first + t,
+                dot,
+                rows: None,
+                prepared: false,
+            },
+            None => plain(first + t),
+        },
     };
     let mut first = 0;
     for &n in segments {
@@ -426,14 +451,14 @@ pub fn matmul_segments(
     // kernel).
     let ragged = scratch.singles.len() % TILE;
     for index in scratch.singles.drain(scratch.singles.len() - ragged..) {
-        let (dot, prepared) = match row_on_prepared {
-            Some((_, row)) => (row, true),
-            None => (w.dot, false),
-        };
-        scratch.row_tokens.push(RowToken {
-            index,
-            dot,
-            prepared,
+        scratch.row_tokens.push(match row_on_prepared {
+            Some((_, row)) => RowToken {
+                index,
+                dot: row,
+                rows: None,
+                prepared: true,
+            },
+            None => plain(index),
         });
     }
     let prepare = tile.and_then(|t| t.prepare);
@@ -528,15 +553,26 @@ pub fn matmul_segments(
                 }
             }
         }
-        // A weight row stays in L1 across a tile of tokens.
+        // A few weight rows stay in L1 across a tile of tokens.
+        let rb = w.row_bytes;
         for group in row_tokens.chunks(TOKEN_TILE) {
-            for r in rows.clone() {
-                let wr = w.row(r);
+            for r0 in rows.clone().step_by(ROWS) {
+                let nr = ROWS.min(rows.end - r0);
                 for token in group {
                     let x = acts.of(token.index, token.prepared);
-                    // SAFETY: index * rows + r < n_tokens * rows == out.len(),
-                    // and row r belongs to this chunk only (see `Out`).
-                    unsafe { *dst.at(token.index * w.rows + r) = (token.dot)(w.cols, wr, x) };
+                    let out = |r: usize, v: f32| {
+                        // SAFETY: index * rows + r < n_tokens * rows ==
+                        // out.len(), and row r belongs to this chunk only
+                        // (see `Out`).
+                        unsafe { *dst.at(token.index * w.rows + r) = v };
+                    };
+                    match token.rows {
+                        Some(four) if nr == ROWS => {
+                            let v = four(w.cols, &w.data[r0 * rb..(r0 + ROWS) * rb], rb, x);
+                            v.into_iter().enumerate().for_each(|(i, v)| out(r0 + i, v));
+                        }
+                        _ => (r0..r0 + nr).for_each(|r| out(r, (token.dot)(w.cols, w.row(r), x))),
+                    }
                 }
             }
         }

@@ -45,6 +45,8 @@ mod x86_avx512_legacy;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx512_quantize;
 #[cfg(target_arch = "x86_64")]
+mod x86_avx512_rows;
+#[cfg(target_arch = "x86_64")]
 mod x86_avx512_tiles;
 
 pub use dispatch::{
@@ -53,7 +55,9 @@ pub use dispatch::{
 };
 pub use matmul::{KernelError, Scratch, Weights, matmul, matmul_segments, matvec};
 pub use pool::ThreadPool;
-pub use quant_dots::{QuantDots, VecDot, VecDot4, quantize_activations, vec_dot_type};
+pub use quant_dots::{
+    QuantDots, ROWS, VecDot, VecDot4, VecDotRows, quantize_activations, vec_dot_type,
+};
 pub use tiles::{
     LANE_MIN_TOKENS, LANE_ROWS, LANES, LaneDot, LaneTile, Prepare, PrepareLanes, QuantTiles,
     RowDot, TILE, Tile, TileDot,

@@ -20,6 +20,13 @@ pub type VecDot = fn(n: usize, w: &[u8], x: &[u8]) -> f32;
 /// A [`VecDot`] of one weight row with four tokens' activations at once.
 pub type VecDot4 = fn(n: usize, w: &[u8], xs: [&[u8]; 4]) -> [f32; 4];
 
+/// Weight rows per call of a [`VecDotRows`].
+pub const ROWS: usize = 4;
+
+/// A [`VecDot`] of [`ROWS`] consecutive weight rows (`row_bytes` each, in
+/// `w`) with one token's activations at once.
+pub type VecDotRows = fn(n: usize, w: &[u8], row_bytes: usize, x: &[u8]) -> [f32; ROWS];
+
 /// The activation format the dot product of weight type `ty` consumes, or
 /// `None` when `ty` cannot be used as a weight.
 pub fn vec_dot_type(ty: GgmlType) -> Option<GgmlType> {

@@ -1,0 +1,240 @@
+//! Four weight rows at once in ggml's one-row f32 order, for matrix ×
+//! vector (decode) with Q8_0 and Q5_0 weights.
+//!
+//! ggml's `ggml_vec_dot_q{8,5}_0_q8_0` (the AVX2 branch llama.cpp runs on
+//! every x86 CPU) keeps one 8-lane accumulator per row and adds one block
+//! per FMA: a single dependency chain, and enough shuffling per block that
+//! one row streams at well under the memory's speed. The order is per lane,
+//! so two rows can share one 512-bit register (row `r` in the low eight
+//! lanes, row `r + 1` in the high eight) and every lane still sees exactly
+//! ggml's sequence of FMAs: four rows are two independent chains, each
+//! instruction doing two rows' work, and the activation block is loaded
+//! once for the four. The results are bit for bit those of the one-row
+//! kernels in `x86_avx2_legacy` (tested below), so decode keeps llama.cpp's
+//! logits.
+//!
+//! The integer part differs in form only (exact either way): weights as
+//! unsigned bytes `u = w + c` (Q8_0: `w ^ 0x80`, c = 128; Q5_0: nibble and
+//! fifth bit, c = 16) through `vpdpbusd`, started from `−c · Σx` per group
+//! of four so each `i32` lane ends at ggml's `Σ w·x`.
+//!
+//! Safety: every function here is `#[target_feature]`; `install` puts them
+//! in the table only after `dispatch` confirmed avx512f/bw/vl, avx2, fma
+//! and f16c and `install` itself confirmed avx512vnni, which is the safety
+//! argument for each call below.
+
+use super::dispatch::BatchDots;
+use super::x86_avx2_legacy::{self as avx2, f16_products4, hsum};
+use crate::quant::float::F16Le;
+use crate::quant::{BlockQ5_0, BlockQ8_0};
+use std::arch::x86_64::*;
+
+use super::quant_dots::ROWS;
+
+/// How far ahead of the rows being summed their successors are prefetched.
+const PREFETCH_ROWS: usize = 2 * ROWS;
+
+/// Installs the four-row kernels beside the one-row kernels they equal.
+pub(super) fn install(batch: &mut BatchDots) {
+    if !is_x86_feature_detected!("avx512vnni") {
+        return;
+    }
+    batch.rows = [
+        Some((avx2::dot_q8_0, rows_q8_0)),
+        Some((avx2::dot_q5_0, rows_q5_0)),
+    ];
+}
+
+/// A weight block of a `_0` type in the form `vpdpbusd` takes.
+trait OffsetBlock: bytemuck::Pod {
+    /// `c` in `w = u − c`.
+    const OFFSET: i8;
+    /// The unsigned bytes `u` of two blocks in element order, the first in
+    /// the low 256 bits.
+    fn unsigned_pair(a: &Self, b: &Self) -> __m512i;
+    fn d(&self) -> F16Le;
+}
+
+impl OffsetBlock for BlockQ8_0 {
+    const OFFSET: i8 = -128;
+    #[inline(always)]
+    fn unsigned_pair(a: &Self, b: &Self) -> __m512i {
+        // SAFETY: see the module doc; reads the 32 bytes of each `qs`.
+        unsafe {
+            let lo = _mm256_loadu_si256(a.qs.as_ptr().cast());
+            let hi = _mm256_loadu_si256(b.qs.as_ptr().cast());
+            let w = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+            _mm512_xor_si512(w, _mm512_set1_epi8(-128))
+        }
+    }
+    fn d(&self) -> F16Le {
+        self.d
+    }
+}
+
+impl OffsetBlock for BlockQ5_0 {
+    const OFFSET: i8 = 16;
+    #[inline(always)]
+    fn unsigned_pair(a: &Self, b: &Self) -> __m512i {
+        // SAFETY: see the module doc; reads the 16 bytes of each `qs`.
+        unsafe {
+            // [a.qs, b.qs, a.qs >> 4, b.qs >> 4], regrouped per block as
+            // [a low nibbles, a high nibbles, b low, b high].
+            let qa = _mm_loadu_si128(a.qs.as_ptr().cast());
+            let qb = _mm_loadu_si128(b.qs.as_ptr().cast());
+            let q = _mm256_inserti128_si256(_mm256_castsi128_si256(qa), qb, 1);
+            let both = _mm512_inserti64x4(_mm512_castsi256_si512(q), _mm256_srli_epi16(q, 4), 1);
+            let nibbles = _mm512_and_si512(
+                _mm512_shuffle_i64x2(both, both, 0b11_01_10_00),
+                _mm512_set1_epi8(0x0f),
+            );
+            // Bit j of `qh` is the fifth bit of element j.
+            let fifth =
+                u64::from(u32::from_le_bytes(a.qh)) | u64::from(u32::from_le_bytes(b.qh)) << 32;
+            _mm512_mask_add_epi8(nibbles, fifth, nibbles, _mm512_set1_epi8(16))
+        }
+    }
+    fn d(&self) -> F16Le {
+        self.d
+    }
+}
+
+fn rows_q8_0(n: usize, w: &[u8], row_bytes: usize, x: &[u8]) -> [f32; ROWS] {
+    // SAFETY: installed only on CPUs with the features `rows` enables.
+    unsafe { rows::<BlockQ8_0>(n, w, row_bytes, x) }
+}
+
+fn rows_q5_0(n: usize, w: &[u8], row_bytes: usize, x: &[u8]) -> [f32; ROWS] {
+    // SAFETY: installed only on CPUs with the features `rows` enables.
+    unsafe { rows::<BlockQ5_0>(n, w, row_bytes, x) }
+}
+
+/// `ggml_vec_dot_*_q8_0` of four consecutive rows (`row_bytes` each, in
+/// `w`) with one token's Q8_0 activations `x`: per row and block,
+/// `acc = fma(d_w·d_x, f32(Σ w·x per four), acc)`, then `hsum`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn rows<W: OffsetBlock>(n: usize, w: &[u8], row_bytes: usize, x: &[u8]) -> [f32; ROWS] {
+    let nb = n / 32;
+    let row = |r: usize| -> &[W] {
+        bytemuck::cast_slice(&w[r * row_bytes..r * row_bytes + nb * size_of::<W>()])
+    };
+    let (w0, w1, w2, w3) = (row(0), row(1), row(2), row(3));
+    let x: &[BlockQ8_0] = bytemuck::cast_slice(&x[..nb * size_of::<BlockQ8_0>()]);
+    // Lane k of each half takes product k of the four: rows 0, 1 | 2, 3.
+    let spread01 = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+    let spread23 = _mm512_set_epi32(3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2);
+    let offset = _mm512_set1_epi8(W::OFFSET);
+    let mut acc01 = _mm512_setzero_ps();
+    let mut acc23 = _mm512_setzero_ps();
+    // Four rows read side by side are four short streams, which the
+    // hardware prefetcher picks up too late when the matrix comes from
+    // memory (measured: half the speed of one row at a time): fetch the
+    // rows `PREFETCH_ROWS` ahead, spread over the blocks.
+    // Block b of the four rows here is as many bytes as the stretch
+    // `[b · step, (b + 1) · step)` of the rows ahead: prefetch that.
+    let ahead = w.as_ptr().wrapping_add(PREFETCH_ROWS * row_bytes);
+    let step = ROWS * size_of::<W>();
+    for b in 0..nb {
+        let stretch = ahead.wrapping_add(b * step);
+        for offset in (0..step).step_by(64).chain([step - 1]) {
+            // SAFETY: a prefetch is a hint, never a load: any address is fine.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(stretch.wrapping_add(offset).cast()) };
+        }
+        let xb = &x[b];
+        // SAFETY: reads the 32 bytes of `qs`.
+        let xq = _mm512_broadcast_i64x4(unsafe { _mm256_loadu_si256(xb.qs.as_ptr().cast()) });
+        // −c·Σx per four bytes (Q8_0's c = 128 reads as the byte −128,
+        // whose unsigned value is 128).
+        let start = _mm512_sub_epi32(
+            _mm512_setzero_si512(),
+            _mm512_dpbusd_epi32(_mm512_setzero_si512(), offset, xq),
+        );
+        let scales = f16_products4([w0[b].d(), w1[b].d(), w2[b].d(), w3[b].d()], [xb.d; 4]);
+        let scales = _mm512_castps128_ps512(scales);
+        let lanes01 = _mm512_dpbusd_epi32(start, W::unsigned_pair(&w0[b], &w1[b]), xq);
+        let lanes23 = _mm512_dpbusd_epi32(start, W::unsigned_pair(&w2[b], &w3[b]), xq);
+        acc01 = _mm512_fmadd_ps(
+            _mm512_permutexvar_ps(spread01, scales),
+            _mm512_cvtepi32_ps(lanes01),
+            acc01,
+        );
+        acc23 = _mm512_fmadd_ps(
+            _mm512_permutexvar_ps(spread23, scales),
+            _mm512_cvtepi32_ps(lanes23),
+            acc23,
+        );
+    }
+    let halves = |v: __m512| {
+        (
+            hsum(_mm512_castps512_ps256(v)),
+            hsum(_mm256_castpd_ps(_mm512_extractf64x4_pd(
+                _mm512_castps_pd(v),
+                1,
+            ))),
+        )
+    };
+    let ((r0, r1), (r2, r3)) = (halves(acc01), halves(acc23));
+    [r0, r1, r2, r3]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::dispatch::Simd;
+    use super::super::test_rng::splitmix;
+    use super::*;
+    use crate::gguf::GgmlType;
+
+    /// Random blocks of `ty` (any bytes, f16 scales of either sign in
+    /// [1e-3, 0.25]), `rows` rows of `n` elements.
+    fn random_rows(
+        ty: GgmlType,
+        rows: usize,
+        n: usize,
+        rng: &mut impl Iterator<Item = u64>,
+    ) -> Vec<u8> {
+        let block = ty.bytes_for(32).unwrap() as usize;
+        let mut out = Vec::new();
+        for _ in 0..rows * n / 32 {
+            let start = out.len();
+            out.extend((0..block).map(|_| (rng.next().unwrap() >> 56) as u8));
+            let z = rng.next().unwrap();
+            let sign = if z & 1 == 0 { 1.0 } else { -1.0 };
+            let scale = half::f16::from_f32(sign * ((z >> 8) % 1000) as f32 / 4000.0 + sign * 1e-3);
+            out[start..start + 2].copy_from_slice(&scale.to_le_bytes());
+        }
+        out
+    }
+
+    #[test]
+    fn four_rows_equal_the_one_row_kernels_bit_for_bit() {
+        if !Simd::Avx512.is_supported() || !is_x86_feature_detected!("avx512vnni") {
+            return;
+        }
+        let mut batch = BatchDots::default();
+        install(&mut batch);
+        let mut rng = splitmix(7);
+        for (ty, (one, four)) in [GgmlType::Q8_0, GgmlType::Q5_0]
+            .into_iter()
+            .zip(batch.rows.iter().flatten())
+        {
+            for n in [32, 64, 640, 2048, 32 * 33] {
+                let w = random_rows(ty, ROWS, n, &mut rng);
+                let mut x = random_rows(GgmlType::Q8_0, 1, n, &mut rng);
+                // Q8_0 activations never hold −128 (ggml rounds |q| ≤ 127).
+                for b in x.chunks_exact_mut(34) {
+                    for q in &mut b[2..] {
+                        if *q == 0x80 {
+                            *q = 0x81;
+                        }
+                    }
+                }
+                let row_bytes = w.len() / ROWS;
+                let got = four(n, &w, row_bytes, &x);
+                for (r, got) in got.into_iter().enumerate() {
+                    let want = one(n, &w[r * row_bytes..(r + 1) * row_bytes], &x);
+                    assert_eq!(got.to_bits(), want.to_bits(), "{ty} n={n} row {r}");
+                }
+            }
+        }
+    }
+}
