@@ -137,8 +137,8 @@ fn rows<W: OffsetBlock>(n: usize, w: &[u8], row_bytes: usize, x: &[u8]) -> [f32;
     for b in 0..nb {
         let stretch = ahead.wrapping_add(b * step);
         for offset in (0..step).step_by(64).chain([step - 1]) {
-            // SAFETY: a prefetch is a hint, never a load: any address is fine.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(stretch.wrapping_add(offset).cast()) };
+            // A prefetch is a hint, never a load: any address is fine.
+            _mm_prefetch::<_MM_HINT_T0>(stretch.wrapping_add(offset).cast());
         }
         let xb = &x[b];
         // SAFETY: reads the 32 bytes of `qs`.
