@@ -295,6 +295,18 @@ impl Sampler {
         if TokenId::try_from(logits.len()).is_err() {
             return Err(SamplingError::TooManyLogits(logits.len()));
         }
+        if self.stages.is_empty() && matches!(self.pick, Pick::Greedy) {
+            // Plain greedy is the first largest logit that is not excluded:
+            // found in one pass, without a candidate list of the whole
+            // vocabulary (262k entries for Gemma 3, ~0.4 ms a token).
+            let mut best: Option<(TokenId, f32)> = None;
+            for (id, &logit) in (0..).zip(logits) {
+                if logit > f32::NEG_INFINITY && best.is_none_or(|(_, b)| logit > b) {
+                    best = Some((id, logit));
+                }
+            }
+            return best.map(|(id, _)| id).ok_or(SamplingError::NoCandidates);
+        }
         let Self {
             stages,
             pick,
@@ -692,6 +704,13 @@ mod tests {
             assert_eq!(sampler.pick(), Pick::Greedy);
             assert_eq!(sampler.sample(&[1.0, 3.0, 3.0, 2.0]).unwrap(), 1);
             assert_eq!(sampler.sample(&[5.0, 5.0]).unwrap(), 0);
+            // Excluded (−∞) tokens never win; all excluded is an error.
+            let ninf = f32::NEG_INFINITY;
+            assert_eq!(sampler.sample(&[ninf, -7.0, ninf]).unwrap(), 1);
+            assert_eq!(
+                sampler.sample(&[ninf, ninf]),
+                Err(SamplingError::NoCandidates)
+            );
         }
     }
 

@@ -165,7 +165,7 @@ pub struct BatchDots {
     /// Row dots paired with a tile kernel whose every (row, token) is bit
     /// for bit the row dot's: what the single tokens of a continuous batch
     /// share, in preference to `four_tokens`.
-    pub singles_tiles: [Option<(VecDot, TileDot)>; 2],
+    pub singles_tiles: [Option<(VecDot, TileDot)>; 4],
     /// The K-quant orders above and tinyBLAS's for Q8_0/Q5_0 as lane
     /// tiles, where the variant has them.
     pub lanes: BatchLanes,

@@ -174,10 +174,11 @@ impl<'a> Weights<'a> {
             });
         let singles_tile = match tile {
             Some(t) if t.prepare.is_some() && t.row.is_some() => Some((t, TILE)),
+            _ if own_order.is_some() => own_order.map(|t| (t, TILE)),
             // The AVX2 tiles (in the row dot's order) have 16 registers: one
             // row by four tokens keeps their accumulators in them.
             Some(t) if t.same_as.is_some_and(|one| std::ptr::fn_addr_eq(one, dot)) => Some((t, 1)),
-            _ => own_order.map(|t| (t, TILE)),
+            _ => None,
         };
         Ok(Self {
             ty,

@@ -24,6 +24,8 @@
 //! argument for each call below.
 
 use super::dispatch::BatchDots;
+use super::quant_dots::VecDot;
+use super::tiles::TILE;
 use super::x86_avx2_legacy::{self as avx2, f16_products4, hsum};
 use crate::quant::float::F16Le;
 use crate::quant::{BlockQ5_0, BlockQ8_0};
@@ -43,6 +45,8 @@ pub(super) fn install(batch: &mut BatchDots) {
         Some((avx2::dot_q8_0, rows_q8_0)),
         Some((avx2::dot_q5_0, rows_q5_0)),
     ];
+    batch.singles_tiles[2] = Some((avx2::dot_q8_0, tile_q8_0));
+    batch.singles_tiles[3] = Some((avx2::dot_q5_0, tile_q5_0));
 }
 
 /// A weight block of a `_0` type in the form `vpdpbusd` takes.
@@ -101,37 +105,123 @@ impl OffsetBlock for BlockQ5_0 {
 
 fn rows_q8_0(n: usize, w: &[u8], row_bytes: usize, x: &[u8]) -> [f32; ROWS] {
     // SAFETY: installed only on CPUs with the features `rows` enables.
-    unsafe { rows::<BlockQ8_0>(n, w, row_bytes, x) }
+    let [out] = unsafe { rows::<BlockQ8_0, 1>(n, w, row_bytes, [x]) };
+    out
 }
 
 fn rows_q5_0(n: usize, w: &[u8], row_bytes: usize, x: &[u8]) -> [f32; ROWS] {
     // SAFETY: installed only on CPUs with the features `rows` enables.
-    unsafe { rows::<BlockQ5_0>(n, w, row_bytes, x) }
+    let [out] = unsafe { rows::<BlockQ5_0, 1>(n, w, row_bytes, [x]) };
+    out
+}
+
+/// The single tokens of a continuous batch (one per sequence, each in its
+/// one-row order), up to [`TILE`] of them over four rows at once: each
+/// (row, token) is bit for bit [`rows`] with that token alone. Ragged row
+/// counts take the one-row dot.
+#[allow(clippy::too_many_arguments)] // the `TileDot` signature
+fn tile<W: OffsetBlock>(
+    one: VecDot,
+    n: usize,
+    w: &[u8],
+    row_bytes: usize,
+    rows_here: usize,
+    x: &[u8],
+    x_bytes: usize,
+    tokens: usize,
+    out: &mut [f32; TILE * TILE],
+) {
+    let xt = |t: usize| &x[t * x_bytes..(t + 1) * x_bytes];
+    if rows_here < ROWS {
+        for r in 0..rows_here {
+            for t in 0..tokens {
+                out[t * TILE + r] = one(n, &w[r * row_bytes..(r + 1) * row_bytes], xt(t));
+            }
+        }
+        return;
+    }
+    let mut put = |t0: usize, o: &[[f32; ROWS]]| {
+        for (t, o) in o.iter().enumerate() {
+            out[(t0 + t) * TILE..(t0 + t) * TILE + ROWS].copy_from_slice(o);
+        }
+    };
+    // SAFETY (each call): installed only on CPUs with the features `rows`
+    // enables.
+    match tokens {
+        4 => put(0, &unsafe {
+            rows::<W, 4>(n, w, row_bytes, std::array::from_fn(xt))
+        }),
+        3 => put(0, &unsafe {
+            rows::<W, 3>(n, w, row_bytes, std::array::from_fn(xt))
+        }),
+        2 => put(0, &unsafe {
+            rows::<W, 2>(n, w, row_bytes, std::array::from_fn(xt))
+        }),
+        _ => {
+            for t in 0..tokens {
+                put(t, &unsafe { rows::<W, 1>(n, w, row_bytes, [xt(t)]) });
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)] // the `TileDot` signature
+fn tile_q8_0(
+    n: usize,
+    w: &[u8],
+    rb: usize,
+    r: usize,
+    x: &[u8],
+    xb: usize,
+    t: usize,
+    out: &mut [f32; TILE * TILE],
+) {
+    tile::<BlockQ8_0>(avx2::dot_q8_0, n, w, rb, r, x, xb, t, out)
+}
+
+#[allow(clippy::too_many_arguments)] // the `TileDot` signature
+fn tile_q5_0(
+    n: usize,
+    w: &[u8],
+    rb: usize,
+    r: usize,
+    x: &[u8],
+    xb: usize,
+    t: usize,
+    out: &mut [f32; TILE * TILE],
+) {
+    tile::<BlockQ5_0>(avx2::dot_q5_0, n, w, rb, r, x, xb, t, out)
 }
 
 /// `ggml_vec_dot_*_q8_0` of four consecutive rows (`row_bytes` each, in
-/// `w`) with one token's Q8_0 activations `x`: per row and block,
-/// `acc = fma(d_w·d_x, f32(Σ w·x per four), acc)`, then `hsum`.
+/// `w`) with each of `T` tokens' Q8_0 activations `xs`: per row, token and
+/// block, `acc = fma(d_w·d_x, f32(Σ w·x per four), acc)`, then `hsum`. The
+/// weights are unpacked once for all the tokens.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn rows<W: OffsetBlock>(n: usize, w: &[u8], row_bytes: usize, x: &[u8]) -> [f32; ROWS] {
+fn rows<W: OffsetBlock, const T: usize>(
+    n: usize,
+    w: &[u8],
+    row_bytes: usize,
+    xs: [&[u8]; T],
+) -> [[f32; ROWS]; T] {
     let nb = n / 32;
     let row = |r: usize| -> &[W] {
         bytemuck::cast_slice(&w[r * row_bytes..r * row_bytes + nb * size_of::<W>()])
     };
     let (w0, w1, w2, w3) = (row(0), row(1), row(2), row(3));
-    let x: &[BlockQ8_0] = bytemuck::cast_slice(&x[..nb * size_of::<BlockQ8_0>()]);
+    let xs: [&[BlockQ8_0]; T] = xs.map(|x| bytemuck::cast_slice(&x[..nb * size_of::<BlockQ8_0>()]));
     // Lane k of each half takes product k of the four: rows 0, 1 | 2, 3.
     let spread01 = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
     let spread23 = _mm512_set_epi32(3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2);
     let offset = _mm512_set1_epi8(W::OFFSET);
-    let mut acc01 = _mm512_setzero_ps();
-    let mut acc23 = _mm512_setzero_ps();
+    let mut acc01 = [_mm512_setzero_ps(); T];
+    let mut acc23 = [_mm512_setzero_ps(); T];
     // Four rows read side by side are four short streams, which the
     // hardware prefetcher picks up too late when the matrix comes from
     // memory (measured: half the speed of one row at a time): fetch the
-    // rows `PREFETCH_ROWS` ahead, spread over the blocks.
-    // Block b of the four rows here is as many bytes as the stretch
-    // `[b · step, (b + 1) · step)` of the rows ahead: prefetch that.
+    // rows `PREFETCH_ROWS` ahead, spread over the blocks. Block b of the
+    // four rows here is as many bytes as the stretch `[b · step, (b + 1) ·
+    // step)` of the rows ahead: prefetch that.
     let ahead = w.as_ptr().wrapping_add(PREFETCH_ROWS * row_bytes);
     let step = ROWS * size_of::<W>();
     for b in 0..nb {
@@ -140,29 +230,33 @@ fn rows<W: OffsetBlock>(n: usize, w: &[u8], row_bytes: usize, x: &[u8]) -> [f32;
             // A prefetch is a hint, never a load: any address is fine.
             _mm_prefetch::<_MM_HINT_T0>(stretch.wrapping_add(offset).cast());
         }
-        let xb = &x[b];
-        // SAFETY: reads the 32 bytes of `qs`.
-        let xq = _mm512_broadcast_i64x4(unsafe { _mm256_loadu_si256(xb.qs.as_ptr().cast()) });
-        // −c·Σx per four bytes (Q8_0's c = 128 reads as the byte −128,
-        // whose unsigned value is 128).
-        let start = _mm512_sub_epi32(
-            _mm512_setzero_si512(),
-            _mm512_dpbusd_epi32(_mm512_setzero_si512(), offset, xq),
-        );
-        let scales = f16_products4([w0[b].d(), w1[b].d(), w2[b].d(), w3[b].d()], [xb.d; 4]);
-        let scales = _mm512_castps128_ps512(scales);
-        let lanes01 = _mm512_dpbusd_epi32(start, W::unsigned_pair(&w0[b], &w1[b]), xq);
-        let lanes23 = _mm512_dpbusd_epi32(start, W::unsigned_pair(&w2[b], &w3[b]), xq);
-        acc01 = _mm512_fmadd_ps(
-            _mm512_permutexvar_ps(spread01, scales),
-            _mm512_cvtepi32_ps(lanes01),
-            acc01,
-        );
-        acc23 = _mm512_fmadd_ps(
-            _mm512_permutexvar_ps(spread23, scales),
-            _mm512_cvtepi32_ps(lanes23),
-            acc23,
-        );
+        let u01 = W::unsigned_pair(&w0[b], &w1[b]);
+        let u23 = W::unsigned_pair(&w2[b], &w3[b]);
+        let dw = [w0[b].d(), w1[b].d(), w2[b].d(), w3[b].d()];
+        for t in 0..T {
+            let xb = &xs[t][b];
+            // SAFETY: reads the 32 bytes of `qs`.
+            let xq = _mm512_broadcast_i64x4(unsafe { _mm256_loadu_si256(xb.qs.as_ptr().cast()) });
+            // −c·Σx per four bytes (Q8_0's c = 128 reads as the byte −128,
+            // whose unsigned value is 128).
+            let start = _mm512_sub_epi32(
+                _mm512_setzero_si512(),
+                _mm512_dpbusd_epi32(_mm512_setzero_si512(), offset, xq),
+            );
+            let scales = _mm512_castps128_ps512(f16_products4(dw, [xb.d; 4]));
+            let lanes01 = _mm512_dpbusd_epi32(start, u01, xq);
+            let lanes23 = _mm512_dpbusd_epi32(start, u23, xq);
+            acc01[t] = _mm512_fmadd_ps(
+                _mm512_permutexvar_ps(spread01, scales),
+                _mm512_cvtepi32_ps(lanes01),
+                acc01[t],
+            );
+            acc23[t] = _mm512_fmadd_ps(
+                _mm512_permutexvar_ps(spread23, scales),
+                _mm512_cvtepi32_ps(lanes23),
+                acc23[t],
+            );
+        }
     }
     let halves = |v: __m512| {
         (
@@ -173,8 +267,10 @@ fn rows<W: OffsetBlock>(n: usize, w: &[u8], row_bytes: usize, x: &[u8]) -> [f32;
             ))),
         )
     };
-    let ((r0, r1), (r2, r3)) = (halves(acc01), halves(acc23));
-    [r0, r1, r2, r3]
+    std::array::from_fn(|t| {
+        let ((r0, r1), (r2, r3)) = (halves(acc01[t]), halves(acc23[t]));
+        [r0, r1, r2, r3]
+    })
 }
 
 #[cfg(test)]
@@ -206,7 +302,7 @@ mod tests {
     }
 
     #[test]
-    fn four_rows_equal_the_one_row_kernels_bit_for_bit() {
+    fn four_rows_and_the_singles_tile_equal_the_one_row_kernels_bit_for_bit() {
         if !Simd::Avx512.is_supported() || !is_x86_feature_detected!("avx512vnni") {
             return;
         }
@@ -219,7 +315,7 @@ mod tests {
         {
             for n in [32, 64, 640, 2048, 32 * 33] {
                 let w = random_rows(ty, ROWS, n, &mut rng);
-                let mut x = random_rows(GgmlType::Q8_0, 1, n, &mut rng);
+                let mut x = random_rows(GgmlType::Q8_0, TILE, n, &mut rng);
                 // Q8_0 activations never hold −128 (ggml rounds |q| ≤ 127).
                 for b in x.chunks_exact_mut(34) {
                     for q in &mut b[2..] {
@@ -229,10 +325,41 @@ mod tests {
                     }
                 }
                 let row_bytes = w.len() / ROWS;
-                let got = four(n, &w, row_bytes, &x);
+                let got = four(n, &w, row_bytes, &x[..x.len() / TILE]);
+                let want = |r: usize, t: usize| {
+                    let x = &x[t * x.len() / TILE..(t + 1) * x.len() / TILE];
+                    one(n, &w[r * row_bytes..(r + 1) * row_bytes], x)
+                };
                 for (r, got) in got.into_iter().enumerate() {
-                    let want = one(n, &w[r * row_bytes..(r + 1) * row_bytes], &x);
-                    assert_eq!(got.to_bits(), want.to_bits(), "{ty} n={n} row {r}");
+                    assert_eq!(got.to_bits(), want(r, 0).to_bits(), "{ty} n={n} row {r}");
+                }
+                // The continuous batch's tile: any rows × tokens.
+                let (_, tile) = batch.singles_tiles[2 + usize::from(ty == GgmlType::Q5_0)].unwrap();
+                for rows in 1..=ROWS {
+                    for tokens in 1..=TILE {
+                        let mut out = [f32::NAN; TILE * TILE];
+                        let xs = &x[..tokens * x.len() / TILE];
+                        tile(
+                            n,
+                            &w[..rows * row_bytes],
+                            row_bytes,
+                            rows,
+                            xs,
+                            x.len() / TILE,
+                            tokens,
+                            &mut out,
+                        );
+                        for r in 0..rows {
+                            for t in 0..tokens {
+                                let got = out[t * TILE + r];
+                                assert_eq!(
+                                    got.to_bits(),
+                                    want(r, t).to_bits(),
+                                    "{ty} n={n} {rows}x{tokens} ({r}, {t})"
+                                );
+                            }
+                        }
+                    }
                 }
             }
         }
