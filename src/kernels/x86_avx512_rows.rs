@@ -45,14 +45,16 @@ pub(super) fn install(batch: &mut BatchDots) {
         Some((avx2::dot_q8_0, rows_q8_0)),
         Some((avx2::dot_q5_0, rows_q5_0)),
     ];
-    batch.singles_tiles[2] = Some((avx2::dot_q8_0, tile_q8_0));
-    batch.singles_tiles[3] = Some((avx2::dot_q5_0, tile_q5_0));
+    batch.singles_tiles[2] = Some((avx2::dot_q8_0, tile::<BlockQ8_0>));
+    batch.singles_tiles[3] = Some((avx2::dot_q5_0, tile::<BlockQ5_0>));
 }
 
 /// A weight block of a `_0` type in the form `vpdpbusd` takes.
 trait OffsetBlock: bytemuck::Pod {
     /// `c` in `w = u − c`.
     const OFFSET: i8;
+    /// The one-row kernel whose results these equal.
+    const ROW_DOT: VecDot;
     /// The unsigned bytes `u` of two blocks in element order, the first in
     /// the low 256 bits.
     fn unsigned_pair(a: &Self, b: &Self) -> __m512i;
@@ -61,6 +63,7 @@ trait OffsetBlock: bytemuck::Pod {
 
 impl OffsetBlock for BlockQ8_0 {
     const OFFSET: i8 = -128;
+    const ROW_DOT: VecDot = avx2::dot_q8_0;
     #[inline(always)]
     fn unsigned_pair(a: &Self, b: &Self) -> __m512i {
         // SAFETY: see the module doc; reads the 32 bytes of each `qs`.
@@ -78,6 +81,7 @@ impl OffsetBlock for BlockQ8_0 {
 
 impl OffsetBlock for BlockQ5_0 {
     const OFFSET: i8 = 16;
+    const ROW_DOT: VecDot = avx2::dot_q5_0;
     #[inline(always)]
     fn unsigned_pair(a: &Self, b: &Self) -> __m512i {
         // SAFETY: see the module doc; reads the 16 bytes of each `qs`.
@@ -121,7 +125,6 @@ fn rows_q5_0(n: usize, w: &[u8], row_bytes: usize, x: &[u8]) -> [f32; ROWS] {
 /// counts take the one-row dot.
 #[allow(clippy::too_many_arguments)] // the `TileDot` signature
 fn tile<W: OffsetBlock>(
-    one: VecDot,
     n: usize,
     w: &[u8],
     row_bytes: usize,
@@ -135,7 +138,7 @@ fn tile<W: OffsetBlock>(
     if rows_here < ROWS {
         for r in 0..rows_here {
             for t in 0..tokens {
-                out[t * TILE + r] = one(n, &w[r * row_bytes..(r + 1) * row_bytes], xt(t));
+                out[t * TILE + r] = W::ROW_DOT(n, &w[r * row_bytes..(r + 1) * row_bytes], xt(t));
             }
         }
         return;
@@ -163,34 +166,6 @@ fn tile<W: OffsetBlock>(
             }
         }
     }
-}
-
-#[allow(clippy::too_many_arguments)] // the `TileDot` signature
-fn tile_q8_0(
-    n: usize,
-    w: &[u8],
-    rb: usize,
-    r: usize,
-    x: &[u8],
-    xb: usize,
-    t: usize,
-    out: &mut [f32; TILE * TILE],
-) {
-    tile::<BlockQ8_0>(avx2::dot_q8_0, n, w, rb, r, x, xb, t, out)
-}
-
-#[allow(clippy::too_many_arguments)] // the `TileDot` signature
-fn tile_q5_0(
-    n: usize,
-    w: &[u8],
-    rb: usize,
-    r: usize,
-    x: &[u8],
-    xb: usize,
-    t: usize,
-    out: &mut [f32; TILE * TILE],
-) {
-    tile::<BlockQ5_0>(avx2::dot_q5_0, n, w, rb, r, x, xb, t, out)
 }
 
 /// `ggml_vec_dot_*_q8_0` of four consecutive rows (`row_bytes` each, in
