@@ -20,7 +20,8 @@
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use rusty_llm::gguf::GgmlType;
 use rusty_llm::kernels::{
-    BatchLanes, QuantTiles, Scratch, ThreadPool, Weights, kernels, matmul, matvec,
+    BatchLanes, Kernels, QuantTiles, Scratch, ThreadPool, Weights, interleaved, kernels, matmul,
+    matvec,
 };
 use rusty_llm::quant;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -89,6 +90,28 @@ fn fits(ty: GgmlType, cols: usize) -> bool {
     cols.is_multiple_of(ty.block_elements() as usize)
 }
 
+/// The interleaved copy the model loader would make of these weights.
+fn interleaved_copy(ty: GgmlType, rows: usize, cols: usize, data: &[u8]) -> Option<Vec<u8>> {
+    interleaved::can_interleave(ty, rows).then(|| interleaved::interleave_q4_0(rows, cols, data))
+}
+
+/// The weights as the model loader binds them: interleaved where `k` reads
+/// them so.
+fn bound<'a>(
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    data: &'a [u8],
+    copy: &'a Option<Vec<u8>>,
+    k: &Kernels,
+) -> Weights<'a> {
+    let w = Weights::new("bench", ty, rows, cols, data, k).unwrap();
+    match copy {
+        Some(copy) if k.interleaved.get(ty).is_some() => w.interleaved(copy, k).unwrap(),
+        _ => w,
+    }
+}
+
 fn bench(c: &mut Criterion) {
     let k = kernels();
     eprintln!("kernels: {}", k.simd.name());
@@ -113,7 +136,8 @@ fn bench(c: &mut Criterion) {
                 continue;
             }
             let data = weights(ty, rows, cols);
-            let w = Weights::new("bench", ty, rows, cols, &data, k).unwrap();
+            let copy = interleaved_copy(ty, rows, cols, &data);
+            let w = bound(ty, rows, cols, &data, &copy, k);
             let x = random(cols, 7);
             let mut out = vec![0f32; rows];
             let mut scratch = Scratch::default();
@@ -158,7 +182,8 @@ fn bench(c: &mut Criterion) {
                 continue;
             }
             let data = weights(ty, rows, cols);
-            let w = Weights::new("bench", ty, rows, cols, &data, k).unwrap();
+            let copy = interleaved_copy(ty, rows, cols, &data);
+            let w = bound(ty, rows, cols, &data, &copy, k);
             let xs = random(cols * TOKENS, 7);
             let mut out = vec![0f32; rows * TOKENS];
             let mut scratch = Scratch::default();
@@ -243,6 +268,7 @@ fn table(filter: &str) {
     let mut per_row = k;
     per_row.tiles = QuantTiles::default();
     per_row.batch.lanes = BatchLanes::default();
+    per_row.interleaved = interleaved::InterleavedDots::default();
     let pools = [ThreadPool::new(1), ThreadPool::new(2)];
     let want = |name: &str| name.contains(filter);
     if want("read") {
@@ -306,6 +332,7 @@ fn table(filter: &str) {
                 continue;
             }
             let data = weights(ty, rows, cols);
+            let copy = interleaved_copy(ty, rows, cols, &data);
             let x = random(cols, 7);
             let mut out = vec![0f32; rows];
             let mut scratch = Scratch::default();
@@ -317,7 +344,7 @@ fn table(filter: &str) {
                 let n = (2e8 / data.len() as f64).clamp(3.0, 400.0) as usize;
                 for _ in 0..5 {
                     for (i, kk) in [&per_row, &k].into_iter().enumerate() {
-                        let w = Weights::new("bench", ty, rows, cols, &data, kk).unwrap();
+                        let w = bound(ty, rows, cols, &data, &copy, kk);
                         res[i].extend(samples(n, || {
                             matvec(pool, &w, &x, &mut out, &mut scratch).unwrap()
                         }));
@@ -349,6 +376,7 @@ fn table(filter: &str) {
                 continue;
             }
             let data = weights(*ty, rows, cols);
+            let copy = interleaved_copy(*ty, rows, cols, &data);
             let xs = random(cols * TOKENS, 7);
             let mut out = vec![0f32; rows * TOKENS];
             let mut scratch = Scratch::default();
@@ -356,7 +384,7 @@ fn table(filter: &str) {
                 let mut res = [Vec::new(), Vec::new()];
                 for _ in 0..3 {
                     for (i, kk) in [&per_row, &k].into_iter().enumerate() {
-                        let w = Weights::new("bench", *ty, rows, cols, &data, kk).unwrap();
+                        let w = bound(*ty, rows, cols, &data, &copy, kk);
                         res[i].extend(samples(2, || {
                             matmul(pool, &w, &xs, TOKENS, &mut out, &mut scratch).unwrap()
                         }));

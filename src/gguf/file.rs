@@ -197,6 +197,31 @@ impl GgufFile {
 
     /// The bytes of a tensor from this file's directory (`tensors()`); an entry
     /// from another file is a caller bug and may panic.
+    /// Drops a tensor's pages from this process's resident memory (not from
+    /// the page cache) once a copy made at load serves instead, so the copy
+    /// does not count twice; a later read faults them back in from the file.
+    /// Best effort: does nothing for files held in memory.
+    pub fn release(&self, info: &TensorInfo) {
+        #[cfg(unix)]
+        if let Storage::Mapped(map) = &self.storage {
+            let start = (self.layout.data_offset + info.offset) as usize;
+            // SAFETY: the map is a read-only view of the file, never
+            // written, so MADV_DONTNEED only drops pages whose contents the
+            // next access reads again from the file (the same bytes); no
+            // reference sees different data.
+            let dropped = unsafe {
+                map.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    start,
+                    info.size as usize,
+                )
+            };
+            if let Err(e) = dropped {
+                tracing::debug!("madvise(DONTNEED) on {:?}: {e}", info.name);
+            }
+        }
+    }
+
     pub fn view<'a>(&'a self, info: &'a TensorInfo) -> TensorView<'a> {
         // Bounds were checked against the file length at parse time.
         let start = (self.layout.data_offset + info.offset) as usize;

@@ -4,6 +4,7 @@
 //! `RUSTY_LLM_KERNELS=exact|fast` picks the f32 summation order (see
 //! [`Order`]).
 
+use super::interleaved::InterleavedDots;
 use super::quant_dots::{QuantDots, VecDot, VecDot4, VecDotRows};
 use super::scalar;
 use super::tiles::{LaneTile, QuantTiles, TileDot};
@@ -130,6 +131,9 @@ pub struct Kernels {
     /// Row dots in the f32 order of ggml's batch kernels, where llama.cpp
     /// switches kernels with the batch size (see [`BatchDots`]).
     pub batch: BatchDots,
+    /// Kernels on row-interleaved weights (see `kernels::interleaved`);
+    /// the model loader interleaves the matrices of the types listed here.
+    pub interleaved: InterleavedDots,
 }
 
 /// The row dot products of ggml's other matmul kernels on x86, each in its
@@ -243,6 +247,7 @@ impl Kernels {
             tiles: QuantTiles::default(),
             quantizers: ActQuantizers::default(),
             batch: BatchDots::default(),
+            interleaved: InterleavedDots::default(),
         };
         // ggml's integer formulation of each quantized dot product.
         super::scalar_legacy::install(&mut k.dots);
@@ -264,6 +269,7 @@ impl Kernels {
                 super::x86_avx512_rows::install(&mut k.batch);
                 super::x86_avx512_lanes::install(&mut k.batch);
                 super::x86_avx512_quantize::install(&mut k);
+                super::x86_avx512_interleaved::install(&mut k.interleaved);
                 if order == Order::Fast {
                     super::x86_avx512_kquants::install(&mut k.dots);
                     super::x86_avx512_legacy::install_all(&mut k.dots);

@@ -17,6 +17,7 @@
 //! own, while the weights are still read once for all of them.
 
 use super::dispatch::{BatchDots, Kernels, Quantize};
+use super::interleaved::{GROUP_ROWS, GROUP_TOKENS, GroupDot, can_interleave};
 use super::pool::ThreadPool;
 use super::quant_dots::{ROWS, VecDot, VecDot4, VecDotRows, quantize_activations, vec_dot_type};
 use super::tiles::{LANE_MIN_TOKENS, LANE_ROWS, LANES, LaneTile, TILE, Tile};
@@ -65,6 +66,9 @@ pub struct Weights<'a> {
     lanes: Option<LanePlan>,
     /// The variant's own activation quantizer, if it has one.
     quantize: Option<Quantize>,
+    /// The same matrix row-interleaved (see [`Weights::interleaved`]) and
+    /// the kernel that reads it; it then serves every token.
+    interleaved: Option<(GroupDot, &'a [u8])>,
 }
 
 impl std::fmt::Debug for Weights<'_> {
@@ -195,7 +199,33 @@ impl<'a> Weights<'a> {
             // (No columns, no groups: the row dots give the zeros.)
             lanes: lanes.filter(|_| cols > 0),
             quantize: vec_dot_type(ty).and_then(|a| kernels.quantizers.get(a)),
+            interleaved: None,
         })
+    }
+
+    /// These weights with their row-interleaved copy (made by
+    /// [`super::interleaved`] from this matrix's bytes), which the variant's
+    /// interleaved kernel then reads for every token.
+    pub fn interleaved(mut self, bytes: &'a [u8], kernels: &Kernels) -> Result<Self, KernelError> {
+        let shape = |problem: String| KernelError::Shape {
+            name: format!("{self:?}"),
+            problem,
+        };
+        let Some(dot) = kernels.interleaved.get(self.ty) else {
+            return Err(shape(
+                "this kernel variant reads no interleaved weights of its type".into(),
+            ));
+        };
+        if !can_interleave(self.ty, self.rows) || bytes.len() != self.data.len() {
+            return Err(shape(format!(
+                "interleaved copy of {} bytes for {} rows of {} bytes",
+                bytes.len(),
+                self.rows,
+                self.row_bytes
+            )));
+        }
+        self.interleaved = Some((dot, bytes));
+        Ok(self)
     }
 
     fn row(&self, r: usize) -> &'a [u8] {
@@ -391,6 +421,10 @@ pub fn matmul_segments(
         }
     }
     drop(timed);
+    if let Some((dot, data)) = w.interleaved {
+        run_interleaved(pool, w, dot, data, n_tokens, out, scratch);
+        return Ok(());
+    }
 
     // Per segment: batches of a tile or more through the tile kernel; fewer
     // tokens one row at a time, through the tile's row kernel on its prepared
@@ -579,6 +613,56 @@ pub fn matmul_segments(
         }
     });
     Ok(())
+}
+
+/// Every token of a [`matmul_segments`] call through the interleaved
+/// kernel (a token's result does not depend on its segment or on the other
+/// tokens, see [`super::interleaved`]): the activations prepared once, then
+/// each chunk of row groups swept by tiles of tokens, so the chunk's weights
+/// stay in cache while every token passes over them.
+fn run_interleaved(
+    pool: &ThreadPool,
+    w: &Weights<'_>,
+    dot: GroupDot,
+    data: &[u8],
+    n_tokens: usize,
+    out: &mut [f32],
+    scratch: &mut Scratch,
+) {
+    let act_bytes = scratch.activations.len() / n_tokens;
+    scratch.prepared.clear();
+    {
+        let _timed = crate::profile::scope(|| "prepare interleaved activations".into());
+        for x in scratch.activations.chunks_exact(act_bytes) {
+            super::interleaved::prepare(w.cols, x, &mut scratch.prepared);
+        }
+    }
+    let (xs, x_bytes) = (&scratch.prepared[..], scratch.prepared.len() / n_tokens);
+    let group_bytes = GROUP_ROWS * w.row_bytes;
+    let chunk_rows = rows_per_chunk(w.rows, pool.threads(), w.data.len() * n_tokens)
+        .next_multiple_of(GROUP_ROWS);
+    let n_chunks = w.rows.div_ceil(chunk_rows);
+    let dst = Out(out.as_mut_ptr());
+    pool.run(n_chunks, &|chunk| {
+        let rows = chunk * chunk_rows..((chunk + 1) * chunk_rows).min(w.rows);
+        let mut o = [[0f32; GROUP_ROWS]; GROUP_TOKENS];
+        for t0 in (0..n_tokens).step_by(GROUP_TOKENS) {
+            let nt = GROUP_TOKENS.min(n_tokens - t0);
+            let x = &xs[t0 * x_bytes..(t0 + nt) * x_bytes];
+            for r0 in rows.clone().step_by(GROUP_ROWS) {
+                let group = &data[r0 / GROUP_ROWS * group_bytes..][..group_bytes];
+                dot(w.cols, group, x, x_bytes, nt, &mut o);
+                for (t, o) in o.iter().enumerate().take(nt) {
+                    for (r, &v) in o.iter().enumerate() {
+                        // SAFETY: (t0 + t) * rows + r0 + r < n_tokens * rows
+                        // == out.len(), and rows r0.. belong to this chunk
+                        // only (see `Out`).
+                        unsafe { *dst.at((t0 + t) * w.rows + r0 + r) = v };
+                    }
+                }
+            }
+        }
+    });
 }
 
 /// The activations of every token of a [`matmul_segments`] call, quantized

@@ -14,6 +14,8 @@
 //! - `tiles`: the shapes of the tile kernels (several rows × tokens per
 //!   call) that matrix × matrix uses; `x86_avx512_lanes`: the lane tiles, in
 //!   the f32 orders of ggml's batch kernels;
+//! - `interleaved`: weights rearranged at load so one register holds
+//!   sixteen rows (Q4_0), and the kernels that read them;
 //! - `matmul`: matrix × vector and matrix × matrix over the pool (`pool`).
 
 #[cfg(target_arch = "aarch64")]
@@ -21,6 +23,7 @@ mod aarch64_neon;
 pub(crate) mod activations;
 mod dispatch;
 pub mod f32_blocks;
+pub mod interleaved;
 mod matmul;
 pub mod pool;
 mod quant_dots;
@@ -36,6 +39,8 @@ mod x86_avx2_kquants;
 mod x86_avx2_legacy;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx512;
+#[cfg(target_arch = "x86_64")]
+mod x86_avx512_interleaved;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx512_kquants;
 #[cfg(target_arch = "x86_64")]

@@ -249,3 +249,99 @@ fn lane_tiles_change_no_result() {
         }
     }
 }
+
+/// The interleaved Q4_0 layout: the reference equals the plain Q4_0 dot to
+/// rounding (same integer sums, another f32 order), every SIMD kernel
+/// equals the reference bit for bit for any number of tokens per call, and
+/// `matmul` on interleaved weights gives each (row, token) the reference's
+/// value whatever the batch, the chunking or the thread count.
+#[test]
+fn interleaved_q4_0_equals_its_reference_bit_for_bit() {
+    use crate::gguf::GgmlType;
+    use interleaved::{GROUP_ROWS, GROUP_TOKENS, group_dot, interleave_q4_0, prepare};
+    let scalar = Kernels::for_simd(Simd::Scalar).unwrap();
+    for cols in [32, 96, 2048] {
+        let rows = 48;
+        let data = weight_rows(GgmlType::Q4_0, rows, cols, cols as u64);
+        let packed = interleave_q4_0(rows, cols, &data);
+        let plain = Weights::new("w", GgmlType::Q4_0, rows, cols, &data, &scalar).unwrap();
+        let row_bytes = data.len() / rows;
+        let group_bytes = GROUP_ROWS * row_bytes;
+        let tokens = 11;
+        let xs = values(tokens * cols, 7 + cols as u64);
+        let (mut q8, mut x) = (Vec::new(), Vec::new());
+        for t in xs.chunks_exact(cols) {
+            let mut row = Vec::new();
+            quantize_activations(GgmlType::Q4_0, t, &mut row).unwrap();
+            q8.extend_from_slice(&row);
+            prepare(cols, &row, &mut x);
+        }
+        let (q8_bytes, x_bytes) = (q8.len() / tokens, x.len() / tokens);
+        // want[t][r]: the reference, checked against the plain dot.
+        let want: Vec<Vec<f32>> = (0..tokens)
+            .map(|t| {
+                let xt = &x[t * x_bytes..(t + 1) * x_bytes];
+                let row: Vec<f32> = (0..rows / GROUP_ROWS)
+                    .flat_map(|g| group_dot(cols, &packed[g * group_bytes..][..group_bytes], xt))
+                    .collect();
+                for (r, v) in row.iter().enumerate() {
+                    let q = &q8[t * q8_bytes..(t + 1) * q8_bytes];
+                    let plain = (scalar.dots.q4_0)(cols, &data[r * row_bytes..][..row_bytes], q);
+                    assert!(
+                        close(*v, plain, cols),
+                        "cols {cols} t {t} r {r}: {v} vs {plain}"
+                    );
+                }
+                row
+            })
+            .collect();
+        let refused = plain.interleaved(&packed, &scalar).unwrap_err().to_string();
+        assert!(refused.contains("no interleaved weights"), "{refused}");
+        for simd in Simd::supported() {
+            let k = Kernels::for_simd(simd).unwrap();
+            let Some(dot) = k.interleaved.q4_0 else {
+                continue;
+            };
+            for n in 1..=GROUP_TOKENS {
+                let mut o = [[0f32; GROUP_ROWS]; GROUP_TOKENS];
+                dot(
+                    cols,
+                    &packed[group_bytes..2 * group_bytes],
+                    &x,
+                    x_bytes,
+                    n,
+                    &mut o,
+                );
+                for (t, o) in o.iter().enumerate().take(n) {
+                    for (r, v) in o.iter().enumerate() {
+                        let w = want[t][GROUP_ROWS + r];
+                        assert_eq!(v.to_bits(), w.to_bits(), "{simd:?} n {n} t {t} r {r}");
+                    }
+                }
+            }
+            let ws = Weights::new("w", GgmlType::Q4_0, rows, cols, &data, &k)
+                .unwrap()
+                .interleaved(&packed, &k)
+                .unwrap();
+            for threads in [1, 3] {
+                let pool = ThreadPool::new(threads);
+                for n in [1, 4, tokens] {
+                    let mut got = vec![0f32; n * rows];
+                    matmul(
+                        &pool,
+                        &ws,
+                        &xs[..n * cols],
+                        n,
+                        &mut got,
+                        &mut Scratch::default(),
+                    )
+                    .unwrap();
+                    for (i, v) in got.iter().enumerate() {
+                        let w = want[i / rows][i % rows];
+                        assert_eq!(v.to_bits(), w.to_bits(), "{simd:?} matmul {n} tokens, {i}");
+                    }
+                }
+            }
+        }
+    }
+}

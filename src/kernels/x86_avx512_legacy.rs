@@ -42,7 +42,8 @@ pub(super) fn install(dots: &mut QuantDots) {
     // 256-bit accumulators for them on every x86 CPU), and equal order is
     // what equal logits need. Q4_0, IQ4_NL and MXFP4 weights are repacked by
     // ggml (`repack.cpp`, rows a multiple of 8) into kernels of yet another
-    // order, so these stay the fastest.
+    // order, so these stay the fastest (Q4_0 matrices of 16k rows are read
+    // interleaved instead, see `interleaved`).
     dots.q4_0 = dot_q4_0;
     dots.iq4_nl = dot_iq4_nl;
     dots.mxfp4 = dot_mxfp4;
