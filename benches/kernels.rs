@@ -92,7 +92,7 @@ fn fits(ty: GgmlType, cols: usize) -> bool {
 
 /// The interleaved copy the model loader would make of these weights.
 fn interleaved_copy(ty: GgmlType, rows: usize, cols: usize, data: &[u8]) -> Option<Vec<u8>> {
-    interleaved::can_interleave(ty, rows).then(|| interleaved::interleave_q4_0(rows, cols, data))
+    interleaved::can_interleave(ty, rows).then(|| interleaved::interleave(ty, rows, cols, data))
 }
 
 /// The weights as the model loader binds them: interleaved where `k` reads

@@ -145,7 +145,9 @@ pub struct BatchDots {
     /// Q4_K weights whose row count is a multiple of 8 are repacked at load
     /// (`repack.cpp`, `block_q4_Kx8`): one token (and the last `n % 4` of a
     /// batch) through `ggml_gemv_q4_K_8x8_q8_K`, the rest in groups of four
-    /// through `ggml_gemm_q4_K_8x8_q8_K`: `(gemv, gemm)`.
+    /// through `ggml_gemm_q4_K_8x8_q8_K`: `(gemv, gemm)`. (Where the
+    /// variant reads Q4_K interleaved, matrices of 16k rows take those
+    /// kernels instead, in the same orders.)
     pub q4_k_repacked: Option<(VecDot, VecDot)>,
     /// Batches of at least [`BatchDots::TILED_MIN`] tokens through ggml's
     /// tiled K-quant matmul (`tiled/tiled.cpp`), for weights not repacked.

@@ -1,13 +1,19 @@
-//! Row-interleaved weights: Q4_0 matrices rearranged once at load so that
-//! one 64-byte register holds the same four elements of [`GROUP_ROWS`]
-//! consecutive rows, one row per 32-bit lane. A kernel then multiplies
-//! sixteen rows by one token with one `vpdpbusd` per four elements, the
-//! token's four activation bytes broadcast to every lane, and applies the
-//! block scales with one multiply and one FMA per block for all sixteen rows
-//! (the per-row kernels pay that per row): prefill spends far less on f32
-//! work and activation loads, and decode reads one long contiguous stream.
-//! llama.cpp repacks Q4_0 for x86 in the same spirit (`repack.cpp`,
-//! `block_q4_0x8`), with a layout and f32 order of its own.
+//! Row-interleaved weights: Q4_0 and Q4_K matrices rearranged once at load
+//! so that one 64-byte register holds the same four elements of
+//! [`GROUP_ROWS`] consecutive rows, one row per 32-bit lane. A kernel then
+//! multiplies sixteen rows by one token with one `vpdpbusd` per four
+//! elements, the token's four activation bytes broadcast to every lane, and
+//! applies the block scales once per block for all sixteen rows (the
+//! per-row kernels pay that, and a horizontal sum, per row): prefill spends
+//! far less on f32 work and activation loads, and decode reads one long
+//! contiguous stream with little work per byte. llama.cpp repacks Q4_0 and
+//! Q4_K for x86 in the same spirit (`repack.cpp`, `block_q4_0x8`,
+//! `block_q4_Kx8`), eight rows per group.
+//!
+//! The file's pages of an interleaved matrix are released after the copy
+//! (`GgufFile::release`), so resident memory holds the weights once.
+//!
+//! ## Q4_0
 //!
 //! The layout of one group of 16 rows, block by block (`n / 32` records of
 //! 288 bytes, the same bytes as the rows' own blocks):
@@ -34,8 +40,41 @@
 //! `acc = fma(isum as f32, d_w · d_x, acc)` over the blocks in order.
 //! The arithmetic of a pair does not depend on how many tokens or rows a
 //! call takes, so decode, prefill and continuous batches agree bit for bit.
+//!
+//! ## Q4_K
+//!
+//! One record of 2496 bytes per 256-element block of the 16 rows (the
+//! rows' own blocks are 2304: the scales are stored unpacked):
+//!
+//! ```text
+//! 0     d      16 × f16
+//! 32    dmin   16 × f16
+//! 64    sc     8 × 16 bytes: byte 16j + r = row r's 6-bit scale of sub-block j
+//! 192   mins   4 × 64 bytes: lane r of part k = row r's mins of sub-blocks
+//!              2k and 2k + 1 as two i16 (for `vpdpwssd`)
+//! 448   qs     4 × 8 × 64 bytes: part (k, p), lane r = row r's
+//!              qs[32k + 4p..32k + 4p + 4] (low nibbles: sub-block 2k,
+//!              high nibbles: sub-block 2k + 1)
+//! ```
+//!
+//! Activations: Q8_K blocks prepared as the 256 quants, `d` (f32) and,
+//! per 64-element chunk k, the sums of its two 32-element halves (from
+//! `bsums`) as two i16 in one i32.
+//!
+//! The order is ggml's for Q4_K weights repacked on x86 (`repack.cpp`),
+//! which llama.cpp uses whenever the rows are a multiple of 8, so logits
+//! stay equal to llama.cpp's: one token alone (and the last `n % 4` of a
+//! batch) in the order of `ggml_gemv_q4_K_8x8_q8_K` (per block, the exact
+//! integers Σ sc·q·x and Σ m·bsum, then `acc = fma(Σ, d_w·d_x, acc)` and
+//! `acc_m = fma(Σm, dmin_w·d_x, acc_m)`), the tokens of a batch's whole
+//! groups of four in that of `ggml_gemm_q4_K_8x8_q8_K` (the same two FMAs
+//! per 64-element chunk instead of per block); `acc − acc_m` at the end.
+//! [`group_dot_q4_k`] is the definition; the one-row kernels
+//! `dot_q4_k_gemv` / `dot_q4_k_gemm` of `x86_avx2_kquants` agree bit for
+//! bit (tested).
 
-use crate::quant::{BlockQ4_0, BlockQ8_0};
+use crate::gguf::GgmlType;
+use crate::quant::{BlockQ4_0, BlockQ4K, BlockQ8_0, BlockQ8K};
 
 /// Rows per interleaved group (one per 32-bit lane of a 512-bit register).
 pub const GROUP_ROWS: usize = 16;
@@ -43,11 +82,21 @@ pub const GROUP_ROWS: usize = 16;
 /// Tokens per call of a [`GroupDot`], at most.
 pub const GROUP_TOKENS: usize = 8;
 
-/// Bytes of one block record of a group.
+/// Bytes of one Q4_0 block record of a group.
 const RECORD: usize = GROUP_ROWS * size_of::<BlockQ4_0>();
 
-/// Bytes of one prepared activation block.
+/// Bytes of one prepared activation block for Q4_0.
 pub const PREPARED_BLOCK: usize = 40;
+
+/// Bytes of one Q4_K block record of a group, and where its fields start.
+pub const K_RECORD: usize = 2496;
+pub const K_DMIN: usize = 32;
+pub const K_SCALES: usize = 64;
+pub const K_MINS: usize = 192;
+pub const K_QS: usize = 448;
+
+/// Bytes of one prepared activation block for Q4_K.
+pub const K_PREPARED_BLOCK: usize = 276;
 
 /// Dot products of one interleaved group (`n` elements per row) with
 /// `tokens` (1..=[`GROUP_TOKENS`]) prepared activation rows of `x_bytes`
@@ -61,25 +110,170 @@ pub type GroupDot = fn(
     out: &mut [[f32; GROUP_ROWS]; GROUP_TOKENS],
 );
 
+/// Appends one token's activations (`n` elements in the weight type's
+/// `vec_dot_type` bytes) in a group kernel's layout.
+pub type Prepare = fn(n: usize, x: &[u8], out: &mut Vec<u8>);
+
+/// The kernels of one interleaved type.
+#[derive(Debug, Clone, Copy)]
+pub struct GroupKernel {
+    /// Single tokens, and the tokens outside a batch's whole groups of four.
+    pub dot: GroupDot,
+    /// The tokens in a batch's whole groups of four, where ggml's order
+    /// for them differs (`None`: `dot` for every token).
+    pub grouped: Option<GroupDot>,
+    pub prepare: Prepare,
+}
+
 /// The interleaved kernels of a variant, by weight type (`None`: the
 /// weights stay as they are in the file).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct InterleavedDots {
-    pub q4_0: Option<GroupDot>,
+    pub q4_0: Option<GroupKernel>,
+    pub q4_k: Option<GroupKernel>,
 }
 
 impl InterleavedDots {
-    pub fn get(&self, ty: crate::gguf::GgmlType) -> Option<GroupDot> {
+    pub fn get(&self, ty: GgmlType) -> Option<GroupKernel> {
         match ty {
-            crate::gguf::GgmlType::Q4_0 => self.q4_0,
+            GgmlType::Q4_0 => self.q4_0,
+            GgmlType::Q4_K => self.q4_k,
             _ => None,
         }
     }
 }
 
 /// Whether a `rows`-row matrix of `ty` can be interleaved.
-pub fn can_interleave(ty: crate::gguf::GgmlType, rows: usize) -> bool {
-    ty == crate::gguf::GgmlType::Q4_0 && rows > 0 && rows.is_multiple_of(GROUP_ROWS)
+pub fn can_interleave(ty: GgmlType, rows: usize) -> bool {
+    matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_K) && rows > 0 && rows.is_multiple_of(GROUP_ROWS)
+}
+
+/// Bytes of the interleaved copy of a `rows` × `cols` matrix of `ty`.
+pub fn interleaved_len(ty: GgmlType, rows: usize, cols: usize) -> usize {
+    match ty {
+        GgmlType::Q4_K => rows / GROUP_ROWS * cols / 256 * K_RECORD,
+        _ => rows * cols / 32 * size_of::<BlockQ4_0>(),
+    }
+}
+
+/// The interleaved copy of a matrix ([`can_interleave`] must hold).
+pub fn interleave(ty: GgmlType, rows: usize, cols: usize, data: &[u8]) -> Vec<u8> {
+    match ty {
+        GgmlType::Q4_K => interleave_q4_k(rows, cols, data),
+        _ => interleave_q4_0(rows, cols, data),
+    }
+}
+
+/// Fills `out` group by group (`group_bytes` each) with `one_group`, split
+/// over the cores: a 1B model's matrices are 550 MB in all, and the copy
+/// (mostly page faults and cache misses) is a visible part of the load
+/// time on one core.
+fn by_groups(out: &mut [u8], group_bytes: usize, one_group: impl Fn(usize, &mut [u8]) + Sync) {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let groups = out.len() / group_bytes.max(1);
+    let per_thread = groups.div_ceil(threads).max(1);
+    let one_group = &one_group;
+    std::thread::scope(|s| {
+        for (i, part) in out.chunks_mut(per_thread * group_bytes).enumerate() {
+            s.spawn(move || {
+                for (j, dst) in part.chunks_exact_mut(group_bytes).enumerate() {
+                    one_group(i * per_thread + j, dst);
+                }
+            });
+        }
+    });
+}
+
+/// Rearranges a Q4_K matrix (`rows` a multiple of [`GROUP_ROWS`], `cols` of
+/// 256) into the interleaved layout.
+pub fn interleave_q4_k(rows: usize, cols: usize, data: &[u8]) -> Vec<u8> {
+    let nb = cols / 256;
+    assert!(rows.is_multiple_of(GROUP_ROWS) && data.len() == rows * nb * size_of::<BlockQ4K>());
+    let mut out = vec![0u8; interleaved_len(GgmlType::Q4_K, rows, cols)];
+    let blocks: &[BlockQ4K] = bytemuck::cast_slice(data);
+    by_groups(&mut out, nb * K_RECORD, |g, dst| {
+        for (b, rec) in dst.chunks_exact_mut(K_RECORD).enumerate() {
+            for r in 0..GROUP_ROWS {
+                let block = &blocks[(g * GROUP_ROWS + r) * nb + b];
+                rec[2 * r..2 * r + 2].copy_from_slice(&block.d.0);
+                rec[K_DMIN + 2 * r..K_DMIN + 2 * r + 2].copy_from_slice(&block.dmin.0);
+                let (sc, m) = super::scalar_kquants::scales_mins_k4(&block.scales);
+                for j in 0..8 {
+                    rec[K_SCALES + 16 * j + r] = sc[j];
+                }
+                for k in 0..4 {
+                    let at = K_MINS + 64 * k + 4 * r;
+                    rec[at..at + 2].copy_from_slice(&i16::from(m[2 * k]).to_le_bytes());
+                    rec[at + 2..at + 4].copy_from_slice(&i16::from(m[2 * k + 1]).to_le_bytes());
+                    for p in 0..8 {
+                        let at = K_QS + 512 * k + 64 * p + 4 * r;
+                        let from = 32 * k + 4 * p;
+                        rec[at..at + 4].copy_from_slice(&block.qs[from..from + 4]);
+                    }
+                }
+            }
+        }
+    });
+    out
+}
+
+/// Appends one token's Q8_K activations (`n` elements) as prepared records.
+pub fn prepare_q4_k(n: usize, x: &[u8], out: &mut Vec<u8>) {
+    let blocks: &[BlockQ8K] = bytemuck::cast_slice(&x[..n / 256 * size_of::<BlockQ8K>()]);
+    for b in blocks {
+        out.extend_from_slice(bytemuck::cast_slice(&b.qs));
+        out.extend_from_slice(&b.d.0);
+        let half = |j: usize| b.bsums[2 * j].get() + b.bsums[2 * j + 1].get();
+        for k in 0..4 {
+            out.extend_from_slice(&half(2 * k).to_le_bytes());
+            out.extend_from_slice(&half(2 * k + 1).to_le_bytes());
+        }
+    }
+}
+
+/// The Q4_K reference: one group by one prepared token, in ggml's gemv
+/// order (`per_chunk` false) or gemm order (true), see the module doc.
+pub fn group_dot_q4_k(n: usize, group: &[u8], x: &[u8], per_chunk: bool) -> [f32; GROUP_ROWS] {
+    let mut acc = [0f32; GROUP_ROWS];
+    let mut acc_m = [0f32; GROUP_ROWS];
+    let records = group.chunks_exact(K_RECORD).take(n / 256);
+    let i16_at = |b: &[u8], at: usize| i32::from(i16::from_le_bytes([b[at], b[at + 1]]));
+    for (rec, xb) in records.zip(x.chunks_exact(K_PREPARED_BLOCK)) {
+        let dx = f32::from_le_bytes(xb[256..260].try_into().unwrap());
+        for r in 0..GROUP_ROWS {
+            let f16_at = |at: usize| half::f16::from_le_bytes([rec[at], rec[at + 1]]).to_f32();
+            let d = f16_at(2 * r) * dx;
+            let dmin = f16_at(K_DMIN + 2 * r) * dx;
+            let (mut isum, mut msum) = (0i32, 0i32);
+            for k in 0..4 {
+                let mut sub = [0i32; 2];
+                for p in 0..8 {
+                    for i in 0..4 {
+                        let u = rec[K_QS + 512 * k + 64 * p + 4 * r + i];
+                        let e = 64 * k + 4 * p + i;
+                        sub[0] += i32::from(u & 0x0f) * i32::from(xb[e] as i8);
+                        sub[1] += i32::from(u >> 4) * i32::from(xb[e + 32] as i8);
+                    }
+                }
+                let sc = |j: usize| i32::from(rec[K_SCALES + 16 * j + r]);
+                let chunk = sub[0] * sc(2 * k) + sub[1] * sc(2 * k + 1);
+                let mins = i16_at(rec, K_MINS + 64 * k + 4 * r) * i16_at(xb, 260 + 4 * k)
+                    + i16_at(rec, K_MINS + 64 * k + 4 * r + 2) * i16_at(xb, 262 + 4 * k);
+                if per_chunk {
+                    acc[r] = (chunk as f32).mul_add(d, acc[r]);
+                    acc_m[r] = (mins as f32).mul_add(dmin, acc_m[r]);
+                } else {
+                    isum += chunk;
+                    msum += mins;
+                }
+            }
+            if !per_chunk {
+                acc[r] = (isum as f32).mul_add(d, acc[r]);
+                acc_m[r] = (msum as f32).mul_add(dmin, acc_m[r]);
+            }
+        }
+    }
+    std::array::from_fn(|r| acc[r] - acc_m[r])
 }
 
 /// Rearranges a Q4_0 matrix (`rows` a multiple of [`GROUP_ROWS`], `cols` of
@@ -90,7 +284,7 @@ pub fn interleave_q4_0(rows: usize, cols: usize, data: &[u8]) -> Vec<u8> {
     assert!(rows.is_multiple_of(GROUP_ROWS) && data.len() == rows * row_bytes);
     let mut out = vec![0u8; data.len()];
     let blocks: &[BlockQ4_0] = bytemuck::cast_slice(data);
-    for (g, dst) in out.chunks_exact_mut(nb * RECORD).enumerate() {
+    by_groups(&mut out, nb * RECORD, |g, dst| {
         for (b, rec) in dst.chunks_exact_mut(RECORD).enumerate() {
             for r in 0..GROUP_ROWS {
                 let block = &blocks[(g * GROUP_ROWS + r) * nb + b];
@@ -101,12 +295,12 @@ pub fn interleave_q4_0(rows: usize, cols: usize, data: &[u8]) -> Vec<u8> {
                 }
             }
         }
-    }
+    });
     out
 }
 
 /// Appends one token's Q8_0 activations (`n` elements) as prepared records.
-pub fn prepare(n: usize, x: &[u8], out: &mut Vec<u8>) {
+pub fn prepare_q4_0(n: usize, x: &[u8], out: &mut Vec<u8>) {
     let blocks: &[BlockQ8_0] = bytemuck::cast_slice(&x[..n / 32 * size_of::<BlockQ8_0>()]);
     for b in blocks {
         out.extend_from_slice(bytemuck::cast_slice(&b.qs));
@@ -116,8 +310,8 @@ pub fn prepare(n: usize, x: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-/// The reference: one group by one prepared token, in the order the module
-/// doc defines.
+/// The Q4_0 reference: one group by one prepared token, in the order the
+/// module doc defines.
 pub fn group_dot(n: usize, group: &[u8], x: &[u8]) -> [f32; GROUP_ROWS] {
     let mut acc = [0f32; GROUP_ROWS];
     let records = group.chunks_exact(RECORD).take(n / 32);
@@ -139,20 +333,4 @@ pub fn group_dot(n: usize, group: &[u8], x: &[u8]) -> [f32; GROUP_ROWS] {
         }
     }
     acc
-}
-
-/// [`GroupDot`] by the reference, for tests and as the meaning of the SIMD
-/// kernels.
-#[cfg_attr(not(test), allow(dead_code))]
-pub fn group_dots_reference(
-    n: usize,
-    group: &[u8],
-    xs: &[u8],
-    x_bytes: usize,
-    tokens: usize,
-    out: &mut [[f32; GROUP_ROWS]; GROUP_TOKENS],
-) {
-    for (t, o) in out.iter_mut().enumerate().take(tokens) {
-        *o = group_dot(n, group, &xs[t * x_bytes..(t + 1) * x_bytes]);
-    }
 }

@@ -17,7 +17,7 @@
 //! own, while the weights are still read once for all of them.
 
 use super::dispatch::{BatchDots, Kernels, Quantize};
-use super::interleaved::{GROUP_ROWS, GROUP_TOKENS, GroupDot, can_interleave};
+use super::interleaved::{GROUP_ROWS, GROUP_TOKENS, GroupKernel, can_interleave, interleaved_len};
 use super::pool::ThreadPool;
 use super::quant_dots::{ROWS, VecDot, VecDot4, VecDotRows, quantize_activations, vec_dot_type};
 use super::tiles::{LANE_MIN_TOKENS, LANE_ROWS, LANES, LaneTile, TILE, Tile};
@@ -68,7 +68,7 @@ pub struct Weights<'a> {
     quantize: Option<Quantize>,
     /// The same matrix row-interleaved (see [`Weights::interleaved`]) and
     /// the kernel that reads it; it then serves every token.
-    interleaved: Option<(GroupDot, &'a [u8])>,
+    interleaved: Option<(GroupKernel, &'a [u8])>,
 }
 
 impl std::fmt::Debug for Weights<'_> {
@@ -216,12 +216,11 @@ impl<'a> Weights<'a> {
                 "this kernel variant reads no interleaved weights of its type".into(),
             ));
         };
-        if !can_interleave(self.ty, self.rows) || bytes.len() != self.data.len() {
+        let want = interleaved_len(self.ty, self.rows, self.cols);
+        if !can_interleave(self.ty, self.rows) || bytes.len() != want {
             return Err(shape(format!(
-                "interleaved copy of {} bytes for {} rows of {} bytes",
+                "interleaved copy of {} bytes, expected {want}",
                 bytes.len(),
-                self.rows,
-                self.row_bytes
             )));
         }
         self.interleaved = Some((dot, bytes));
@@ -421,8 +420,8 @@ pub fn matmul_segments(
         }
     }
     drop(timed);
-    if let Some((dot, data)) = w.interleaved {
-        run_interleaved(pool, w, dot, data, n_tokens, out, scratch);
+    if let Some((kernel, data)) = w.interleaved {
+        run_interleaved(pool, w, kernel, data, segments, out, scratch);
         return Ok(());
     }
 
@@ -616,29 +615,60 @@ pub fn matmul_segments(
 }
 
 /// Every token of a [`matmul_segments`] call through the interleaved
-/// kernel (a token's result does not depend on its segment or on the other
-/// tokens, see [`super::interleaved`]): the activations prepared once, then
-/// each chunk of row groups swept by tiles of tokens, so the chunk's weights
-/// stay in cache while every token passes over them.
+/// kernels: the tokens of each segment's whole groups of four through the
+/// kernel's `grouped` order where it has one (ggml's batch kernel), the
+/// others through `dot` (a token's result then depends only on its place in
+/// its own segment, see [`super::interleaved`]). The activations are
+/// prepared once, in that order; then each chunk of row groups is swept by
+/// tiles of tokens, so the chunk's weights stay in cache while every token
+/// passes over them.
 fn run_interleaved(
     pool: &ThreadPool,
     w: &Weights<'_>,
-    dot: GroupDot,
+    kernel: GroupKernel,
     data: &[u8],
-    n_tokens: usize,
+    segments: &[usize],
     out: &mut [f32],
     scratch: &mut Scratch,
 ) {
+    let n_tokens: usize = segments.iter().sum();
     let act_bytes = scratch.activations.len() / n_tokens;
+    // scratch.singles: the tokens in kernel order, the grouped ones first.
+    let order = &mut scratch.singles;
+    order.clear();
+    let mut first = 0;
+    for &n in segments {
+        if kernel.grouped.is_some() {
+            order.extend(first..first + n - n % 4);
+        }
+        first += n;
+    }
+    let n_grouped = order.len();
+    first = 0;
+    for &n in segments {
+        let from = if kernel.grouped.is_some() {
+            n - n % 4
+        } else {
+            0
+        };
+        order.extend(first + from..first + n);
+        first += n;
+    }
     scratch.prepared.clear();
     {
         let _timed = crate::profile::scope(|| "prepare interleaved activations".into());
-        for x in scratch.activations.chunks_exact(act_bytes) {
-            super::interleaved::prepare(w.cols, x, &mut scratch.prepared);
+        for &t in order.iter() {
+            let x = &scratch.activations[t * act_bytes..(t + 1) * act_bytes];
+            (kernel.prepare)(w.cols, x, &mut scratch.prepared);
         }
     }
-    let (xs, x_bytes) = (&scratch.prepared[..], scratch.prepared.len() / n_tokens);
-    let group_bytes = GROUP_ROWS * w.row_bytes;
+    let (order, xs) = (&scratch.singles[..], &scratch.prepared[..]);
+    let x_bytes = xs.len() / n_tokens;
+    let parts = [
+        (kernel.grouped.unwrap_or(kernel.dot), 0..n_grouped),
+        (kernel.dot, n_grouped..n_tokens),
+    ];
+    let group_bytes = data.len() / (w.rows / GROUP_ROWS);
     let chunk_rows = rows_per_chunk(w.rows, pool.threads(), w.data.len() * n_tokens)
         .next_multiple_of(GROUP_ROWS);
     let n_chunks = w.rows.div_ceil(chunk_rows);
@@ -646,18 +676,21 @@ fn run_interleaved(
     pool.run(n_chunks, &|chunk| {
         let rows = chunk * chunk_rows..((chunk + 1) * chunk_rows).min(w.rows);
         let mut o = [[0f32; GROUP_ROWS]; GROUP_TOKENS];
-        for t0 in (0..n_tokens).step_by(GROUP_TOKENS) {
-            let nt = GROUP_TOKENS.min(n_tokens - t0);
-            let x = &xs[t0 * x_bytes..(t0 + nt) * x_bytes];
-            for r0 in rows.clone().step_by(GROUP_ROWS) {
-                let group = &data[r0 / GROUP_ROWS * group_bytes..][..group_bytes];
-                dot(w.cols, group, x, x_bytes, nt, &mut o);
-                for (t, o) in o.iter().enumerate().take(nt) {
-                    for (r, &v) in o.iter().enumerate() {
-                        // SAFETY: (t0 + t) * rows + r0 + r < n_tokens * rows
-                        // == out.len(), and rows r0.. belong to this chunk
-                        // only (see `Out`).
-                        unsafe { *dst.at((t0 + t) * w.rows + r0 + r) = v };
+        for (dot, tokens) in parts.clone() {
+            for t0 in tokens.clone().step_by(GROUP_TOKENS) {
+                let nt = GROUP_TOKENS.min(tokens.end - t0);
+                let x = &xs[t0 * x_bytes..(t0 + nt) * x_bytes];
+                for r0 in rows.clone().step_by(GROUP_ROWS) {
+                    let group = &data[r0 / GROUP_ROWS * group_bytes..][..group_bytes];
+                    dot(w.cols, group, x, x_bytes, nt, &mut o);
+                    for (t, o) in o.iter().enumerate().take(nt) {
+                        let token = order[t0 + t];
+                        for (r, &v) in o.iter().enumerate() {
+                            // SAFETY: token * rows + r0 + r < n_tokens * rows
+                            // == out.len(), and rows r0.. belong to this
+                            // chunk only (see `Out`).
+                            unsafe { *dst.at(token * w.rows + r0 + r) = v };
+                        }
                     }
                 }
             }

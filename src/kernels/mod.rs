@@ -15,7 +15,7 @@
 //!   call) that matrix × matrix uses; `x86_avx512_lanes`: the lane tiles, in
 //!   the f32 orders of ggml's batch kernels;
 //! - `interleaved`: weights rearranged at load so one register holds
-//!   sixteen rows (Q4_0), and the kernels that read them;
+//!   sixteen rows (Q4_0, Q4_K), and the kernels that read them;
 //! - `matmul`: matrix × vector and matrix × matrix over the pool (`pool`).
 
 #[cfg(target_arch = "aarch64")]

@@ -258,7 +258,7 @@ fn lane_tiles_change_no_result() {
 #[test]
 fn interleaved_q4_0_equals_its_reference_bit_for_bit() {
     use crate::gguf::GgmlType;
-    use interleaved::{GROUP_ROWS, GROUP_TOKENS, group_dot, interleave_q4_0, prepare};
+    use interleaved::{GROUP_ROWS, GROUP_TOKENS, group_dot, interleave_q4_0, prepare_q4_0};
     let scalar = Kernels::for_simd(Simd::Scalar).unwrap();
     for cols in [32, 96, 2048] {
         let rows = 48;
@@ -274,7 +274,7 @@ fn interleaved_q4_0_equals_its_reference_bit_for_bit() {
             let mut row = Vec::new();
             quantize_activations(GgmlType::Q4_0, t, &mut row).unwrap();
             q8.extend_from_slice(&row);
-            prepare(cols, &row, &mut x);
+            prepare_q4_0(cols, &row, &mut x);
         }
         let (q8_bytes, x_bytes) = (q8.len() / tokens, x.len() / tokens);
         // want[t][r]: the reference, checked against the plain dot.
@@ -299,9 +299,10 @@ fn interleaved_q4_0_equals_its_reference_bit_for_bit() {
         assert!(refused.contains("no interleaved weights"), "{refused}");
         for simd in Simd::supported() {
             let k = Kernels::for_simd(simd).unwrap();
-            let Some(dot) = k.interleaved.q4_0 else {
+            let Some(kernel) = k.interleaved.q4_0 else {
                 continue;
             };
+            let dot = kernel.dot;
             for n in 1..=GROUP_TOKENS {
                 let mut o = [[0f32; GROUP_ROWS]; GROUP_TOKENS];
                 dot(
@@ -344,4 +345,116 @@ fn interleaved_q4_0_equals_its_reference_bit_for_bit() {
             }
         }
     }
+}
+
+/// The interleaved Q4_K layout keeps ggml's repacked Q4_K orders: the
+/// reference equals the one-row gemv / gemm kernels (`BatchDots::
+/// q4_k_repacked`) bit for bit, the SIMD kernels equal the reference bit for
+/// bit for any number of tokens per call, and `matmul_segments` gives each
+/// token the order of its place in its own segment (whole groups of four:
+/// gemm, the rest: gemv).
+#[test]
+fn interleaved_q4_k_keeps_the_repacked_orders_bit_for_bit() {
+    use crate::gguf::GgmlType;
+    use interleaved::{GROUP_ROWS, GROUP_TOKENS, group_dot_q4_k, interleave_q4_k, prepare_q4_k};
+    let (rows, cols) = (32, 512);
+    let data = weight_rows(GgmlType::Q4_K, rows, cols, 5);
+    let packed = interleave_q4_k(rows, cols, &data);
+    let group_bytes = packed.len() / (rows / GROUP_ROWS);
+    let row_bytes = data.len() / rows;
+    let tokens = 11;
+    let xs = values(tokens * cols, 9);
+    let (mut q8, mut x) = (Vec::new(), Vec::new());
+    for t in xs.chunks_exact(cols) {
+        let mut row = Vec::new();
+        quantize_activations(GgmlType::Q4_K, t, &mut row).unwrap();
+        q8.extend_from_slice(&row);
+        prepare_q4_k(cols, &row, &mut x);
+    }
+    let (q8_bytes, x_bytes) = (q8.len() / tokens, x.len() / tokens);
+    // want[order][t][r], order 0: gemv, 1: gemm.
+    let want: Vec<Vec<Vec<f32>>> = [false, true]
+        .map(|per_chunk| {
+            (0..tokens)
+                .map(|t| {
+                    let xt = &x[t * x_bytes..(t + 1) * x_bytes];
+                    (0..rows / GROUP_ROWS)
+                        .flat_map(|g| {
+                            let group = &packed[g * group_bytes..][..group_bytes];
+                            group_dot_q4_k(cols, group, xt, per_chunk)
+                        })
+                        .collect()
+                })
+                .collect()
+        })
+        .into();
+    let mut checked_one_row = false;
+    for simd in Simd::supported() {
+        let k = Kernels::for_simd(simd).unwrap();
+        if let Some((gemv, gemm)) = k.batch.q4_k_repacked {
+            for t in 0..tokens {
+                let q = &q8[t * q8_bytes..(t + 1) * q8_bytes];
+                for r in 0..rows {
+                    let w = &data[r * row_bytes..(r + 1) * row_bytes];
+                    for (order, dot) in [gemv, gemm].into_iter().enumerate() {
+                        let (a, b) = (want[order][t][r], dot(cols, w, q));
+                        assert_eq!(a.to_bits(), b.to_bits(), "{simd:?} order {order} {t} {r}");
+                    }
+                }
+            }
+            checked_one_row = true;
+        }
+        let Some(kernel) = k.interleaved.q4_k else {
+            continue;
+        };
+        for (order, dot) in [kernel.dot, kernel.grouped.unwrap()]
+            .into_iter()
+            .enumerate()
+        {
+            for n in 1..=GROUP_TOKENS {
+                let mut o = [[0f32; GROUP_ROWS]; GROUP_TOKENS];
+                dot(cols, &packed[group_bytes..], &x, x_bytes, n, &mut o);
+                for (t, o) in o.iter().enumerate().take(n) {
+                    for (r, v) in o.iter().enumerate() {
+                        let w = want[order][t][GROUP_ROWS + r];
+                        assert_eq!(
+                            v.to_bits(),
+                            w.to_bits(),
+                            "{simd:?} {order} n {n} t {t} r {r}"
+                        );
+                    }
+                }
+            }
+        }
+        let ws = Weights::new("w", GgmlType::Q4_K, rows, cols, &data, &k)
+            .unwrap()
+            .interleaved(&packed, &k)
+            .unwrap();
+        let pool = ThreadPool::new(2);
+        let segments = [1, 6, 4];
+        let mut got = vec![0f32; tokens * rows];
+        matmul_segments(
+            &pool,
+            &ws,
+            &xs,
+            &segments,
+            &mut got,
+            &mut Scratch::default(),
+        )
+        .unwrap();
+        // Segment [1]: gemv; [6]: four gemm, two gemv; [4]: gemm.
+        let orders = [0, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1];
+        for (i, v) in got.iter().enumerate() {
+            let (t, r) = (i / rows, i % rows);
+            let w = want[orders[t]][t][r];
+            assert_eq!(
+                v.to_bits(),
+                w.to_bits(),
+                "{simd:?} matmul token {t} row {r}"
+            );
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    assert!(checked_one_row || !Simd::Avx2.is_supported());
+    let _ = checked_one_row;
 }

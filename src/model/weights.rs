@@ -54,7 +54,7 @@ impl Linear {
             && interleaved::can_interleave(self.ty, self.rows)
             && self.interleaved.is_none();
         if wanted {
-            let bytes = interleaved::interleave_q4_0(self.rows, self.cols, self.data(file));
+            let bytes = interleaved::interleave(self.ty, self.rows, self.cols, self.data(file));
             self.interleaved = Some(Arc::new(bytes));
             file.release(&file.tensors()[self.tensor]);
         }
