@@ -59,10 +59,17 @@ fn group_dots(
             out[t..t + 4].copy_from_slice(&o);
             t += 4;
         }
-        while t < tokens {
-            let [o] = q4_0_group::<1>(nb, group, [x(t)]);
-            out[t] = o;
-            t += 1;
+        match tokens - t {
+            3 => {
+                let o = q4_0_group::<3>(nb, group, std::array::from_fn(|i| x(t + i)));
+                out[t..t + 3].copy_from_slice(&o);
+            }
+            2 => {
+                let o = q4_0_group::<2>(nb, group, std::array::from_fn(|i| x(t + i)));
+                out[t..t + 2].copy_from_slice(&o);
+            }
+            1 => out[t] = q4_0_group::<1>(nb, group, [x(t)])[0],
+            _ => {}
         }
     }
 }
@@ -154,15 +161,24 @@ fn q4_k_dots<const PER_CHUNK: bool>(
     // SAFETY: installed only on CPUs with these features (module doc); the
     // slices are long enough (asserted above).
     unsafe {
+        // Whole calls of four, then the rest in one call (a token's
+        // arithmetic is the same in each: the weights decoded once per call).
         while tokens - t >= 4 {
             let o = q4_k_group::<4, PER_CHUNK>(nb, group, std::array::from_fn(|i| x(t + i)));
             out[t..t + 4].copy_from_slice(&o);
             t += 4;
         }
-        while t < tokens {
-            let [o] = q4_k_group::<1, PER_CHUNK>(nb, group, [x(t)]);
-            out[t] = o;
-            t += 1;
+        match tokens - t {
+            3 => {
+                let o = q4_k_group::<3, PER_CHUNK>(nb, group, std::array::from_fn(|i| x(t + i)));
+                out[t..t + 3].copy_from_slice(&o);
+            }
+            2 => {
+                let o = q4_k_group::<2, PER_CHUNK>(nb, group, std::array::from_fn(|i| x(t + i)));
+                out[t..t + 2].copy_from_slice(&o);
+            }
+            1 => out[t] = q4_k_group::<1, PER_CHUNK>(nb, group, [x(t)])[0],
+            _ => {}
         }
     }
 }
