@@ -486,6 +486,12 @@ impl<'r> Engine<'r> {
         while !self.shared.shutdown.load(Ordering::Relaxed) {
             self.drop_cancelled();
             let idle = self.slots.iter().all(|s| s.active.is_none());
+            if idle {
+                // Slots just freed by cancellation must show as idle before
+                // `admit` blocks waiting for work (else `/slots` and the
+                // metrics keep them busy until the next request).
+                self.publish();
+            }
             self.admit(idle);
             if self.slots.iter().any(|s| s.active.is_some()) {
                 self.step();
