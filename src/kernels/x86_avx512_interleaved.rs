@@ -15,25 +15,81 @@ use super::interleaved::{
 };
 use std::arch::x86_64::*;
 
-/// Bytes of one block record of a group.
+/// Bytes of one Q4_0 block record of a group.
 const RECORD: usize = GROUP_ROWS * 18;
 
 pub(super) fn install(dots: &mut InterleavedDots) {
     if is_x86_feature_detected!("avx512vnni") {
         dots.q4_0 = Some(GroupKernel {
-            dot: group_dots,
+            dot: group_dots::<Q4_0>,
             grouped: None,
             prepare: prepare_q4_0,
         });
+        // ggml's gemv order for single tokens, its gemm order for groups of four.
         dots.q4_k = Some(GroupKernel {
-            dot: q4_k_gemv,
-            grouped: Some(q4_k_gemm),
+            dot: group_dots::<Q4K<false>>,
+            grouped: Some(group_dots::<Q4K<true>>),
             prepare: prepare_q4_k,
         });
     }
 }
 
-fn group_dots(
+/// One interleaved layout's kernel, for any number of tokens per call.
+trait GroupLayout {
+    /// Elements per block, bytes per block record, prepared activation
+    /// bytes per block.
+    const ELEMENTS: usize;
+    const RECORD: usize;
+    const X_BLOCK: usize;
+    /// Tokens per call the kernel takes best (registers permitting).
+    const WIDEST: usize;
+    /// # Safety
+    /// The CPU has the module's features; `group` holds `nb` records and
+    /// each `xs[t]` `nb` prepared blocks.
+    unsafe fn run<const T: usize>(
+        nb: usize,
+        group: &[u8],
+        xs: [&[u8]; T],
+    ) -> [[f32; GROUP_ROWS]; T];
+}
+
+struct Q4_0;
+impl GroupLayout for Q4_0 {
+    const ELEMENTS: usize = 32;
+    const RECORD: usize = RECORD;
+    const X_BLOCK: usize = PREPARED_BLOCK;
+    const WIDEST: usize = 8;
+    unsafe fn run<const T: usize>(
+        nb: usize,
+        group: &[u8],
+        xs: [&[u8]; T],
+    ) -> [[f32; GROUP_ROWS]; T] {
+        // SAFETY: forwarded (see the trait).
+        unsafe { q4_0_group::<T>(nb, group, xs) }
+    }
+}
+
+struct Q4K<const PER_CHUNK: bool>;
+impl<const PER_CHUNK: bool> GroupLayout for Q4K<PER_CHUNK> {
+    const ELEMENTS: usize = 256;
+    const RECORD: usize = K_RECORD;
+    const X_BLOCK: usize = K_PREPARED_BLOCK;
+    const WIDEST: usize = 4;
+    unsafe fn run<const T: usize>(
+        nb: usize,
+        group: &[u8],
+        xs: [&[u8]; T],
+    ) -> [[f32; GROUP_ROWS]; T] {
+        // SAFETY: forwarded (see the trait).
+        unsafe { q4_k_group::<T, PER_CHUNK>(nb, group, xs) }
+    }
+}
+
+/// A [`super::interleaved::GroupDot`] from a layout's kernel: the tokens
+/// in calls of `L::WIDEST`, then of four, then the rest in one call (a
+/// token's arithmetic is the same in each; the weights are decoded once
+/// per call).
+fn group_dots<L: GroupLayout>(
     n: usize,
     group: &[u8],
     xs: &[u8],
@@ -41,34 +97,30 @@ fn group_dots(
     tokens: usize,
     out: &mut [[f32; GROUP_ROWS]; GROUP_TOKENS],
 ) {
-    let nb = n / 32;
-    assert!(group.len() >= nb * RECORD && tokens <= GROUP_TOKENS);
-    assert!(x_bytes >= nb * PREPARED_BLOCK && xs.len() >= tokens * x_bytes);
-    let x = |t: usize| &xs[t * x_bytes..t * x_bytes + nb * PREPARED_BLOCK];
+    let nb = n / L::ELEMENTS;
+    assert!(group.len() >= nb * L::RECORD && tokens <= GROUP_TOKENS);
+    assert!(x_bytes >= nb * L::X_BLOCK && xs.len() >= tokens * x_bytes);
+    let x = |t: usize| &xs[t * x_bytes..t * x_bytes + nb * L::X_BLOCK];
     let mut t = 0;
     // SAFETY: installed only on CPUs with these features (module doc); the
     // slices are long enough (asserted above).
     unsafe {
-        while tokens - t >= 8 {
-            let o = q4_0_group::<8>(nb, group, std::array::from_fn(|i| x(t + i)));
-            out[t..t + 8].copy_from_slice(&o);
-            t += 8;
+        if L::WIDEST == 8 {
+            while tokens - t >= 8 {
+                let o = L::run::<8>(nb, group, std::array::from_fn(|i| x(t + i)));
+                out[t..t + 8].copy_from_slice(&o);
+                t += 8;
+            }
         }
-        if tokens - t >= 4 {
-            let o = q4_0_group::<4>(nb, group, std::array::from_fn(|i| x(t + i)));
+        while tokens - t >= 4 {
+            let o = L::run::<4>(nb, group, std::array::from_fn(|i| x(t + i)));
             out[t..t + 4].copy_from_slice(&o);
             t += 4;
         }
         match tokens - t {
-            3 => {
-                let o = q4_0_group::<3>(nb, group, std::array::from_fn(|i| x(t + i)));
-                out[t..t + 3].copy_from_slice(&o);
-            }
-            2 => {
-                let o = q4_0_group::<2>(nb, group, std::array::from_fn(|i| x(t + i)));
-                out[t..t + 2].copy_from_slice(&o);
-            }
-            1 => out[t] = q4_0_group::<1>(nb, group, [x(t)])[0],
+            3 => out[t..t + 3].copy_from_slice(&L::run::<3>(nb, group, [x(t), x(t + 1), x(t + 2)])),
+            2 => out[t..t + 2].copy_from_slice(&L::run::<2>(nb, group, [x(t), x(t + 1)])),
+            1 => out[t] = L::run::<1>(nb, group, [x(t)])[0],
             _ => {}
         }
     }
@@ -121,66 +173,6 @@ fn q4_0_group<const T: usize>(nb: usize, group: &[u8], xs: [&[u8]; T]) -> [[f32;
         unsafe { _mm512_storeu_ps(o.as_mut_ptr(), a) };
         o
     })
-}
-
-fn q4_k_gemv(
-    n: usize,
-    group: &[u8],
-    xs: &[u8],
-    x_bytes: usize,
-    tokens: usize,
-    out: &mut [[f32; GROUP_ROWS]; GROUP_TOKENS],
-) {
-    q4_k_dots::<false>(n, group, xs, x_bytes, tokens, out)
-}
-
-fn q4_k_gemm(
-    n: usize,
-    group: &[u8],
-    xs: &[u8],
-    x_bytes: usize,
-    tokens: usize,
-    out: &mut [[f32; GROUP_ROWS]; GROUP_TOKENS],
-) {
-    q4_k_dots::<true>(n, group, xs, x_bytes, tokens, out)
-}
-
-fn q4_k_dots<const PER_CHUNK: bool>(
-    n: usize,
-    group: &[u8],
-    xs: &[u8],
-    x_bytes: usize,
-    tokens: usize,
-    out: &mut [[f32; GROUP_ROWS]; GROUP_TOKENS],
-) {
-    let nb = n / 256;
-    assert!(group.len() >= nb * K_RECORD && tokens <= GROUP_TOKENS);
-    assert!(x_bytes >= nb * K_PREPARED_BLOCK && xs.len() >= tokens * x_bytes);
-    let x = |t: usize| &xs[t * x_bytes..t * x_bytes + nb * K_PREPARED_BLOCK];
-    let mut t = 0;
-    // SAFETY: installed only on CPUs with these features (module doc); the
-    // slices are long enough (asserted above).
-    unsafe {
-        // Whole calls of four, then the rest in one call (a token's
-        // arithmetic is the same in each: the weights decoded once per call).
-        while tokens - t >= 4 {
-            let o = q4_k_group::<4, PER_CHUNK>(nb, group, std::array::from_fn(|i| x(t + i)));
-            out[t..t + 4].copy_from_slice(&o);
-            t += 4;
-        }
-        match tokens - t {
-            3 => {
-                let o = q4_k_group::<3, PER_CHUNK>(nb, group, std::array::from_fn(|i| x(t + i)));
-                out[t..t + 3].copy_from_slice(&o);
-            }
-            2 => {
-                let o = q4_k_group::<2, PER_CHUNK>(nb, group, std::array::from_fn(|i| x(t + i)));
-                out[t..t + 2].copy_from_slice(&o);
-            }
-            1 => out[t] = q4_k_group::<1, PER_CHUNK>(nb, group, [x(t)])[0],
-            _ => {}
-        }
-    }
 }
 
 #[inline]
