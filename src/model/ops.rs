@@ -6,6 +6,7 @@
 use super::config::{Activation, RopeConfig, RopeScaling, RopeStyle};
 use crate::kernels::f32_blocks::expf_like_ggml;
 use half::f16;
+use half::slice::HalfFloatSliceExt;
 use std::sync::OnceLock;
 
 /// `1 / rms(x)` as ggml computes it: squares summed in f64, the mean
@@ -121,12 +122,20 @@ fn swiglu(x: &mut [f32], g: &[f32]) {
 /// the identity above 10.
 #[inline]
 pub fn gelu(x: f32) -> f32 {
+    gelu_of_rounded(x, f16::from_f32(x), gelu_table())
+}
+
+/// ggml's rules around its f16 table: saturate outside ±10, look up inside.
+/// `rounded` is `x` rounded to f16, passed in so callers can round a slice
+/// at a time.
+#[inline]
+fn gelu_of_rounded(x: f32, rounded: f16, table: &[f32; 1 << 16]) -> f32 {
     if x <= -10.0 {
         0.0
     } else if x >= 10.0 {
         x
     } else {
-        gelu_table()[f16::from_f32(x).to_bits() as usize]
+        table[rounded.to_bits() as usize]
     }
 }
 
@@ -162,8 +171,18 @@ pub fn gated(act: Activation, gate: &mut [f32], up: &[f32]) {
     if act == Activation::Silu {
         return swiglu(gate, up);
     }
-    for (g, &u) in gate.iter_mut().zip(up) {
-        *g = act.apply(*g) * u;
+    // GELU as `gelu` computes it, but the f16 rounding of the inputs done a
+    // slice at a time: `half` converts slices with F16C where the CPU has
+    // it, where one value at a time it converts in software (measured:
+    // 24.6 µs for Gemma's 2048 values a token, most of it conversion).
+    let table = gelu_table();
+    let mut halves = [f16::ZERO; 64];
+    for (g, u) in gate.chunks_mut(64).zip(up.chunks(64)) {
+        let h = &mut halves[..g.len()];
+        h.convert_from_f32_slice(g);
+        for ((g, &u), &h) in g.iter_mut().zip(u).zip(h.iter()) {
+            *g = gelu_of_rounded(*g, h, table) * u;
+        }
     }
 }
 
@@ -307,6 +326,32 @@ mod tests {
         ];
         for (o, w) in out.iter().zip(want) {
             assert!((o - w).abs() < 1e-6, "{out:?} vs {want:?}");
+        }
+    }
+
+    #[test]
+    fn gated_gelu_equals_gelu_value_by_value() {
+        let mut gate: Vec<f32> = (0..1000).map(|i| (i as f32 - 500.0) * 0.0273).collect();
+        gate.extend([
+            -10.0,
+            10.0,
+            -9.999,
+            9.999,
+            0.5,
+            -0.0,
+            65504.0,
+            1e-8,
+            f32::NAN,
+        ]);
+        let up: Vec<f32> = (0..gate.len()).map(|i| 1.0 + i as f32 * 1e-3).collect();
+        let mut got = gate.clone();
+        gated(Activation::GeluTanh, &mut got, &up);
+        for ((g, u), v) in gate.iter().zip(&up).zip(&got) {
+            let want = gelu(*g) * u;
+            assert!(
+                want.to_bits() == v.to_bits() || want.is_nan() && v.is_nan(),
+                "{g}: {v} vs {want}"
+            );
         }
     }
 
