@@ -480,10 +480,12 @@ pub fn matmul_segments(
         }
         first += n;
     }
-    // Whole tiles of single tokens share the tile (or the four-token dot);
-    // the rest run their row dots (a ragged tile is slower than the row
-    // kernel).
-    let ragged = scratch.singles.len() % TILE;
+    // Single tokens share the tile in fours, twos and threes (or the
+    // four-token dot in fours); the rest run their row dots.
+    let ragged = match scratch.singles.len() % TILE {
+        2 | 3 if w.singles_tile.is_some() => 0,
+        ragged => ragged,
+    };
     for index in scratch.singles.drain(scratch.singles.len() - ragged..) {
         scratch.row_tokens.push(match row_on_prepared {
             Some((_, row)) => RowToken {

@@ -458,3 +458,58 @@ fn interleaved_q4_k_keeps_the_repacked_orders_bit_for_bit() {
     assert!(checked_one_row || !Simd::Avx2.is_supported());
     let _ = checked_one_row;
 }
+
+/// The single tokens of a continuous batch (segments of one token each,
+/// one per sequence) get exactly what each gets alone through `matvec`,
+/// bit for bit, however many share a step (the singles tiles take them in
+/// twos, threes and fours), on ragged row counts and more than one thread.
+#[test]
+fn continuous_batch_singles_equal_each_token_alone() {
+    use crate::gguf::GgmlType;
+    for simd in Simd::supported() {
+        let k = Kernels::for_simd(simd).unwrap();
+        for ty in [
+            GgmlType::Q8_0,
+            GgmlType::Q5_0,
+            GgmlType::Q4_0,
+            GgmlType::Q4_K,
+            GgmlType::Q6_K,
+        ] {
+            let cols = 2 * 256;
+            for rows in [7, 16, 21] {
+                let data = weight_rows(ty, rows, cols, (rows + 11) as u64);
+                let ws = Weights::new("w", ty, rows, cols, &data, &k).unwrap();
+                for threads in [1, 2] {
+                    let pool = ThreadPool::new(threads);
+                    let mut s = Scratch::default();
+                    for singles in 1..=9 {
+                        let xs = values(singles * cols, (singles * 3 + rows) as u64);
+                        let mut got = vec![0f32; singles * rows];
+                        let segments = vec![1; singles];
+                        matmul_segments(&pool, &ws, &xs, &segments, &mut got, &mut s).unwrap();
+                        for t in 0..singles {
+                            let mut alone = vec![0f32; rows];
+                            matvec(
+                                &pool,
+                                &ws,
+                                &xs[t * cols..(t + 1) * cols],
+                                &mut alone,
+                                &mut s,
+                            )
+                            .unwrap();
+                            for r in 0..rows {
+                                let (a, b) = (got[t * rows + r], alone[r]);
+                                assert_eq!(
+                                    a.to_bits(),
+                                    b.to_bits(),
+                                    "{simd:?} {ty} rows {rows} {singles} singles t {t} r {r}: \
+                                     {a} vs {b}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -100,8 +100,9 @@ pub(super) trait TileKernel {
     -> [[f32; R]; T];
 }
 
-/// Runs `K` on a tile of any size up to `TILE × TILE`: the full tile in one
-/// call, ragged edges as 4×1, 1×4 or 1×1 calls.
+/// Runs `K` on a tile of any size up to `TILE × TILE`: the full tile, or
+/// four rows of two or three tokens, in one call; other ragged edges as
+/// 4×1, 1×4 or 1×1 calls.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 #[allow(clippy::too_many_arguments)] // the `TileDot` signature
 #[inline]
@@ -124,9 +125,18 @@ pub(super) fn drive<K: TileKernel>(
             out[t * TILE..t * TILE + TILE].copy_from_slice(o);
         }
     } else if rows == TILE {
-        for t in 0..tokens {
-            let [o] = K::run::<TILE, 1>(n, std::array::from_fn(wr), [xt(t)]);
-            out[t * TILE..t * TILE + TILE].copy_from_slice(&o);
+        // Two or three tokens (a continuous batch of that many singles)
+        // still share each weight block.
+        let mut put = |t0: usize, o: &[[f32; TILE]]| {
+            for (t, o) in o.iter().enumerate() {
+                out[(t0 + t) * TILE..(t0 + t + 1) * TILE].copy_from_slice(o);
+            }
+        };
+        let w = std::array::from_fn(wr);
+        match tokens {
+            3 => put(0, &K::run::<TILE, 3>(n, w, std::array::from_fn(xt))),
+            2 => put(0, &K::run::<TILE, 2>(n, w, std::array::from_fn(xt))),
+            _ => (0..tokens).for_each(|t| put(t, &K::run::<TILE, 1>(n, w, [xt(t)]))),
         }
     } else if tokens == TILE {
         for r in 0..rows {
