@@ -7,7 +7,7 @@
 use super::interleaved::InterleavedDots;
 use super::quant_dots::{QuantDots, VecDot, VecDot4, VecDotRows};
 use super::scalar;
-use super::tiles::{LaneTile, QuantTiles, TileDot};
+use super::tiles::{LaneTile, Prepare, QuantTiles, TileDot};
 use half::{bf16, f16};
 use std::sync::OnceLock;
 use thiserror::Error;
@@ -170,8 +170,9 @@ pub struct BatchDots {
     pub rows: [Option<(VecDot, VecDotRows)>; 2],
     /// Row dots paired with a tile kernel whose every (row, token) is bit
     /// for bit the row dot's: what the single tokens of a continuous batch
-    /// share, in preference to `four_tokens`.
-    pub singles_tiles: [Option<(VecDot, TileDot)>; 4],
+    /// share, in preference to `four_tokens`; with the activation layout
+    /// the tile reads, where it has one of its own.
+    pub singles_tiles: [Option<(VecDot, TileDot, Option<Prepare>)>; 4],
     /// The K-quant orders above and tinyBLAS's for Q8_0/Q5_0 as lane
     /// tiles, where the variant has them.
     pub lanes: BatchLanes,

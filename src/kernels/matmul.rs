@@ -20,7 +20,7 @@ use super::dispatch::{BatchDots, Kernels, Quantize};
 use super::interleaved::{GROUP_ROWS, GROUP_TOKENS, GroupKernel, can_interleave, interleaved_len};
 use super::pool::ThreadPool;
 use super::quant_dots::{ROWS, VecDot, VecDot4, VecDotRows, quantize_activations, vec_dot_type};
-use super::tiles::{LANE_MIN_TOKENS, LANE_ROWS, LANES, LaneTile, TILE, Tile};
+use super::tiles::{LANE_MIN_TOKENS, LANE_ROWS, LANES, LaneTile, Prepare, TILE, Tile};
 use crate::gguf::GgmlType;
 use crate::quant::QuantError;
 use thiserror::Error;
@@ -56,6 +56,9 @@ pub struct Weights<'a> {
     /// single tokens of a continuous batch can share, with the rows it
     /// takes per call.
     singles_tile: Option<(Tile, usize)>,
+    /// The activation layout of a singles tile that has one of its own
+    /// (not the batch tile's).
+    singles_prepare: Option<Prepare>,
     /// `dot` for four tokens at once (each bit for bit `dot`'s), if the
     /// variant has it.
     dot4: Option<VecDot4>,
@@ -169,20 +172,23 @@ impl<'a> Weights<'a> {
             .singles_tiles
             .iter()
             .flatten()
-            .find(|(one, _)| std::ptr::fn_addr_eq(*one, dot))
-            .map(|&(one, dot)| Tile {
-                dot,
-                prepare: None,
-                row: None,
-                same_as: Some(one),
-            });
-        let singles_tile = match tile {
-            Some(t) if t.prepare.is_some() && t.row.is_some() => Some((t, TILE)),
-            _ if own_order.is_some() => own_order.map(|t| (t, TILE)),
+            .find(|(one, ..)| std::ptr::fn_addr_eq(*one, dot));
+        let singles_prepare = own_order.and_then(|&(.., prepare)| prepare);
+        let own_order = own_order.map(|&(one, dot, _)| Tile {
+            dot,
+            prepare: None,
+            row: None,
+            same_as: Some(one),
+        });
+        let (singles_tile, singles_prepare) = match tile {
+            Some(t) if t.prepare.is_some() && t.row.is_some() => (Some((t, TILE)), None),
+            _ if own_order.is_some() => (own_order.map(|t| (t, TILE)), singles_prepare),
             // The AVX2 tiles (in the row dot's order) have 16 registers: one
             // row by four tokens keeps their accumulators in them.
-            Some(t) if t.same_as.is_some_and(|one| std::ptr::fn_addr_eq(one, dot)) => Some((t, 1)),
-            _ => None,
+            Some(t) if t.same_as.is_some_and(|one| std::ptr::fn_addr_eq(one, dot)) => {
+                (Some((t, 1)), None)
+            }
+            _ => (None, None),
         };
         Ok(Self {
             ty,
@@ -194,6 +200,7 @@ impl<'a> Weights<'a> {
             batch,
             tile,
             singles_tile,
+            singles_prepare,
             dot4,
             dot_rows,
             // (No columns, no groups: the row dots give the zeros.)
@@ -481,8 +488,10 @@ pub fn matmul_segments(
         first += n;
     }
     // Single tokens share the tile in fours, twos and threes (or the
-    // four-token dot in fours); the rest run their row dots.
+    // four-token dot in fours); the rest run their row dots, except where
+    // the tile has a layout of its own, which serves one token too.
     let ragged = match scratch.singles.len() % TILE {
+        _ if w.singles_prepare.is_some() => 0,
         2 | 3 if w.singles_tile.is_some() => 0,
         ragged => ragged,
     };
@@ -533,12 +542,20 @@ pub fn matmul_segments(
         }
     }
     scratch.single_activations.clear();
+    let timed = w
+        .singles_prepare
+        .filter(|_| !scratch.singles.is_empty())
+        .map(|_| crate::profile::scope(|| "prepare singles activations".into()));
     for &t in scratch.singles.iter().filter(|_| singles_tile.is_some()) {
-        let (all, bytes) = acts.all(singles_prepared);
-        scratch
-            .single_activations
-            .extend_from_slice(&all[t * bytes..(t + 1) * bytes]);
+        match w.singles_prepare {
+            Some(prepare) => prepare(w.cols, acts.of(t, false), &mut scratch.single_activations),
+            None => scratch
+                .single_activations
+                .extend_from_slice(acts.of(t, singles_prepared)),
+        }
     }
+    drop(timed);
+    let single_bytes = scratch.single_activations.len() / scratch.singles.len().max(1);
 
     let chunk_rows =
         rows_per_chunk(w.rows, pool.threads(), w.data.len() * n_tokens).next_multiple_of(TILE);
@@ -572,7 +589,7 @@ pub fn matmul_segments(
         if let Some((tile, row_step)) = singles_tile {
             let group = TileGroup {
                 xs: single_xs,
-                x_bytes: acts.all(singles_prepared).1,
+                x_bytes: single_bytes,
                 n_tokens: singles.len(),
                 row_step,
             };

@@ -539,8 +539,16 @@ pub(super) fn install_singles(batch: &mut super::dispatch::BatchDots) {
     if !is_x86_feature_detected!("avx512vnni") {
         return;
     }
-    batch.singles_tiles[0] = Some((super::x86_avx2_kquants::dot_q4_k_gemv, drive::<Q4KGemvTile>));
-    batch.singles_tiles[1] = Some((super::x86_avx2_kquants::dot_q6_k, drive::<Q6KRowOrderTile>));
+    batch.singles_tiles[0] = Some((
+        super::x86_avx2_kquants::dot_q4_k_gemv,
+        drive::<Q4KGemvTile>,
+        None,
+    ));
+    batch.singles_tiles[1] = Some((
+        super::x86_avx2_kquants::dot_q6_k,
+        drive::<Q6KRowOrderTile>,
+        None,
+    ));
 }
 
 /// `ggml_vec_dot_q4_K_q8_K` per (row, token): `d·dx·Σ sc·(q·x) −
