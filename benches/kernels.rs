@@ -19,6 +19,7 @@
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use rusty_llm::gguf::GgmlType;
+use rusty_llm::kernels::weight_buffer::WeightBuffer;
 use rusty_llm::kernels::{
     BatchLanes, Kernels, QuantTiles, Scratch, ThreadPool, Weights, interleaved, kernels, matmul,
     matvec,
@@ -54,7 +55,8 @@ fn random(n: usize, seed: u64) -> Vec<f32> {
 
 /// `rows × cols` weights of type `ty`: quantized from random values where the
 /// project has a quantizer, else random blocks with a sane f16 scale up front.
-fn weights(ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
+/// Weights in huge pages, as the model loader keeps them.
+fn weights(ty: GgmlType, rows: usize, cols: usize) -> WeightBuffer {
     let values = random(cols * 64, rows as u64);
     let mut block_rows = Vec::new();
     for r in 0..64 {
@@ -81,7 +83,7 @@ fn weights(ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
         let take = (rows * row_bytes - out.len()).min(block_rows.len());
         out.extend_from_slice(&block_rows[..take]);
     }
-    out
+    WeightBuffer::copy_of(&out).unwrap()
 }
 
 /// Whether a row of `cols` is whole blocks of `ty` (the K-quants' 256 does
@@ -91,8 +93,9 @@ fn fits(ty: GgmlType, cols: usize) -> bool {
 }
 
 /// The interleaved copy the model loader would make of these weights.
-fn interleaved_copy(ty: GgmlType, rows: usize, cols: usize, data: &[u8]) -> Option<Vec<u8>> {
-    interleaved::can_interleave(ty, rows).then(|| interleaved::interleave(ty, rows, cols, data))
+fn interleaved_copy(ty: GgmlType, rows: usize, cols: usize, data: &[u8]) -> Option<WeightBuffer> {
+    interleaved::can_interleave(ty, rows)
+        .then(|| interleaved::interleave(ty, rows, cols, data).unwrap())
 }
 
 /// The weights as the model loader binds them: interleaved where `k` reads
@@ -102,7 +105,7 @@ fn bound<'a>(
     rows: usize,
     cols: usize,
     data: &'a [u8],
-    copy: &'a Option<Vec<u8>>,
+    copy: &'a Option<WeightBuffer>,
     k: &Kernels,
 ) -> Weights<'a> {
     let w = Weights::new("bench", ty, rows, cols, data, k).unwrap();

@@ -73,6 +73,7 @@
 //! `dot_q4_k_gemv` / `dot_q4_k_gemm` of `x86_avx2_kquants` agree bit for
 //! bit (tested).
 
+use super::weight_buffer::WeightBuffer;
 use crate::gguf::GgmlType;
 use crate::quant::{BlockQ4_0, BlockQ4K, BlockQ8_0, BlockQ8K};
 
@@ -157,7 +158,12 @@ pub fn interleaved_len(ty: GgmlType, rows: usize, cols: usize) -> usize {
 }
 
 /// The interleaved copy of a matrix ([`can_interleave`] must hold).
-pub fn interleave(ty: GgmlType, rows: usize, cols: usize, data: &[u8]) -> Vec<u8> {
+pub fn interleave(
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    data: &[u8],
+) -> std::io::Result<WeightBuffer> {
     match ty {
         GgmlType::Q4_K => interleave_q4_k(rows, cols, data),
         _ => interleave_q4_0(rows, cols, data),
@@ -186,10 +192,10 @@ fn by_groups(out: &mut [u8], group_bytes: usize, one_group: impl Fn(usize, &mut 
 
 /// Rearranges a Q4_K matrix (`rows` a multiple of [`GROUP_ROWS`], `cols` of
 /// 256) into the interleaved layout.
-pub fn interleave_q4_k(rows: usize, cols: usize, data: &[u8]) -> Vec<u8> {
+pub fn interleave_q4_k(rows: usize, cols: usize, data: &[u8]) -> std::io::Result<WeightBuffer> {
     let nb = cols / 256;
     assert!(rows.is_multiple_of(GROUP_ROWS) && data.len() == rows * nb * size_of::<BlockQ4K>());
-    let mut out = vec![0u8; interleaved_len(GgmlType::Q4_K, rows, cols)];
+    let mut out = WeightBuffer::zeroed(interleaved_len(GgmlType::Q4_K, rows, cols))?;
     let blocks: &[BlockQ4K] = bytemuck::cast_slice(data);
     by_groups(&mut out, nb * K_RECORD, |g, dst| {
         for (b, rec) in dst.chunks_exact_mut(K_RECORD).enumerate() {
@@ -214,7 +220,7 @@ pub fn interleave_q4_k(rows: usize, cols: usize, data: &[u8]) -> Vec<u8> {
             }
         }
     });
-    out
+    Ok(out)
 }
 
 /// Appends one token's Q8_K activations (`n` elements) as prepared records.
@@ -278,11 +284,11 @@ pub fn group_dot_q4_k(n: usize, group: &[u8], x: &[u8], per_chunk: bool) -> [f32
 
 /// Rearranges a Q4_0 matrix (`rows` a multiple of [`GROUP_ROWS`], `cols` of
 /// 32) into the interleaved layout; the result has as many bytes as `data`.
-pub fn interleave_q4_0(rows: usize, cols: usize, data: &[u8]) -> Vec<u8> {
+pub fn interleave_q4_0(rows: usize, cols: usize, data: &[u8]) -> std::io::Result<WeightBuffer> {
     let nb = cols / 32;
     let row_bytes = nb * size_of::<BlockQ4_0>();
     assert!(rows.is_multiple_of(GROUP_ROWS) && data.len() == rows * row_bytes);
-    let mut out = vec![0u8; data.len()];
+    let mut out = WeightBuffer::zeroed(data.len())?;
     let blocks: &[BlockQ4_0] = bytemuck::cast_slice(data);
     by_groups(&mut out, nb * RECORD, |g, dst| {
         for (b, rec) in dst.chunks_exact_mut(RECORD).enumerate() {
@@ -296,7 +302,7 @@ pub fn interleave_q4_0(rows: usize, cols: usize, data: &[u8]) -> Vec<u8> {
             }
         }
     });
-    out
+    Ok(out)
 }
 
 /// Appends one token's Q8_0 activations (`n` elements) as prepared records.

@@ -16,6 +16,7 @@
 //!   the f32 orders of ggml's batch kernels;
 //! - `interleaved`: weights rearranged at load so one register holds
 //!   sixteen rows (Q4_0, Q4_K), and the kernels that read them;
+//! - `weight_buffer`: memory for those copies, in huge pages;
 //! - `matmul`: matrix × vector and matrix × matrix over the pool (`pool`).
 
 #[cfg(target_arch = "aarch64")]
@@ -31,6 +32,7 @@ mod scalar;
 mod scalar_kquants;
 mod scalar_legacy;
 mod tiles;
+pub mod weight_buffer;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx2;
 #[cfg(target_arch = "x86_64")]

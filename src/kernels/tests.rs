@@ -263,7 +263,7 @@ fn interleaved_q4_0_equals_its_reference_bit_for_bit() {
     for cols in [32, 96, 2048] {
         let rows = 48;
         let data = weight_rows(GgmlType::Q4_0, rows, cols, cols as u64);
-        let packed = interleave_q4_0(rows, cols, &data);
+        let packed = interleave_q4_0(rows, cols, &data).unwrap();
         let plain = Weights::new("w", GgmlType::Q4_0, rows, cols, &data, &scalar).unwrap();
         let row_bytes = data.len() / rows;
         let group_bytes = GROUP_ROWS * row_bytes;
@@ -359,7 +359,7 @@ fn interleaved_q4_k_keeps_the_repacked_orders_bit_for_bit() {
     use interleaved::{GROUP_ROWS, GROUP_TOKENS, group_dot_q4_k, interleave_q4_k, prepare_q4_k};
     let (rows, cols) = (32, 512);
     let data = weight_rows(GgmlType::Q4_K, rows, cols, 5);
-    let packed = interleave_q4_k(rows, cols, &data);
+    let packed = interleave_q4_k(rows, cols, &data).unwrap();
     let group_bytes = packed.len() / (rows / GROUP_ROWS);
     let row_bytes = data.len() / rows;
     let tokens = 11;
