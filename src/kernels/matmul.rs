@@ -173,19 +173,20 @@ impl<'a> Weights<'a> {
             .iter()
             .flatten()
             .find(|(one, ..)| std::ptr::fn_addr_eq(*one, dot));
-        let singles_prepare = own_order.and_then(|&(.., prepare)| prepare);
-        let own_order = own_order.map(|&(one, dot, _)| Tile {
-            dot,
-            prepare: None,
-            row: None,
-            same_as: Some(one),
-        });
-        let (singles_tile, singles_prepare) = match tile {
-            Some(t) if t.prepare.is_some() && t.row.is_some() => (Some((t, TILE)), None),
-            _ if own_order.is_some() => (own_order.map(|t| (t, TILE)), singles_prepare),
+        let (singles_tile, singles_prepare) = match (tile, own_order) {
+            (Some(t), _) if t.prepare.is_some() && t.row.is_some() => (Some((t, TILE)), None),
+            (_, Some(&(one, dot, prepare))) => {
+                let tile = Tile {
+                    dot,
+                    prepare: None,
+                    row: None,
+                    same_as: Some(one),
+                };
+                (Some((tile, TILE)), prepare)
+            }
             // The AVX2 tiles (in the row dot's order) have 16 registers: one
             // row by four tokens keeps their accumulators in them.
-            Some(t) if t.same_as.is_some_and(|one| std::ptr::fn_addr_eq(one, dot)) => {
+            (Some(t), None) if t.same_as.is_some_and(|one| std::ptr::fn_addr_eq(one, dot)) => {
                 (Some((t, 1)), None)
             }
             _ => (None, None),

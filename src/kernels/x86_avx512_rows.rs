@@ -58,8 +58,8 @@ pub(super) fn install(batch: &mut BatchDots) {
 
 /// One Q8_0 activation block as the singles tile reads it: what [`rows`]
 /// would otherwise derive from the block once per four weight rows, derived
-/// once per token instead (measured: a quarter of the instructions per
-/// token and block when several tokens share the rows).
+/// once per token instead (measured with the scales hoisted beside it:
+/// Gemma's 4-sequence decode step 17.1–17.3 → 14.7–16.1 ms).
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct PreparedBlock {
@@ -89,14 +89,23 @@ fn prepare_blocks<W: OffsetBlock>(blocks: &[BlockQ8_0], out: &mut [PreparedBlock
     for (b, p) in blocks.iter().zip(out) {
         // SAFETY: reads the 32 bytes of `qs`, writes the 32 of `start`.
         unsafe {
-            let q = _mm256_loadu_si256(b.qs.as_ptr().cast());
-            // c · Σx per four bytes, `c` read unsigned (Q8_0: 128).
-            let sum = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(W::OFFSET), q);
-            let start = _mm256_sub_epi32(_mm256_setzero_si256(), sum);
+            let start = offset_start::<W>(_mm256_loadu_si256(b.qs.as_ptr().cast()));
             _mm256_storeu_si256(p.start.as_mut_ptr().cast(), start);
         }
         p.qs = b.qs;
         p.d = f16x1(b.d);
+    }
+}
+
+/// `−c · Σx` per four bytes of an activation block `q`, the accumulator
+/// `vpdpbusd` starts from so each lane ends at `Σ w·x` (`c` read unsigned:
+/// Q8_0's byte −128 is 128).
+#[inline(always)]
+unsafe fn offset_start<W: OffsetBlock>(q: __m256i) -> __m256i {
+    // SAFETY: inlined only into functions with avx512vl/vnni enabled.
+    unsafe {
+        let sum = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(W::OFFSET), q);
+        _mm256_sub_epi32(_mm256_setzero_si256(), sum)
     }
 }
 
@@ -111,14 +120,13 @@ impl ActivationBlock for BlockQ8_0 {
     unsafe fn parts<W: OffsetBlock>(&self) -> (__m512i, __m512i, __m512) {
         // SAFETY: see the module doc; reads the 32 bytes of `qs`.
         unsafe {
-            let xq = _mm512_broadcast_i64x4(_mm256_loadu_si256(self.qs.as_ptr().cast()));
-            // −c·Σx per four bytes (Q8_0's c = 128 reads as the byte −128,
-            // whose unsigned value is 128).
-            let start = _mm512_sub_epi32(
-                _mm512_setzero_si512(),
-                _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(W::OFFSET), xq),
-            );
-            (xq, start, _mm512_set1_ps(f16x1(self.d)))
+            let q = _mm256_loadu_si256(self.qs.as_ptr().cast());
+            let start = _mm512_broadcast_i64x4(offset_start::<W>(q));
+            (
+                _mm512_broadcast_i64x4(q),
+                start,
+                _mm512_set1_ps(f16x1(self.d)),
+            )
         }
     }
 }
