@@ -11,6 +11,7 @@
 //!     cargo bench --bench kernels                 # everything
 //!     cargo bench --bench kernels -- 'Q4_K'       # one type
 //!     cargo bench --bench kernels -- 'matmul'     # prefill only
+//!     KERNELS_TABLE=1 cargo bench --bench kernels -- 'stream Q8_0'  # from DRAM
 //!
 //! Shapes: Gemma 3 270M (640→2048, 2048→640, 640→1024, 640→256, and the
 //! 640×262144 output projection) and a Llama-3.2-1B-sized model (2048→8192,
@@ -358,6 +359,64 @@ fn table(filter: &str) {
                 let [a, b, r] = res.map(min_median);
                 println!(
                     "{name:40} {} thr  GB/s rows {:5.1} {:5.1}  default {:5.1} {:5.1}  read {:5.1} {:5.1}  default/read {:3.0}% {:3.0}%",
+                    pool.threads(),
+                    gb / a.0,
+                    gb / a.1,
+                    gb / b.0,
+                    gb / b.1,
+                    gb / r.0,
+                    gb / r.1,
+                    100.0 * r.0 / b.0,
+                    100.0 * r.1 / b.1,
+                );
+            }
+        }
+    }
+    // From memory, as a decode step reads them: copies of each matrix
+    // cycled so that every call streams from DRAM, against a read of the
+    // same 512 MiB span.
+    const SPAN: usize = 512 << 20;
+    let dram: Vec<u64> = (0..SPAN as u64 / 8).collect();
+    // `rows` here: one row per dot call (the multi-row kernels off).
+    let mut one_row = per_row;
+    one_row.batch.rows = Default::default();
+    one_row.batch.singles_tiles = Default::default();
+    one_row.batch.four_tokens = Default::default();
+    for ty in types {
+        for &(shape, rows, cols) in SHAPES {
+            let name = format!("stream {ty} {shape}");
+            if !want(&name) || !fits(ty, cols) {
+                continue;
+            }
+            let one = weights(ty, rows, cols);
+            let copies: Vec<_> = (0..SPAN.div_ceil(one.len()).max(2))
+                .map(|_| {
+                    let data = WeightBuffer::copy_of(&one).unwrap();
+                    let copy = interleaved_copy(ty, rows, cols, &data);
+                    (data, copy)
+                })
+                .collect();
+            let x = random(cols, 7);
+            let mut out = vec![0f32; rows];
+            let mut scratch = Scratch::default();
+            for pool in &pools {
+                let mut res = [Vec::new(), Vec::new(), Vec::new()];
+                for _ in 0..5 {
+                    for (i, kk) in [&one_row, &k].into_iter().enumerate() {
+                        for (data, copy) in &copies {
+                            let w = bound(ty, rows, cols, data, copy, kk);
+                            res[i].extend(samples(1, || {
+                                matvec(pool, &w, &x, &mut out, &mut scratch).unwrap()
+                            }));
+                        }
+                    }
+                    let span = samples(1, || read_all(pool, &dram))[0];
+                    res[2].push(span * one.len() as f64 / SPAN as f64);
+                }
+                let gb = one.len() as f64 / 1e9;
+                let [a, b, r] = res.map(min_median);
+                println!(
+                    "{name:40} {} thr  GB/s rows {:5.1} {:5.1}  default {:5.1} {:5.1}  DRAM read {:5.1} {:5.1}  default/read {:3.0}% {:3.0}%",
                     pool.threads(),
                     gb / a.0,
                     gb / a.1,
