@@ -282,6 +282,26 @@ fn llama_float() {
     check("tiny-llama-BF16", Tolerance::Float);
 }
 
+/// The parity above is of q, k, v and gate, up stacked at load into one
+/// matrix each (for the types not interleaved): check that they were.
+#[test]
+fn projections_on_one_input_are_stacked_at_load() {
+    use rusty_llm::model::QkvProjection;
+    let Some(dir) = common::shared() else { return };
+    for stem in ["tiny-llama-F32", "tiny-llama-Q8_0", "tiny-llama-Q5_0"] {
+        let model = load(&dir.join("tiny").join(format!("{stem}.gguf")));
+        let c = model.config();
+        for layer in &model.weights().layers {
+            let QkvProjection::Fused(qkv) = &layer.qkv else {
+                panic!("{stem}: q, k, v not stacked")
+            };
+            assert_eq!(qkv.rows, c.q_dim() + c.k_dim() + c.v_dim(), "{stem}");
+            assert!(layer.ffn_gate.is_none(), "{stem}: gate and up not stacked");
+            assert_eq!(layer.ffn_up.rows, 2 * c.n_ff, "{stem}");
+        }
+    }
+}
+
 #[test]
 fn llama_quantized() {
     for t in [

@@ -552,26 +552,29 @@ impl Model {
             };
             let up = resize(&mut s.up, n * lw.ffn_up.rows);
             self.matmul(pool, &lw.ffn_up, ffn_in, lens, up, &mut s.kernel)?;
-            let hidden: &[f32] = match c.ffn {
-                FfnKind::Gated(act) => {
-                    let gate_w = lw.ffn_gate.as_ref().expect("loader requires ffn_gate");
+            let hidden: &[f32] = match (c.ffn, &lw.ffn_gate) {
+                (FfnKind::Gated(act) | FfnKind::GatedFused(act), Some(gate_w)) => {
                     let gate = resize(&mut s.gate, n * c.n_ff);
                     self.matmul(pool, gate_w, ffn_in, lens, gate, &mut s.kernel)?;
                     let _timed = profile::scope(|| "ffn activation".into());
                     gated_on_pool(pool, act, gate, up);
                     gate
                 }
-                FfnKind::GatedFused(act) => {
+                (FfnKind::Gated(act) | FfnKind::GatedFused(act), None) => {
+                    // `up` holds [gate; up] per token: the gates out, the
+                    // ups moved together at its front.
+                    let _timed = profile::scope(|| "ffn activation".into());
                     let gate = resize(&mut s.gate, n * c.n_ff);
                     for t in 0..n {
-                        let row = &up[t * 2 * c.n_ff..(t + 1) * 2 * c.n_ff];
-                        let g = &mut gate[t * c.n_ff..(t + 1) * c.n_ff];
-                        g.copy_from_slice(&row[..c.n_ff]);
-                        ops::gated(act, g, &row[c.n_ff..]);
+                        let from = t * 2 * c.n_ff;
+                        gate[t * c.n_ff..(t + 1) * c.n_ff]
+                            .copy_from_slice(&up[from..from + c.n_ff]);
+                        up.copy_within(from + c.n_ff..from + 2 * c.n_ff, t * c.n_ff);
                     }
+                    gated_on_pool(pool, act, gate, &up[..n * c.n_ff]);
                     gate
                 }
-                FfnKind::Plain(act) => {
+                (FfnKind::Plain(act), _) => {
                     for v in up.iter_mut() {
                         *v = act.apply(*v);
                     }

@@ -26,7 +26,7 @@ pub use config::{
 pub use decoder::{ActivationHook, ForwardScratch, Logits, Model, Segment};
 pub use kv_cache::{KvCache, KvType};
 pub use support::{SupportReport, check_support};
-pub use weights::{Linear, ModelWeights, Norm};
+pub use weights::{LayerWeights, Linear, ModelWeights, Norm, QkvProjection};
 
 use crate::kernels::KernelError;
 use thiserror::Error;

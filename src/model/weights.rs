@@ -14,6 +14,8 @@ use std::sync::Arc;
 #[derive(Debug, Clone)]
 pub struct Linear {
     pub name: String,
+    /// The file's tensor; for a matrix [`Linear::stacked`] from several,
+    /// the first (its bytes are then in `resident` only).
     tensor: usize,
     pub ty: GgmlType,
     pub rows: usize,
@@ -92,8 +94,60 @@ impl Linear {
     }
 
     /// This matrix's bytes in `file`.
-    pub fn data<'f>(&self, file: &'f GgufFile) -> &'f [u8] {
+    fn data<'f>(&self, file: &'f GgufFile) -> &'f [u8] {
+        debug_assert!(
+            !self.name.contains('+'),
+            "a stacked matrix is not in the file"
+        );
         file.view(&file.tensors()[self.tensor]).data
+    }
+
+    /// One matrix of `parts` stacked by rows (outputs in the order given),
+    /// copied into huge pages and the parts' file pages released: one
+    /// product then does the work of several on the same input (q, k and v;
+    /// gate and up), one quantization of the input and one pass of the
+    /// pool instead of two or three. Every output row is computed exactly
+    /// as in its own matrix. `None` where the parts differ in type, width or
+    /// bias, where the kernels read the type interleaved (those copies are
+    /// made per matrix), or where there is no memory for the copy.
+    fn stacked(parts: &[&Linear], file: &GgufFile, kernels: &Kernels) -> Option<Linear> {
+        let first = parts.first()?;
+        let alike = parts.iter().all(|p| {
+            p.ty == first.ty
+                && p.cols == first.cols
+                && p.bias.is_some() == first.bias.is_some()
+                && p.resident.is_none()
+        });
+        if !alike || kernels.interleaved.get(first.ty).is_some() {
+            return None;
+        }
+        let mut copy = WeightBuffer::zeroed(parts.iter().map(|p| p.bytes()).sum())
+            .map_err(|e| tracing::warn!("{}: no memory to stack it ({e})", first.name))
+            .ok()?;
+        let mut at = 0;
+        for p in parts {
+            let data = p.data(file);
+            copy[at..at + data.len()].copy_from_slice(data);
+            at += data.len();
+        }
+        for p in parts {
+            file.release(&file.tensors()[p.tensor]);
+        }
+        let names: Vec<&str> = parts.iter().map(|p| p.name.as_str()).collect();
+        Some(Linear {
+            name: names.join("+"),
+            tensor: first.tensor,
+            ty: first.ty,
+            rows: parts.iter().map(|p| p.rows).sum(),
+            cols: first.cols,
+            bias: first.bias.is_some().then(|| {
+                parts
+                    .iter()
+                    .flat_map(|p| p.bias.iter().flatten().copied())
+                    .collect()
+            }),
+            resident: Some(Resident::Verbatim(Arc::new(copy))),
+        })
     }
 
     pub fn bytes(&self) -> usize {
@@ -116,7 +170,8 @@ pub enum QkvProjection {
         k: Linear,
         v: Linear,
     },
-    /// One `attn_qkv` matrix whose outputs are `[q; k; v]` (phi3).
+    /// One matrix whose outputs are `[q; k; v]`: the file's `attn_qkv`
+    /// (phi3), or the three stacked at load.
     Fused(Linear),
 }
 
@@ -132,6 +187,8 @@ pub struct LayerWeights {
     pub attn_out: Linear,
     pub post_attn_norm: Option<Norm>,
     pub ffn_norm: Norm,
+    /// `None` with a gated FFN when `ffn_up` holds `[gate; up]` (the
+    /// file's, or the two stacked at load).
     pub ffn_gate: Option<Linear>,
     pub ffn_up: Linear,
     pub ffn_down: Linear,
@@ -412,8 +469,24 @@ impl ModelWeights {
             bar.set_style(style);
         }
         let started = std::time::Instant::now();
+        for layer in &mut self.layers {
+            if let QkvProjection::Separate { q, k, v } = &layer.qkv
+                && let Some(qkv) = Linear::stacked(&[q, k, v], file, kernels)
+            {
+                bar.inc(qkv.bytes() as u64);
+                layer.qkv = QkvProjection::Fused(qkv);
+            }
+            // [gate; up], as a `GatedFused` file stores them.
+            if let Some(gate) = &layer.ffn_gate
+                && let Some(gate_up) = Linear::stacked(&[gate, &layer.ffn_up], file, kernels)
+            {
+                bar.inc(gate_up.bytes() as u64);
+                layer.ffn_gate = None;
+                layer.ffn_up = gate_up;
+            }
+        }
         let mut interleaved = 0;
-        for m in self.products() {
+        for m in self.products().filter(|m| m.resident.is_none()) {
             m.make_resident(file, kernels);
             if matches!(m.resident, Some(Resident::Interleaved(_))) {
                 interleaved += m.bytes();
