@@ -288,7 +288,12 @@ fn llama_float() {
 fn projections_on_one_input_are_stacked_at_load() {
     use rusty_llm::model::QkvProjection;
     let Some(dir) = common::shared() else { return };
-    for stem in ["tiny-llama-F32", "tiny-llama-Q8_0", "tiny-llama-Q5_0"] {
+    for stem in [
+        "tiny-llama-F32",
+        "tiny-llama-Q8_0",
+        "tiny-llama-Q5_0",
+        "tiny-llama-Q4_0",
+    ] {
         let model = load(&dir.join("tiny").join(format!("{stem}.gguf")));
         let c = model.config();
         for layer in &model.weights().layers {

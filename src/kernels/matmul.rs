@@ -111,6 +111,43 @@ impl<'a> Weights<'a> {
                 data.len()
             )));
         }
+        Ok(Self::plan(ty, rows, cols, data, row_bytes, dot, kernels))
+    }
+
+    /// Weights known only by their row-interleaved copy (see
+    /// [`Weights::interleaved`]): a matrix stacked from several at load has
+    /// no row-major bytes, and every product of interleaved weights reads
+    /// the copy alone.
+    pub fn interleaved_only(
+        name: &str,
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        bytes: &'a [u8],
+        kernels: &Kernels,
+    ) -> Result<Self, KernelError> {
+        let dot = kernels
+            .dots
+            .get(ty)
+            .ok_or_else(|| KernelError::UnsupportedType {
+                name: name.into(),
+                ty,
+            })?;
+        let row_bytes = ty.bytes_for(cols as u64).unwrap_or(0) as usize;
+        Self::plan(ty, rows, cols, &[], row_bytes, dot, kernels).interleaved(bytes, kernels)
+    }
+
+    /// The kernels for `rows` × `cols` weights of `ty` (checked by the
+    /// constructors).
+    fn plan(
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        data: &'a [u8],
+        row_bytes: usize,
+        dot: VecDot,
+        kernels: &Kernels,
+    ) -> Self {
         let mut dot = dot;
         let mut batch = BatchPlan::default();
         let lane = kernels.batch.lanes;
@@ -191,7 +228,7 @@ impl<'a> Weights<'a> {
             }
             _ => (None, None),
         };
-        Ok(Self {
+        Self {
             ty,
             rows,
             cols,
@@ -208,7 +245,7 @@ impl<'a> Weights<'a> {
             lanes: lanes.filter(|_| cols > 0),
             quantize: vec_dot_type(ty).and_then(|a| kernels.quantizers.get(a)),
             interleaved: None,
-        })
+        }
     }
 
     /// These weights with their row-interleaved copy (made by
@@ -689,8 +726,8 @@ fn run_interleaved(
         (kernel.dot, n_grouped..n_tokens),
     ];
     let group_bytes = data.len() / (w.rows / GROUP_ROWS);
-    let chunk_rows = rows_per_chunk(w.rows, pool.threads(), w.data.len() * n_tokens)
-        .next_multiple_of(GROUP_ROWS);
+    let chunk_rows =
+        rows_per_chunk(w.rows, pool.threads(), data.len() * n_tokens).next_multiple_of(GROUP_ROWS);
     let n_chunks = w.rows.div_ceil(chunk_rows);
     let dst = Out(out.as_mut_ptr());
     pool.run(n_chunks, &|chunk| {

@@ -44,14 +44,17 @@ impl Linear {
         file: &'f GgufFile,
         kernels: &Kernels,
     ) -> Result<Weights<'f>, ModelError> {
-        let data = match &self.resident {
-            Some(Resident::Verbatim(bytes)) => &bytes[..],
-            _ => self.data(file),
-        };
-        let w = Weights::new(&self.name, self.ty, self.rows, self.cols, data, kernels)?;
+        let (name, ty, rows, cols) = (&self.name, self.ty, self.rows, self.cols);
         Ok(match &self.resident {
-            Some(Resident::Interleaved(bytes)) => w.interleaved(bytes, kernels)?,
-            _ => w,
+            Some(Resident::Verbatim(bytes)) => Weights::new(name, ty, rows, cols, bytes, kernels)?,
+            Some(Resident::Interleaved(bytes)) if self.is_stacked() => {
+                Weights::interleaved_only(name, ty, rows, cols, bytes, kernels)?
+            }
+            Some(Resident::Interleaved(bytes)) => {
+                Weights::new(name, ty, rows, cols, self.data(file), kernels)?
+                    .interleaved(bytes, kernels)?
+            }
+            None => Weights::new(name, ty, rows, cols, self.data(file), kernels)?,
         })
     }
 
@@ -95,11 +98,13 @@ impl Linear {
 
     /// This matrix's bytes in `file`.
     fn data<'f>(&self, file: &'f GgufFile) -> &'f [u8] {
-        debug_assert!(
-            !self.name.contains('+'),
-            "a stacked matrix is not in the file"
-        );
+        debug_assert!(!self.is_stacked(), "a stacked matrix is not in the file");
         file.view(&file.tensors()[self.tensor]).data
+    }
+
+    /// Whether this matrix was [`Linear::stacked`] from several.
+    fn is_stacked(&self) -> bool {
+        self.name.contains('+')
     }
 
     /// One matrix of `parts` stacked by rows (outputs in the order given),
@@ -107,29 +112,41 @@ impl Linear {
     /// product then does the work of several on the same input (q, k and v;
     /// gate and up), one quantization of the input and one pass of the
     /// pool instead of two or three. Every output row is computed exactly
-    /// as in its own matrix. `None` where the parts differ in type, width or
-    /// bias, where the kernels read the type interleaved (those copies are
-    /// made per matrix), or where there is no memory for the copy.
+    /// as in its own matrix. `None` where the parts differ in type, width,
+    /// bias or interleaving, or where there is no memory for the copy.
     fn stacked(parts: &[&Linear], file: &GgufFile, kernels: &Kernels) -> Option<Linear> {
         let first = parts.first()?;
+        // Interleaved, each part is whole groups of rows (`interleaves`),
+        // so the stack's groups are the parts' own.
         let alike = parts.iter().all(|p| {
             p.ty == first.ty
                 && p.cols == first.cols
                 && p.bias.is_some() == first.bias.is_some()
                 && p.resident.is_none()
+                && p.interleaves(kernels) == first.interleaves(kernels)
         });
-        if !alike || kernels.interleaved.get(first.ty).is_some() {
+        if !alike {
             return None;
         }
-        let mut copy = WeightBuffer::zeroed(parts.iter().map(|p| p.bytes()).sum())
-            .map_err(|e| tracing::warn!("{}: no memory to stack it ({e})", first.name))
+        let no_memory = |e: std::io::Error| {
+            tracing::warn!("{}: no memory to stack it ({e})", first.name);
+        };
+        let mut stack = WeightBuffer::zeroed(parts.iter().map(|p| p.bytes()).sum())
+            .map_err(no_memory)
             .ok()?;
         let mut at = 0;
         for p in parts {
             let data = p.data(file);
-            copy[at..at + data.len()].copy_from_slice(data);
+            stack[at..at + data.len()].copy_from_slice(data);
             at += data.len();
         }
+        let n_rows = parts.iter().map(|p| p.rows).sum();
+        let resident = if first.interleaves(kernels) {
+            let copy = interleaved::interleave(first.ty, n_rows, first.cols, &stack);
+            Resident::Interleaved(Arc::new(copy.map_err(no_memory).ok()?))
+        } else {
+            Resident::Verbatim(Arc::new(stack))
+        };
         for p in parts {
             file.release(&file.tensors()[p.tensor]);
         }
@@ -138,7 +155,7 @@ impl Linear {
             name: names.join("+"),
             tensor: first.tensor,
             ty: first.ty,
-            rows: parts.iter().map(|p| p.rows).sum(),
+            rows: n_rows,
             cols: first.cols,
             bias: first.bias.is_some().then(|| {
                 parts
@@ -146,7 +163,7 @@ impl Linear {
                     .flat_map(|p| p.bias.iter().flatten().copied())
                     .collect()
             }),
-            resident: Some(Resident::Verbatim(Arc::new(copy))),
+            resident: Some(resident),
         })
     }
 
@@ -485,14 +502,15 @@ impl ModelWeights {
                 layer.ffn_up = gate_up;
             }
         }
-        let mut interleaved = 0;
         for m in self.products().filter(|m| m.resident.is_none()) {
             m.make_resident(file, kernels);
-            if matches!(m.resident, Some(Resident::Interleaved(_))) {
-                interleaved += m.bytes();
-            }
             bar.inc(m.bytes() as u64);
         }
+        let interleaved: usize = self
+            .products()
+            .filter(|m| matches!(m.resident, Some(Resident::Interleaved(_))))
+            .map(|m| m.bytes())
+            .sum();
         bar.finish_and_clear();
         tracing::debug!(
             "copied {:.1} MB of weights into huge pages ({:.1} MB interleaved) in {:.2?}",
