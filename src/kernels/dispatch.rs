@@ -213,6 +213,7 @@ pub type Quantize = fn(x: &[f32], out: &mut Vec<u8>);
 pub struct ActQuantizers {
     pub q8_0: Option<Quantize>,
     pub q8_1: Option<Quantize>,
+    pub q8_k: Option<Quantize>,
 }
 
 impl ActQuantizers {
@@ -221,6 +222,7 @@ impl ActQuantizers {
         match act_type {
             crate::gguf::GgmlType::Q8_0 => self.q8_0,
             crate::gguf::GgmlType::Q8_1 => self.q8_1,
+            crate::gguf::GgmlType::Q8_K => self.q8_k,
             _ => None,
         }
     }

@@ -382,6 +382,40 @@ impl Out {
     }
 }
 
+/// From this many tokens a batch's activations are quantized on the pool.
+const PARALLEL_QUANTIZE_TOKENS: usize = 16;
+
+/// The rows of `xs` (`cols` each) quantized by `quantize` (`act_bytes` each)
+/// into `out`, the rows split over the pool: a prefill quantizes every
+/// matrix's input, 512 tokens × up to 8192 values, which one thread alone
+/// makes a visible serial step.
+fn quantize_on_pool(
+    pool: &ThreadPool,
+    quantize: super::dispatch::Quantize,
+    cols: usize,
+    xs: &[f32],
+    act_bytes: usize,
+    out: &mut Vec<u8>,
+) {
+    let n_tokens = xs.len() / cols;
+    out.resize(n_tokens * act_bytes, 0);
+    let per_part = n_tokens.div_ceil(2 * pool.threads());
+    let parts: Vec<std::sync::Mutex<(&[f32], &mut [u8])>> = xs
+        .chunks(per_part * cols)
+        .zip(out.chunks_mut(per_part * act_bytes))
+        .map(std::sync::Mutex::new)
+        .collect();
+    pool.run(parts.len(), &|i| {
+        let mut part = parts[i].lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (xs, out) = &mut *part;
+        let mut quantized = Vec::with_capacity(out.len());
+        for x in xs.chunks_exact(cols) {
+            quantize(x, &mut quantized);
+        }
+        out.copy_from_slice(&quantized);
+    });
+}
+
 /// Below this much work (weight bytes × tokens) waking the other threads costs
 /// more than it saves: one chunk, run on the calling thread.
 const MIN_PARALLEL_BYTES: usize = 192 * 1024;
@@ -455,10 +489,17 @@ pub fn matmul_segments(
         .expect("cols fit the activation blocks") as usize;
     let timed = crate::profile::scope(|| format!("quantize activations ({act_type})"));
     scratch.activations.clear();
-    for x in xs.chunks_exact(w.cols) {
-        match w.quantize {
-            Some(quantize) => quantize(x, &mut scratch.activations),
-            None => {
+    match w.quantize {
+        Some(quantize) if n_tokens >= PARALLEL_QUANTIZE_TOKENS && pool.threads() > 1 => {
+            quantize_on_pool(pool, quantize, w.cols, xs, act_bytes, &mut scratch.activations);
+        }
+        Some(quantize) => {
+            for x in xs.chunks_exact(w.cols) {
+                quantize(x, &mut scratch.activations);
+            }
+        }
+        None => {
+            for x in xs.chunks_exact(w.cols) {
                 quantize_activations(w.ty, x, &mut scratch.row)?;
                 scratch.activations.extend_from_slice(&scratch.row);
             }

@@ -1,6 +1,7 @@
 //! AVX-512 activation quantizers for Q8_0 and Q8_1, bit for bit equal to
 //! `kernels::activations` (llama.cpp's x86 formulation, the scalar
-//! definition):
+//! definition), and for Q8_K, equal to `quantize_row_q8_K_ref` (see
+//! [`quantize_q8_k`]). Q8_0 and Q8_1:
 //!
 //! - `amax` = max |x| with NaN ignored (Rust's `f32::max`; `vmaxps` returns
 //!   its second operand when the first is NaN, so the running max goes
@@ -14,13 +15,16 @@
 //! avx512vl")]`; `install` runs after `dispatch` confirmed those features.
 
 use super::dispatch::{ActQuantizers, Kernels};
-use crate::quant::float::F16Le;
+use crate::quant::BlockQ8K;
+use crate::quant::float::{F16Le, F32Le, I16Le};
+use bytemuck::Zeroable;
 use std::arch::x86_64::*;
 
 pub(super) fn install(k: &mut Kernels) {
     k.quantizers = ActQuantizers {
         q8_0: Some(quantize_q8_0),
         q8_1: Some(quantize_q8_1),
+        q8_k: Some(quantize_q8_k),
     };
 }
 
@@ -85,6 +89,69 @@ pub(super) fn quantize_q8_1(x: &[f32], out: &mut Vec<u8>) {
             out.extend_from_slice(&F16Le::from_f32(d).0);
             out.extend_from_slice(&F16Le::from_f32(sum as f32 * d).0);
             out.extend_from_slice(bytemuck::cast_slice(&qs));
+        }
+    }
+    // SAFETY: installed only on CPUs with these features (module doc).
+    unsafe { inner(x, out) }
+}
+
+/// `BlockQ8K::quantize` (`quantize_row_q8_K_ref`) for whole blocks of 256,
+/// appended to `out`, in its own arithmetic: `max` the first value of
+/// largest magnitude (NaN never is), `iscale = −127 / max` and `d = 1 /
+/// iscale` in scalar f32, `q = min(127, nearest_int(iscale · x))` through
+/// the same `+ 1.5·2²³` bit trick (so NaN and infinities give what the
+/// scalar code gives), the sums of each 16 quants. The scalar form took
+/// 2.7 ns an element, 6% of a 1B Q4_K model's prefill.
+pub(super) fn quantize_q8_k(x: &[f32], out: &mut Vec<u8>) {
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    fn inner(x: &[f32], out: &mut Vec<u8>) {
+        let (blocks, _) = x.as_chunks::<256>();
+        out.reserve(blocks.len() * size_of::<BlockQ8K>());
+        for b in blocks {
+            // SAFETY: 16 loads of 16 f32 inside the block.
+            let v: [__m512; 16] =
+                std::array::from_fn(|i| unsafe { _mm512_loadu_ps(b.as_ptr().add(16 * i)) });
+            let m = v.iter().fold(_mm512_setzero_ps(), |m, &v| {
+                _mm512_max_ps(_mm512_abs_ps(v), m)
+            });
+            let amax = _mm512_reduce_max_ps(m);
+            let mut block = BlockQ8K::zeroed();
+            if amax == 0.0 {
+                out.extend_from_slice(bytemuck::bytes_of(&block));
+                continue;
+            }
+            let first = v
+                .iter()
+                .position(|&v| {
+                    _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(_mm512_abs_ps(v), _mm512_set1_ps(amax)) != 0
+                })
+                .expect("amax is one of the magnitudes");
+            let lane =
+                _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(_mm512_abs_ps(v[first]), _mm512_set1_ps(amax))
+                    .trailing_zeros() as usize;
+            let max = b[16 * first + lane];
+            let iscale = -127.0 / max;
+            let (scale, magic) = (_mm512_set1_ps(iscale), _mm512_set1_ps(12_582_912.0));
+            let (mantissa, bias, top) = (
+                _mm512_set1_epi32(0x007f_ffff),
+                _mm512_set1_epi32(0x0040_0000),
+                _mm512_set1_epi32(127),
+            );
+            for (i, &v) in v.iter().enumerate() {
+                let shifted = _mm512_castps_si512(_mm512_add_ps(_mm512_mul_ps(scale, v), magic));
+                let q = _mm512_sub_epi32(_mm512_and_si512(shifted, mantissa), bias);
+                let q = _mm512_min_epi32(q, top);
+                block.bsums[i] = I16Le::new(_mm512_reduce_add_epi32(q) as i16);
+                // SAFETY: 16 bytes into `qs[16i..16i + 16]`.
+                unsafe {
+                    _mm_storeu_si128(
+                        block.qs.as_mut_ptr().add(16 * i).cast(),
+                        _mm512_cvtepi32_epi8(q),
+                    )
+                };
+            }
+            block.d = F32Le::from_f32(1.0 / iscale);
+            out.extend_from_slice(bytemuck::bytes_of(&block));
         }
     }
     // SAFETY: installed only on CPUs with these features (module doc).
@@ -158,6 +225,32 @@ mod tests {
                 ours(&x, &mut got);
                 assert_eq!(got, want, "{ty} {x:?}");
             }
+        }
+    }
+    /// Q8_K over blocks of 256 built from the inputs above (specials,
+    /// ties for the largest magnitude of either sign included) against
+    /// `BlockQ8K::quantize`.
+    #[test]
+    fn q8_k_quantizer_equals_the_scalar_one_bit_for_bit() {
+        if !crate::kernels::Simd::Avx512.is_supported() {
+            return;
+        }
+        let mut blocks: Vec<Vec<f32>> =
+            inputs().concat().chunks(256).map(<[f32]>::to_vec).collect();
+        let mut tied: Vec<f32> = (0..256).map(|i| (i % 7) as f32 - 3.0).collect();
+        tied[40] = -9.0;
+        tied[200] = 9.0;
+        blocks.push(tied.clone());
+        tied[40] = 9.0;
+        tied[200] = -9.0;
+        blocks.push(tied);
+        blocks.push(vec![0.0; 256]);
+        for x in blocks.iter().filter(|b| b.len() == 256) {
+            let mut want = Vec::new();
+            crate::quant::quantize_row(GgmlType::Q8_K, x, &mut want).unwrap();
+            let mut got = Vec::new();
+            quantize_q8_k(x, &mut got);
+            assert_eq!(got, want, "{x:?}");
         }
     }
 }
