@@ -261,6 +261,24 @@ fn sum_words_generic(words: &[u64]) -> u64 {
     acc.iter().chain(rest).fold(0, |a, &v| a.wrapping_add(v))
 }
 
+/// One table row: GB/s (max, median) of the per-row path, the default one
+/// and the read of as many bytes (`read`), from their times in seconds.
+fn print_gbs(name: &str, threads: usize, read: &str, bytes: usize, times: [Vec<f64>; 3]) {
+    let gb = bytes as f64 / 1e9;
+    let [a, b, r] = times.map(min_median);
+    println!(
+        "{name:40} {threads} thr  GB/s rows {:5.1} {:5.1}  default {:5.1} {:5.1}  {read} {:5.1} {:5.1}  default/read {:3.0}% {:3.0}%",
+        gb / a.0,
+        gb / a.1,
+        gb / b.0,
+        gb / b.1,
+        gb / r.0,
+        gb / r.1,
+        100.0 * r.0 / b.0,
+        100.0 * r.1 / b.1,
+    );
+}
+
 /// `KERNELS_TABLE=1 cargo bench --bench kernels [-- FILTER]`: a plain table
 /// for noisy machines, min and median over interleaved runs of the per-row
 /// path (`rows`, the tile and lane kernels switched off), the default one, and a read
@@ -355,20 +373,7 @@ fn table(filter: &str) {
                     }
                     res[2].extend(samples(n, || read_all(pool, &words)));
                 }
-                let gb = data.len() as f64 / 1e9;
-                let [a, b, r] = res.map(min_median);
-                println!(
-                    "{name:40} {} thr  GB/s rows {:5.1} {:5.1}  default {:5.1} {:5.1}  read {:5.1} {:5.1}  default/read {:3.0}% {:3.0}%",
-                    pool.threads(),
-                    gb / a.0,
-                    gb / a.1,
-                    gb / b.0,
-                    gb / b.1,
-                    gb / r.0,
-                    gb / r.1,
-                    100.0 * r.0 / b.0,
-                    100.0 * r.1 / b.1,
-                );
+                print_gbs(&name, pool.threads(), "read", data.len(), res);
             }
         }
     }
@@ -413,20 +418,7 @@ fn table(filter: &str) {
                     let span = samples(1, || read_all(pool, &dram))[0];
                     res[2].push(span * one.len() as f64 / SPAN as f64);
                 }
-                let gb = one.len() as f64 / 1e9;
-                let [a, b, r] = res.map(min_median);
-                println!(
-                    "{name:40} {} thr  GB/s rows {:5.1} {:5.1}  default {:5.1} {:5.1}  DRAM read {:5.1} {:5.1}  default/read {:3.0}% {:3.0}%",
-                    pool.threads(),
-                    gb / a.0,
-                    gb / a.1,
-                    gb / b.0,
-                    gb / b.1,
-                    gb / r.0,
-                    gb / r.1,
-                    100.0 * r.0 / b.0,
-                    100.0 * r.1 / b.1,
-                );
+                print_gbs(&name, pool.threads(), "DRAM read", one.len(), res);
             }
         }
     }

@@ -202,19 +202,23 @@ impl GgufFile {
     /// does not count twice; a later read faults them back in from the file.
     /// Best effort: does nothing for files held in memory.
     pub fn release(&self, info: &TensorInfo) {
+        self.release_part(info, 0..info.size as usize);
+    }
+
+    /// [`GgufFile::release`] for the bytes `part` of a tensor's data.
+    pub fn release_part(&self, info: &TensorInfo, part: std::ops::Range<usize>) {
+        let part = part.start.min(info.size as usize)..part.end.min(info.size as usize);
         #[cfg(unix)]
-        if let Storage::Mapped(map) = &self.storage {
-            let start = (self.layout.data_offset + info.offset) as usize;
+        if let Storage::Mapped(map) = &self.storage
+            && !part.is_empty()
+        {
+            let start = (self.layout.data_offset + info.offset) as usize + part.start;
             // SAFETY: the map is a read-only view of the file, never
             // written, so MADV_DONTNEED only drops pages whose contents the
             // next access reads again from the file (the same bytes); no
             // reference sees different data.
             let dropped = unsafe {
-                map.unchecked_advise_range(
-                    memmap2::UncheckedAdvice::DontNeed,
-                    start,
-                    info.size as usize,
-                )
+                map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, part.len())
             };
             if let Err(e) = dropped {
                 tracing::debug!("madvise(DONTNEED) on {:?}: {e}", info.name);

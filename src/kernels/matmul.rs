@@ -90,26 +90,16 @@ impl<'a> Weights<'a> {
         data: &'a [u8],
         kernels: &Kernels,
     ) -> Result<Self, KernelError> {
-        let unsupported = || KernelError::UnsupportedType {
-            name: name.into(),
-            ty,
-        };
-        let dot = kernels.dots.get(ty).ok_or_else(unsupported)?;
-        let shape = |problem: String| KernelError::Shape {
-            name: name.into(),
-            problem,
-        };
-        let row_bytes = ty.bytes_for(cols as u64).ok_or_else(|| {
-            shape(format!(
-                "row of {cols} is not a whole number of {ty} blocks"
-            ))
-        })? as usize;
+        let (dot, row_bytes) = Self::dot_and_row_bytes(name, ty, cols, kernels)?;
         if row_bytes.checked_mul(rows) != Some(data.len()) {
-            return Err(shape(format!(
-                "{rows} rows of {cols} {ty} need {} bytes, found {}",
-                row_bytes.saturating_mul(rows),
-                data.len()
-            )));
+            return Err(KernelError::Shape {
+                name: name.into(),
+                problem: format!(
+                    "{rows} rows of {cols} {ty} need {} bytes, found {}",
+                    row_bytes.saturating_mul(rows),
+                    data.len()
+                ),
+            });
         }
         Ok(Self::plan(ty, rows, cols, data, row_bytes, dot, kernels))
     }
@@ -126,6 +116,18 @@ impl<'a> Weights<'a> {
         bytes: &'a [u8],
         kernels: &Kernels,
     ) -> Result<Self, KernelError> {
+        let (dot, row_bytes) = Self::dot_and_row_bytes(name, ty, cols, kernels)?;
+        Self::plan(ty, rows, cols, &[], row_bytes, dot, kernels).interleaved(bytes, kernels)
+    }
+
+    /// The one-row dot for `ty` and the bytes of a row of `cols`, or the
+    /// error naming `name`.
+    fn dot_and_row_bytes(
+        name: &str,
+        ty: GgmlType,
+        cols: usize,
+        kernels: &Kernels,
+    ) -> Result<(VecDot, usize), KernelError> {
         let dot = kernels
             .dots
             .get(ty)
@@ -133,8 +135,13 @@ impl<'a> Weights<'a> {
                 name: name.into(),
                 ty,
             })?;
-        let row_bytes = ty.bytes_for(cols as u64).unwrap_or(0) as usize;
-        Self::plan(ty, rows, cols, &[], row_bytes, dot, kernels).interleaved(bytes, kernels)
+        let row_bytes = ty
+            .bytes_for(cols as u64)
+            .ok_or_else(|| KernelError::Shape {
+                name: name.into(),
+                problem: format!("row of {cols} is not a whole number of {ty} blocks"),
+            })?;
+        Ok((dot, row_bytes as usize))
     }
 
     /// The kernels for `rows` × `cols` weights of `ty` (checked by the
@@ -406,7 +413,9 @@ fn quantize_on_pool(
         .map(std::sync::Mutex::new)
         .collect();
     pool.run(parts.len(), &|i| {
-        let mut part = parts[i].lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut part = parts[i]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let (xs, out) = &mut *part;
         let mut quantized = Vec::with_capacity(out.len());
         for x in xs.chunks_exact(cols) {
@@ -491,7 +500,14 @@ pub fn matmul_segments(
     scratch.activations.clear();
     match w.quantize {
         Some(quantize) if n_tokens >= PARALLEL_QUANTIZE_TOKENS && pool.threads() > 1 => {
-            quantize_on_pool(pool, quantize, w.cols, xs, act_bytes, &mut scratch.activations);
+            quantize_on_pool(
+                pool,
+                quantize,
+                w.cols,
+                xs,
+                act_bytes,
+                &mut scratch.activations,
+            );
         }
         Some(quantize) => {
             for x in xs.chunks_exact(w.cols) {

@@ -77,7 +77,9 @@ impl Linear {
             interleaved::interleave(self.ty, self.rows, self.cols, data)
                 .map(|b| Resident::Interleaved(Arc::new(b)))
         } else {
-            WeightBuffer::copy_of(data).map(|b| Resident::Verbatim(Arc::new(b)))
+            let tensor = &file.tensors()[self.tensor];
+            WeightBuffer::copy_in_rounds(data, |part| file.release_part(tensor, part))
+                .map(|b| Resident::Verbatim(Arc::new(b)))
         };
         match copy {
             Ok(resident) => {
