@@ -17,6 +17,8 @@ pub struct Linear {
     /// The file's tensor; for a matrix [`Linear::stacked`] from several,
     /// the first (its bytes are then in `resident` only).
     tensor: usize,
+    /// Whether this matrix was [`Linear::stacked`] from several.
+    stacked: bool,
     pub ty: GgmlType,
     pub rows: usize,
     pub cols: usize,
@@ -47,7 +49,7 @@ impl Linear {
         let (name, ty, rows, cols) = (&self.name, self.ty, self.rows, self.cols);
         Ok(match &self.resident {
             Some(Resident::Verbatim(bytes)) => Weights::new(name, ty, rows, cols, bytes, kernels)?,
-            Some(Resident::Interleaved(bytes)) if self.is_stacked() => {
+            Some(Resident::Interleaved(bytes)) if self.stacked => {
                 Weights::interleaved_only(name, ty, rows, cols, bytes, kernels)?
             }
             Some(Resident::Interleaved(bytes)) => {
@@ -100,13 +102,8 @@ impl Linear {
 
     /// This matrix's bytes in `file`.
     fn data<'f>(&self, file: &'f GgufFile) -> &'f [u8] {
-        debug_assert!(!self.is_stacked(), "a stacked matrix is not in the file");
+        debug_assert!(!self.stacked, "a stacked matrix is not in the file");
         file.view(&file.tensors()[self.tensor]).data
-    }
-
-    /// Whether this matrix was [`Linear::stacked`] from several.
-    fn is_stacked(&self) -> bool {
-        self.name.contains('+')
     }
 
     /// One matrix of `parts` stacked by rows (outputs in the order given),
@@ -156,6 +153,7 @@ impl Linear {
         Some(Linear {
             name: names.join("+"),
             tensor: first.tensor,
+            stacked: true,
             ty: first.ty,
             rows: n_rows,
             cols: first.cols,
@@ -300,6 +298,7 @@ impl Loader<'_> {
         let linear = Linear {
             name: name.clone(),
             tensor: i,
+            stacked: false,
             ty: info.ggml_type,
             rows,
             cols,
