@@ -346,17 +346,18 @@ impl Sampler {
         } = self;
         let top_k_at = stages
             .iter()
-            .position(|s| matches!(s, Stage::TopK(k) if *k < logits.len()))
+            .enumerate()
+            .find_map(|(at, s)| match s {
+                Stage::TopK(k) if *k < logits.len() => Some((at, *k)),
+                _ => None,
+            })
             .filter(|_| top_k_first);
         let mut list = Candidates {
             items: candidates,
             sorted: false,
         };
         let rest = match top_k_at {
-            Some(at) => {
-                let Stage::TopK(k) = stages[at] else {
-                    unreachable!("found as top-k")
-                };
+            Some((at, k)) => {
                 top_k_of_logits(logits, k, &stages[..at], window, list.items)?;
                 list.sorted = true;
                 &stages[at + 1..]

@@ -120,16 +120,18 @@ pub(super) fn quantize_q8_k(x: &[f32], out: &mut Vec<u8>) {
                 out.extend_from_slice(bytemuck::bytes_of(&block));
                 continue;
             }
-            let first = v
+            // The first element of largest magnitude: the first vector with
+            // one, its lowest lane.
+            let at = v
                 .iter()
-                .position(|&v| {
-                    _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(_mm512_abs_ps(v), _mm512_set1_ps(amax)) != 0
+                .enumerate()
+                .find_map(|(i, &v)| {
+                    let hits =
+                        _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(_mm512_abs_ps(v), _mm512_set1_ps(amax));
+                    (hits != 0).then(|| 16 * i + hits.trailing_zeros() as usize)
                 })
                 .expect("amax is one of the magnitudes");
-            let lane =
-                _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(_mm512_abs_ps(v[first]), _mm512_set1_ps(amax))
-                    .trailing_zeros() as usize;
-            let max = b[16 * first + lane];
+            let max = b[at];
             let iscale = -127.0 / max;
             let (scale, magic) = (_mm512_set1_ps(iscale), _mm512_set1_ps(12_582_912.0));
             let (mantissa, bias, top) = (
@@ -227,6 +229,7 @@ mod tests {
             }
         }
     }
+
     /// Q8_K over blocks of 256 built from the inputs above (specials,
     /// ties for the largest magnitude of either sign included) against
     /// `BlockQ8K::quantize`.

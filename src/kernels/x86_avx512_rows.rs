@@ -191,12 +191,8 @@ impl OffsetBlock for BlockQ5_0 {
                 _mm512_set1_epi8(0x0f),
             );
             // Bit j of `qh` is the fifth bit of element j.
-            // (Two 32-bit masks joined: five instructions fewer per four
-            // blocks than joining the halves as integers.)
-            let fifth = _mm512_kunpackd(
-                u64::from(u32::from_le_bytes(b.qh)),
-                u64::from(u32::from_le_bytes(a.qh)),
-            );
+            let fifth =
+                u64::from(u32::from_le_bytes(a.qh)) | u64::from(u32::from_le_bytes(b.qh)) << 32;
             _mm512_mask_add_epi8(nibbles, fifth, nibbles, _mm512_set1_epi8(16))
         }
     }
