@@ -76,11 +76,28 @@ pub(super) fn ld_bsums(y: &BlockQ8K) -> __m256i {
 /// `GGML_FP16_TO_FP32` with the F16C instruction (exact, like every
 /// conversion of a half to f32), inline instead of through `half`'s run-time
 /// detection.
+///
+/// In assembly because the intrinsics (`_mm_cvtph_ps(_mm_cvtsi32_si128(h))`)
+/// let LLVM see that one lane is used and insert the half into whatever
+/// register is at hand (`vpinsrw $0, mem, %xmm0, %xmm4`), often a live
+/// accumulator: a false dependency that chained every block of a dot
+/// product to the previous block's FMA. Measured on Zen 3 (AVX2 only), 1B
+/// Q4_0 2048→8192 matrix × vector: 4.0 GB/s on one core, 16 cycles a block.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) fn f16(h: F16Le) -> f32 {
-    let v = _mm_cvtsi32_si128(i32::from(u16::from_le_bytes(h.0)));
-    _mm_cvtss_f32(_mm_cvtph_ps(v))
+    let v: __m128;
+    // SAFETY: two register-only instructions of the enabled F16C/AVX.
+    unsafe {
+        std::arch::asm!(
+            "vmovd {v}, {h:e}",
+            "vcvtph2ps {v}, {v}",
+            h = in(reg) u32::from(u16::from_le_bytes(h.0)),
+            v = out(xmm_reg) v,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+    }
+    _mm_cvtss_f32(v)
 }
 
 /// Sums the 8 lanes of `v`.

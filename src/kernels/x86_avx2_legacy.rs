@@ -86,13 +86,8 @@ pub(super) fn f16_products4(a: [F16Le; 4], b: [F16Le; 4]) -> __m128 {
     _mm_mul_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1))
 }
 
-/// One f16 value as f32 (F16C; `half` may not know the features are on).
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) fn f16x1(h: F16Le) -> f32 {
-    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(
-        u16::from_le_bytes(h.0),
-    ))))
-}
+/// One f16 value as f32 (F16C, free of false dependencies).
+pub(super) use super::x86_avx2_kquants::f16 as f16x1;
 
 /// One row pair's kernel pieces, per block (`W` weight, `X` activation).
 struct Row<P, S1, M1> {
