@@ -11,7 +11,27 @@
 //! `1/d` with half-to-even rounding: the same except for that ulp). Q8_K has
 //! no SIMD quantizer in ggml, so it uses the reference (`quant::quantize_row`).
 
-use crate::quant::{BlockQ8_0, BlockQ8_1, F16Le};
+use crate::gguf::GgmlType;
+use crate::quant::{BlockQ8_0, BlockQ8_1, BlockQ8K, F16Le, QuantizeBlock};
+
+/// The scalar quantizer into `act_type`, for variants without one of their
+/// own (so a batch is still quantized on the pool, see `matmul`).
+pub(crate) fn scalar_quantizer(act_type: GgmlType) -> Option<super::Quantize> {
+    match act_type {
+        GgmlType::Q8_0 => Some(quantize_q8_0),
+        GgmlType::Q8_1 => Some(quantize_q8_1),
+        GgmlType::Q8_K => Some(quantize_q8_k),
+        _ => None,
+    }
+}
+
+/// Appends the Q8_K blocks of `x` (length a multiple of 256) to `out`:
+/// ggml's reference, `quantize_row_q8_K_ref`.
+pub fn quantize_q8_k(x: &[f32], out: &mut Vec<u8>) {
+    for block in x.chunks_exact(256) {
+        out.extend_from_slice(bytemuck::bytes_of(&BlockQ8K::quantize(block)));
+    }
+}
 
 /// The scale and reciprocal of one 32-element block: `d = amax/127`,
 /// `id = 127/amax` (0 for an all-zero block).

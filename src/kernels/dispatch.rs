@@ -339,6 +339,7 @@ fn install_avx2(k: &mut Kernels) {
     super::x86_avx2_kquants::install(&mut k.dots);
     super::x86_avx2_kquants::install_batch(&mut k.batch);
     super::x86_avx2_legacy::install_tiles(&mut k.tiles);
+    super::x86_avx2_quantize::install(k);
 }
 
 #[cfg(test)]

@@ -250,7 +250,12 @@ impl<'a> Weights<'a> {
             dot_rows,
             // (No columns, no groups: the row dots give the zeros.)
             lanes: lanes.filter(|_| cols > 0),
-            quantize: vec_dot_type(ty).and_then(|a| kernels.quantizers.get(a)),
+            quantize: vec_dot_type(ty).and_then(|a| {
+                kernels
+                    .quantizers
+                    .get(a)
+                    .or_else(|| super::activations::scalar_quantizer(a))
+            }),
             interleaved: None,
         }
     }

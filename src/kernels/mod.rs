@@ -40,6 +40,8 @@ mod x86_avx2_kquants;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx2_legacy;
 #[cfg(target_arch = "x86_64")]
+mod x86_avx2_quantize;
+#[cfg(target_arch = "x86_64")]
 mod x86_avx512;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx512_interleaved;

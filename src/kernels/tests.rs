@@ -193,6 +193,12 @@ fn tile_shapes_agree(tile: Tile, ty: crate::gguf::GgmlType, rows: usize, cols: u
                     let v = row(cols, w, &acts[t * x_bytes..(t + 1) * x_bytes]);
                     assert_eq!(v.to_bits(), one[0].to_bits(), "{ty} row kernel r {r} t {t}");
                 }
+                // A tile in its row dot's order (single tokens of several
+                // sequences share it) equals that dot bit for bit.
+                if let (Some(dot), None) = (tile.same_as, tile.prepare) {
+                    let v = dot(cols, w, &acts[t * x_bytes..(t + 1) * x_bytes]);
+                    assert_eq!(v.to_bits(), one[0].to_bits(), "{ty} row dot r {r} t {t}");
+                }
             }
         }
     }

@@ -41,6 +41,12 @@ pub(super) fn install_tiles(tiles: &mut super::tiles::QuantTiles) {
         row: None,
         same_as: Some(dot_q5_0),
     });
+    tiles.q4_0 = Some(Tile {
+        dot: drive::<Q0Tile<BlockQ4_0>>,
+        prepare: None,
+        row: None,
+        same_as: Some(dot_q4_0),
+    });
 }
 
 /// Installs this module's kernels into the table.
@@ -393,6 +399,17 @@ impl Q0Block for BlockQ8_0 {
     }
 }
 
+impl Q0Block for BlockQ4_0 {
+    #[inline(always)]
+    fn signed(&self) -> __m256i {
+        // SAFETY: see the trait's doc.
+        unsafe { _mm256_sub_epi8(nibbles(&self.qs), _mm256_set1_epi8(8)) }
+    }
+    fn d(&self) -> F16Le {
+        self.d
+    }
+}
+
 impl Q0Block for BlockQ5_0 {
     #[inline(always)]
     fn signed(&self) -> __m256i {
@@ -408,7 +425,8 @@ impl Q0Block for BlockQ5_0 {
 }
 
 /// `tinyBLAS_Q0_AVX` (`llamafile/sgemm.cpp`, what llama.cpp runs for Q8_0
-/// and Q5_0 weights with two or more tokens) on a tile of up to 4 rows × 4
+/// and Q5_0 weights with two or more tokens, and for Q4_0 ones it has not
+/// repacked) on a tile of up to 4 rows × 4
 /// tokens: per (row, token) one 8-lane accumulator, `fma(d_w·d_x, lanes,
 /// acc)` block by block, then `hsum`. The same f32 order as the row dot
 /// [`sum_blocks`] (ggml's `ggml_vec_dot_*_q8_0`), each weight block decoded
@@ -421,8 +439,25 @@ impl<W: Q0Block> super::tiles::TileKernel for Q0Tile<W> {
         w: [&[u8]; R],
         x: [&[u8]; T],
     ) -> [[f32; R]; T] {
-        // SAFETY: installed only on CPUs with avx2, fma and f16c.
-        unsafe { q0_tile::<W, R, T>(n, w, x) }
+        if R * T <= 8 {
+            // SAFETY: installed only on CPUs with avx2, fma and f16c.
+            return unsafe { q0_tile::<W, R, T>(n, w, x) };
+        }
+        // AVX2 has sixteen vector registers: more than eight accumulators
+        // spill (a 4×4 tile kept 120 stack references in its loop), so a
+        // wider tile runs as tiles of two tokens, each weight block decoded
+        // once per pair. A (row, token) result is the same either way.
+        let mut out = [[0f32; R]; T];
+        for t0 in (0..T).step_by(2) {
+            // SAFETY: as above.
+            if t0 + 1 < T {
+                let [a, b] = unsafe { q0_tile::<W, R, 2>(n, w, [x[t0], x[t0 + 1]]) };
+                (out[t0], out[t0 + 1]) = (a, b);
+            } else {
+                [out[t0]] = unsafe { q0_tile::<W, R, 1>(n, w, [x[t0]]) };
+            }
+        }
+        out
     }
 }
 
@@ -438,17 +473,18 @@ fn q0_tile<W: Q0Block, const R: usize, const T: usize>(
         x.map(|t| &bytemuck::cast_slice::<u8, BlockQ8_0>(&t[..nb * size_of::<BlockQ8_0>()])[..nb]);
     let mut acc = [[_mm256_setzero_ps(); R]; T];
     for b in 0..nb {
-        let q: [__m256i; R] = std::array::from_fn(|r| w[r][b].signed());
-        let abs: [__m256i; R] = std::array::from_fn(|r| _mm256_sign_epi8(q[r], q[r]));
-        let dw: [f32; R] = std::array::from_fn(|r| f16x1(w[r][b].d()));
-        for t in 0..T {
-            let xb = &x[t][b];
-            let xq = load_x(&xb.qs);
-            let dx = f16x1(xb.d);
-            for r in 0..R {
-                let lanes = dot_u8_i8(abs[r], _mm256_sign_epi8(xq, q[r]));
+        // The tokens' blocks once, then row by row (one row's weights live
+        // at a time, registers for the accumulators).
+        let xq: [__m256i; T] = std::array::from_fn(|t| load_x(&x[t][b].qs));
+        let dx: [f32; T] = std::array::from_fn(|t| f16x1(x[t][b].d));
+        for r in 0..R {
+            let q = w[r][b].signed();
+            let abs = _mm256_sign_epi8(q, q);
+            let dw = f16x1(w[r][b].d());
+            for t in 0..T {
+                let lanes = dot_u8_i8(abs, _mm256_sign_epi8(xq[t], q));
                 acc[t][r] = _mm256_fmadd_ps(
-                    _mm256_set1_ps(dw[r] * dx),
+                    _mm256_set1_ps(dw * dx[t]),
                     _mm256_cvtepi32_ps(lanes),
                     acc[t][r],
                 );

@@ -161,46 +161,49 @@ pub(super) fn quantize_q8_k(x: &[f32], out: &mut Vec<u8>) {
 }
 
 #[cfg(test)]
+/// Blocks that exercise every rounding path: random scales, exact
+/// halves (amax 127 makes `id` 1), zeros, signed zeros, subnormals,
+/// huge values, infinities and NaNs.
+pub(super) fn test_inputs() -> Vec<Vec<f32>> {
+    let mut out = Vec::new();
+    for seed in 0..200u64 {
+        let scale = [1e-3f32, 1.0, 37.5, 1e30][seed as usize % 4];
+        let v: Vec<f32> = crate::kernels::test_rng::values(64, seed)
+            .iter()
+            .map(|v| v * scale)
+            .collect();
+        out.push(v);
+    }
+    let halves: Vec<f32> = (0..32).map(|i| i as f32 - 15.5).chain([127.0]).collect();
+    let mut h = halves[1..].to_vec();
+    h.truncate(32);
+    out.push(h.clone());
+    out.push(h.iter().map(|v| -v).collect());
+    out.push(vec![0.0; 32]);
+    out.push(
+        (0..32)
+            .map(|i| if i % 2 == 0 { -0.0 } else { 0.0 })
+            .collect(),
+    );
+    out.push((0..32).map(|i| f32::from_bits(i + 1)).collect());
+    out.push((0..32).map(|i| (i as f32 - 16.0) * 1e37).collect());
+    let mut specials: Vec<f32> = (0..32).map(|i| i as f32).collect();
+    specials[3] = f32::INFINITY;
+    out.push(specials.clone());
+    specials[3] = f32::NAN;
+    out.push(specials.clone());
+    specials[5] = f32::NEG_INFINITY;
+    out.push(specials);
+    out.push(vec![f32::NAN; 32]);
+    out
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::gguf::GgmlType;
 
-    /// Blocks that exercise every rounding path: random scales, exact
-    /// halves (amax 127 makes `id` 1), zeros, signed zeros, subnormals,
-    /// huge values, infinities and NaNs.
-    fn inputs() -> Vec<Vec<f32>> {
-        let mut out = Vec::new();
-        for seed in 0..200u64 {
-            let scale = [1e-3f32, 1.0, 37.5, 1e30][seed as usize % 4];
-            let v: Vec<f32> = crate::kernels::test_rng::values(64, seed)
-                .iter()
-                .map(|v| v * scale)
-                .collect();
-            out.push(v);
-        }
-        let halves: Vec<f32> = (0..32).map(|i| i as f32 - 15.5).chain([127.0]).collect();
-        let mut h = halves[1..].to_vec();
-        h.truncate(32);
-        out.push(h.clone());
-        out.push(h.iter().map(|v| -v).collect());
-        out.push(vec![0.0; 32]);
-        out.push(
-            (0..32)
-                .map(|i| if i % 2 == 0 { -0.0 } else { 0.0 })
-                .collect(),
-        );
-        out.push((0..32).map(|i| f32::from_bits(i + 1)).collect());
-        out.push((0..32).map(|i| (i as f32 - 16.0) * 1e37).collect());
-        let mut specials: Vec<f32> = (0..32).map(|i| i as f32).collect();
-        specials[3] = f32::INFINITY;
-        out.push(specials.clone());
-        specials[3] = f32::NAN;
-        out.push(specials.clone());
-        specials[5] = f32::NEG_INFINITY;
-        out.push(specials);
-        out.push(vec![f32::NAN; 32]);
-        out
-    }
+    use super::test_inputs as inputs;
 
     #[test]
     fn q8_quantizers_equal_the_scalar_ones_bit_for_bit() {
