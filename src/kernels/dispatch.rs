@@ -167,7 +167,7 @@ pub struct BatchDots {
     /// Row dots paired with a form that takes [`super::quant_dots::ROWS`]
     /// weight rows at once, each row's result bit for bit the row dot's:
     /// what matrix × vector runs.
-    pub rows: [Option<(VecDot, VecDotRows)>; 2],
+    pub rows: [Option<(VecDot, VecDotRows)>; 3],
     /// Row dots paired with a tile kernel whose every (row, token) is bit
     /// for bit the row dot's: what the single tokens of a continuous batch
     /// share, in preference to `four_tokens`; with the activation layout
@@ -339,6 +339,7 @@ fn install_avx2(k: &mut Kernels) {
     super::x86_avx2_kquants::install(&mut k.dots);
     super::x86_avx2_kquants::install_batch(&mut k.batch);
     super::x86_avx2_legacy::install_tiles(&mut k.tiles);
+    super::x86_avx2_legacy::install_rows(&mut k.batch);
     super::x86_avx2_quantize::install(k);
 }
 

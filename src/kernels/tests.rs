@@ -519,3 +519,36 @@ fn continuous_batch_singles_equal_each_token_alone() {
         }
     }
 }
+
+/// The four-row kernels matrix × vector runs equal their row dots bit for
+/// bit (each row's f32 order is its row dot's), for every type that has
+/// one on every variant this CPU supports.
+#[test]
+fn four_row_kernels_equal_their_row_dots_bit_for_bit() {
+    use crate::gguf::GgmlType;
+    for simd in Simd::supported() {
+        let k = Kernels::for_simd(simd).unwrap();
+        for (one, four) in k.batch.rows.iter().flatten() {
+            let ty = [GgmlType::Q8_0, GgmlType::Q5_0, GgmlType::Q4_0]
+                .into_iter()
+                .find(|&ty| std::ptr::fn_addr_eq(k.dots.get(ty).unwrap(), *one))
+                .expect("a four-row kernel of a 32-element type");
+            for nb in [1, 2, 20, 64] {
+                let cols = 32 * nb;
+                let data = weight_rows(ty, ROWS, cols, nb as u64);
+                let row_bytes = data.len() / ROWS;
+                let mut x = Vec::new();
+                quantize_activations(ty, &values(cols, 5 + nb as u64), &mut x).unwrap();
+                let got = four(cols, &data, row_bytes, &x);
+                for (r, got) in got.into_iter().enumerate() {
+                    let want = one(cols, &data[r * row_bytes..(r + 1) * row_bytes], &x);
+                    assert_eq!(
+                        got.to_bits(),
+                        want.to_bits(),
+                        "{simd:?} {ty} cols {cols} row {r}"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -49,6 +49,35 @@ pub(super) fn install_tiles(tiles: &mut super::tiles::QuantTiles) {
     });
 }
 
+/// Installs the four-row forms of the Q8_0, Q5_0 and Q4_0 row dots that
+/// matrix × vector runs (each row bit for bit its row dot): four
+/// independent FMA chains instead of one, and each activation block loaded
+/// once for the four rows.
+pub(super) fn install_rows(batch: &mut super::dispatch::BatchDots) {
+    batch.rows = [
+        Some((dot_q8_0, rows::<BlockQ8_0>)),
+        Some((dot_q5_0, rows::<BlockQ5_0>)),
+        Some((dot_q4_0, rows::<BlockQ4_0>)),
+    ];
+}
+
+/// [`Q0Tile`] over [`ROWS`](super::quant_dots::ROWS) consecutive rows
+/// (`row_bytes` apart) and one token.
+fn rows<W: Q0Block>(
+    n: usize,
+    w: &[u8],
+    row_bytes: usize,
+    x: &[u8],
+) -> [f32; super::quant_dots::ROWS] {
+    use super::tiles::TileKernel;
+    let [out] = Q0Tile::<W>::run::<{ super::quant_dots::ROWS }, 1>(
+        n,
+        std::array::from_fn(|r| &w[r * row_bytes..(r + 1) * row_bytes]),
+        [x],
+    );
+    out
+}
+
 /// Installs this module's kernels into the table.
 pub(super) fn install(dots: &mut QuantDots) {
     dots.q4_0 = dot_q4_0;

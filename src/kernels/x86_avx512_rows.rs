@@ -44,10 +44,8 @@ pub(super) fn install(batch: &mut BatchDots) {
     if !is_x86_feature_detected!("avx512vnni") {
         return;
     }
-    batch.rows = [
-        Some((avx2::dot_q8_0, rows_q8_0)),
-        Some((avx2::dot_q5_0, rows_q5_0)),
-    ];
+    batch.rows[0] = Some((avx2::dot_q8_0, rows_q8_0));
+    batch.rows[1] = Some((avx2::dot_q5_0, rows_q5_0));
     batch.singles_tiles[2] = Some((
         avx2::dot_q8_0,
         tile::<BlockQ8_0>,
