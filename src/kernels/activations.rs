@@ -25,6 +25,28 @@ pub(crate) fn scalar_quantizer(act_type: GgmlType) -> Option<super::Quantize> {
     }
 }
 
+/// Appends the Q8_0 blocks (or Q8_1: `s = f16(Σq · d)`) of `x` (whole
+/// blocks of 32) to `out`, each block's `(d, qs, Σ qs)` from `block`: the
+/// SIMD quantizers' common tail.
+#[inline(always)]
+pub(super) fn append_q8_blocks(
+    x: &[f32],
+    q8_1: bool,
+    out: &mut Vec<u8>,
+    mut block: impl FnMut(&[f32; 32]) -> (f32, [i8; 32], i32),
+) {
+    let (blocks, _) = x.as_chunks::<32>();
+    out.reserve(blocks.len() * if q8_1 { 36 } else { 34 });
+    for b in blocks {
+        let (d, qs, sum) = block(b);
+        out.extend_from_slice(&F16Le::from_f32(d).0);
+        if q8_1 {
+            out.extend_from_slice(&F16Le::from_f32(sum as f32 * d).0);
+        }
+        out.extend_from_slice(bytemuck::cast_slice(&qs));
+    }
+}
+
 /// Appends the Q8_K blocks of `x` (length a multiple of 256) to `out`:
 /// ggml's reference, `quantize_row_q8_K_ref`.
 pub fn quantize_q8_k(x: &[f32], out: &mut Vec<u8>) {

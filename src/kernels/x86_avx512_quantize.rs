@@ -14,9 +14,10 @@
 //! Safety: every function is `#[target_feature(enable = "avx512f,avx512bw,
 //! avx512vl")]`; `install` runs after `dispatch` confirmed those features.
 
+use super::activations::append_q8_blocks;
 use super::dispatch::{ActQuantizers, Kernels};
 use crate::quant::BlockQ8K;
-use crate::quant::float::{F16Le, F32Le, I16Le};
+use crate::quant::float::{F32Le, I16Le};
 use bytemuck::Zeroable;
 use std::arch::x86_64::*;
 
@@ -66,13 +67,7 @@ fn block(x: &[f32; 32]) -> (f32, [i8; 32], i32) {
 pub(super) fn quantize_q8_0(x: &[f32], out: &mut Vec<u8>) {
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     fn inner(x: &[f32], out: &mut Vec<u8>) {
-        let (blocks, _) = x.as_chunks::<32>();
-        out.reserve(blocks.len() * 34);
-        for b in blocks {
-            let (d, qs, _) = block(b);
-            out.extend_from_slice(&F16Le::from_f32(d).0);
-            out.extend_from_slice(bytemuck::cast_slice(&qs));
-        }
+        append_q8_blocks(x, false, out, |b| block(b));
     }
     // SAFETY: installed only on CPUs with these features (module doc).
     unsafe { inner(x, out) }
@@ -82,14 +77,7 @@ pub(super) fn quantize_q8_0(x: &[f32], out: &mut Vec<u8>) {
 pub(super) fn quantize_q8_1(x: &[f32], out: &mut Vec<u8>) {
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     fn inner(x: &[f32], out: &mut Vec<u8>) {
-        let (blocks, _) = x.as_chunks::<32>();
-        out.reserve(blocks.len() * 36);
-        for b in blocks {
-            let (d, qs, sum) = block(b);
-            out.extend_from_slice(&F16Le::from_f32(d).0);
-            out.extend_from_slice(&F16Le::from_f32(sum as f32 * d).0);
-            out.extend_from_slice(bytemuck::cast_slice(&qs));
-        }
+        append_q8_blocks(x, true, out, |b| block(b));
     }
     // SAFETY: installed only on CPUs with these features (module doc).
     unsafe { inner(x, out) }
