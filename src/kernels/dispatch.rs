@@ -341,6 +341,7 @@ fn install_avx2(k: &mut Kernels) {
     super::x86_avx2_legacy::install_tiles(&mut k.tiles);
     super::x86_avx2_legacy::install_rows(&mut k.batch);
     super::x86_avx2_quantize::install(k);
+    super::x86_avx2_interleaved::install(&mut k.interleaved);
 }
 
 #[cfg(test)]

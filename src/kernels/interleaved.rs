@@ -144,6 +144,68 @@ impl InterleavedDots {
     }
 }
 
+/// One SIMD kernel of an interleaved layout, for any number of tokens per
+/// call (the x86 modules implement it; [`group_dots`] drives it).
+pub(super) trait GroupLayout {
+    /// Elements per block, bytes per block record, prepared activation
+    /// bytes per block.
+    const ELEMENTS: usize;
+    const RECORD: usize;
+    const X_BLOCK: usize;
+    /// Tokens per call the kernel takes best (registers permitting).
+    const WIDEST: usize;
+    /// # Safety
+    /// The CPU has the implementing module's features; `group` holds `nb` records and
+    /// each `xs[t]` `nb` prepared blocks.
+    unsafe fn run<const T: usize>(
+        nb: usize,
+        group: &[u8],
+        xs: [&[u8]; T],
+    ) -> [[f32; GROUP_ROWS]; T];
+}
+
+/// A [`GroupDot`] from a layout's kernel: the tokens
+/// in calls of `L::WIDEST`, then of four, then the rest in one call (a
+/// token's arithmetic is the same in each; the weights are decoded once
+/// per call).
+pub(super) fn group_dots<L: GroupLayout>(
+    n: usize,
+    group: &[u8],
+    xs: &[u8],
+    x_bytes: usize,
+    tokens: usize,
+    out: &mut [[f32; GROUP_ROWS]; GROUP_TOKENS],
+) {
+    let nb = n / L::ELEMENTS;
+    assert!(group.len() >= nb * L::RECORD && tokens <= GROUP_TOKENS);
+    assert!(x_bytes >= nb * L::X_BLOCK && xs.len() >= tokens * x_bytes);
+    let x = |t: usize| &xs[t * x_bytes..t * x_bytes + nb * L::X_BLOCK];
+    let mut t = 0;
+    // SAFETY: a layout's kernel is installed only on CPUs with its module's
+    // features (see each module's doc); the slices are long enough
+    // (asserted above).
+    unsafe {
+        if L::WIDEST == 8 {
+            while tokens - t >= 8 {
+                let o = L::run::<8>(nb, group, std::array::from_fn(|i| x(t + i)));
+                out[t..t + 8].copy_from_slice(&o);
+                t += 8;
+            }
+        }
+        while tokens - t >= 4 {
+            let o = L::run::<4>(nb, group, std::array::from_fn(|i| x(t + i)));
+            out[t..t + 4].copy_from_slice(&o);
+            t += 4;
+        }
+        match tokens - t {
+            3 => out[t..t + 3].copy_from_slice(&L::run::<3>(nb, group, [x(t), x(t + 1), x(t + 2)])),
+            2 => out[t..t + 2].copy_from_slice(&L::run::<2>(nb, group, [x(t), x(t + 1)])),
+            1 => out[t] = L::run::<1>(nb, group, [x(t)])[0],
+            _ => {}
+        }
+    }
+}
+
 /// Whether a `rows`-row matrix of `ty` can be interleaved.
 pub fn can_interleave(ty: GgmlType, rows: usize) -> bool {
     matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_K) && rows > 0 && rows.is_multiple_of(GROUP_ROWS)

@@ -15,7 +15,8 @@
 //!   call) that matrix × matrix uses; `x86_avx512_lanes`: the lane tiles, in
 //!   the f32 orders of ggml's batch kernels;
 //! - `interleaved`: weights rearranged at load so one register holds
-//!   sixteen rows (Q4_0, Q4_K), and the kernels that read them;
+//!   sixteen rows (Q4_0, Q4_K), and the kernels that read them
+//!   (`x86_avx512_interleaved`, `x86_avx2_interleaved`);
 //! - `weight_buffer`: memory for those copies, in huge pages;
 //! - `matmul`: matrix × vector and matrix × matrix over the pool (`pool`).
 
@@ -35,6 +36,8 @@ mod tiles;
 pub mod weight_buffer;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx2;
+#[cfg(target_arch = "x86_64")]
+mod x86_avx2_interleaved;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx2_kquants;
 #[cfg(target_arch = "x86_64")]

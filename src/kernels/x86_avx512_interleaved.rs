@@ -10,8 +10,8 @@
 //! fixed-size array reference taken from a bounds-checked slice.
 
 use super::interleaved::{
-    GROUP_ROWS, GROUP_TOKENS, GroupKernel, InterleavedDots, K_DMIN, K_MINS, K_PREPARED_BLOCK, K_QS,
-    K_RECORD, K_SCALES, PREPARED_BLOCK, prepare_q4_0, prepare_q4_k,
+    GROUP_ROWS, GroupKernel, GroupLayout, InterleavedDots, K_DMIN, K_MINS, K_PREPARED_BLOCK, K_QS,
+    K_RECORD, K_SCALES, PREPARED_BLOCK, group_dots, prepare_q4_0, prepare_q4_k,
 };
 use std::arch::x86_64::*;
 
@@ -32,25 +32,6 @@ pub(super) fn install(dots: &mut InterleavedDots) {
             prepare: prepare_q4_k,
         });
     }
-}
-
-/// One interleaved layout's kernel, for any number of tokens per call.
-trait GroupLayout {
-    /// Elements per block, bytes per block record, prepared activation
-    /// bytes per block.
-    const ELEMENTS: usize;
-    const RECORD: usize;
-    const X_BLOCK: usize;
-    /// Tokens per call the kernel takes best (registers permitting).
-    const WIDEST: usize;
-    /// # Safety
-    /// The CPU has the module's features; `group` holds `nb` records and
-    /// each `xs[t]` `nb` prepared blocks.
-    unsafe fn run<const T: usize>(
-        nb: usize,
-        group: &[u8],
-        xs: [&[u8]; T],
-    ) -> [[f32; GROUP_ROWS]; T];
 }
 
 struct Q4_0;
@@ -82,47 +63,6 @@ impl<const PER_CHUNK: bool> GroupLayout for Q4K<PER_CHUNK> {
     ) -> [[f32; GROUP_ROWS]; T] {
         // SAFETY: forwarded (see the trait).
         unsafe { q4_k_group::<T, PER_CHUNK>(nb, group, xs) }
-    }
-}
-
-/// A [`super::interleaved::GroupDot`] from a layout's kernel: the tokens
-/// in calls of `L::WIDEST`, then of four, then the rest in one call (a
-/// token's arithmetic is the same in each; the weights are decoded once
-/// per call).
-fn group_dots<L: GroupLayout>(
-    n: usize,
-    group: &[u8],
-    xs: &[u8],
-    x_bytes: usize,
-    tokens: usize,
-    out: &mut [[f32; GROUP_ROWS]; GROUP_TOKENS],
-) {
-    let nb = n / L::ELEMENTS;
-    assert!(group.len() >= nb * L::RECORD && tokens <= GROUP_TOKENS);
-    assert!(x_bytes >= nb * L::X_BLOCK && xs.len() >= tokens * x_bytes);
-    let x = |t: usize| &xs[t * x_bytes..t * x_bytes + nb * L::X_BLOCK];
-    let mut t = 0;
-    // SAFETY: installed only on CPUs with these features (module doc); the
-    // slices are long enough (asserted above).
-    unsafe {
-        if L::WIDEST == 8 {
-            while tokens - t >= 8 {
-                let o = L::run::<8>(nb, group, std::array::from_fn(|i| x(t + i)));
-                out[t..t + 8].copy_from_slice(&o);
-                t += 8;
-            }
-        }
-        while tokens - t >= 4 {
-            let o = L::run::<4>(nb, group, std::array::from_fn(|i| x(t + i)));
-            out[t..t + 4].copy_from_slice(&o);
-            t += 4;
-        }
-        match tokens - t {
-            3 => out[t..t + 3].copy_from_slice(&L::run::<3>(nb, group, [x(t), x(t + 1), x(t + 2)])),
-            2 => out[t..t + 2].copy_from_slice(&L::run::<2>(nb, group, [x(t), x(t + 1)])),
-            1 => out[t] = L::run::<1>(nb, group, [x(t)])[0],
-            _ => {}
-        }
     }
 }
 
