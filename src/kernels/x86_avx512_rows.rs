@@ -32,13 +32,6 @@ use std::arch::x86_64::*;
 
 use super::quant_dots::ROWS;
 
-/// How far ahead of the rows being summed their successors are prefetched.
-const PREFETCH_ROWS: usize = 2 * ROWS;
-/// Rows from this length on are prefetched within themselves (see [`rows`]).
-const LONG_ROW_BYTES: usize = 4096;
-/// How far ahead within a long row its bytes are prefetched.
-const IN_ROW_AHEAD: usize = 512;
-
 /// Installs the four-row kernels beside the one-row kernels they equal.
 pub(super) fn install(batch: &mut BatchDots) {
     if !is_x86_feature_detected!("avx512vnni") {
@@ -287,43 +280,12 @@ fn rows<W: OffsetBlock, X: ActivationBlock, const T: usize>(
     let spread23 = _mm512_set_epi32(3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2);
     let mut acc01 = [_mm512_setzero_ps(); T];
     let mut acc23 = [_mm512_setzero_ps(); T];
-    // Four rows read side by side are four streams, which the hardware
-    // prefetcher picks up too late when the matrix comes from memory
-    // (measured: half the speed of one row at a time). Short rows: fetch
-    // the rows `PREFETCH_ROWS` ahead, spread over the blocks (block b of
-    // the four rows here is as many bytes as the stretch `[b · step, (b +
-    // 1) · step)` of the rows ahead). Long rows: that is tens of KB ahead,
-    // out of L1 again before it is read; fetch each row `IN_ROW_AHEAD`
-    // bytes ahead of its own block instead (1B-model ffn_down, 8192 → 2048
-    // from DRAM: 14.4 → 19.6 GB/s on one thread, 26.9 → 31.6 on two).
-    let ahead = w.as_ptr().wrapping_add(PREFETCH_ROWS * row_bytes);
-    let step = ROWS * size_of::<W>();
-    const {
-        assert!(
-            ROWS * size_of::<W>() <= 192,
-            "the prefetches below cover 192 bytes"
-        )
-    };
-    let long_rows = row_bytes >= LONG_ROW_BYTES;
+    // Prefetched as the AVX2 four-row kernel does (1B-model ffn_down,
+    // 8192 → 2048 from DRAM: 14.4 → 19.6 GB/s on one thread, 26.9 → 31.6 on
+    // two).
+    let ahead = avx2::RowsAhead::new(w, row_bytes);
     for b in 0..nb {
-        // A prefetch is a hint, never a load: any address is fine.
-        if long_rows {
-            let at = w.as_ptr().wrapping_add(b * size_of::<W>() + IN_ROW_AHEAD);
-            for r in 0..ROWS {
-                _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(r * row_bytes).cast());
-            }
-        } else {
-            // Every line of the stretch (`step` is 88 or 136 bytes), the
-            // offsets spelled out: as a loop the compiler kept a dozen
-            // branchy instructions per block, a quarter of the kernel.
-            let stretch = ahead.wrapping_add(b * step);
-            _mm_prefetch::<_MM_HINT_T0>(stretch.cast());
-            _mm_prefetch::<_MM_HINT_T0>(stretch.wrapping_add(64).cast());
-            if step > 128 {
-                _mm_prefetch::<_MM_HINT_T0>(stretch.wrapping_add(128).cast());
-            }
-            _mm_prefetch::<_MM_HINT_T0>(stretch.wrapping_add(step - 1).cast());
-        }
+        ahead.block::<W>(b);
         let u01 = W::unsigned_pair(&w0[b], &w1[b]);
         let u23 = W::unsigned_pair(&w2[b], &w3[b]);
         // The rows' scales as f32 once for all the tokens, spread to their
