@@ -4,9 +4,12 @@
 //! repacks these types on AVX2 too, and reads them eight rows at a time.
 //!
 //! A group's sixteen rows are two 256-bit halves (rows 0–7 and 8–15 of each
-//! 64-byte part); each half takes its own pass over the group's records, so
-//! the accumulators of up to four tokens stay in registers (the group's
-//! records, 18–80 KB at our shapes, are still in L1/L2 for the second pass).
+//! 64-byte part). One or two tokens take both halves in one pass over the
+//! group's records (each activation broadcast serves both, and the records
+//! stream by once, as decode wants them); three or four tokens take a pass
+//! per half, so their accumulators stay in registers (the group's records,
+//! 18–80 KB at our shapes, are still in L1/L2 for the second pass). Either
+//! way the next group is prefetched while this one is summed.
 //! Without `vpdpbusd`, four products per 32-bit lane are `vpmaddubsw`
 //! (unsigned nibble × signed activation, pairs into i16) and a `vpmaddwd`
 //! that sums the pairs into i32 — multiplying by the Q4_K sub-block scale
@@ -58,11 +61,13 @@ impl GroupLayout for Q4_0 {
         xs: [&[u8]; T],
     ) -> [[f32; GROUP_ROWS]; T] {
         let mut out = [[0f32; GROUP_ROWS]; T];
-        for half in 0..2 {
-            // SAFETY: forwarded (see the trait).
-            let o = unsafe { q4_0_half::<T>(nb, group, xs, half) };
-            for (out, o) in out.iter_mut().zip(o) {
-                out[HALF * half..HALF * (half + 1)].copy_from_slice(&o);
+        // SAFETY: forwarded (see the trait).
+        unsafe {
+            if T <= 2 {
+                q4_0_halves::<T, 2>(nb, group, xs, 0, &mut out);
+            } else {
+                q4_0_halves::<T, 1>(nb, group, xs, 0, &mut out);
+                q4_0_halves::<T, 1>(nb, group, xs, 1, &mut out);
             }
         }
         out
@@ -81,14 +86,33 @@ impl<const PER_CHUNK: bool> GroupLayout for Q4K<PER_CHUNK> {
         xs: [&[u8]; T],
     ) -> [[f32; GROUP_ROWS]; T] {
         let mut out = [[0f32; GROUP_ROWS]; T];
-        for half in 0..2 {
-            // SAFETY: forwarded (see the trait).
-            let o = unsafe { q4_k_half::<T, PER_CHUNK>(nb, group, xs, half) };
-            for (out, o) in out.iter_mut().zip(o) {
-                out[HALF * half..HALF * (half + 1)].copy_from_slice(&o);
+        // SAFETY: forwarded (see the trait).
+        unsafe {
+            if T <= 2 {
+                q4_k_halves::<T, 2, PER_CHUNK>(nb, group, xs, 0, &mut out);
+            } else {
+                q4_k_halves::<T, 1, PER_CHUNK>(nb, group, xs, 0, &mut out);
+                q4_k_halves::<T, 1, PER_CHUNK>(nb, group, xs, 1, &mut out);
             }
         }
         out
+    }
+}
+
+/// Asks for the part of record `b` of the group after `group` that halves
+/// `first..first + H` of it read (groups are contiguous; past the last one
+/// the hint is merely wasted), so memory streams while this group's
+/// records, already in cache, are summed: the hardware prefetcher alone
+/// left the Q4_K kernel at half the memory's speed when the weights come
+/// from DRAM, as in every decode step.
+#[inline(always)]
+fn prefetch_next_group<const H: usize>(group: &[u8], record: usize, b: usize, first: usize) {
+    let per_half = record.div_ceil(128);
+    let at = group.as_ptr().wrapping_add(group.len() + b * record);
+    for line in first * per_half..(first + H) * per_half {
+        // A prefetch is a hint, never a load: any address is fine, and SSE
+        // is part of the x86-64 baseline.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(64 * line).cast()) };
     }
 }
 
@@ -127,115 +151,150 @@ fn scale_pairs(p: &[u8]) -> __m256i {
     _mm256_or_si256(v, _mm256_slli_epi32::<16>(v))
 }
 
+/// Stores the eight rows of half `half` of one token's results.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn store(v: __m256) -> [f32; HALF] {
-    let mut o = [0f32; HALF];
+fn store(out: &mut [f32; GROUP_ROWS], half: usize, v: __m256) {
+    let o: &mut [f32; HALF] = (&mut out[HALF * half..HALF * (half + 1)])
+        .try_into()
+        .unwrap();
     // SAFETY: `o` is 8 writable f32; the store is unaligned.
     unsafe { _mm256_storeu_ps(o.as_mut_ptr(), v) };
-    o
 }
 
-/// Rows `8 half..8 half + 8` of a Q4_0 group by `T` tokens.
+/// Halves `first..first + H` of a Q4_0 group (rows `8 first..8 (first +
+/// H)`) by `T` tokens, into `out`.
 #[target_feature(enable = "avx2,fma,f16c")]
-fn q4_0_half<const T: usize>(
+fn q4_0_halves<const T: usize, const H: usize>(
     nb: usize,
     group: &[u8],
     xs: [&[u8]; T],
-    half: usize,
-) -> [[f32; HALF]; T] {
+    first: usize,
+    out: &mut [[f32; GROUP_ROWS]; T],
+) {
     let m4 = _mm256_set1_epi8(0x0f);
     let ones = _mm256_set1_epi16(1);
-    let mut acc = [_mm256_setzero_ps(); T];
+    let mut acc = [[_mm256_setzero_ps(); H]; T];
     for (b, rec) in group.chunks_exact(RECORD).take(nb).enumerate() {
-        let dw = f16x8(&rec[2 * HALF * half..]);
+        prefetch_next_group::<H>(group, RECORD, b, first);
+        let dw: [__m256; H] = std::array::from_fn(|h| f16x8(&rec[2 * HALF * (first + h)..]));
         let xb: [&[u8]; T] = xs.map(|x| &x[b * PREPARED_BLOCK..(b + 1) * PREPARED_BLOCK]);
-        let mut sum = [_mm256_setzero_si256(); T];
+        let mut sum = [[_mm256_setzero_si256(); H]; T];
         for k in 0..4 {
-            let q = load(&rec[32 + 64 * k + 32 * half..]);
-            let lo = _mm256_and_si256(q, m4);
-            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4);
-            for t in 0..T {
-                let l = _mm256_maddubs_epi16(lo, broadcast4(&xb[t][4 * k..]));
-                let h = _mm256_maddubs_epi16(hi, broadcast4(&xb[t][16 + 4 * k..]));
-                sum[t] = _mm256_add_epi16(sum[t], _mm256_add_epi16(l, h));
+            let xl = xb.map(|x| broadcast4(&x[4 * k..]));
+            let xh = xb.map(|x| broadcast4(&x[16 + 4 * k..]));
+            for h in 0..H {
+                let q = load(&rec[32 + 64 * k + 32 * (first + h)..]);
+                let lo = _mm256_and_si256(q, m4);
+                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4);
+                for t in 0..T {
+                    let products = _mm256_add_epi16(
+                        _mm256_maddubs_epi16(lo, xl[t]),
+                        _mm256_maddubs_epi16(hi, xh[t]),
+                    );
+                    sum[t][h] = _mm256_add_epi16(sum[t][h], products);
+                }
             }
         }
         for t in 0..T {
-            let seed = i32::from_le_bytes(xb[t][36..40].try_into().unwrap());
-            let isum = _mm256_add_epi32(_mm256_madd_epi16(sum[t], ones), _mm256_set1_epi32(seed));
-            let dx = f32::from_le_bytes(xb[t][32..36].try_into().unwrap());
-            let scale = _mm256_mul_ps(dw, _mm256_set1_ps(dx));
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc[t]);
+            let seed = _mm256_set1_epi32(i32::from_le_bytes(xb[t][36..40].try_into().unwrap()));
+            let dx = _mm256_set1_ps(f32::from_le_bytes(xb[t][32..36].try_into().unwrap()));
+            for h in 0..H {
+                let isum = _mm256_add_epi32(_mm256_madd_epi16(sum[t][h], ones), seed);
+                let scale = _mm256_mul_ps(dw[h], dx);
+                acc[t][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc[t][h]);
+            }
         }
     }
-    acc.map(|a| store(a))
+    for t in 0..T {
+        for h in 0..H {
+            store(&mut out[t], first + h, acc[t][h]);
+        }
+    }
 }
 
-/// Rows `8 half..8 half + 8` of a Q4_K group by `T` tokens, in ggml's gemv
-/// order or (`PER_CHUNK`) its gemm order.
+/// Halves `first..first + H` of a Q4_K group by `T` tokens, into `out`, in
+/// ggml's gemv order or (`PER_CHUNK`) its gemm order.
 #[target_feature(enable = "avx2,fma,f16c")]
-fn q4_k_half<const T: usize, const PER_CHUNK: bool>(
+fn q4_k_halves<const T: usize, const H: usize, const PER_CHUNK: bool>(
     nb: usize,
     group: &[u8],
     xs: [&[u8]; T],
-    half: usize,
-) -> [[f32; HALF]; T] {
+    first: usize,
+    out: &mut [[f32; GROUP_ROWS]; T],
+) {
     let m4 = _mm256_set1_epi8(0x0f);
-    let rows = 2 * HALF * half;
-    let mut acc = [_mm256_setzero_ps(); T];
-    let mut acc_m = [_mm256_setzero_ps(); T];
+    let mut acc = [[_mm256_setzero_ps(); H]; T];
+    let mut acc_m = [[_mm256_setzero_ps(); H]; T];
     for (b, rec) in group.chunks_exact(K_RECORD).take(nb).enumerate() {
-        let dw = f16x8(&rec[rows..]);
-        let dminw = f16x8(&rec[K_DMIN + rows..]);
+        prefetch_next_group::<H>(group, K_RECORD, b, first);
+        let rows = |h: usize| 2 * HALF * (first + h);
+        let dw: [__m256; H] = std::array::from_fn(|h| f16x8(&rec[rows(h)..]));
+        let dminw: [__m256; H] = std::array::from_fn(|h| f16x8(&rec[K_DMIN + rows(h)..]));
         let xb: [&[u8]; T] = xs.map(|x| &x[b * K_PREPARED_BLOCK..(b + 1) * K_PREPARED_BLOCK]);
         let dx = xb.map(|x| _mm256_set1_ps(f32::from_le_bytes(x[256..260].try_into().unwrap())));
-        let mut isum = [_mm256_setzero_si256(); T];
-        let mut msum = [_mm256_setzero_si256(); T];
+        let mut isum = [[_mm256_setzero_si256(); H]; T];
+        let mut msum = [[_mm256_setzero_si256(); H]; T];
         for k in 0..4 {
             // Sub-block 2k in the low nibbles, 2k + 1 in the high ones.
-            let mut lo = [_mm256_setzero_si256(); T];
-            let mut hi = [_mm256_setzero_si256(); T];
+            let mut lo = [[_mm256_setzero_si256(); H]; T];
+            let mut hi = [[_mm256_setzero_si256(); H]; T];
             for p in 0..8 {
-                let q = load(&rec[K_QS + 512 * k + 64 * p + 32 * half..]);
-                let l = _mm256_and_si256(q, m4);
-                let h = _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4);
-                for t in 0..T {
-                    let x = xb[t];
-                    let xl = broadcast4(&x[64 * k + 4 * p..]);
-                    let xh = broadcast4(&x[64 * k + 32 + 4 * p..]);
-                    lo[t] = _mm256_add_epi16(lo[t], _mm256_maddubs_epi16(l, xl));
-                    hi[t] = _mm256_add_epi16(hi[t], _mm256_maddubs_epi16(h, xh));
+                let xl = xb.map(|x| broadcast4(&x[64 * k + 4 * p..]));
+                let xh = xb.map(|x| broadcast4(&x[64 * k + 32 + 4 * p..]));
+                for h in 0..H {
+                    let q = load(&rec[K_QS + 512 * k + 64 * p + 32 * (first + h)..]);
+                    let l = _mm256_and_si256(q, m4);
+                    let u = _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4);
+                    for t in 0..T {
+                        lo[t][h] = _mm256_add_epi16(lo[t][h], _mm256_maddubs_epi16(l, xl[t]));
+                        hi[t][h] = _mm256_add_epi16(hi[t][h], _mm256_maddubs_epi16(u, xh[t]));
+                    }
                 }
             }
-            let sc_lo = scale_pairs(&rec[K_SCALES + 16 * (2 * k) + HALF * half..]);
-            let sc_hi = scale_pairs(&rec[K_SCALES + 16 * (2 * k + 1) + HALF * half..]);
-            let mins = load(&rec[K_MINS + 64 * k + 32 * half..]);
-            for t in 0..T {
-                let chunk = _mm256_add_epi32(
-                    _mm256_madd_epi16(lo[t], sc_lo),
-                    _mm256_madd_epi16(hi[t], sc_hi),
-                );
-                let m = _mm256_madd_epi16(mins, broadcast4(&xb[t][260 + 4 * k..]));
-                if PER_CHUNK {
-                    let d = _mm256_mul_ps(dw, dx[t]);
-                    let dmin = _mm256_mul_ps(dminw, dx[t]);
-                    acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(chunk), d, acc[t]);
-                    acc_m[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(m), dmin, acc_m[t]);
-                } else {
-                    isum[t] = _mm256_add_epi32(isum[t], chunk);
-                    msum[t] = _mm256_add_epi32(msum[t], m);
+            let xm = xb.map(|x| broadcast4(&x[260 + 4 * k..]));
+            for h in 0..H {
+                let scales = K_SCALES + HALF * (first + h);
+                let sc_lo = scale_pairs(&rec[scales + 16 * (2 * k)..]);
+                let sc_hi = scale_pairs(&rec[scales + 16 * (2 * k + 1)..]);
+                let mins = load(&rec[K_MINS + 64 * k + 32 * (first + h)..]);
+                for t in 0..T {
+                    let chunk = _mm256_add_epi32(
+                        _mm256_madd_epi16(lo[t][h], sc_lo),
+                        _mm256_madd_epi16(hi[t][h], sc_hi),
+                    );
+                    let m = _mm256_madd_epi16(mins, xm[t]);
+                    if PER_CHUNK {
+                        let d = _mm256_mul_ps(dw[h], dx[t]);
+                        let dmin = _mm256_mul_ps(dminw[h], dx[t]);
+                        acc[t][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(chunk), d, acc[t][h]);
+                        acc_m[t][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(m), dmin, acc_m[t][h]);
+                    } else {
+                        isum[t][h] = _mm256_add_epi32(isum[t][h], chunk);
+                        msum[t][h] = _mm256_add_epi32(msum[t][h], m);
+                    }
                 }
             }
         }
         if !PER_CHUNK {
             for t in 0..T {
-                let d = _mm256_mul_ps(dw, dx[t]);
-                let dmin = _mm256_mul_ps(dminw, dx[t]);
-                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), d, acc[t]);
-                acc_m[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(msum[t]), dmin, acc_m[t]);
+                for h in 0..H {
+                    let d = _mm256_mul_ps(dw[h], dx[t]);
+                    let dmin = _mm256_mul_ps(dminw[h], dx[t]);
+                    let (i, m) = (isum[t][h], msum[t][h]);
+                    acc[t][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), d, acc[t][h]);
+                    acc_m[t][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(m), dmin, acc_m[t][h]);
+                }
             }
         }
     }
-    std::array::from_fn(|t| store(_mm256_sub_ps(acc[t], acc_m[t])))
+    for t in 0..T {
+        for h in 0..H {
+            store(
+                &mut out[t],
+                first + h,
+                _mm256_sub_ps(acc[t][h], acc_m[t][h]),
+            );
+        }
+    }
 }

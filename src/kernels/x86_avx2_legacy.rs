@@ -131,9 +131,7 @@ impl RowsAhead {
             // Every line of the stretch (`step` is 72 to 136 bytes), the
             // offsets spelled out: as a loop the compiler kept a dozen
             // branchy instructions per block, a quarter of the kernel.
-            let stretch = self
-                .base
-                .wrapping_add(2 * ROWS * self.row_bytes + b * step);
+            let stretch = self.base.wrapping_add(2 * ROWS * self.row_bytes + b * step);
             fetch(stretch);
             fetch(stretch.wrapping_add(64));
             if step > 128 {
