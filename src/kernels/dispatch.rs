@@ -342,6 +342,7 @@ fn install_avx2(k: &mut Kernels) {
     super::x86_avx2_legacy::install_rows(&mut k.batch);
     super::x86_avx2_quantize::install(k);
     super::x86_avx2_interleaved::install(&mut k.interleaved);
+    super::x86_avx2_lanes::install(&mut k.batch);
 }
 
 #[cfg(test)]

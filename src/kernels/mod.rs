@@ -12,8 +12,9 @@
 //!   family (`*_legacy`: the 32-element formats, IQ4_NL and MXFP4; `*_kquants`:
 //!   the 256-element K-quants and IQ4_XS);
 //! - `tiles`: the shapes of the tile kernels (several rows × tokens per
-//!   call) that matrix × matrix uses; `x86_avx512_lanes`: the lane tiles, in
-//!   the f32 orders of ggml's batch kernels;
+//!   call) that matrix × matrix uses; `x86_avx512_lanes` (and, for Q8_0
+//!   and Q5_0, `x86_avx2_lanes`): the lane tiles, in the f32 orders of
+//!   ggml's batch kernels;
 //! - `interleaved`: weights rearranged at load so one register holds
 //!   sixteen rows (Q4_0, Q4_K), and the kernels that read them
 //!   (`x86_avx512_interleaved`, `x86_avx2_interleaved`);
@@ -40,6 +41,8 @@ mod x86_avx2;
 mod x86_avx2_interleaved;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx2_kquants;
+#[cfg(target_arch = "x86_64")]
+mod x86_avx2_lanes;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx2_legacy;
 #[cfg(target_arch = "x86_64")]

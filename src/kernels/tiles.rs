@@ -193,3 +193,39 @@ pub struct LaneTile {
     pub dot: LaneDot,
     pub prepare: PrepareLanes,
 }
+
+/// Token `t`'s 4-byte items `v` (element quads, pairs of block sums, an
+/// i32 or f32 per quad) into one block of a prepared group: item `e` at
+/// `64e + 4t`, so the 16 tokens' item `e` is one 64-byte vector.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(super) fn interleave(v: &[u8], t: usize, dst: &mut [u8]) {
+    for (e, item) in v.chunks_exact(4).enumerate() {
+        dst[64 * e + 4 * t..64 * e + 4 * t + 4].copy_from_slice(item);
+    }
+}
+
+/// One group of `tokens` rows of `nb` activation blocks `Y` each (`x_bytes`
+/// apart) appended to `out`, `block_bytes` per block, zero where a token is
+/// missing: `fill(block, token, its block's bytes)` for every block.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(super) fn prepare_group<Y: bytemuck::Pod>(
+    nb: usize,
+    block_bytes: usize,
+    x: &[u8],
+    x_bytes: usize,
+    tokens: usize,
+    out: &mut Vec<u8>,
+    fill: impl Fn(&Y, usize, &mut [u8]),
+) {
+    assert!(tokens <= LANES, "{tokens} tokens in a group of {LANES}");
+    let start = out.len();
+    out.resize(start + nb * block_bytes, 0);
+    let group = &mut out[start..];
+    for t in 0..tokens {
+        let row = &x[t * x_bytes..t * x_bytes + nb * size_of::<Y>()];
+        let blocks: &[Y] = bytemuck::cast_slice(row);
+        for (y, dst) in blocks.iter().zip(group.chunks_exact_mut(block_bytes)) {
+            fill(y, t, dst);
+        }
+    }
+}

@@ -10,6 +10,7 @@
 //! per half, so their accumulators stay in registers (the group's records,
 //! 18–80 KB at our shapes, are still in L1/L2 for the second pass). Either
 //! way the next group is prefetched while this one is summed.
+//!
 //! Without `vpdpbusd`, four products per 32-bit lane are `vpmaddubsw`
 //! (unsigned nibble × signed activation, pairs into i16) and a `vpmaddwd`
 //! that sums the pairs into i32 — multiplying by the Q4_K sub-block scale

@@ -38,7 +38,7 @@
 
 use super::dispatch::BatchDots;
 use super::scalar_kquants::{unpack_k4, unpack_q3_k};
-use super::tiles::{LANE_ROWS, LANES, LaneTile};
+use super::tiles::{LANE_ROWS, LANES, LaneTile, interleave, prepare_group};
 use super::x86_avx2_kquants::{f16, q3_k_quants, q4_k_quants, q5_k_quants, q6_k_quants};
 use super::x86_avx2_legacy::Q0Block;
 use super::x86_avx512_tiles::{ld512, ld512_ps};
@@ -65,15 +65,6 @@ pub(super) fn install(batch: &mut BatchDots) {
         dot: q0_lane_dot::<BlockQ5_0>,
         prepare: prepare_q0,
     });
-}
-
-/// Token `t`'s 4-byte items `v` (element quads, pairs of block sums, an
-/// i32 or f32 per quad) into one block of a prepared group: item `e` at
-/// `64e + 4t`, so the 16 tokens' item `e` is one 64-byte vector.
-fn interleave(v: &[u8], t: usize, dst: &mut [u8]) {
-    for (e, item) in v.chunks_exact(4).enumerate() {
-        dst[64 * e + 4 * t..64 * e + 4 * t + 4].copy_from_slice(item);
-    }
 }
 
 /// The [`super::tiles::LaneDot`] contract over a kernel of `R` rows (`full`)
@@ -139,31 +130,6 @@ fn prepare(n: usize, x: &[u8], x_bytes: usize, tokens: usize, out: &mut Vec<u8>)
             interleave(bytemuck::bytes_of(&y.d), t, &mut dst[D_AT..]);
         },
     );
-}
-
-/// One group of `tokens` rows of `nb` activation blocks `Y` each (`x_bytes`
-/// apart) appended to `out`, `block_bytes` per block, zero where a token is
-/// missing: `fill(block, token, its block's bytes)` for every block.
-fn prepare_group<Y: bytemuck::Pod>(
-    nb: usize,
-    block_bytes: usize,
-    x: &[u8],
-    x_bytes: usize,
-    tokens: usize,
-    out: &mut Vec<u8>,
-    fill: impl Fn(&Y, usize, &mut [u8]),
-) {
-    assert!(tokens <= LANES, "{tokens} tokens in a group of {LANES}");
-    let start = out.len();
-    out.resize(start + nb * block_bytes, 0);
-    let group = &mut out[start..];
-    for t in 0..tokens {
-        let row = &x[t * x_bytes..t * x_bytes + nb * size_of::<Y>()];
-        let blocks: &[Y] = bytemuck::cast_slice(row);
-        for (y, dst) in blocks.iter().zip(group.chunks_exact_mut(block_bytes)) {
-            fill(y, t, dst);
-        }
-    }
 }
 
 /// One weight block decoded for the lanes.
