@@ -23,19 +23,34 @@
 //! through references to fixed-size arrays.
 
 use super::dispatch::BatchDots;
+use super::scalar_kquants::{unpack_k4, unpack_q3_k};
 use super::tiles::{LANE_ROWS, LANES, LaneTile, interleave, prepare_group};
+use super::x86_avx2_kquants::{f16, q3_k_quants, q4_k_quants, q5_k_quants, q6_k_quants};
 use super::x86_avx2_legacy::{Q0Block, f16x1};
-use crate::quant::{BlockQ5_0, BlockQ8_0};
+use crate::quant::{BlockQ3K, BlockQ4K, BlockQ5_0, BlockQ5K, BlockQ6K, BlockQ8_0, BlockQ8K};
 use std::arch::x86_64::*;
 
 pub(super) fn install(batch: &mut BatchDots) {
     batch.lanes.q8_0 = Some(LaneTile {
-        dot: lane_dot::<BlockQ8_0>,
-        prepare: prepare::<BlockQ8_0>,
+        dot: q0_lane_dot::<BlockQ8_0>,
+        prepare: prepare_q0::<BlockQ8_0>,
     });
     batch.lanes.q5_0 = Some(LaneTile {
-        dot: lane_dot::<BlockQ5_0>,
-        prepare: prepare::<BlockQ5_0>,
+        dot: q0_lane_dot::<BlockQ5_0>,
+        prepare: prepare_q0::<BlockQ5_0>,
+    });
+    // Q4_K is interleaved (its own kernels); these are its kin.
+    batch.lanes.q5_k_tiled = Some(LaneTile {
+        dot: k_lane_dot::<BlockQ5K>,
+        prepare,
+    });
+    batch.lanes.q6_k_tiled = Some(LaneTile {
+        dot: k_lane_dot::<BlockQ6K>,
+        prepare,
+    });
+    batch.lanes.q3_k_tiled = Some(LaneTile {
+        dot: k_lane_dot::<BlockQ3K>,
+        prepare,
     });
 }
 
@@ -59,31 +74,37 @@ impl LaneWeights for BlockQ5_0 {
 
 /// Byte offsets in one prepared block (32 elements) of a group of
 /// [`LANES`] tokens: quad `k` of token `t` (signed) at `64k + 4t`; the
-/// tokens' `d` (f32) at [`D_AT`]` + 4t`; with an offset, `−c·Σ_k x` (i32)
-/// at [`CORRECTION_AT`]` + 64k + 4t`.
-const D_AT: usize = 32 * LANES;
-const CORRECTION_AT: usize = D_AT + 4 * LANES;
+/// tokens' `d` (f32) at [`Q0_D_AT`]` + 4t`; with an offset, `−c·Σ_k x` (i32)
+/// at [`Q0_CORRECTION_AT`]` + 64k + 4t`.
+const Q0_D_AT: usize = 32 * LANES;
+const Q0_CORRECTION_AT: usize = Q0_D_AT + 4 * LANES;
 
-const fn block_bytes<W: LaneWeights>() -> usize {
+const fn q0_block_bytes<W: LaneWeights>() -> usize {
     if W::OFFSET == 0 {
-        CORRECTION_AT
+        Q0_CORRECTION_AT
     } else {
-        CORRECTION_AT + 32 * LANES
+        Q0_CORRECTION_AT + 32 * LANES
     }
 }
 
 /// The [`super::tiles::PrepareLanes`] of weights `W`.
-fn prepare<W: LaneWeights>(n: usize, x: &[u8], x_bytes: usize, tokens: usize, out: &mut Vec<u8>) {
+fn prepare_q0<W: LaneWeights>(
+    n: usize,
+    x: &[u8],
+    x_bytes: usize,
+    tokens: usize,
+    out: &mut Vec<u8>,
+) {
     prepare_group(
         n / 32,
-        block_bytes::<W>(),
+        q0_block_bytes::<W>(),
         x,
         x_bytes,
         tokens,
         out,
         |y: &BlockQ8_0, t, dst| {
             interleave(bytemuck::cast_slice(&y.qs), t, dst);
-            interleave(&y.d.to_f32().to_le_bytes(), t, &mut dst[D_AT..]);
+            interleave(&y.d.to_f32().to_le_bytes(), t, &mut dst[Q0_D_AT..]);
             if W::OFFSET != 0 {
                 let c = i32::from(W::OFFSET);
                 let corrections: Vec<u8> = y
@@ -91,7 +112,7 @@ fn prepare<W: LaneWeights>(n: usize, x: &[u8], x_bytes: usize, tokens: usize, ou
                     .chunks_exact(4)
                     .flat_map(|q| (-c * q.iter().map(|&v| i32::from(v)).sum::<i32>()).to_le_bytes())
                     .collect();
-                interleave(&corrections, t, &mut dst[CORRECTION_AT..]);
+                interleave(&corrections, t, &mut dst[Q0_CORRECTION_AT..]);
             }
         },
     );
@@ -99,7 +120,7 @@ fn prepare<W: LaneWeights>(n: usize, x: &[u8], x_bytes: usize, tokens: usize, ou
 
 /// The [`super::tiles::LaneDot`] of weights `W`: row by row, each row over
 /// the group's two halves of eight tokens.
-fn lane_dot<W: LaneWeights>(
+fn q0_lane_dot<W: LaneWeights>(
     n: usize,
     w: &[u8],
     row_bytes: usize,
@@ -109,14 +130,14 @@ fn lane_dot<W: LaneWeights>(
 ) {
     assert!((1..=LANE_ROWS).contains(&rows), "{rows} rows");
     let nb = n / 32;
-    let bytes = block_bytes::<W>();
+    let bytes = q0_block_bytes::<W>();
     assert!(x.len() >= nb * bytes);
     for r in 0..rows {
         let row: &[W] =
             bytemuck::cast_slice(&w[r * row_bytes..r * row_bytes + nb * size_of::<W>()]);
         for half in 0..2 {
             // SAFETY: installed only on CPUs with avx2, fma and f16c.
-            let v = unsafe { lane_half::<W>(row, x, half) };
+            let v = unsafe { q0_lane_half::<W>(row, x, half) };
             let o: &mut [f32; 8] = (&mut out[r * LANES + 8 * half..r * LANES + 8 * half + 8])
                 .try_into()
                 .unwrap();
@@ -136,8 +157,8 @@ fn load(p: &[u8], off: usize) -> __m256i {
 
 /// One row × tokens `8 half..8 half + 8` of a prepared group.
 #[target_feature(enable = "avx2,fma,f16c")]
-fn lane_half<W: LaneWeights>(row: &[W], x: &[u8], half: usize) -> __m256 {
-    let bytes = block_bytes::<W>();
+fn q0_lane_half<W: LaneWeights>(row: &[W], x: &[u8], half: usize) -> __m256 {
+    let bytes = q0_block_bytes::<W>();
     let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); 8];
     let mut unsigned = [0i32; 8];
@@ -155,7 +176,7 @@ fn lane_half<W: LaneWeights>(row: &[W], x: &[u8], half: usize) -> __m256 {
             _mm256_storeu_si256(unsigned.as_mut_ptr().cast(), u);
             _mm256_storeu_si256(signs.as_mut_ptr().cast(), signed);
         }
-        let dx = _mm256_castsi256_ps(load(xb, D_AT + 32 * half));
+        let dx = _mm256_castsi256_ps(load(xb, Q0_D_AT + 32 * half));
         let d = _mm256_mul_ps(_mm256_set1_ps(f16x1(block.d())), dx);
         for k in 0..8 {
             let mut xq = load(xb, 64 * k + 32 * half);
@@ -165,7 +186,7 @@ fn lane_half<W: LaneWeights>(row: &[W], x: &[u8], half: usize) -> __m256 {
             let pairs = _mm256_maddubs_epi16(_mm256_set1_epi32(unsigned[k]), xq);
             let mut sum = _mm256_madd_epi16(pairs, ones);
             if W::OFFSET != 0 {
-                sum = _mm256_add_epi32(sum, load(xb, CORRECTION_AT + 64 * k + 32 * half));
+                sum = _mm256_add_epi32(sum, load(xb, Q0_CORRECTION_AT + 64 * k + 32 * half));
             }
             acc[k] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sum), acc[k]);
         }
@@ -173,4 +194,214 @@ fn lane_half<W: LaneWeights>(row: &[W], x: &[u8], half: usize) -> __m256 {
     // `hsum`'s order, lane by lane.
     let s: [__m256; 4] = std::array::from_fn(|k| _mm256_add_ps(acc[k], acc[k + 4]));
     _mm256_add_ps(_mm256_add_ps(s[0], s[2]), _mm256_add_ps(s[1], s[3]))
+}
+
+// K-quants: the layout and the weight decoding that the AVX-512 lane tiles
+// share (their decoding is AVX2).
+
+/// Byte offsets in one block (256 elements) of a prepared group of
+/// [`LANES`] tokens: the quants from 0 (element quad `e` of token `t` at
+/// `64e + 4t`), the block-sum pairs from [`PAIRS_AT`] (`bsums[2k]` and
+/// `bsums[2k + 1]` of token `t` as two i16 at `PAIRS_AT + 64k + 4t`), the
+/// tokens' `d` from [`D_AT`] (f32 at `D_AT + 4t`).
+pub(super) const PAIRS_AT: usize = 256 * LANES;
+pub(super) const D_AT: usize = PAIRS_AT + 8 * 4 * LANES;
+pub(super) const BLOCK_BYTES: usize = D_AT + 4 * LANES;
+
+/// The [`super::tiles::PrepareLanes`] of every K-quant lane tile: `tokens`
+/// Q8_K rows interleaved block by block (layout at [`PAIRS_AT`]).
+pub(super) fn prepare(n: usize, x: &[u8], x_bytes: usize, tokens: usize, out: &mut Vec<u8>) {
+    prepare_group(
+        n / 256,
+        BLOCK_BYTES,
+        x,
+        x_bytes,
+        tokens,
+        out,
+        |y: &BlockQ8K, t, dst| {
+            interleave(bytemuck::cast_slice(&y.qs), t, dst);
+            interleave(bytemuck::cast_slice(&y.bsums), t, &mut dst[PAIRS_AT..]);
+            interleave(bytemuck::bytes_of(&y.d), t, &mut dst[D_AT..]);
+        },
+    );
+}
+
+/// One weight block decoded for the lanes.
+#[derive(Clone, Copy, bytemuck::Zeroable)]
+#[repr(C, align(64))]
+pub(super) struct Decoded {
+    /// The quants in element order, unsigned (offsets not applied).
+    pub(super) q: [u8; 256],
+    /// The integer scale of each sub-block (the first `256 / SUB`).
+    pub(super) scales: [i32; 16],
+    /// Two i16 factors (low, high half) for each pair of the tokens' block
+    /// sums (`bsums[2k]`, `bsums[2k + 1]`): the minimums, or the offset
+    /// times the scales.
+    pub(super) pair_factors: [i32; 8],
+    pub(super) d: f32,
+    pub(super) dmin: f32,
+}
+
+/// Two i16 in the halves of an i32 lane, `lo` in the low one.
+fn i16_pair(lo: i32, hi: i32) -> i32 {
+    let half = |v: i32| u32::from(i16::try_from(v).expect("fits i16") as u16);
+    (half(lo) | half(hi) << 16) as i32
+}
+
+/// A K-quant block type the lane tiles read.
+pub(super) trait LaneBlock: bytemuck::Pod {
+    /// Elements per sub-block (one scale each).
+    const SUB: usize;
+    /// Whether the block-sum term is a separate minimum (times `dmin`),
+    /// else an offset inside the integer sum.
+    const MINS: bool;
+    fn decode(&self, out: &mut Decoded);
+}
+
+/// Stores the 32 quants `32i..32i + 32` into `out.q`.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn store_quants(out: &mut Decoded, i: usize, v: __m256i) {
+    let dst: &mut [u8; 32] = (&mut out.q[32 * i..32 * i + 32]).try_into().unwrap();
+    // SAFETY: `dst` is 32 writable bytes; the store is unaligned.
+    unsafe { _mm256_storeu_si256(dst.as_mut_ptr().cast(), v) }
+}
+
+/// Q4_K and Q5_K: scales and minimums from ggml's `utmp` unpacking; pair
+/// `k` is sub-block `k`'s two block sums, both times its minimum.
+fn decode_k4(scales: &[u8; 12], d: f32, dmin: f32, out: &mut Decoded) {
+    let u = unpack_k4(scales);
+    for s in 0..8 {
+        out.scales[s] = i32::from(u[s]);
+        out.pair_factors[s] = i16_pair(i32::from(u[8 + s]), i32::from(u[8 + s]));
+    }
+    (out.d, out.dmin) = (d, dmin);
+}
+
+/// Q3_K and Q6_K: signed scales of 16-element sub-blocks; pair `k` is
+/// sub-blocks `2k` and `2k + 1`, each times its scale and the offset.
+fn decode_offset(scales: [i32; 16], offset: i32, d: f32, out: &mut Decoded) {
+    out.scales = scales;
+    for k in 0..8 {
+        out.pair_factors[k] = i16_pair(offset * scales[2 * k], offset * scales[2 * k + 1]);
+    }
+    out.d = d;
+}
+
+/// A [`LaneBlock`] impl: `$quants` decodes 32 quants (from
+/// `x86_avx2_kquants`), `$rest` fills the rest of the [`Decoded`] from the
+/// block `$b`.
+macro_rules! lane_block {
+    ($block:ty, sub: $sub:expr, mins: $mins:expr, $quants:ident, |$b:ident, $out:ident| $rest:expr) => {
+        impl LaneBlock for $block {
+            const SUB: usize = $sub;
+            const MINS: bool = $mins;
+            #[inline(always)]
+            fn decode(&self, $out: &mut Decoded) {
+                let $b = self;
+                // SAFETY: only called from the lane tiles, which have these features.
+                unsafe {
+                    for i in 0..8 {
+                        store_quants($out, i, $quants($b, i));
+                    }
+                    $rest
+                }
+            }
+        }
+    };
+}
+
+lane_block!(BlockQ4K, sub: 32, mins: true, q4_k_quants, |b, out| {
+    decode_k4(&b.scales, f16(b.d), f16(b.dmin), out)
+});
+lane_block!(BlockQ5K, sub: 32, mins: true, q5_k_quants, |b, out| {
+    decode_k4(&b.scales, f16(b.d), f16(b.dmin), out)
+});
+lane_block!(BlockQ6K, sub: 16, mins: false, q6_k_quants, |b, out| {
+    decode_offset(b.scales.map(i32::from), -32, f16(b.d), out)
+});
+lane_block!(BlockQ3K, sub: 16, mins: false, q3_k_quants, |b, out| {
+    let scales = unpack_q3_k(&b.scales).map(|s| i32::from(s) - 32);
+    decode_offset(scales, -4, f16(b.d), out)
+});
+
+/// The [`super::tiles::LaneDot`] of K-quant block type `K` in the order of
+/// the tiled matmul's row dot (`dot_q6_k_tiled` and its kin in
+/// `x86_avx2_kquants`): row by row, each block decoded once for the
+/// group's sixteen tokens.
+fn k_lane_dot<K: LaneBlock>(
+    n: usize,
+    w: &[u8],
+    row_bytes: usize,
+    rows: usize,
+    x: &[u8],
+    out: &mut [f32; LANE_ROWS * LANES],
+) {
+    assert!((1..=LANE_ROWS).contains(&rows), "{rows} rows");
+    let nb = n / 256;
+    assert!(x.len() >= nb * BLOCK_BYTES);
+    for r in 0..rows {
+        let row: &[K] =
+            bytemuck::cast_slice(&w[r * row_bytes..r * row_bytes + nb * size_of::<K>()]);
+        // SAFETY: installed only on CPUs with avx2, fma and f16c.
+        let halves = unsafe { k_lane_row::<K>(row, x) };
+        for (half, v) in halves.into_iter().enumerate() {
+            let o: &mut [f32; 8] = (&mut out[r * LANES + 8 * half..r * LANES + 8 * half + 8])
+                .try_into()
+                .unwrap();
+            // SAFETY: `o` is 8 writable f32; the store is unaligned.
+            unsafe { _mm256_storeu_ps(o.as_mut_ptr(), v) };
+        }
+    }
+}
+
+/// One row × one prepared group, as two halves of eight tokens. Per block,
+/// the tiled order: `r = Σ·d_w`, less `dmin_w·Σm` in one FMA where the type
+/// has minimums, then `acc = fma(r, d_x, acc)`. The exact integer sums:
+/// per sub-block Σ q·x (`vpmaddubsw` pairs, at most 2·63·128 in i16, then
+/// `vpmaddwd` into i32) times its scale, plus the block sums times their
+/// pair factors (`vpmaddwd`).
+#[target_feature(enable = "avx2,fma,f16c")]
+fn k_lane_row<K: LaneBlock>(row: &[K], x: &[u8]) -> [__m256; 2] {
+    let ones = _mm256_set1_epi16(1);
+    let mut dec: Decoded = bytemuck::Zeroable::zeroed();
+    let mut acc = [_mm256_setzero_ps(); 2];
+    for (i, block) in row.iter().enumerate() {
+        let xb = &x[i * BLOCK_BYTES..(i + 1) * BLOCK_BYTES];
+        block.decode(&mut dec);
+        let d = _mm256_set1_ps(dec.d);
+        let dmin = _mm256_set1_ps(dec.dmin);
+        for (half, acc) in acc.iter_mut().enumerate() {
+            let mut sum = _mm256_setzero_si256();
+            let mut mins = _mm256_setzero_si256();
+            for s in 0..256 / K::SUB {
+                let mut raw = _mm256_setzero_si256();
+                for g in 0..K::SUB / 4 {
+                    let e = s * K::SUB + 4 * g;
+                    let quad = i32::from_le_bytes(dec.q[e..e + 4].try_into().unwrap());
+                    let xq = load(xb, 16 * e + 32 * half);
+                    let pairs = _mm256_maddubs_epi16(_mm256_set1_epi32(quad), xq);
+                    raw = _mm256_add_epi32(raw, _mm256_madd_epi16(pairs, ones));
+                }
+                let scaled = _mm256_mullo_epi32(raw, _mm256_set1_epi32(dec.scales[s]));
+                sum = _mm256_add_epi32(sum, scaled);
+            }
+            for k in 0..8 {
+                let bsums = load(xb, PAIRS_AT + 64 * k + 32 * half);
+                let term = _mm256_madd_epi16(bsums, _mm256_set1_epi32(dec.pair_factors[k]));
+                if K::MINS {
+                    mins = _mm256_add_epi32(mins, term);
+                } else {
+                    sum = _mm256_add_epi32(sum, term);
+                }
+            }
+            let dx = _mm256_castsi256_ps(load(xb, D_AT + 32 * half));
+            let mut v = _mm256_mul_ps(_mm256_cvtepi32_ps(sum), d);
+            if K::MINS {
+                v = _mm256_fnmadd_ps(dmin, _mm256_cvtepi32_ps(mins), v);
+            }
+            *acc = _mm256_fmadd_ps(v, dx, *acc);
+        }
+    }
+    acc
 }

@@ -37,12 +37,12 @@
 //! for each call. Loads go through references to fixed-size arrays.
 
 use super::dispatch::BatchDots;
-use super::scalar_kquants::{unpack_k4, unpack_q3_k};
 use super::tiles::{LANE_ROWS, LANES, LaneTile, interleave, prepare_group};
-use super::x86_avx2_kquants::{f16, q3_k_quants, q4_k_quants, q5_k_quants, q6_k_quants};
+use super::x86_avx2_kquants::f16;
+use super::x86_avx2_lanes::{BLOCK_BYTES, D_AT, LaneBlock, PAIRS_AT, prepare};
 use super::x86_avx2_legacy::Q0Block;
 use super::x86_avx512_tiles::{ld512, ld512_ps};
-use crate::quant::{BlockQ3K, BlockQ4K, BlockQ5_0, BlockQ5K, BlockQ6K, BlockQ8_0, BlockQ8K};
+use crate::quant::{BlockQ3K, BlockQ4K, BlockQ5_0, BlockQ5K, BlockQ6K, BlockQ8_0};
 use std::arch::x86_64::*;
 
 /// Installs the lane tiles of ggml's batch orders (only where the CPU has
@@ -104,132 +104,6 @@ fn lanes(v: __m512) -> [f32; LANES] {
     unsafe { _mm512_storeu_ps(o.as_mut_ptr(), v) };
     o
 }
-
-/// Byte offsets in one block (256 elements) of a prepared group of
-/// [`LANES`] tokens: the quants from 0 (element quad `e` of token `t` at
-/// `64e + 4t`), the block-sum pairs from [`PAIRS_AT`] (`bsums[2k]` and
-/// `bsums[2k + 1]` of token `t` as two i16 at `PAIRS_AT + 64k + 4t`), the
-/// tokens' `d` from [`D_AT`] (f32 at `D_AT + 4t`).
-const PAIRS_AT: usize = 256 * LANES;
-const D_AT: usize = PAIRS_AT + 8 * 4 * LANES;
-const BLOCK_BYTES: usize = D_AT + 4 * LANES;
-
-/// The [`super::tiles::PrepareLanes`] of every K-quant lane tile: `tokens`
-/// Q8_K rows interleaved block by block (layout at [`PAIRS_AT`]).
-fn prepare(n: usize, x: &[u8], x_bytes: usize, tokens: usize, out: &mut Vec<u8>) {
-    prepare_group(
-        n / 256,
-        BLOCK_BYTES,
-        x,
-        x_bytes,
-        tokens,
-        out,
-        |y: &BlockQ8K, t, dst| {
-            interleave(bytemuck::cast_slice(&y.qs), t, dst);
-            interleave(bytemuck::cast_slice(&y.bsums), t, &mut dst[PAIRS_AT..]);
-            interleave(bytemuck::bytes_of(&y.d), t, &mut dst[D_AT..]);
-        },
-    );
-}
-
-/// One weight block decoded for the lanes.
-#[derive(Clone, Copy, bytemuck::Zeroable)]
-#[repr(C, align(64))]
-struct Decoded {
-    /// The quants in element order, unsigned (offsets not applied).
-    q: [u8; 256],
-    /// The integer scale of each sub-block (the first `256 / SUB`).
-    scales: [i32; 16],
-    /// Two i16 factors (low, high half) for each pair of the tokens' block
-    /// sums (`bsums[2k]`, `bsums[2k + 1]`): the minimums, or the offset
-    /// times the scales.
-    pair_factors: [i32; 8],
-    d: f32,
-    dmin: f32,
-}
-
-/// Two i16 in the halves of an i32 lane, `lo` in the low one.
-fn i16_pair(lo: i32, hi: i32) -> i32 {
-    let half = |v: i32| u32::from(i16::try_from(v).expect("fits i16") as u16);
-    (half(lo) | half(hi) << 16) as i32
-}
-
-/// A K-quant block type the lane tiles read.
-trait LaneBlock: bytemuck::Pod {
-    /// Elements per sub-block (one scale each).
-    const SUB: usize;
-    /// Whether the block-sum term is a separate minimum (times `dmin`),
-    /// else an offset inside the integer sum.
-    const MINS: bool;
-    fn decode(&self, out: &mut Decoded);
-}
-
-/// Stores the 32 quants `32i..32i + 32` into `out.q`.
-#[inline]
-#[target_feature(enable = "avx2")]
-fn store_quants(out: &mut Decoded, i: usize, v: __m256i) {
-    let dst: &mut [u8; 32] = (&mut out.q[32 * i..32 * i + 32]).try_into().unwrap();
-    // SAFETY: `dst` is 32 writable bytes; the store is unaligned.
-    unsafe { _mm256_storeu_si256(dst.as_mut_ptr().cast(), v) }
-}
-
-/// Q4_K and Q5_K: scales and minimums from ggml's `utmp` unpacking; pair
-/// `k` is sub-block `k`'s two block sums, both times its minimum.
-fn decode_k4(scales: &[u8; 12], d: f32, dmin: f32, out: &mut Decoded) {
-    let u = unpack_k4(scales);
-    for s in 0..8 {
-        out.scales[s] = i32::from(u[s]);
-        out.pair_factors[s] = i16_pair(i32::from(u[8 + s]), i32::from(u[8 + s]));
-    }
-    (out.d, out.dmin) = (d, dmin);
-}
-
-/// Q3_K and Q6_K: signed scales of 16-element sub-blocks; pair `k` is
-/// sub-blocks `2k` and `2k + 1`, each times its scale and the offset.
-fn decode_offset(scales: [i32; 16], offset: i32, d: f32, out: &mut Decoded) {
-    out.scales = scales;
-    for k in 0..8 {
-        out.pair_factors[k] = i16_pair(offset * scales[2 * k], offset * scales[2 * k + 1]);
-    }
-    out.d = d;
-}
-
-/// A [`LaneBlock`] impl: `$quants` decodes 32 quants (from
-/// `x86_avx2_kquants`), `$rest` fills the rest of the [`Decoded`] from the
-/// block `$b`.
-macro_rules! lane_block {
-    ($block:ty, sub: $sub:expr, mins: $mins:expr, $quants:ident, |$b:ident, $out:ident| $rest:expr) => {
-        impl LaneBlock for $block {
-            const SUB: usize = $sub;
-            const MINS: bool = $mins;
-            #[inline(always)]
-            fn decode(&self, $out: &mut Decoded) {
-                let $b = self;
-                // SAFETY: only called from `lane_tile`, which has these features.
-                unsafe {
-                    for i in 0..8 {
-                        store_quants($out, i, $quants($b, i));
-                    }
-                    $rest
-                }
-            }
-        }
-    };
-}
-
-lane_block!(BlockQ4K, sub: 32, mins: true, q4_k_quants, |b, out| {
-    decode_k4(&b.scales, f16(b.d), f16(b.dmin), out)
-});
-lane_block!(BlockQ5K, sub: 32, mins: true, q5_k_quants, |b, out| {
-    decode_k4(&b.scales, f16(b.d), f16(b.dmin), out)
-});
-lane_block!(BlockQ6K, sub: 16, mins: false, q6_k_quants, |b, out| {
-    decode_offset(b.scales.map(i32::from), -32, f16(b.d), out)
-});
-lane_block!(BlockQ3K, sub: 16, mins: false, q3_k_quants, |b, out| {
-    let scales = unpack_q3_k(&b.scales).map(|s| i32::from(s) - 32);
-    decode_offset(scales, -4, f16(b.d), out)
-});
 
 /// The [`super::tiles::LaneDot`] of block type `K`: in the order of
 /// `dot_q4_k_gemm` when `GEMM`, else of the tiled matmul's row dot.
@@ -593,7 +467,7 @@ mod tests {
                 .expect("a block type");
             for nb in [1, 2, 3, 8] {
                 let n = 256 * nb;
-                let x_bytes = nb * size_of::<BlockQ8K>();
+                let x_bytes = nb * size_of::<crate::quant::BlockQ8K>();
                 let random: Vec<u8> = (0..LANES)
                     .flat_map(|t| activations(n, (100 * nb + t) as u64))
                     .collect();
