@@ -207,9 +207,9 @@ fn q4_0_halves<const T: usize, const H: usize>(
             }
         }
     }
-    for t in 0..T {
-        for h in 0..H {
-            store(&mut out[t], first + h, acc[t][h]);
+    for (out, acc) in out.iter_mut().zip(acc) {
+        for (h, v) in acc.into_iter().enumerate() {
+            store(out, first + h, v);
         }
     }
 }
@@ -289,13 +289,9 @@ fn q4_k_halves<const T: usize, const H: usize, const PER_CHUNK: bool>(
             }
         }
     }
-    for t in 0..T {
-        for h in 0..H {
-            store(
-                &mut out[t],
-                first + h,
-                _mm256_sub_ps(acc[t][h], acc_m[t][h]),
-            );
+    for ((out, acc), acc_m) in out.iter_mut().zip(acc).zip(acc_m) {
+        for (h, (a, m)) in acc.into_iter().zip(acc_m).enumerate() {
+            store(out, first + h, _mm256_sub_ps(a, m));
         }
     }
 }

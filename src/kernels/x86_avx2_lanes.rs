@@ -118,8 +118,7 @@ fn prepare_q0<W: LaneWeights>(
     );
 }
 
-/// The [`super::tiles::LaneDot`] of weights `W`: row by row, each row over
-/// the group's two halves of eight tokens.
+/// The [`super::tiles::LaneDot`] of weights `W`.
 fn q0_lane_dot<W: LaneWeights>(
     n: usize,
     w: &[u8],
@@ -128,19 +127,33 @@ fn q0_lane_dot<W: LaneWeights>(
     x: &[u8],
     out: &mut [f32; LANE_ROWS * LANES],
 ) {
-    assert!((1..=LANE_ROWS).contains(&rows), "{rows} rows");
-    let nb = n / 32;
     let bytes = q0_block_bytes::<W>();
-    assert!(x.len() >= nb * bytes);
-    for r in 0..rows {
-        let row: &[W] =
-            bytemuck::cast_slice(&w[r * row_bytes..r * row_bytes + nb * size_of::<W>()]);
-        for half in 0..2 {
-            // SAFETY: installed only on CPUs with avx2, fma and f16c.
-            let v = unsafe { q0_lane_half::<W>(row, x, half) };
-            let o: &mut [f32; 8] = (&mut out[r * LANES + 8 * half..r * LANES + 8 * half + 8])
-                .try_into()
-                .unwrap();
+    // SAFETY: installed only on CPUs with avx2, fma and f16c.
+    let row = |row: &[W], x: &[u8]| unsafe { [0, 1].map(|h| q0_lane_half::<W>(row, x, h)) };
+    by_rows(n / 32, bytes, w, row_bytes, rows, x, out, row);
+}
+
+/// The [`super::tiles::LaneDot`] contract over `kernel`, which takes one
+/// row of `nb` blocks `B` and a prepared group (`block_bytes` a block) to
+/// the two halves of the group's results: row by row.
+#[allow(clippy::too_many_arguments)] // the `LaneDot` signature, and the kernel
+#[inline(always)]
+fn by_rows<B: bytemuck::Pod>(
+    nb: usize,
+    block_bytes: usize,
+    w: &[u8],
+    row_bytes: usize,
+    rows: usize,
+    x: &[u8],
+    out: &mut [f32; LANE_ROWS * LANES],
+    kernel: impl Fn(&[B], &[u8]) -> [__m256; 2],
+) {
+    assert!((1..=LANE_ROWS).contains(&rows), "{rows} rows");
+    let x = &x[..nb * block_bytes];
+    for (r, out) in out.chunks_exact_mut(LANES).take(rows).enumerate() {
+        let row = bytemuck::cast_slice(&w[r * row_bytes..r * row_bytes + nb * size_of::<B>()]);
+        for (half, v) in kernel(row, x).into_iter().enumerate() {
+            let o: &mut [f32; 8] = (&mut out[8 * half..8 * half + 8]).try_into().unwrap();
             // SAFETY: `o` is 8 writable f32; the store is unaligned.
             unsafe { _mm256_storeu_ps(o.as_mut_ptr(), v) };
         }
@@ -337,22 +350,9 @@ fn k_lane_dot<K: LaneBlock>(
     x: &[u8],
     out: &mut [f32; LANE_ROWS * LANES],
 ) {
-    assert!((1..=LANE_ROWS).contains(&rows), "{rows} rows");
-    let nb = n / 256;
-    assert!(x.len() >= nb * BLOCK_BYTES);
-    for r in 0..rows {
-        let row: &[K] =
-            bytemuck::cast_slice(&w[r * row_bytes..r * row_bytes + nb * size_of::<K>()]);
-        // SAFETY: installed only on CPUs with avx2, fma and f16c.
-        let halves = unsafe { k_lane_row::<K>(row, x) };
-        for (half, v) in halves.into_iter().enumerate() {
-            let o: &mut [f32; 8] = (&mut out[r * LANES + 8 * half..r * LANES + 8 * half + 8])
-                .try_into()
-                .unwrap();
-            // SAFETY: `o` is 8 writable f32; the store is unaligned.
-            unsafe { _mm256_storeu_ps(o.as_mut_ptr(), v) };
-        }
-    }
+    // SAFETY: installed only on CPUs with avx2, fma and f16c.
+    let row = |row: &[K], x: &[u8]| unsafe { k_lane_row::<K>(row, x) };
+    by_rows(n / 256, BLOCK_BYTES, w, row_bytes, rows, x, out, row);
 }
 
 /// One row × one prepared group, as two halves of eight tokens. Per block,
