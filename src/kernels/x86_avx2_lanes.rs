@@ -54,23 +54,11 @@ pub(super) fn install(batch: &mut BatchDots) {
     });
 }
 
-/// How a weight type's signed bytes `w` meet the signed activations in
-/// `vpmaddubsw` (unsigned × signed).
-trait LaneWeights: Q0Block {
-    /// `c` where the weights are taken as unsigned `u = w + c` and the
-    /// activations' side pays `−c·Σx` per quad (Q5_0: `u` ≤ 31, so the
-    /// pair sums stay far from i16 saturation); 0: the sign trick instead,
-    /// `|w|` against `x·sign(w)` (Q8_0, as in ggml).
-    const OFFSET: i8;
-}
-
-impl LaneWeights for BlockQ8_0 {
-    const OFFSET: i8 = 0;
-}
-
-impl LaneWeights for BlockQ5_0 {
-    const OFFSET: i8 = 16;
-}
+// How the weights meet the signed activations in `vpmaddubsw` (unsigned ×
+// signed): types stored unsigned (`Q0Block::OFFSET` c ≠ 0, Q5_0: `u` ≤ 31,
+// far from i16 saturation) as `u`, the activations' side paying `−c·Σx`
+// per quad; Q8_0 (c = 0) by the sign trick, `|w|` against `x·sign(w)`, as
+// in ggml.
 
 /// Byte offsets in one prepared block (32 elements) of a group of
 /// [`LANES`] tokens: quad `k` of token `t` (signed) at `64k + 4t`; the
@@ -79,7 +67,7 @@ impl LaneWeights for BlockQ5_0 {
 const Q0_D_AT: usize = 32 * LANES;
 const Q0_CORRECTION_AT: usize = Q0_D_AT + 4 * LANES;
 
-const fn q0_block_bytes<W: LaneWeights>() -> usize {
+const fn q0_block_bytes<W: Q0Block>() -> usize {
     if W::OFFSET == 0 {
         Q0_CORRECTION_AT
     } else {
@@ -88,13 +76,7 @@ const fn q0_block_bytes<W: LaneWeights>() -> usize {
 }
 
 /// The [`super::tiles::PrepareLanes`] of weights `W`.
-fn prepare_q0<W: LaneWeights>(
-    n: usize,
-    x: &[u8],
-    x_bytes: usize,
-    tokens: usize,
-    out: &mut Vec<u8>,
-) {
+fn prepare_q0<W: Q0Block>(n: usize, x: &[u8], x_bytes: usize, tokens: usize, out: &mut Vec<u8>) {
     prepare_group(
         n / 32,
         q0_block_bytes::<W>(),
@@ -119,7 +101,7 @@ fn prepare_q0<W: LaneWeights>(
 }
 
 /// The [`super::tiles::LaneDot`] of weights `W`.
-fn q0_lane_dot<W: LaneWeights>(
+fn q0_lane_dot<W: Q0Block>(
     n: usize,
     w: &[u8],
     row_bytes: usize,
@@ -170,7 +152,7 @@ fn load(p: &[u8], off: usize) -> __m256i {
 
 /// One row × tokens `8 half..8 half + 8` of a prepared group.
 #[target_feature(enable = "avx2,fma,f16c")]
-fn q0_lane_half<W: LaneWeights>(row: &[W], x: &[u8], half: usize) -> __m256 {
+fn q0_lane_half<W: Q0Block>(row: &[W], x: &[u8], half: usize) -> __m256 {
     let bytes = q0_block_bytes::<W>();
     let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); 8];
@@ -178,16 +160,16 @@ fn q0_lane_half<W: LaneWeights>(row: &[W], x: &[u8], half: usize) -> __m256 {
     let mut signs = [0i32; 8];
     for (b, block) in row.iter().enumerate() {
         let xb = &x[b * bytes..(b + 1) * bytes];
-        let signed = block.signed();
+        let stored = block.stored();
         let u = if W::OFFSET == 0 {
-            _mm256_sign_epi8(signed, signed)
+            _mm256_sign_epi8(stored, stored)
         } else {
-            _mm256_add_epi8(signed, _mm256_set1_epi8(W::OFFSET))
+            stored
         };
         // SAFETY: the arrays are 32 writable bytes; the stores are unaligned.
         unsafe {
             _mm256_storeu_si256(unsigned.as_mut_ptr().cast(), u);
-            _mm256_storeu_si256(signs.as_mut_ptr().cast(), signed);
+            _mm256_storeu_si256(signs.as_mut_ptr().cast(), stored);
         }
         let dx = _mm256_castsi256_ps(load(xb, Q0_D_AT + 32 * half));
         let d = _mm256_mul_ps(_mm256_set1_ps(f16x1(block.d())), dx);

@@ -473,17 +473,28 @@ pub(super) fn dot_mxfp4(n: usize, w: &[u8], x: &[u8]) -> f32 {
     unsafe { inner(w, x) }
 }
 
-/// A weight block of a `_0` type as 32 signed bytes in element order, and
-/// its scale. Only called from tile kernels with avx2, fma and f16c (the
-/// safety argument of the `unsafe` blocks below).
+/// A weight block of a `_0` type: its 32 bytes in element order as the
+/// type stores them, and its scale. Only called from tile kernels with
+/// avx2, fma and f16c (the safety argument of the `unsafe` blocks below).
 pub(super) trait Q0Block: bytemuck::Pod {
-    fn signed(&self) -> __m256i;
+    /// `c` in `w = u − c` for the types stored unsigned (Q4_0: 8, Q5_0:
+    /// 16); 0 for Q8_0, whose bytes are the signed weights.
+    const OFFSET: i8;
+    /// The unsigned `u = w + c`, or (`OFFSET` 0) the signed weights.
+    fn stored(&self) -> __m256i;
     fn d(&self) -> F16Le;
+    /// The signed weights.
+    #[inline(always)]
+    fn signed(&self) -> __m256i {
+        // SAFETY: see the trait's doc.
+        unsafe { _mm256_sub_epi8(self.stored(), _mm256_set1_epi8(Self::OFFSET)) }
+    }
 }
 
 impl Q0Block for BlockQ8_0 {
+    const OFFSET: i8 = 0;
     #[inline(always)]
-    fn signed(&self) -> __m256i {
+    fn stored(&self) -> __m256i {
         // SAFETY: see the trait's doc.
         unsafe { load_x(&self.qs) }
     }
@@ -493,10 +504,11 @@ impl Q0Block for BlockQ8_0 {
 }
 
 impl Q0Block for BlockQ4_0 {
+    const OFFSET: i8 = 8;
     #[inline(always)]
-    fn signed(&self) -> __m256i {
+    fn stored(&self) -> __m256i {
         // SAFETY: see the trait's doc.
-        unsafe { _mm256_sub_epi8(nibbles(&self.qs), _mm256_set1_epi8(8)) }
+        unsafe { nibbles(&self.qs) }
     }
     fn d(&self) -> F16Le {
         self.d
@@ -504,13 +516,11 @@ impl Q0Block for BlockQ4_0 {
 }
 
 impl Q0Block for BlockQ5_0 {
+    const OFFSET: i8 = 16;
     #[inline(always)]
-    fn signed(&self) -> __m256i {
+    fn stored(&self) -> __m256i {
         // SAFETY: see the trait's doc.
-        unsafe {
-            let u = _mm256_or_si256(nibbles(&self.qs), fifth_bits(self.qh));
-            _mm256_sub_epi8(u, _mm256_set1_epi8(16))
-        }
+        unsafe { _mm256_or_si256(nibbles(&self.qs), fifth_bits(self.qh)) }
     }
     fn d(&self) -> F16Le {
         self.d
@@ -570,16 +580,37 @@ fn q0_tile<W: Q0Block, const R: usize, const T: usize>(
         if let Some(ahead) = &ahead {
             ahead.block::<W>(b);
         }
+        // SAFETY: every `w[r]` and `x[t]` is `nb` blocks long (sliced
+        // above) and `b < nb`. Unchecked because the checks (one per row and
+        // token per block: LLVM does not carry the lengths through the
+        // arrays) were a tenth of the four-row decode loop.
+        let (wb, xb): ([&W; R], [&BlockQ8_0; T]) = unsafe {
+            (
+                std::array::from_fn(|r| w[r].get_unchecked(b)),
+                std::array::from_fn(|t| x[t].get_unchecked(b)),
+            )
+        };
         // The tokens' blocks once, then row by row (one row's weights live
         // at a time, registers for the accumulators).
-        let xq: [__m256i; T] = std::array::from_fn(|t| load_x(&x[t][b].qs));
-        let dx: [f32; T] = std::array::from_fn(|t| f16x1(x[t][b].d));
+        let xq: [__m256i; T] = std::array::from_fn(|t| load_x(&xb[t].qs));
+        let dx: [f32; T] = std::array::from_fn(|t| f16x1(xb[t].d));
+        // Weights stored unsigned: Σ u·x − c·Σx per quad, the same integers
+        // as ggml's Σ w·x by the sign trick, with the tokens' `c·Σx` once
+        // per block rather than a sign and an offset per row.
+        let offset = _mm256_set1_epi8(W::OFFSET);
+        let corrections: [__m256i; T] = std::array::from_fn(|t| match W::OFFSET {
+            0 => _mm256_setzero_si256(),
+            _ => dot_u8_i8(offset, xq[t]),
+        });
         for r in 0..R {
-            let q = w[r][b].signed();
+            let q = wb[r].stored();
             let abs = _mm256_sign_epi8(q, q);
-            let dw = f16x1(w[r][b].d());
+            let dw = f16x1(wb[r].d());
             for t in 0..T {
-                let lanes = dot_u8_i8(abs, _mm256_sign_epi8(xq[t], q));
+                let lanes = match W::OFFSET {
+                    0 => dot_u8_i8(abs, _mm256_sign_epi8(xq[t], q)),
+                    _ => _mm256_sub_epi32(dot_u8_i8(q, xq[t]), corrections[t]),
+                };
                 acc[t][r] = _mm256_fmadd_ps(
                     _mm256_set1_ps(dw * dx[t]),
                     _mm256_cvtepi32_ps(lanes),
