@@ -164,6 +164,24 @@ pub(super) trait GroupLayout {
     ) -> [[f32; GROUP_ROWS]; T];
 }
 
+/// Installs one module's kernels of the two layouts: Q4_0 (one order for
+/// every token), Q4_K (ggml's gemv order for single tokens, its gemm order
+/// for groups of four).
+pub(super) fn install_layouts<Q40: GroupLayout, Q4KGemv: GroupLayout, Q4KGemm: GroupLayout>(
+    dots: &mut InterleavedDots,
+) {
+    dots.q4_0 = Some(GroupKernel {
+        dot: group_dots::<Q40>,
+        grouped: None,
+        prepare: prepare_q4_0,
+    });
+    dots.q4_k = Some(GroupKernel {
+        dot: group_dots::<Q4KGemv>,
+        grouped: Some(group_dots::<Q4KGemm>),
+        prepare: prepare_q4_k,
+    });
+}
+
 /// A [`GroupDot`] from a layout's kernel: the tokens
 /// in calls of `L::WIDEST`, then of four, then the rest in one call (a
 /// token's arithmetic is the same in each; the weights are decoded once

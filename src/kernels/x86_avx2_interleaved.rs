@@ -25,8 +25,8 @@
 //! bounds-checked slice.
 
 use super::interleaved::{
-    GROUP_ROWS, GroupKernel, GroupLayout, InterleavedDots, K_DMIN, K_MINS, K_PREPARED_BLOCK, K_QS,
-    K_RECORD, K_SCALES, PREPARED_BLOCK, group_dots, prepare_q4_0, prepare_q4_k,
+    GROUP_ROWS, GroupLayout, InterleavedDots, K_DMIN, K_MINS, K_PREPARED_BLOCK, K_QS, K_RECORD,
+    K_SCALES, PREPARED_BLOCK, install_layouts,
 };
 use std::arch::x86_64::*;
 
@@ -37,24 +37,31 @@ const RECORD: usize = GROUP_ROWS * 18;
 const HALF: usize = GROUP_ROWS / 2;
 
 pub(super) fn install(dots: &mut InterleavedDots) {
-    dots.q4_0 = Some(GroupKernel {
-        dot: group_dots::<Q4_0>,
-        grouped: None,
-        prepare: prepare_q4_0,
-    });
-    // ggml's gemv order for single tokens, its gemm order for groups of four.
-    dots.q4_k = Some(GroupKernel {
-        dot: group_dots::<Q4K<false>>,
-        grouped: Some(group_dots::<Q4K<true>>),
-        prepare: prepare_q4_k,
-    });
+    install_layouts::<Q4_0, Q4K<false>, Q4K<true>>(dots);
 }
 
-struct Q4_0;
-impl GroupLayout for Q4_0 {
-    const ELEMENTS: usize = 32;
-    const RECORD: usize = RECORD;
-    const X_BLOCK: usize = PREPARED_BLOCK;
+/// A layout's kernel over halves `first..first + H` of a group by `T`
+/// tokens, into `out`.
+trait Halves {
+    const ELEMENTS: usize;
+    const RECORD: usize;
+    const X_BLOCK: usize;
+    /// # Safety
+    /// As [`GroupLayout::run`].
+    unsafe fn halves<const T: usize, const H: usize>(
+        nb: usize,
+        group: &[u8],
+        xs: [&[u8]; T],
+        first: usize,
+        out: &mut [[f32; GROUP_ROWS]; T],
+    );
+}
+
+/// One or two tokens take both halves in one pass, more a pass per half.
+impl<K: Halves> GroupLayout for K {
+    const ELEMENTS: usize = K::ELEMENTS;
+    const RECORD: usize = K::RECORD;
+    const X_BLOCK: usize = K::X_BLOCK;
     const WIDEST: usize = 4;
     unsafe fn run<const T: usize>(
         nb: usize,
@@ -65,38 +72,47 @@ impl GroupLayout for Q4_0 {
         // SAFETY: forwarded (see the trait).
         unsafe {
             if T <= 2 {
-                q4_0_halves::<T, 2>(nb, group, xs, 0, &mut out);
+                K::halves::<T, 2>(nb, group, xs, 0, &mut out);
             } else {
-                q4_0_halves::<T, 1>(nb, group, xs, 0, &mut out);
-                q4_0_halves::<T, 1>(nb, group, xs, 1, &mut out);
+                K::halves::<T, 1>(nb, group, xs, 0, &mut out);
+                K::halves::<T, 1>(nb, group, xs, 1, &mut out);
             }
         }
         out
     }
 }
 
-struct Q4K<const PER_CHUNK: bool>;
-impl<const PER_CHUNK: bool> GroupLayout for Q4K<PER_CHUNK> {
-    const ELEMENTS: usize = 256;
-    const RECORD: usize = K_RECORD;
-    const X_BLOCK: usize = K_PREPARED_BLOCK;
-    const WIDEST: usize = 4;
-    unsafe fn run<const T: usize>(
+struct Q4_0;
+impl Halves for Q4_0 {
+    const ELEMENTS: usize = 32;
+    const RECORD: usize = RECORD;
+    const X_BLOCK: usize = PREPARED_BLOCK;
+    unsafe fn halves<const T: usize, const H: usize>(
         nb: usize,
         group: &[u8],
         xs: [&[u8]; T],
-    ) -> [[f32; GROUP_ROWS]; T] {
-        let mut out = [[0f32; GROUP_ROWS]; T];
+        first: usize,
+        out: &mut [[f32; GROUP_ROWS]; T],
+    ) {
         // SAFETY: forwarded (see the trait).
-        unsafe {
-            if T <= 2 {
-                q4_k_halves::<T, 2, PER_CHUNK>(nb, group, xs, 0, &mut out);
-            } else {
-                q4_k_halves::<T, 1, PER_CHUNK>(nb, group, xs, 0, &mut out);
-                q4_k_halves::<T, 1, PER_CHUNK>(nb, group, xs, 1, &mut out);
-            }
-        }
-        out
+        unsafe { q4_0_halves::<T, H>(nb, group, xs, first, out) }
+    }
+}
+
+struct Q4K<const PER_CHUNK: bool>;
+impl<const PER_CHUNK: bool> Halves for Q4K<PER_CHUNK> {
+    const ELEMENTS: usize = 256;
+    const RECORD: usize = K_RECORD;
+    const X_BLOCK: usize = K_PREPARED_BLOCK;
+    unsafe fn halves<const T: usize, const H: usize>(
+        nb: usize,
+        group: &[u8],
+        xs: [&[u8]; T],
+        first: usize,
+        out: &mut [[f32; GROUP_ROWS]; T],
+    ) {
+        // SAFETY: forwarded (see the trait).
+        unsafe { q4_k_halves::<T, H, PER_CHUNK>(nb, group, xs, first, out) }
     }
 }
 

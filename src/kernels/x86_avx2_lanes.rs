@@ -89,12 +89,17 @@ fn prepare_q0<W: Q0Block>(n: usize, x: &[u8], x_bytes: usize, tokens: usize, out
             interleave(&y.d.to_f32().to_le_bytes(), t, &mut dst[Q0_D_AT..]);
             if W::OFFSET != 0 {
                 let c = i32::from(W::OFFSET);
-                let corrections: Vec<u8> = y
-                    .qs
-                    .chunks_exact(4)
-                    .flat_map(|q| (-c * q.iter().map(|&v| i32::from(v)).sum::<i32>()).to_le_bytes())
-                    .collect();
-                interleave(&corrections, t, &mut dst[Q0_CORRECTION_AT..]);
+                let corrections: [i32; 8] = std::array::from_fn(|k| {
+                    -c * y.qs[4 * k..4 * k + 4]
+                        .iter()
+                        .map(|&v| i32::from(v))
+                        .sum::<i32>()
+                });
+                interleave(
+                    bytemuck::cast_slice(&corrections),
+                    t,
+                    &mut dst[Q0_CORRECTION_AT..],
+                );
             }
         },
     );

@@ -604,11 +604,10 @@ fn q0_tile<W: Q0Block, const R: usize, const T: usize>(
         });
         for r in 0..R {
             let q = wb[r].stored();
-            let abs = _mm256_sign_epi8(q, q);
             let dw = f16x1(wb[r].d());
             for t in 0..T {
                 let lanes = match W::OFFSET {
-                    0 => dot_u8_i8(abs, _mm256_sign_epi8(xq[t], q)),
+                    0 => dot_u8_i8(_mm256_sign_epi8(q, q), _mm256_sign_epi8(xq[t], q)),
                     _ => _mm256_sub_epi32(dot_u8_i8(q, xq[t]), corrections[t]),
                 };
                 acc[t][r] = _mm256_fmadd_ps(

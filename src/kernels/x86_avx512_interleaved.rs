@@ -10,8 +10,8 @@
 //! fixed-size array reference taken from a bounds-checked slice.
 
 use super::interleaved::{
-    GROUP_ROWS, GroupKernel, GroupLayout, InterleavedDots, K_DMIN, K_MINS, K_PREPARED_BLOCK, K_QS,
-    K_RECORD, K_SCALES, PREPARED_BLOCK, group_dots, prepare_q4_0, prepare_q4_k,
+    GROUP_ROWS, GroupLayout, InterleavedDots, K_DMIN, K_MINS, K_PREPARED_BLOCK, K_QS, K_RECORD,
+    K_SCALES, PREPARED_BLOCK, install_layouts,
 };
 use std::arch::x86_64::*;
 
@@ -20,17 +20,7 @@ const RECORD: usize = GROUP_ROWS * 18;
 
 pub(super) fn install(dots: &mut InterleavedDots) {
     if is_x86_feature_detected!("avx512vnni") {
-        dots.q4_0 = Some(GroupKernel {
-            dot: group_dots::<Q4_0>,
-            grouped: None,
-            prepare: prepare_q4_0,
-        });
-        // ggml's gemv order for single tokens, its gemm order for groups of four.
-        dots.q4_k = Some(GroupKernel {
-            dot: group_dots::<Q4K<false>>,
-            grouped: Some(group_dots::<Q4K<true>>),
-            prepare: prepare_q4_k,
-        });
+        install_layouts::<Q4_0, Q4K<false>, Q4K<true>>(dots);
     }
 }
 
