@@ -544,24 +544,25 @@ type FlashF16 = fn(Query<'_>, Rows<'_, f16>, &mut Buffers, &mut [f32]);
 
 #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
 fn flash_f16_kernel(simd: Simd, shape: &AttentionShape) -> Option<FlashF16> {
+    // ggml's f16 dot takes 64 elements a step; the value rows go 16 at a time.
+    let fits = shape.head_dim_k.is_multiple_of(64) && shape.head_dim_v.is_multiple_of(16);
     match simd {
-        // ggml's f16 dot takes 64 elements a step; the value rows go 16 at a time.
         #[cfg(target_arch = "x86_64")]
-        Simd::Avx512
-            if shape.head_dim_k.is_multiple_of(64) && shape.head_dim_v.is_multiple_of(16) =>
-        {
-            Some(|query, rows, buf, out| {
-                // SAFETY: the AVX-512 variant is only selected on CPUs that have
-                // AVX-512F (and F16C and FMA, which it implies here).
-                unsafe { flash_attention_f16_avx512(query, rows, buf, out) }
-            })
-        }
+        Simd::Avx512 if fits => Some(|query, rows, buf, out| {
+            // SAFETY: the AVX-512 variant is only selected on CPUs that have
+            // AVX-512F (and F16C and FMA, which it implies here).
+            unsafe { flash_attention_f16_avx512(query, rows, buf, out) }
+        }),
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx2 if fits => Some(|query, rows, buf, out| {
+            // SAFETY: the AVX2 variant is only selected on CPUs that have
+            // AVX2, F16C and FMA.
+            unsafe { flash_attention_f16_avx2(query, rows, buf, out) }
+        }),
         _ => None,
     }
 }
 
-/// [`flash_attention_body`] for an F16 cache with AVX-512: keys and values
-/// widened 16 at a time in registers, the f16 accumulator kept as f16.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,f16c,fma")]
 unsafe fn flash_attention_f16_avx512(
@@ -570,8 +571,181 @@ unsafe fn flash_attention_f16_avx512(
     buf: &mut Buffers,
     out: &mut [f32],
 ) {
+    // SAFETY: forwarded; the features of `Zmm` are enabled here.
+    unsafe { flash_attention_f16_simd::<lanes16::Zmm>(query, rows, buf, out) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,f16c,fma")]
+unsafe fn flash_attention_f16_avx2(
+    query: Query<'_>,
+    rows: Rows<'_, f16>,
+    buf: &mut Buffers,
+    out: &mut [f32],
+) {
+    // SAFETY: forwarded; the features of `YmmPair` are enabled here.
+    unsafe { flash_attention_f16_simd::<lanes16::YmmPair>(query, rows, buf, out) }
+}
+
+/// Sixteen f32 lanes, the width of ggml's AVX-512 f16 dot whose order the
+/// scores follow: one register with AVX-512, two with AVX2. Every lane is an
+/// independent chain, so both give the same bits.
+#[cfg(target_arch = "x86_64")]
+mod lanes16 {
     use std::arch::x86_64::*;
+
+    /// # Safety
+    /// Callers enable the type's CPU features (the methods inline into them)
+    /// and pass pointers valid for 16 elements.
+    pub(super) trait Lanes16: Copy {
+        unsafe fn zero() -> Self;
+        unsafe fn splat(x: f32) -> Self;
+        unsafe fn load_f16(p: *const u16) -> Self;
+        unsafe fn load_f32(p: *const f32) -> Self;
+        /// Rounded to the nearest f16.
+        unsafe fn store_f16(self, p: *mut u16);
+        unsafe fn add(self, o: Self) -> Self;
+        unsafe fn mul(self, o: Self) -> Self;
+        /// `self · b + c`, fused.
+        unsafe fn mul_add(self, b: Self, c: Self) -> Self;
+        unsafe fn to_array(self) -> [f32; 16];
+    }
+
     const NEAREST: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+
+    #[derive(Clone, Copy)]
+    pub(super) struct Zmm(__m512);
+
+    impl Lanes16 for Zmm {
+        #[inline(always)]
+        unsafe fn zero() -> Self {
+            // SAFETY: the trait's contract.
+            unsafe { Self(_mm512_setzero_ps()) }
+        }
+        #[inline(always)]
+        unsafe fn splat(x: f32) -> Self {
+            // SAFETY: the trait's contract.
+            unsafe { Self(_mm512_set1_ps(x)) }
+        }
+        #[inline(always)]
+        unsafe fn load_f16(p: *const u16) -> Self {
+            // SAFETY: the caller's contract.
+            unsafe { Self(_mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i))) }
+        }
+        #[inline(always)]
+        unsafe fn load_f32(p: *const f32) -> Self {
+            // SAFETY: the caller's contract.
+            unsafe { Self(_mm512_loadu_ps(p)) }
+        }
+        #[inline(always)]
+        unsafe fn store_f16(self, p: *mut u16) {
+            // SAFETY: the caller's contract.
+            unsafe { _mm256_storeu_si256(p as *mut __m256i, _mm512_cvtps_ph::<NEAREST>(self.0)) }
+        }
+        #[inline(always)]
+        unsafe fn add(self, o: Self) -> Self {
+            // SAFETY: the trait's contract.
+            unsafe { Self(_mm512_add_ps(self.0, o.0)) }
+        }
+        #[inline(always)]
+        unsafe fn mul(self, o: Self) -> Self {
+            // SAFETY: the trait's contract.
+            unsafe { Self(_mm512_mul_ps(self.0, o.0)) }
+        }
+        #[inline(always)]
+        unsafe fn mul_add(self, b: Self, c: Self) -> Self {
+            // SAFETY: the trait's contract.
+            unsafe { Self(_mm512_fmadd_ps(self.0, b.0, c.0)) }
+        }
+        #[inline(always)]
+        unsafe fn to_array(self) -> [f32; 16] {
+            // SAFETY: `__m512` and `[f32; 16]` have the same size.
+            unsafe { std::mem::transmute(self.0) }
+        }
+    }
+
+    #[derive(Clone, Copy)]
+    pub(super) struct YmmPair(__m256, __m256);
+
+    impl Lanes16 for YmmPair {
+        #[inline(always)]
+        unsafe fn zero() -> Self {
+            // SAFETY: the trait's contract.
+            unsafe { Self(_mm256_setzero_ps(), _mm256_setzero_ps()) }
+        }
+        #[inline(always)]
+        unsafe fn splat(x: f32) -> Self {
+            // SAFETY: the trait's contract.
+            unsafe { Self(_mm256_set1_ps(x), _mm256_set1_ps(x)) }
+        }
+        #[inline(always)]
+        unsafe fn load_f16(p: *const u16) -> Self {
+            // SAFETY: the caller's contract.
+            unsafe {
+                let half = |p: *const u16| _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
+                Self(half(p), half(p.add(8)))
+            }
+        }
+        #[inline(always)]
+        unsafe fn load_f32(p: *const f32) -> Self {
+            // SAFETY: the caller's contract.
+            unsafe { Self(_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8))) }
+        }
+        #[inline(always)]
+        unsafe fn store_f16(self, p: *mut u16) {
+            // SAFETY: the caller's contract.
+            unsafe {
+                _mm_storeu_si128(
+                    p as *mut __m128i,
+                    _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(self.0),
+                );
+                _mm_storeu_si128(
+                    p.add(8) as *mut __m128i,
+                    _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(self.1),
+                );
+            }
+        }
+        #[inline(always)]
+        unsafe fn add(self, o: Self) -> Self {
+            // SAFETY: the trait's contract.
+            unsafe { Self(_mm256_add_ps(self.0, o.0), _mm256_add_ps(self.1, o.1)) }
+        }
+        #[inline(always)]
+        unsafe fn mul(self, o: Self) -> Self {
+            // SAFETY: the trait's contract.
+            unsafe { Self(_mm256_mul_ps(self.0, o.0), _mm256_mul_ps(self.1, o.1)) }
+        }
+        #[inline(always)]
+        unsafe fn mul_add(self, b: Self, c: Self) -> Self {
+            // SAFETY: the trait's contract.
+            unsafe {
+                Self(
+                    _mm256_fmadd_ps(self.0, b.0, c.0),
+                    _mm256_fmadd_ps(self.1, b.1, c.1),
+                )
+            }
+        }
+        #[inline(always)]
+        unsafe fn to_array(self) -> [f32; 16] {
+            // SAFETY: two `__m256` are sixteen f32.
+            unsafe { std::mem::transmute([self.0, self.1]) }
+        }
+    }
+}
+
+/// [`flash_attention_body`] for an F16 cache in 16-lane SIMD: keys and
+/// values widened in registers, the f16 accumulator kept as f16.
+///
+/// # Safety
+/// The CPU features of `L` are enabled in the caller, into which this inlines.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn flash_attention_f16_simd<L: lanes16::Lanes16>(
+    query: Query<'_>,
+    rows: Rows<'_, f16>,
+    buf: &mut Buffers,
+    out: &mut [f32],
+) {
     let Query {
         shape,
         kv_head,
@@ -580,6 +754,10 @@ unsafe fn flash_attention_f16_avx512(
         hi,
     } = query;
     let (dk, dv) = (shape.head_dim_k, shape.head_dim_v);
+    assert!(dk.is_multiple_of(64) && dv.is_multiple_of(16));
+    assert!(hi <= rows.n_ctx);
+    assert!((kv_head + 1) * rows.n_ctx * dk <= rows.keys.len());
+    assert!((kv_head + 1) * rows.n_ctx * dv <= rows.values.len());
     let Buffers { q32, acc16, .. } = buf;
     // q (scaled first where llama.cpp scales it) rounded to f16 (ggml
     // converts it to the cache type), kept as f32.
@@ -599,47 +777,40 @@ unsafe fn flash_attention_f16_avx512(
     acc16[..dv].fill(f16::ZERO);
     let mut max = f32::NEG_INFINITY;
     let mut sum = 0.0f32;
-    // SAFETY: every pointer stays inside its slice: positions lo..hi < n_ctx
-    // of this head's rows, dims in steps that divide dk and dv, and `acc`
-    // holds dv values; the caller guarantees AVX-512F, F16C and FMA.
+    // SAFETY: every pointer stays inside its slice: positions lo..hi ≤ n_ctx
+    // of this head's rows (asserted above), dims in steps that divide dk and
+    // dv, and `acc` holds dv values; the caller enables L's features.
     unsafe {
         let acc = acc16.as_mut_ptr() as *mut u16;
         let qp = q32.as_ptr();
         let key_base = rows.keys.as_ptr().add(kv_head * rows.n_ctx * dk) as *const u16;
         let value_base = rows.values.as_ptr().add(kv_head * rows.n_ctx * dv) as *const u16;
-        let load16 = |p: *const u16| _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i));
         for pos in lo..hi {
             // `dot_like_ggml_f16`, vectorized: the same four accumulators and folds.
             let kp = key_base.add(pos * dk);
-            let mut lanes = [_mm512_setzero_ps(); 4];
+            let mut lanes = [L::zero(); 4];
             for i in (0..dk).step_by(64) {
                 for (j, a) in lanes.iter_mut().enumerate() {
                     let at = i + 16 * j;
-                    *a = _mm512_fmadd_ps(load16(kp.add(at)), _mm512_loadu_ps(qp.add(at)), *a);
+                    *a = L::load_f16(kp.add(at)).mul_add(L::load_f32(qp.add(at)), *a);
                 }
             }
-            let folded = _mm512_add_ps(
-                _mm512_add_ps(lanes[0], lanes[2]),
-                _mm512_add_ps(lanes[1], lanes[3]),
-            );
-            let mut v16 = [0.0f32; 16];
-            _mm512_storeu_ps(v16.as_mut_ptr(), folded);
-            let s = reduce_add_16(&v16);
+            let folded = lanes[0].add(lanes[2]).add(lanes[1].add(lanes[3]));
+            let s = reduce_add_16(&folded.to_array());
             let s = flash_score(s, scale, shape.softcap);
             let (rescale, vs) = online_softmax_step(s, &mut max);
             let ms = rescale.unwrap_or(1.0);
             if rescale.is_some() {
-                let m = _mm512_set1_ps(ms);
+                let m = L::splat(ms);
                 for d in (0..dv).step_by(16) {
-                    let a = _mm512_mul_ps(load16(acc.add(d)), m);
-                    _mm256_storeu_si256(acc.add(d) as *mut __m256i, _mm512_cvtps_ph::<NEAREST>(a));
+                    L::load_f16(acc.add(d)).mul(m).store_f16(acc.add(d));
                 }
             }
             let vp = value_base.add(pos * dv);
-            let w = _mm512_set1_ps(vs);
+            let w = L::splat(vs);
             for d in (0..dv).step_by(16) {
-                let a = _mm512_fmadd_ps(load16(vp.add(d)), w, load16(acc.add(d)));
-                _mm256_storeu_si256(acc.add(d) as *mut __m256i, _mm512_cvtps_ph::<NEAREST>(a));
+                let a = L::load_f16(vp.add(d)).mul_add(w, L::load_f16(acc.add(d)));
+                a.store_f16(acc.add(d));
             }
             // `S = S*ms + vs`, which GCC contracts into one FMA.
             sum = sum.mul_add(ms, vs);
