@@ -171,11 +171,16 @@ pub fn gated(act: Activation, gate: &mut [f32], up: &[f32]) {
     if act == Activation::Silu {
         return swiglu(gate, up);
     }
+    let table = gelu_table();
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("f16c") {
+        // SAFETY: the CPU has AVX2 and F16C (checked above).
+        return unsafe { geglu_avx2(gate, up, table) };
+    }
     // GELU as `gelu` computes it, but the f16 rounding of the inputs done a
     // slice at a time: `half` converts slices with F16C where the CPU has
     // it, where one value at a time it converts in software (measured:
     // 24.6 µs for Gemma's 2048 values a token, most of it conversion).
-    let table = gelu_table();
     let mut halves = [f16::ZERO; 64];
     for (g, u) in gate.chunks_mut(64).zip(up.chunks(64)) {
         let h = &mut halves[..g.len()];
@@ -183,6 +188,35 @@ pub fn gated(act: Activation, gate: &mut [f32], up: &[f32]) {
         for ((g, &u), &h) in g.iter_mut().zip(u).zip(h.iter()) {
             *g = gelu_of_rounded(*g, h, table) * u;
         }
+    }
+}
+
+/// [`gated`] GELU eight values at a time: rounded to f16 in a register,
+/// looked up with a gather, saturated by the same rules as
+/// [`gelu_of_rounded`] (Gemma's 2048 values a token: 18 µs → 1 µs).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn geglu_avx2(gate: &mut [f32], up: &[f32], table: &[f32; 1 << 16]) {
+    use std::arch::x86_64::*;
+    let n = gate.len().min(up.len());
+    let full = n - n % 8;
+    let (lo, hi) = (_mm256_set1_ps(-10.0), _mm256_set1_ps(10.0));
+    for i in (0..full).step_by(8) {
+        // SAFETY: i + 8 ≤ n for both slices; every index is an f16 bit
+        // pattern, below the table's 2^16 entries.
+        unsafe {
+            let x = _mm256_loadu_ps(gate.as_ptr().add(i));
+            let bits = _mm256_cvtepu16_epi32(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x));
+            let looked_up = _mm256_i32gather_ps::<4>(table.as_ptr(), bits);
+            let above = _mm256_cmp_ps::<_CMP_GE_OQ>(x, hi);
+            let below = _mm256_cmp_ps::<_CMP_LE_OQ>(x, lo);
+            let y = _mm256_andnot_ps(below, _mm256_blendv_ps(looked_up, x, above));
+            let u = _mm256_loadu_ps(up.as_ptr().add(i));
+            _mm256_storeu_ps(gate.as_mut_ptr().add(i), _mm256_mul_ps(y, u));
+        }
+    }
+    for (g, &u) in gate[full..n].iter_mut().zip(&up[full..n]) {
+        *g = gelu_of_rounded(*g, f16::from_f32(*g), table) * u;
     }
 }
 
@@ -343,15 +377,22 @@ mod tests {
             1e-8,
             f32::NAN,
         ]);
+        // Every f16 value too, and the specials in vector lanes as well as
+        // in the tail (the shifts).
+        gate.extend((0..=u16::MAX).map(|b| f16::from_bits(b).to_f32()));
+        gate.extend([-10.0, 10.0, f32::NAN, -12.0, 11.0, 1e-8, -0.0]);
         let up: Vec<f32> = (0..gate.len()).map(|i| 1.0 + i as f32 * 1e-3).collect();
-        let mut got = gate.clone();
-        gated(Activation::GeluTanh, &mut got, &up);
-        for ((g, u), v) in gate.iter().zip(&up).zip(&got) {
-            let want = gelu(*g) * u;
-            assert!(
-                want.to_bits() == v.to_bits() || want.is_nan() && v.is_nan(),
-                "{g}: {v} vs {want}"
-            );
+        for shift in 0..8 {
+            let (gate, up) = (&gate[shift..], &up[shift..]);
+            let mut got = gate.to_vec();
+            gated(Activation::GeluTanh, &mut got, up);
+            for ((g, u), v) in gate.iter().zip(up).zip(&got) {
+                let want = gelu(*g) * u;
+                assert!(
+                    want.to_bits() == v.to_bits() || want.is_nan() && v.is_nan(),
+                    "{g}: {v} vs {want}"
+                );
+            }
         }
     }
 
