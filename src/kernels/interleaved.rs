@@ -72,10 +72,40 @@
 //! [`group_dot_q4_k`] is the definition; the one-row kernels
 //! `dot_q4_k_gemv` / `dot_q4_k_gemm` of `x86_avx2_kquants` agree bit for
 //! bit (tested).
+//!
+//! ## Q5_0 (AVX2)
+//!
+//! llama.cpp does not repack Q5_0, so the order is its plain one
+//! (`ggml_vec_dot_q5_0_q8_0`, and tinyBLAS for batches): per (row, token)
+//! eight lanes, lane l accumulating `fma(d_w · d_x, Σ_{4 elements of quad
+//! l} w·x, lane)` block by block, then `hsum`'s tree. What the layout
+//! changes is the cost of decoding a block: in the file, a row's fifth
+//! bits need a byte shuffle, an or, a compare and an and per block, its
+//! nibbles a shift, an insert and an and; here four rows share one
+//! 16-byte plane of fifth bits and two rows one 32-byte vector of nibbles,
+//! and a row's 32 five-bit values take two shifts, two ands and an or.
+//! A group is its two halves of 8 rows one after the other (each read as
+//! one stream), a half is `n / 32` records of 176 bytes (the rows' own
+//! blocks are 8 × 22):
+//!
+//! ```text
+//! 0    d      8 × f16, row i's scale
+//! 16   quad 0 (rows 0–3):
+//!        hi    16 bytes: byte j, bit i = fifth bit of row i's element j,
+//!              bit 4 + i = that of its element j + 16
+//!        lo01  32 bytes: byte j = row 0's element j (low nibble) and
+//!              row 1's (high nibble)
+//!        lo23  32 bytes: rows 2 and 3
+//! 96   quad 1 (rows 4–7), the same
+//! ```
+//!
+//! Activations: Q8_0 blocks prepared as the 32 quants and `d` as f32.
+//! [`group_dot_q5_0`] is the definition; it equals the plain Q5_0 row dot
+//! bit for bit (tested).
 
 use super::weight_buffer::WeightBuffer;
 use crate::gguf::GgmlType;
-use crate::quant::{BlockQ4_0, BlockQ4K, BlockQ8_0, BlockQ8K};
+use crate::quant::{BlockQ4_0, BlockQ4K, BlockQ5_0, BlockQ8_0, BlockQ8K};
 
 /// Rows per interleaved group (one per 32-bit lane of a 512-bit register).
 pub const GROUP_ROWS: usize = 16;
@@ -98,6 +128,16 @@ pub const K_QS: usize = 448;
 
 /// Bytes of one prepared activation block for Q4_K.
 pub const K_PREPARED_BLOCK: usize = 276;
+
+/// Bytes of one Q5_0 record of a half group (8 rows, one block), where
+/// its quads start, and the bytes of a quad's fields.
+pub const Q5_HALF_RECORD: usize = 176;
+pub const Q5_QUADS: usize = 16;
+pub const Q5_QUAD: usize = 80;
+pub const Q5_LO: usize = 16;
+
+/// Bytes of one prepared activation block for Q5_0.
+pub const Q5_PREPARED_BLOCK: usize = 36;
 
 /// Dot products of one interleaved group (`n` elements per row) with
 /// `tokens` (1..=[`GROUP_TOKENS`]) prepared activation rows of `x_bytes`
@@ -132,6 +172,7 @@ pub struct GroupKernel {
 pub struct InterleavedDots {
     pub q4_0: Option<GroupKernel>,
     pub q4_k: Option<GroupKernel>,
+    pub q5_0: Option<GroupKernel>,
 }
 
 impl InterleavedDots {
@@ -139,6 +180,7 @@ impl InterleavedDots {
         match ty {
             GgmlType::Q4_0 => self.q4_0,
             GgmlType::Q4_K => self.q4_k,
+            GgmlType::Q5_0 => self.q5_0,
             _ => None,
         }
     }
@@ -226,13 +268,16 @@ pub(super) fn group_dots<L: GroupLayout>(
 
 /// Whether a `rows`-row matrix of `ty` can be interleaved.
 pub fn can_interleave(ty: GgmlType, rows: usize) -> bool {
-    matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_K) && rows > 0 && rows.is_multiple_of(GROUP_ROWS)
+    matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_K | GgmlType::Q5_0)
+        && rows > 0
+        && rows.is_multiple_of(GROUP_ROWS)
 }
 
 /// Bytes of the interleaved copy of a `rows` × `cols` matrix of `ty`.
 pub fn interleaved_len(ty: GgmlType, rows: usize, cols: usize) -> usize {
     match ty {
         GgmlType::Q4_K => rows / GROUP_ROWS * cols / 256 * K_RECORD,
+        GgmlType::Q5_0 => rows * cols / 32 * size_of::<BlockQ5_0>(),
         _ => rows * cols / 32 * size_of::<BlockQ4_0>(),
     }
 }
@@ -246,6 +291,7 @@ pub fn interleave(
 ) -> std::io::Result<WeightBuffer> {
     match ty {
         GgmlType::Q4_K => interleave_q4_k(rows, cols, data),
+        GgmlType::Q5_0 => interleave_q5_0(rows, cols, data),
         _ => interleave_q4_0(rows, cols, data),
     }
 }
@@ -419,4 +465,89 @@ pub fn group_dot(n: usize, group: &[u8], x: &[u8]) -> [f32; GROUP_ROWS] {
         }
     }
     acc
+}
+
+/// Rearranges a Q5_0 matrix (`rows` a multiple of [`GROUP_ROWS`], `cols` of
+/// 32) into the interleaved layout; the result has as many bytes as `data`.
+pub fn interleave_q5_0(rows: usize, cols: usize, data: &[u8]) -> std::io::Result<WeightBuffer> {
+    let nb = cols / 32;
+    let row_bytes = nb * size_of::<BlockQ5_0>();
+    assert!(rows.is_multiple_of(GROUP_ROWS) && data.len() == rows * row_bytes);
+    let mut out = WeightBuffer::zeroed(data.len())?;
+    let blocks: &[BlockQ5_0] = bytemuck::cast_slice(data);
+    by_groups(&mut out, GROUP_ROWS * row_bytes, |g, dst| {
+        for (half, dst) in dst.chunks_exact_mut(nb * Q5_HALF_RECORD).enumerate() {
+            let first = g * GROUP_ROWS + half * GROUP_ROWS / 2;
+            for (b, rec) in dst.chunks_exact_mut(Q5_HALF_RECORD).enumerate() {
+                let block = |i: usize| &blocks[(first + i) * nb + b];
+                for i in 0..8 {
+                    rec[2 * i..2 * i + 2].copy_from_slice(&block(i).d.0);
+                }
+                for q in 0..2 {
+                    let quad = &mut rec[Q5_QUADS + Q5_QUAD * q..][..Q5_QUAD];
+                    for i in 0..4 {
+                        let (w, fifth) = q5_0_parts(block(4 * q + i));
+                        for j in 0..32 {
+                            quad[j % 16] |= fifth[j] << (i + 4 * (j / 16));
+                            quad[Q5_LO + 32 * (i / 2) + j] |= w[j] << (4 * (i % 2));
+                        }
+                    }
+                }
+            }
+        }
+    });
+    Ok(out)
+}
+
+/// A Q5_0 block's elements as (low four bits, fifth bit).
+fn q5_0_parts(block: &BlockQ5_0) -> ([u8; 32], [u8; 32]) {
+    let qh = u32::from_le_bytes(block.qh);
+    let lo = std::array::from_fn(|j| (block.qs[j % 16] >> (4 * (j / 16))) & 0x0f);
+    let fifth = std::array::from_fn(|j| (qh >> j) as u8 & 1);
+    (lo, fifth)
+}
+
+/// Appends one token's Q8_0 activations (`n` elements) as prepared Q5_0
+/// records.
+pub fn prepare_q5_0(n: usize, x: &[u8], out: &mut Vec<u8>) {
+    let blocks: &[BlockQ8_0] = bytemuck::cast_slice(&x[..n / 32 * size_of::<BlockQ8_0>()]);
+    for b in blocks {
+        out.extend_from_slice(bytemuck::cast_slice(&b.qs));
+        out.extend_from_slice(&b.d.to_f32().to_le_bytes());
+    }
+}
+
+/// The Q5_0 reference: one group by one prepared token, in the order the
+/// module doc defines.
+pub fn group_dot_q5_0(n: usize, group: &[u8], x: &[u8]) -> [f32; GROUP_ROWS] {
+    let nb = n / 32;
+    let mut out = [0f32; GROUP_ROWS];
+    for (half, records) in group.chunks_exact(nb * Q5_HALF_RECORD).take(2).enumerate() {
+        for i in 0..8 {
+            let mut lanes = [0f32; 8];
+            for (rec, xb) in records
+                .chunks_exact(Q5_HALF_RECORD)
+                .zip(x.chunks_exact(Q5_PREPARED_BLOCK))
+            {
+                let dw = half::f16::from_le_bytes([rec[2 * i], rec[2 * i + 1]]).to_f32();
+                let dx = f32::from_le_bytes(xb[32..36].try_into().unwrap());
+                let quad = &rec[Q5_QUADS + Q5_QUAD * (i / 4)..][..Q5_QUAD];
+                let (r, lo) = (i % 4, Q5_LO + 32 * (i % 4 / 2));
+                for (l, lane) in lanes.iter_mut().enumerate() {
+                    let isum: i32 = (4 * l..4 * l + 4)
+                        .map(|j| {
+                            let fifth = (quad[j % 16] >> (r + 4 * (j / 16))) & 1;
+                            let u = (quad[lo + j] >> (4 * (r % 2))) & 0x0f | fifth << 4;
+                            (i32::from(u) - 16) * i32::from(xb[j] as i8)
+                        })
+                        .sum();
+                    *lane = (isum as f32).mul_add(dw * dx, *lane);
+                }
+            }
+            // `hsum`'s tree.
+            let s: [f32; 4] = std::array::from_fn(|k| lanes[k] + lanes[k + 4]);
+            out[8 * half + i] = (s[0] + s[2]) + (s[1] + s[3]);
+        }
+    }
+    out
 }

@@ -353,6 +353,105 @@ fn interleaved_q4_0_equals_its_reference_bit_for_bit() {
     }
 }
 
+/// The interleaved Q5_0 layout keeps the plain Q5_0 order: its reference
+/// equals the row dot bit for bit, and every SIMD kernel and `matmul` on
+/// interleaved weights equal the reference bit for bit for any number of
+/// tokens per call, chunking or thread count.
+#[test]
+fn interleaved_q5_0_equals_the_plain_dot_bit_for_bit() {
+    use crate::gguf::GgmlType;
+    use interleaved::{GROUP_ROWS, GROUP_TOKENS, group_dot_q5_0, interleave_q5_0, prepare_q5_0};
+    let scalar = Kernels::for_simd(Simd::Scalar).unwrap();
+    for cols in [32, 640, 2048] {
+        let rows = 48;
+        let mut data = weight_rows(GgmlType::Q5_0, rows, cols, 3 + cols as u64);
+        // A scale of its own per block (`weight_rows` gives them one).
+        for (i, block) in data.chunks_exact_mut(22).enumerate() {
+            let d = f16::from_f32(0.01 * (1.0 + (i % 13) as f32 / 8.0));
+            block[..2].copy_from_slice(&d.to_le_bytes());
+        }
+        let packed = interleave_q5_0(rows, cols, &data).unwrap();
+        assert_eq!(packed.len(), data.len());
+        let row_bytes = data.len() / rows;
+        let group_bytes = GROUP_ROWS * row_bytes;
+        let tokens = 19;
+        let xs = values(tokens * cols, 11 + cols as u64);
+        let (mut q8, mut x) = (Vec::new(), Vec::new());
+        for t in xs.chunks_exact(cols) {
+            let mut row = Vec::new();
+            quantize_activations(GgmlType::Q5_0, t, &mut row).unwrap();
+            q8.extend_from_slice(&row);
+            prepare_q5_0(cols, &row, &mut x);
+        }
+        let (q8_bytes, x_bytes) = (q8.len() / tokens, x.len() / tokens);
+        // want[t][r]: the reference, which is ggml's x86 row dot (the AVX2
+        // one: ours where the CPU has it) and the scalar one to rounding.
+        let avx2 = Simd::supported()
+            .contains(&Simd::Avx2)
+            .then(|| Kernels::for_simd(Simd::Avx2).unwrap());
+        let want: Vec<Vec<f32>> = (0..tokens)
+            .map(|t| {
+                let xt = &x[t * x_bytes..(t + 1) * x_bytes];
+                let row: Vec<f32> = (0..rows / GROUP_ROWS)
+                    .flat_map(|g| {
+                        group_dot_q5_0(cols, &packed[g * group_bytes..][..group_bytes], xt)
+                    })
+                    .collect();
+                for (r, v) in row.iter().enumerate() {
+                    let q = &q8[t * q8_bytes..(t + 1) * q8_bytes];
+                    let w = &data[r * row_bytes..][..row_bytes];
+                    let plain = (scalar.dots.q5_0)(cols, w, q);
+                    assert!(close(*v, plain, cols), "cols {cols} t {t} r {r}");
+                    if let Some(avx2) = &avx2 {
+                        let x86 = (avx2.dots.q5_0)(cols, w, q);
+                        assert_eq!(v.to_bits(), x86.to_bits(), "cols {cols} t {t} r {r}");
+                    }
+                }
+                row
+            })
+            .collect();
+        for simd in Simd::supported() {
+            let k = Kernels::for_simd(simd).unwrap();
+            let Some(kernel) = k.interleaved.q5_0 else {
+                continue;
+            };
+            for n in 1..=GROUP_TOKENS {
+                let mut o = [[0f32; GROUP_ROWS]; GROUP_TOKENS];
+                (kernel.dot)(
+                    cols,
+                    &packed[group_bytes..2 * group_bytes],
+                    &x,
+                    x_bytes,
+                    n,
+                    &mut o,
+                );
+                for (t, o) in o.iter().enumerate().take(n) {
+                    for (r, v) in o.iter().enumerate() {
+                        let w = want[t][GROUP_ROWS + r];
+                        assert_eq!(v.to_bits(), w.to_bits(), "{simd:?} n {n} t {t} r {r}");
+                    }
+                }
+            }
+            let ws = Weights::new("w", GgmlType::Q5_0, rows, cols, &data, &k)
+                .unwrap()
+                .interleaved(&packed, &k)
+                .unwrap();
+            for threads in [1, 3] {
+                let pool = ThreadPool::new(threads);
+                for n in [1, 2, 5, tokens] {
+                    let mut got = vec![0f32; n * rows];
+                    let x = &xs[..n * cols];
+                    matmul(&pool, &ws, x, n, &mut got, &mut Scratch::default()).unwrap();
+                    for (i, v) in got.iter().enumerate() {
+                        let w = want[i / rows][i % rows];
+                        assert_eq!(v.to_bits(), w.to_bits(), "{simd:?} matmul {n} tokens, {i}");
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The interleaved Q4_K layout keeps ggml's repacked Q4_K orders: the
 /// reference equals the one-row gemv / gemm kernels (`BatchDots::
 /// q4_k_repacked`) bit for bit, the SIMD kernels equal the reference bit for

@@ -25,10 +25,13 @@
 //! bounds-checked slice.
 
 use super::interleaved::{
-    GROUP_ROWS, GroupLayout, InterleavedDots, K_DMIN, K_MINS, K_PREPARED_BLOCK, K_QS, K_RECORD,
-    K_SCALES, PREPARED_BLOCK, install_layouts,
+    GROUP_ROWS, GroupKernel, GroupLayout, InterleavedDots, K_DMIN, K_MINS, K_PREPARED_BLOCK, K_QS,
+    K_RECORD, K_SCALES, PREPARED_BLOCK, Q5_HALF_RECORD, Q5_LO, Q5_PREPARED_BLOCK, Q5_QUAD,
+    Q5_QUADS, group_dots, install_layouts, prepare_q5_0,
 };
+use super::x86_avx2_legacy::{f16x1, hsum};
 use std::arch::x86_64::*;
+use std::cell::RefCell;
 
 /// Bytes of one Q4_0 block record of a group.
 const RECORD: usize = GROUP_ROWS * 18;
@@ -38,6 +41,11 @@ const HALF: usize = GROUP_ROWS / 2;
 
 pub(super) fn install(dots: &mut InterleavedDots) {
     install_layouts::<Q4_0, Q4K<false>, Q4K<true>>(dots);
+    dots.q5_0 = Some(GroupKernel {
+        dot: group_dots::<Q5_0>,
+        grouped: None,
+        prepare: prepare_q5_0,
+    });
 }
 
 /// A layout's kernel over halves `first..first + H` of a group by `T`
@@ -310,4 +318,246 @@ fn q4_k_halves<const T: usize, const H: usize, const PER_CHUNK: bool>(
             store(out, first + h, _mm256_sub_ps(a, m));
         }
     }
+}
+
+/// The Q5_0 layout (see [`super::interleaved`]): one or two tokens row by
+/// row, each row's block decoded once for them (a half group of 8 rows
+/// by one token, or a quad of 4 rows by two, keeps 8 accumulators); eight
+/// tokens in the lanes of a vector, as the lane tiles of
+/// [`super::x86_avx2_lanes`] run prefill: a row's weight quad broadcast
+/// against the eight tokens' quads.
+struct Q5_0;
+
+impl GroupLayout for Q5_0 {
+    const ELEMENTS: usize = 32;
+    const RECORD: usize = 2 * Q5_HALF_RECORD;
+    const X_BLOCK: usize = Q5_PREPARED_BLOCK;
+    const WIDEST: usize = 8;
+    unsafe fn run<const T: usize>(
+        nb: usize,
+        group: &[u8],
+        xs: [&[u8]; T],
+    ) -> [[f32; GROUP_ROWS]; T] {
+        let mut out = [[0f32; GROUP_ROWS]; T];
+        let halves = group[..2 * nb * Q5_HALF_RECORD].chunks_exact(nb * Q5_HALF_RECORD);
+        // SAFETY: the caller's contract (see the trait).
+        unsafe {
+            if T == 8 {
+                let rows = q5_0_lanes(nb, group, std::array::from_fn(|t| xs[t]));
+                for (t, out) in out.iter_mut().enumerate() {
+                    for (r, v) in rows.iter().enumerate() {
+                        out[r] = v[t];
+                    }
+                }
+                return out;
+            }
+            for (h, records) in halves.enumerate() {
+                for t in (0..T).step_by(2) {
+                    if t + 1 < T {
+                        for quad in 0..2 {
+                            let o = q5_0_rows::<2, 4>(nb, records, [xs[t], xs[t + 1]], quad);
+                            for (u, o) in o.iter().enumerate() {
+                                let at = HALF * h + 4 * quad;
+                                out[t + u][at..at + 4].copy_from_slice(&o[..4]);
+                            }
+                        }
+                    } else {
+                        let [o] = q5_0_rows::<1, 8>(nb, records, [xs[t]], 0);
+                        out[t][HALF * h..HALF * (h + 1)].copy_from_slice(&o);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// How far ahead of the record being read the Q5_0 kernels prefetch.
+const Q5_AHEAD: usize = 8 * Q5_HALF_RECORD;
+
+/// The 32 five-bit values of row `i` (0–3) of a Q5_0 quad, as bytes.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn q5_0_row(quad: &[u8], i: usize) -> __m256i {
+    let hi: &[u8; 16] = quad[..16].try_into().unwrap();
+    // SAFETY: `hi` is 16 readable bytes; the load is unaligned.
+    let h = unsafe { _mm_loadu_si128(hi.as_ptr().cast()) };
+    // Byte j: bits 0–3 the fifth bits of element j of rows 0–3; byte 16 + j
+    // those of element 16 + j (bits 4–7 there are not read).
+    let fifth = _mm256_set_m128i(_mm_srli_epi16::<4>(h), h);
+    // Row i's bit to bit 4 (a shift by a count in a register: with `i`
+    // known only at run time, a `match` over immediate shifts became a
+    // five-instruction variable-shift emulation).
+    let fifth = _mm256_sll_epi16(fifth, _mm_cvtsi32_si128(4 - i as i32));
+    let pair = load(&quad[Q5_LO + 32 * (i / 2)..]);
+    let low = match i % 2 {
+        0 => pair,
+        _ => _mm256_srli_epi16::<4>(pair),
+    };
+    _mm256_or_si256(
+        _mm256_and_si256(low, _mm256_set1_epi8(0x0f)),
+        _mm256_and_si256(fifth, _mm256_set1_epi8(0x10)),
+    )
+}
+
+/// Rows `4 quad..4 quad + R` of a half group (`records`) by `T` tokens,
+/// row by row (`R` 4 or 8).
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q5_0_rows<const T: usize, const R: usize>(
+    nb: usize,
+    records: &[u8],
+    xs: [&[u8]; T],
+    quad: usize,
+) -> [[f32; HALF]; T] {
+    let ones = _mm256_set1_epi16(1);
+    let sixteen = _mm256_set1_epi8(16);
+    let mut acc = [[_mm256_setzero_ps(); R]; T];
+    for (b, rec) in records.chunks_exact(Q5_HALF_RECORD).take(nb).enumerate() {
+        let ahead = rec.as_ptr().wrapping_add(Q5_AHEAD);
+        for line in [0, 64, 128] {
+            // A hint, never a load: any address is fine.
+            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line).cast());
+        }
+        let dw = f16x8(rec);
+        let xb = xs.map(|x| &x[b * Q5_PREPARED_BLOCK..(b + 1) * Q5_PREPARED_BLOCK]);
+        let xq = xb.map(|x| load(x));
+        // Σ (u − 16)·x per quad as Σ u·x − Σ 16·x, the tokens' side once.
+        let corrections = xq.map(|x| _mm256_madd_epi16(_mm256_maddubs_epi16(sixteen, x), ones));
+        let scales: [[f32; HALF]; T] = xb.map(|x| {
+            let dx = f32::from_le_bytes(x[32..36].try_into().unwrap());
+            let mut d = [0f32; HALF];
+            // SAFETY: `d` is 8 writable f32; the store is unaligned.
+            unsafe { _mm256_storeu_ps(d.as_mut_ptr(), _mm256_mul_ps(dw, _mm256_set1_ps(dx))) };
+            d
+        });
+        for q in 0..R / 4 {
+            let quad_bytes = &rec[Q5_QUADS + Q5_QUAD * (quad + q)..][..Q5_QUAD];
+            for i in 0..4 {
+                let u = q5_0_row(quad_bytes, i);
+                let r = 4 * q + i;
+                for t in 0..T {
+                    let lanes = _mm256_sub_epi32(
+                        _mm256_madd_epi16(_mm256_maddubs_epi16(u, xq[t]), ones),
+                        corrections[t],
+                    );
+                    let d = _mm256_set1_ps(scales[t][4 * quad + r]);
+                    acc[t][r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(lanes), acc[t][r]);
+                }
+            }
+        }
+    }
+    let mut out = [[0f32; HALF]; T];
+    for (out, acc) in out.iter_mut().zip(acc) {
+        for (o, a) in out.iter_mut().zip(acc) {
+            *o = hsum(a);
+        }
+    }
+    out
+}
+
+/// Eight tokens' prepared Q5_0 activations, one block, in lanes: `x[k]`
+/// lane t = token t's quad k, `c[k]` lane t = Σ 16·x over it, `dx` lane t
+/// = its scale.
+#[derive(Clone, Copy)]
+struct LaneBlock {
+    x: [__m256i; 8],
+    c: [__m256i; 8],
+    dx: __m256,
+}
+
+thread_local! {
+    static LANE_BLOCKS: RefCell<Vec<LaneBlock>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The 16 rows of a group by eight tokens, `out[r][t]`.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q5_0_lanes(nb: usize, group: &[u8], xs: [&[u8]; 8]) -> [[f32; 8]; GROUP_ROWS] {
+    let ones = _mm256_set1_epi16(1);
+    let sixteen = _mm256_set1_epi8(16);
+    LANE_BLOCKS.with_borrow_mut(|blocks| {
+        blocks.clear();
+        for b in 0..nb {
+            let xb = xs.map(|x| &x[b * Q5_PREPARED_BLOCK..(b + 1) * Q5_PREPARED_BLOCK]);
+            let x = transpose8(xb.map(|x| load(x)));
+            let dx = xb.map(|x| f32::from_le_bytes(x[32..36].try_into().unwrap()));
+            blocks.push(LaneBlock {
+                x,
+                c: x.map(|x| _mm256_madd_epi16(_mm256_maddubs_epi16(sixteen, x), ones)),
+                // SAFETY: `dx` is 8 readable f32; the load is unaligned.
+                dx: unsafe { _mm256_loadu_ps(dx.as_ptr()) },
+            });
+        }
+        std::array::from_fn(|r| {
+            let (records, i) = (&group[r / HALF * nb * Q5_HALF_RECORD..], r % HALF);
+            let mut acc = [_mm256_setzero_ps(); 8];
+            for (rec, lb) in records.chunks_exact(Q5_HALF_RECORD).zip(blocks.iter()) {
+                let dw = f16x1(crate::quant::F16Le(
+                    rec[2 * i..2 * i + 2].try_into().unwrap(),
+                ));
+                let d = _mm256_mul_ps(_mm256_set1_ps(dw), lb.dx);
+                let u = q5_0_row(&rec[Q5_QUADS + Q5_QUAD * (i / 4)..][..Q5_QUAD], i % 4);
+                let mut quads = [0i32; 8];
+                // SAFETY: `quads` is 32 writable bytes; the store is unaligned.
+                unsafe { _mm256_storeu_si256(quads.as_mut_ptr().cast(), u) };
+                for (k, quad) in quads.iter().enumerate() {
+                    let w = broadcast_from_memory(quad);
+                    let sum = _mm256_madd_epi16(_mm256_maddubs_epi16(w, lb.x[k]), ones);
+                    let lanes = _mm256_sub_epi32(sum, lb.c[k]);
+                    acc[k] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(lanes), acc[k]);
+                }
+            }
+            // `hsum`'s order, lane by lane.
+            let s: [__m256; 4] = std::array::from_fn(|k| _mm256_add_ps(acc[k], acc[k + 4]));
+            let v = _mm256_add_ps(_mm256_add_ps(s[0], s[2]), _mm256_add_ps(s[1], s[3]));
+            let mut row = [0f32; 8];
+            // SAFETY: `row` is 8 writable f32; the store is unaligned.
+            unsafe { _mm256_storeu_ps(row.as_mut_ptr(), v) };
+            row
+        })
+    })
+}
+
+/// An 8 × 8 transpose of 32-bit elements: lane t of result k is lane k of
+/// `rows[t]`.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn transpose8(rows: [__m256i; 8]) -> [__m256i; 8] {
+    let t: [__m256i; 8] = std::array::from_fn(|i| match i % 2 {
+        0 => _mm256_unpacklo_epi32(rows[i], rows[i + 1]),
+        _ => _mm256_unpackhi_epi32(rows[i - 1], rows[i]),
+    });
+    // u[4p + j]: lanes j and 4 + j of rows 4p..4p + 4.
+    let u: [__m256i; 8] = std::array::from_fn(|i| {
+        let (p, j) = (i / 4, i % 4);
+        let (a, b) = (t[4 * p + j / 2], t[4 * p + 2 + j / 2]);
+        match j % 2 {
+            0 => _mm256_unpacklo_epi64(a, b),
+            _ => _mm256_unpackhi_epi64(a, b),
+        }
+    });
+    std::array::from_fn(|k| match k / 4 {
+        0 => _mm256_permute2x128_si256::<0x20>(u[k], u[4 + k]),
+        _ => _mm256_permute2x128_si256::<0x31>(u[k - 4], u[k]),
+    })
+}
+
+/// `*p` in every 32-bit lane, loaded by `vpbroadcastd` from memory (a load,
+/// no shuffle). Written out because LLVM forwards the store of a row's
+/// quads and broadcasts them with `vpshufd`/`vpbroadcastd` on registers:
+/// two shuffles per quad on the two shuffle pipes of Zen 3, which made
+/// the lane kernel shuffle-bound (measured: perf, Gemma pp512).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn broadcast_from_memory(p: &i32) -> __m256i {
+    let v: __m256i;
+    // SAFETY: reads the 4 bytes of `p`, with the AVX2 enabled here.
+    unsafe {
+        std::arch::asm!(
+            "vpbroadcastd {v}, dword ptr [{p}]",
+            p = in(reg) p,
+            v = out(ymm_reg) v,
+            options(pure, readonly, nostack, preserves_flags),
+        );
+    }
+    v
 }
