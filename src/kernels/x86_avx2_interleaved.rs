@@ -29,6 +29,7 @@ use super::interleaved::{
     K_RECORD, K_SCALES, PREPARED_BLOCK, Q5_HALF_RECORD, Q5_LO, Q5_PREPARED_BLOCK, Q5_QUAD,
     Q5_QUADS, group_dots, install_layouts, prepare_q5_0,
 };
+use super::x86_avx2_lanes::broadcast_from_memory;
 use super::x86_avx2_legacy::{f16x1, hsum};
 use std::arch::x86_64::*;
 use std::cell::RefCell;
@@ -500,7 +501,7 @@ fn q5_0_lanes(nb: usize, group: &[u8], xs: [&[u8]; 8]) -> [[f32; 8]; GROUP_ROWS]
                 // SAFETY: `quads` is 32 writable bytes; the store is unaligned.
                 unsafe { _mm256_storeu_si256(quads.as_mut_ptr().cast(), u) };
                 for (k, quad) in quads.iter().enumerate() {
-                    let w = broadcast_from_memory(quad);
+                    let w = broadcast_from_memory(bytemuck::cast_ref(quad));
                     let sum = _mm256_madd_epi16(_mm256_maddubs_epi16(w, lb.x[k]), ones);
                     let lanes = _mm256_sub_epi32(sum, lb.c[k]);
                     acc[k] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(lanes), acc[k]);
@@ -539,25 +540,4 @@ fn transpose8(rows: [__m256i; 8]) -> [__m256i; 8] {
         0 => _mm256_permute2x128_si256::<0x20>(u[k], u[4 + k]),
         _ => _mm256_permute2x128_si256::<0x31>(u[k - 4], u[k]),
     })
-}
-
-/// `*p` in every 32-bit lane, loaded by `vpbroadcastd` from memory (a load,
-/// no shuffle). Written out because LLVM forwards the store of a row's
-/// quads and broadcasts them with `vpshufd`/`vpbroadcastd` on registers:
-/// two shuffles per quad on the two shuffle pipes of Zen 3, which made
-/// the lane kernel shuffle-bound (measured: perf, Gemma pp512).
-#[inline]
-#[target_feature(enable = "avx2")]
-fn broadcast_from_memory(p: &i32) -> __m256i {
-    let v: __m256i;
-    // SAFETY: reads the 4 bytes of `p`, with the AVX2 enabled here.
-    unsafe {
-        std::arch::asm!(
-            "vpbroadcastd {v}, dword ptr [{p}]",
-            p = in(reg) p,
-            v = out(ymm_reg) v,
-            options(pure, readonly, nostack, preserves_flags),
-        );
-    }
-    v
 }

@@ -1,4 +1,4 @@
-//! Lane tiles for Q8_0 and Q5_0 weights on AVX2 (CPUs without AVX-512
+//! Lane tiles for Q5_0 weights on AVX2 (CPUs without AVX-512
 //! VNNI): batches of 8 or more tokens in the f32 order of
 //! `tinyBLAS_Q0_AVX`, the order of the `Q0Tile` of [`super::x86_avx2_legacy`]
 //! (per (row, token) eight accumulators, one per element quad of a block,
@@ -7,8 +7,8 @@
 //! pair is one lane of a vector operation, so the results are bit for bit
 //! those of the tile (tested in `kernels::tests`).
 //!
-//! The tile does the same work once per (row, token) pair, the sign trick
-//! and the scale product included; here a weight block is decoded once for
+//! The tile does the same work once per (row, token) pair, the fifth-bit
+//! decoding and the scale product included; here a weight block is decoded once for
 //! eight tokens, a weight quad is broadcast against the eight tokens' quads
 //! (one load of interleaved activations), and no horizontal sums run until
 //! the end of the row.
@@ -31,10 +31,12 @@ use crate::quant::{BlockQ3K, BlockQ4K, BlockQ5_0, BlockQ5K, BlockQ6K, BlockQ8_0,
 use std::arch::x86_64::*;
 
 pub(super) fn install(batch: &mut BatchDots) {
-    batch.lanes.q8_0 = Some(LaneTile {
-        dot: q0_lane_dot::<BlockQ8_0>,
-        prepare: prepare_q0::<BlockQ8_0>,
-    });
+    // Not Q8_0: its blocks cost nothing to decode, so the lanes save
+    // little, and broadcasting a quad and its sign costs four shuffles on
+    // Zen 3's two shuffle pipes; the row × token tile (`Q0Tile`) ran 1B
+    // Q8_0 prefill faster without them (2048→16384 × 512 tokens: 426–435
+    // → 344–388 ms, pp512 36–40 → 44–49 tok/s). Q5_0 is interleaved
+    // where its rows allow; these serve the rest.
     batch.lanes.q5_0 = Some(LaneTile {
         dot: q0_lane_dot::<BlockQ5_0>,
         prepare: prepare_q0::<BlockQ5_0>,
@@ -55,31 +57,23 @@ pub(super) fn install(batch: &mut BatchDots) {
 }
 
 // How the weights meet the signed activations in `vpmaddubsw` (unsigned ×
-// signed): types stored unsigned (`Q0Block::OFFSET` c ≠ 0, Q5_0: `u` ≤ 31,
-// far from i16 saturation) as `u`, the activations' side paying `−c·Σx`
-// per quad; Q8_0 (c = 0) by the sign trick, `|w|` against `x·sign(w)`, as
-// in ggml.
+// signed): as stored, unsigned (`Q0Block::OFFSET` c, Q5_0: `u` ≤ 31, far
+// from i16 saturation), the activations' side paying `−c·Σx` per quad.
 
 /// Byte offsets in one prepared block (32 elements) of a group of
 /// [`LANES`] tokens: quad `k` of token `t` (signed) at `64k + 4t`; the
-/// tokens' `d` (f32) at [`Q0_D_AT`]` + 4t`; with an offset, `−c·Σ_k x` (i32)
-/// at [`Q0_CORRECTION_AT`]` + 64k + 4t`.
+/// tokens' `d` (f32) at [`Q0_D_AT`]` + 4t`; `−c·Σ_k x` (i32) at
+/// [`Q0_CORRECTION_AT`]` + 64k + 4t`.
 const Q0_D_AT: usize = 32 * LANES;
 const Q0_CORRECTION_AT: usize = Q0_D_AT + 4 * LANES;
-
-const fn q0_block_bytes<W: Q0Block>() -> usize {
-    if W::OFFSET == 0 {
-        Q0_CORRECTION_AT
-    } else {
-        Q0_CORRECTION_AT + 32 * LANES
-    }
-}
+const Q0_BLOCK_BYTES: usize = Q0_CORRECTION_AT + 32 * LANES;
 
 /// The [`super::tiles::PrepareLanes`] of weights `W`.
 fn prepare_q0<W: Q0Block>(n: usize, x: &[u8], x_bytes: usize, tokens: usize, out: &mut Vec<u8>) {
+    const { assert!(W::OFFSET != 0, "weights stored unsigned") };
     prepare_group(
         n / 32,
-        q0_block_bytes::<W>(),
+        Q0_BLOCK_BYTES,
         x,
         x_bytes,
         tokens,
@@ -87,20 +81,18 @@ fn prepare_q0<W: Q0Block>(n: usize, x: &[u8], x_bytes: usize, tokens: usize, out
         |y: &BlockQ8_0, t, dst| {
             interleave(bytemuck::cast_slice(&y.qs), t, dst);
             interleave(&y.d.to_f32().to_le_bytes(), t, &mut dst[Q0_D_AT..]);
-            if W::OFFSET != 0 {
-                let c = i32::from(W::OFFSET);
-                let corrections: [i32; 8] = std::array::from_fn(|k| {
-                    -c * y.qs[4 * k..4 * k + 4]
-                        .iter()
-                        .map(|&v| i32::from(v))
-                        .sum::<i32>()
-                });
-                interleave(
-                    bytemuck::cast_slice(&corrections),
-                    t,
-                    &mut dst[Q0_CORRECTION_AT..],
-                );
-            }
+            let c = i32::from(W::OFFSET);
+            let corrections: [i32; 8] = std::array::from_fn(|k| {
+                -c * y.qs[4 * k..4 * k + 4]
+                    .iter()
+                    .map(|&v| i32::from(v))
+                    .sum::<i32>()
+            });
+            interleave(
+                bytemuck::cast_slice(&corrections),
+                t,
+                &mut dst[Q0_CORRECTION_AT..],
+            );
         },
     );
 }
@@ -114,7 +106,7 @@ fn q0_lane_dot<W: Q0Block>(
     x: &[u8],
     out: &mut [f32; LANE_ROWS * LANES],
 ) {
-    let bytes = q0_block_bytes::<W>();
+    let bytes = Q0_BLOCK_BYTES;
     // SAFETY: installed only on CPUs with avx2, fma and f16c.
     let row = |row: &[W], x: &[u8]| unsafe { [0, 1].map(|h| q0_lane_half::<W>(row, x, h)) };
     by_rows(n / 32, bytes, w, row_bytes, rows, x, out, row);
@@ -158,36 +150,22 @@ fn load(p: &[u8], off: usize) -> __m256i {
 /// One row × tokens `8 half..8 half + 8` of a prepared group.
 #[target_feature(enable = "avx2,fma,f16c")]
 fn q0_lane_half<W: Q0Block>(row: &[W], x: &[u8], half: usize) -> __m256 {
-    let bytes = q0_block_bytes::<W>();
+    const { assert!(W::OFFSET != 0, "weights stored unsigned") };
+    let bytes = Q0_BLOCK_BYTES;
     let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); 8];
     let mut unsigned = [0i32; 8];
-    let mut signs = [0i32; 8];
     for (b, block) in row.iter().enumerate() {
         let xb = &x[b * bytes..(b + 1) * bytes];
-        let stored = block.stored();
-        let u = if W::OFFSET == 0 {
-            _mm256_sign_epi8(stored, stored)
-        } else {
-            stored
-        };
-        // SAFETY: the arrays are 32 writable bytes; the stores are unaligned.
-        unsafe {
-            _mm256_storeu_si256(unsigned.as_mut_ptr().cast(), u);
-            _mm256_storeu_si256(signs.as_mut_ptr().cast(), stored);
-        }
+        // SAFETY: the array is 32 writable bytes; the store is unaligned.
+        unsafe { _mm256_storeu_si256(unsigned.as_mut_ptr().cast(), block.stored()) };
         let dx = _mm256_castsi256_ps(load(xb, Q0_D_AT + 32 * half));
         let d = _mm256_mul_ps(_mm256_set1_ps(f16x1(block.d())), dx);
         for k in 0..8 {
-            let mut xq = load(xb, 64 * k + 32 * half);
-            if W::OFFSET == 0 {
-                xq = _mm256_sign_epi8(xq, _mm256_set1_epi32(signs[k]));
-            }
+            let xq = load(xb, 64 * k + 32 * half);
             let pairs = _mm256_maddubs_epi16(_mm256_set1_epi32(unsigned[k]), xq);
-            let mut sum = _mm256_madd_epi16(pairs, ones);
-            if W::OFFSET != 0 {
-                sum = _mm256_add_epi32(sum, load(xb, Q0_CORRECTION_AT + 64 * k + 32 * half));
-            }
+            let sum = _mm256_madd_epi16(pairs, ones);
+            let sum = _mm256_add_epi32(sum, load(xb, Q0_CORRECTION_AT + 64 * k + 32 * half));
             acc[k] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sum), acc[k]);
         }
     }
@@ -391,4 +369,27 @@ fn k_lane_row<K: LaneBlock>(row: &[K], x: &[u8]) -> [__m256; 2] {
         }
     }
     acc
+}
+
+/// The four bytes at `p` in every 32-bit lane, loaded by `vpbroadcastd`
+/// from memory (a load, no shuffle). Written out because LLVM forwards the
+/// store of a decoded block and broadcasts its quads from registers
+/// instead, with a `vpshufd` and a `vpbroadcastd`/`vpermq` each: two
+/// shuffles per weight quad on Zen 3's two shuffle pipes made the lane
+/// kernels shuffle-bound (perf: 1B Q8_0 prefill, four shuffles per quad
+/// with the sign).
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) fn broadcast_from_memory(p: &[u8; 4]) -> __m256i {
+    let v: __m256i;
+    // SAFETY: reads the 4 bytes of `p`, with AVX2 enabled here.
+    unsafe {
+        std::arch::asm!(
+            "vpbroadcastd {v}, dword ptr [{p}]",
+            p = in(reg) p.as_ptr(),
+            v = out(ymm_reg) v,
+            options(pure, readonly, nostack, preserves_flags),
+        );
+    }
+    v
 }
