@@ -256,6 +256,68 @@ fn lane_tiles_change_no_result() {
     }
 }
 
+/// One matrix of an interleaved layout whose reference results `want[t][r]`
+/// are known: [`InterleavedCase::check`] holds every SIMD kernel of the
+/// layout (any tokens per call) and `matmul` on the interleaved weights
+/// (any batch, chunking, thread count) to them bit for bit.
+struct InterleavedCase<'a> {
+    ty: crate::gguf::GgmlType,
+    rows: usize,
+    cols: usize,
+    data: &'a [u8],
+    packed: &'a [u8],
+    /// The tokens' prepared activations, and the same tokens in f32.
+    x: &'a [u8],
+    xs: &'a [f32],
+    want: &'a [Vec<f32>],
+}
+
+impl InterleavedCase<'_> {
+    fn check(
+        &self,
+        kernel_of: impl Fn(&Kernels) -> Option<interleaved::GroupKernel>,
+        batches: &[usize],
+    ) {
+        use interleaved::{GROUP_ROWS, GROUP_TOKENS};
+        let (rows, cols) = (self.rows, self.cols);
+        let group_bytes = GROUP_ROWS * self.data.len() / rows;
+        let x_bytes = self.x.len() / self.want.len();
+        for simd in Simd::supported() {
+            let k = Kernels::for_simd(simd).unwrap();
+            let Some(kernel) = kernel_of(&k) else {
+                continue;
+            };
+            for n in 1..=GROUP_TOKENS {
+                let mut o = [[0f32; GROUP_ROWS]; GROUP_TOKENS];
+                let group = &self.packed[group_bytes..2 * group_bytes];
+                (kernel.dot)(cols, group, self.x, x_bytes, n, &mut o);
+                for (t, o) in o.iter().enumerate().take(n) {
+                    for (r, v) in o.iter().enumerate() {
+                        let w = self.want[t][GROUP_ROWS + r];
+                        assert_eq!(v.to_bits(), w.to_bits(), "{simd:?} n {n} t {t} r {r}");
+                    }
+                }
+            }
+            let ws = Weights::new("w", self.ty, rows, cols, self.data, &k)
+                .unwrap()
+                .interleaved(self.packed, &k)
+                .unwrap();
+            for threads in [1, 3] {
+                let pool = ThreadPool::new(threads);
+                for &n in batches {
+                    let mut got = vec![0f32; n * rows];
+                    let x = &self.xs[..n * cols];
+                    matmul(&pool, &ws, x, n, &mut got, &mut Scratch::default()).unwrap();
+                    for (i, v) in got.iter().enumerate() {
+                        let w = self.want[i / rows][i % rows];
+                        assert_eq!(v.to_bits(), w.to_bits(), "{simd:?} matmul {n} tokens, {i}");
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The interleaved Q4_0 layout: the reference equals the plain Q4_0 dot to
 /// rounding (same integer sums, another f32 order), every SIMD kernel
 /// equals the reference bit for bit for any number of tokens per call, and
@@ -264,7 +326,7 @@ fn lane_tiles_change_no_result() {
 #[test]
 fn interleaved_q4_0_equals_its_reference_bit_for_bit() {
     use crate::gguf::GgmlType;
-    use interleaved::{GROUP_ROWS, GROUP_TOKENS, group_dot, interleave_q4_0, prepare_q4_0};
+    use interleaved::{GROUP_ROWS, group_dot, interleave_q4_0, prepare_q4_0};
     let scalar = Kernels::for_simd(Simd::Scalar).unwrap();
     for cols in [32, 96, 2048] {
         let rows = 48;
@@ -303,53 +365,17 @@ fn interleaved_q4_0_equals_its_reference_bit_for_bit() {
             .collect();
         let refused = plain.interleaved(&packed, &scalar).unwrap_err().to_string();
         assert!(refused.contains("no interleaved weights"), "{refused}");
-        for simd in Simd::supported() {
-            let k = Kernels::for_simd(simd).unwrap();
-            let Some(kernel) = k.interleaved.q4_0 else {
-                continue;
-            };
-            let dot = kernel.dot;
-            for n in 1..=GROUP_TOKENS {
-                let mut o = [[0f32; GROUP_ROWS]; GROUP_TOKENS];
-                dot(
-                    cols,
-                    &packed[group_bytes..2 * group_bytes],
-                    &x,
-                    x_bytes,
-                    n,
-                    &mut o,
-                );
-                for (t, o) in o.iter().enumerate().take(n) {
-                    for (r, v) in o.iter().enumerate() {
-                        let w = want[t][GROUP_ROWS + r];
-                        assert_eq!(v.to_bits(), w.to_bits(), "{simd:?} n {n} t {t} r {r}");
-                    }
-                }
-            }
-            let ws = Weights::new("w", GgmlType::Q4_0, rows, cols, &data, &k)
-                .unwrap()
-                .interleaved(&packed, &k)
-                .unwrap();
-            for threads in [1, 3] {
-                let pool = ThreadPool::new(threads);
-                for n in [1, 4, tokens] {
-                    let mut got = vec![0f32; n * rows];
-                    matmul(
-                        &pool,
-                        &ws,
-                        &xs[..n * cols],
-                        n,
-                        &mut got,
-                        &mut Scratch::default(),
-                    )
-                    .unwrap();
-                    for (i, v) in got.iter().enumerate() {
-                        let w = want[i / rows][i % rows];
-                        assert_eq!(v.to_bits(), w.to_bits(), "{simd:?} matmul {n} tokens, {i}");
-                    }
-                }
-            }
-        }
+        let case = InterleavedCase {
+            ty: GgmlType::Q4_0,
+            rows,
+            cols,
+            data: &data,
+            packed: &packed,
+            x: &x,
+            xs: &xs,
+            want: &want,
+        };
+        case.check(|k| k.interleaved.q4_0, &[1, 4, tokens]);
     }
 }
 
@@ -360,7 +386,7 @@ fn interleaved_q4_0_equals_its_reference_bit_for_bit() {
 #[test]
 fn interleaved_q5_0_equals_the_plain_dot_bit_for_bit() {
     use crate::gguf::GgmlType;
-    use interleaved::{GROUP_ROWS, GROUP_TOKENS, group_dot_q5_0, interleave_q5_0, prepare_q5_0};
+    use interleaved::{GROUP_ROWS, group_dot_q5_0, interleave_q5_0, prepare_q5_0};
     let scalar = Kernels::for_simd(Simd::Scalar).unwrap();
     for cols in [32, 640, 2048] {
         let rows = 48;
@@ -410,45 +436,17 @@ fn interleaved_q5_0_equals_the_plain_dot_bit_for_bit() {
                 row
             })
             .collect();
-        for simd in Simd::supported() {
-            let k = Kernels::for_simd(simd).unwrap();
-            let Some(kernel) = k.interleaved.q5_0 else {
-                continue;
-            };
-            for n in 1..=GROUP_TOKENS {
-                let mut o = [[0f32; GROUP_ROWS]; GROUP_TOKENS];
-                (kernel.dot)(
-                    cols,
-                    &packed[group_bytes..2 * group_bytes],
-                    &x,
-                    x_bytes,
-                    n,
-                    &mut o,
-                );
-                for (t, o) in o.iter().enumerate().take(n) {
-                    for (r, v) in o.iter().enumerate() {
-                        let w = want[t][GROUP_ROWS + r];
-                        assert_eq!(v.to_bits(), w.to_bits(), "{simd:?} n {n} t {t} r {r}");
-                    }
-                }
-            }
-            let ws = Weights::new("w", GgmlType::Q5_0, rows, cols, &data, &k)
-                .unwrap()
-                .interleaved(&packed, &k)
-                .unwrap();
-            for threads in [1, 3] {
-                let pool = ThreadPool::new(threads);
-                for n in [1, 2, 5, tokens] {
-                    let mut got = vec![0f32; n * rows];
-                    let x = &xs[..n * cols];
-                    matmul(&pool, &ws, x, n, &mut got, &mut Scratch::default()).unwrap();
-                    for (i, v) in got.iter().enumerate() {
-                        let w = want[i / rows][i % rows];
-                        assert_eq!(v.to_bits(), w.to_bits(), "{simd:?} matmul {n} tokens, {i}");
-                    }
-                }
-            }
-        }
+        let case = InterleavedCase {
+            ty: GgmlType::Q5_0,
+            rows,
+            cols,
+            data: &data,
+            packed: &packed,
+            x: &x,
+            xs: &xs,
+            want: &want,
+        };
+        case.check(|k| k.interleaved.q5_0, &[1, 2, 5, tokens]);
     }
 }
 
