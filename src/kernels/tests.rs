@@ -256,6 +256,24 @@ fn lane_tiles_change_no_result() {
     }
 }
 
+/// Tokens `xs` (`cols` each) quantized for weights `ty`, and prepared by
+/// an interleaved layout's `prepare`.
+fn quantize_and_prepare(
+    ty: crate::gguf::GgmlType,
+    xs: &[f32],
+    cols: usize,
+    prepare: interleaved::Prepare,
+) -> (Vec<u8>, Vec<u8>) {
+    let (mut q8, mut x) = (Vec::new(), Vec::new());
+    for t in xs.chunks_exact(cols) {
+        let mut row = Vec::new();
+        quantize_activations(ty, t, &mut row).unwrap();
+        q8.extend_from_slice(&row);
+        prepare(cols, &row, &mut x);
+    }
+    (q8, x)
+}
+
 /// One matrix of an interleaved layout whose reference results `want[t][r]`
 /// are known: [`InterleavedCase::check`] holds every SIMD kernel of the
 /// layout (any tokens per call) and `matmul` on the interleaved weights
@@ -337,13 +355,7 @@ fn interleaved_q4_0_equals_its_reference_bit_for_bit() {
         let group_bytes = GROUP_ROWS * row_bytes;
         let tokens = 11;
         let xs = values(tokens * cols, 7 + cols as u64);
-        let (mut q8, mut x) = (Vec::new(), Vec::new());
-        for t in xs.chunks_exact(cols) {
-            let mut row = Vec::new();
-            quantize_activations(GgmlType::Q4_0, t, &mut row).unwrap();
-            q8.extend_from_slice(&row);
-            prepare_q4_0(cols, &row, &mut x);
-        }
+        let (q8, x) = quantize_and_prepare(GgmlType::Q4_0, &xs, cols, prepare_q4_0);
         let (q8_bytes, x_bytes) = (q8.len() / tokens, x.len() / tokens);
         // want[t][r]: the reference, checked against the plain dot.
         let want: Vec<Vec<f32>> = (0..tokens)
@@ -402,13 +414,7 @@ fn interleaved_q5_0_equals_the_plain_dot_bit_for_bit() {
         let group_bytes = GROUP_ROWS * row_bytes;
         let tokens = 19;
         let xs = values(tokens * cols, 11 + cols as u64);
-        let (mut q8, mut x) = (Vec::new(), Vec::new());
-        for t in xs.chunks_exact(cols) {
-            let mut row = Vec::new();
-            quantize_activations(GgmlType::Q5_0, t, &mut row).unwrap();
-            q8.extend_from_slice(&row);
-            prepare_q5_0(cols, &row, &mut x);
-        }
+        let (q8, x) = quantize_and_prepare(GgmlType::Q5_0, &xs, cols, prepare_q5_0);
         let (q8_bytes, x_bytes) = (q8.len() / tokens, x.len() / tokens);
         // want[t][r]: the reference, which is ggml's x86 row dot (the AVX2
         // one: ours where the CPU has it) and the scalar one to rounding.
