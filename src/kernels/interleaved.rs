@@ -8,7 +8,8 @@
 //! far less on f32 work and activation loads, and decode reads one long
 //! contiguous stream with little work per byte. llama.cpp repacks Q4_0 and
 //! Q4_K for x86 in the same spirit (`repack.cpp`, `block_q4_0x8`,
-//! `block_q4_Kx8`), eight rows per group.
+//! `block_q4_Kx8`), eight rows per group. Q5_0 has a layout of its own for
+//! AVX2 (below), made to decode cheaply rather than to share registers.
 //!
 //! The file's pages of an interleaved matrix are released after the copy
 //! (`GgufFile::release`), so resident memory holds the weights once.

@@ -12,12 +12,13 @@
 //!   family (`*_legacy`: the 32-element formats, IQ4_NL and MXFP4; `*_kquants`:
 //!   the 256-element K-quants and IQ4_XS);
 //! - `tiles`: the shapes of the tile kernels (several rows × tokens per
-//!   call) that matrix × matrix uses; `x86_avx512_lanes` (and, for Q8_0
-//!   and Q5_0, `x86_avx2_lanes`): the lane tiles, in the f32 orders of
-//!   ggml's batch kernels;
+//!   call) that matrix × matrix uses; `x86_avx512_lanes` (and, for Q5_0
+//!   and the K-quants, `x86_avx2_lanes`): the lane tiles, in the f32
+//!   orders of ggml's batch kernels;
 //! - `interleaved`: weights rearranged at load so one register holds
-//!   sixteen rows (Q4_0, Q4_K), and the kernels that read them
-//!   (`x86_avx512_interleaved`, `x86_avx2_interleaved`);
+//!   sixteen rows (Q4_0, Q4_K; and Q5_0 on AVX2, to decode cheaply), and
+//!   the kernels that read them (`x86_avx512_interleaved`,
+//!   `x86_avx2_interleaved`);
 //! - `weight_buffer`: memory for those copies, in huge pages;
 //! - `matmul`: matrix × vector and matrix × matrix over the pool (`pool`).
 

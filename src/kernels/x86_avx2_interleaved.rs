@@ -1,7 +1,8 @@
-//! AVX2 kernels for the row-interleaved Q4_0 and Q4_K layouts of
+//! AVX2 kernels for the row-interleaved Q4_0, Q4_K and Q5_0 layouts of
 //! [`super::interleaved`] (its module doc has the layouts and the orders,
 //! its `group_dot*` the meaning), for CPUs without AVX-512 VNNI: llama.cpp
-//! repacks these types on AVX2 too, and reads them eight rows at a time.
+//! repacks Q4_0 and Q4_K on AVX2 too, and reads them eight rows at a time;
+//! Q5_0 (not repacked by llama.cpp, its plain order kept) is at the end.
 //!
 //! A group's sixteen rows are two 256-bit halves (rows 0–7 and 8–15 of each
 //! 64-byte part). One or two tokens take both halves in one pass over the
