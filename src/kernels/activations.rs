@@ -28,6 +28,7 @@ pub(crate) fn scalar_quantizer(act_type: GgmlType) -> Option<super::Quantize> {
 /// Appends the Q8_0 blocks (or Q8_1: `s = f16(Σq · d)`) of `x` (whole
 /// blocks of 32) to `out`, each block's `(d, qs, Σ qs)` from `block`: the
 /// SIMD quantizers' common tail.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // used by the x86 modules
 #[inline(always)]
 pub(super) fn append_q8_blocks(
     x: &[f32],

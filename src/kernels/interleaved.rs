@@ -189,6 +189,7 @@ impl InterleavedDots {
 
 /// One SIMD kernel of an interleaved layout, for any number of tokens per
 /// call (the x86 modules implement it; [`group_dots`] drives it).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // used by the x86 modules
 pub(super) trait GroupLayout {
     /// Elements per block, bytes per block record, prepared activation
     /// bytes per block.
@@ -210,6 +211,7 @@ pub(super) trait GroupLayout {
 /// Installs one module's kernels of the two layouts: Q4_0 (one order for
 /// every token), Q4_K (ggml's gemv order for single tokens, its gemm order
 /// for groups of four).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // used by the x86 modules
 pub(super) fn install_layouts<Q40: GroupLayout, Q4KGemv: GroupLayout, Q4KGemm: GroupLayout>(
     dots: &mut InterleavedDots,
 ) {
@@ -229,6 +231,7 @@ pub(super) fn install_layouts<Q40: GroupLayout, Q4KGemv: GroupLayout, Q4KGemm: G
 /// in calls of `L::WIDEST`, then of four, then the rest in one call (a
 /// token's arithmetic is the same in each; the weights are decoded once
 /// per call).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // used by the x86 modules
 pub(super) fn group_dots<L: GroupLayout>(
     n: usize,
     group: &[u8],
