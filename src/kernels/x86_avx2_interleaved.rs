@@ -30,8 +30,8 @@ use super::interleaved::{
     K_RECORD, K_SCALES, PREPARED_BLOCK, Q5_HALF_RECORD, Q5_LO, Q5_PREPARED_BLOCK, Q5_QUAD,
     Q5_QUADS, group_dots, install_layouts, prepare_q5_0,
 };
-use super::x86_avx2_lanes::broadcast_from_memory;
-use super::x86_avx2_legacy::{f16x1, hsum};
+use super::x86_avx2_lanes::{broadcast_from_memory, hsum_lanes};
+use super::x86_avx2_legacy::{dot_u8_i8, f16x1, hsum};
 use std::arch::x86_64::*;
 use std::cell::RefCell;
 
@@ -377,16 +377,23 @@ impl GroupLayout for Q5_0 {
 /// How far ahead of the record being read the Q5_0 kernels prefetch.
 const Q5_AHEAD: usize = 8 * Q5_HALF_RECORD;
 
-/// The 32 five-bit values of row `i` (0–3) of a Q5_0 quad, as bytes.
+/// A Q5_0 quad's plane of fifth bits, widened to the 32 elements: byte j
+/// holds in bits 0–3 the fifth bits of element j of rows 0–3 (bits 4–7 are
+/// not read). Once per quad, for its four rows ([`q5_0_row`]).
 #[inline]
 #[target_feature(enable = "avx2")]
-fn q5_0_row(quad: &[u8], i: usize) -> __m256i {
+fn q5_0_fifth_bits(quad: &[u8]) -> __m256i {
     let hi: &[u8; 16] = quad[..16].try_into().unwrap();
     // SAFETY: `hi` is 16 readable bytes; the load is unaligned.
     let h = unsafe { _mm_loadu_si128(hi.as_ptr().cast()) };
-    // Byte j: bits 0–3 the fifth bits of element j of rows 0–3; byte 16 + j
-    // those of element 16 + j (bits 4–7 there are not read).
-    let fifth = _mm256_set_m128i(_mm_srli_epi16::<4>(h), h);
+    _mm256_set_m128i(_mm_srli_epi16::<4>(h), h)
+}
+
+/// The 32 five-bit values of row `i` (0–3) of a Q5_0 quad, as bytes, from
+/// the quad and its [`q5_0_fifth_bits`].
+#[inline]
+#[target_feature(enable = "avx2")]
+fn q5_0_row(quad: &[u8], fifth: __m256i, i: usize) -> __m256i {
     // Row i's bit to bit 4 (a shift by a count in a register: with `i`
     // known only at run time, a `match` over immediate shifts became a
     // five-instruction variable-shift emulation).
@@ -411,7 +418,6 @@ fn q5_0_rows<const T: usize, const R: usize>(
     xs: [&[u8]; T],
     quad: usize,
 ) -> [[f32; HALF]; T] {
-    let ones = _mm256_set1_epi16(1);
     let sixteen = _mm256_set1_epi8(16);
     let mut acc = [[_mm256_setzero_ps(); R]; T];
     for (b, rec) in records.chunks_exact(Q5_HALF_RECORD).take(nb).enumerate() {
@@ -424,7 +430,7 @@ fn q5_0_rows<const T: usize, const R: usize>(
         let xb = xs.map(|x| &x[b * Q5_PREPARED_BLOCK..(b + 1) * Q5_PREPARED_BLOCK]);
         let xq = xb.map(|x| load(x));
         // Σ (u − 16)·x per quad as Σ u·x − Σ 16·x, the tokens' side once.
-        let corrections = xq.map(|x| _mm256_madd_epi16(_mm256_maddubs_epi16(sixteen, x), ones));
+        let corrections = xq.map(|x| dot_u8_i8(sixteen, x));
         let scales: [[f32; HALF]; T] = xb.map(|x| {
             let dx = f32::from_le_bytes(x[32..36].try_into().unwrap());
             let mut d = [0f32; HALF];
@@ -434,14 +440,12 @@ fn q5_0_rows<const T: usize, const R: usize>(
         });
         for q in 0..R / 4 {
             let quad_bytes = &rec[Q5_QUADS + Q5_QUAD * (quad + q)..][..Q5_QUAD];
+            let fifth = q5_0_fifth_bits(quad_bytes);
             for i in 0..4 {
-                let u = q5_0_row(quad_bytes, i);
+                let u = q5_0_row(quad_bytes, fifth, i);
                 let r = 4 * q + i;
                 for t in 0..T {
-                    let lanes = _mm256_sub_epi32(
-                        _mm256_madd_epi16(_mm256_maddubs_epi16(u, xq[t]), ones),
-                        corrections[t],
-                    );
+                    let lanes = _mm256_sub_epi32(dot_u8_i8(u, xq[t]), corrections[t]);
                     let d = _mm256_set1_ps(scales[t][4 * quad + r]);
                     acc[t][r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(lanes), acc[t][r]);
                 }
@@ -474,7 +478,6 @@ thread_local! {
 /// The 16 rows of a group by eight tokens, `out[r][t]`.
 #[target_feature(enable = "avx2,fma,f16c")]
 fn q5_0_lanes(nb: usize, group: &[u8], xs: [&[u8]; 8]) -> [[f32; 8]; GROUP_ROWS] {
-    let ones = _mm256_set1_epi16(1);
     let sixteen = _mm256_set1_epi8(16);
     LANE_BLOCKS.with_borrow_mut(|blocks| {
         blocks.clear();
@@ -484,7 +487,7 @@ fn q5_0_lanes(nb: usize, group: &[u8], xs: [&[u8]; 8]) -> [[f32; 8]; GROUP_ROWS]
             let dx = xb.map(|x| f32::from_le_bytes(x[32..36].try_into().unwrap()));
             blocks.push(LaneBlock {
                 x,
-                c: x.map(|x| _mm256_madd_epi16(_mm256_maddubs_epi16(sixteen, x), ones)),
+                c: x.map(|x| dot_u8_i8(sixteen, x)),
                 // SAFETY: `dx` is 8 readable f32; the load is unaligned.
                 dx: unsafe { _mm256_loadu_ps(dx.as_ptr()) },
             });
@@ -497,20 +500,18 @@ fn q5_0_lanes(nb: usize, group: &[u8], xs: [&[u8]; 8]) -> [[f32; 8]; GROUP_ROWS]
                     rec[2 * i..2 * i + 2].try_into().unwrap(),
                 ));
                 let d = _mm256_mul_ps(_mm256_set1_ps(dw), lb.dx);
-                let u = q5_0_row(&rec[Q5_QUADS + Q5_QUAD * (i / 4)..][..Q5_QUAD], i % 4);
+                let quad = &rec[Q5_QUADS + Q5_QUAD * (i / 4)..][..Q5_QUAD];
+                let u = q5_0_row(quad, q5_0_fifth_bits(quad), i % 4);
                 let mut quads = [0i32; 8];
                 // SAFETY: `quads` is 32 writable bytes; the store is unaligned.
                 unsafe { _mm256_storeu_si256(quads.as_mut_ptr().cast(), u) };
                 for (k, quad) in quads.iter().enumerate() {
                     let w = broadcast_from_memory(bytemuck::cast_ref(quad));
-                    let sum = _mm256_madd_epi16(_mm256_maddubs_epi16(w, lb.x[k]), ones);
-                    let lanes = _mm256_sub_epi32(sum, lb.c[k]);
+                    let lanes = _mm256_sub_epi32(dot_u8_i8(w, lb.x[k]), lb.c[k]);
                     acc[k] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(lanes), acc[k]);
                 }
             }
-            // `hsum`'s order, lane by lane.
-            let s: [__m256; 4] = std::array::from_fn(|k| _mm256_add_ps(acc[k], acc[k + 4]));
-            let v = _mm256_add_ps(_mm256_add_ps(s[0], s[2]), _mm256_add_ps(s[1], s[3]));
+            let v = hsum_lanes(acc);
             let mut row = [0f32; 8];
             // SAFETY: `row` is 8 writable f32; the store is unaligned.
             unsafe { _mm256_storeu_ps(row.as_mut_ptr(), v) };

@@ -106,10 +106,9 @@ fn q0_lane_dot<W: Q0Block>(
     x: &[u8],
     out: &mut [f32; LANE_ROWS * LANES],
 ) {
-    let bytes = Q0_BLOCK_BYTES;
     // SAFETY: installed only on CPUs with avx2, fma and f16c.
     let row = |row: &[W], x: &[u8]| unsafe { [0, 1].map(|h| q0_lane_half::<W>(row, x, h)) };
-    by_rows(n / 32, bytes, w, row_bytes, rows, x, out, row);
+    by_rows(n / 32, Q0_BLOCK_BYTES, w, row_bytes, rows, x, out, row);
 }
 
 /// The [`super::tiles::LaneDot`] contract over `kernel`, which takes one
@@ -151,12 +150,11 @@ fn load(p: &[u8], off: usize) -> __m256i {
 #[target_feature(enable = "avx2,fma,f16c")]
 fn q0_lane_half<W: Q0Block>(row: &[W], x: &[u8], half: usize) -> __m256 {
     const { assert!(W::OFFSET != 0, "weights stored unsigned") };
-    let bytes = Q0_BLOCK_BYTES;
     let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); 8];
     let mut unsigned = [0i32; 8];
     for (b, block) in row.iter().enumerate() {
-        let xb = &x[b * bytes..(b + 1) * bytes];
+        let xb = &x[b * Q0_BLOCK_BYTES..(b + 1) * Q0_BLOCK_BYTES];
         // SAFETY: the array is 32 writable bytes; the store is unaligned.
         unsafe { _mm256_storeu_si256(unsigned.as_mut_ptr().cast(), block.stored()) };
         let dx = _mm256_castsi256_ps(load(xb, Q0_D_AT + 32 * half));
@@ -169,7 +167,14 @@ fn q0_lane_half<W: Q0Block>(row: &[W], x: &[u8], half: usize) -> __m256 {
             acc[k] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sum), acc[k]);
         }
     }
-    // `hsum`'s order, lane by lane.
+    hsum_lanes(acc)
+}
+
+/// The eight quad accumulators of a row summed lane by lane (a token per
+/// lane) in `hsum`'s order: halves, then quarters, then pairs.
+#[inline]
+#[target_feature(enable = "avx")]
+pub(super) fn hsum_lanes(acc: [__m256; 8]) -> __m256 {
     let s: [__m256; 4] = std::array::from_fn(|k| _mm256_add_ps(acc[k], acc[k + 4]));
     _mm256_add_ps(_mm256_add_ps(s[0], s[2]), _mm256_add_ps(s[1], s[3]))
 }

@@ -305,8 +305,9 @@ fn fifth_bits(qh: [u8; 4]) -> __m256i {
 }
 
 /// Σ of unsigned `u` times signed `x` per 4 bytes, as eight `i32`.
+#[inline]
 #[target_feature(enable = "avx2,fma")]
-fn dot_u8_i8(u: __m256i, x: __m256i) -> __m256i {
+pub(super) fn dot_u8_i8(u: __m256i, x: __m256i) -> __m256i {
     _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), _mm256_set1_epi16(1))
 }
 
