@@ -23,7 +23,7 @@ use rusty_llm::gguf::GgmlType;
 use rusty_llm::kernels::weight_buffer::WeightBuffer;
 use rusty_llm::kernels::{
     BatchLanes, Kernels, QuantTiles, Scratch, ThreadPool, Weights, interleaved, kernels, matmul,
-    matvec,
+    matmul_segments, matvec,
 };
 use rusty_llm::quant;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -419,6 +419,54 @@ fn table(filter: &str) {
                     res[2].push(span * one.len() as f64 / SPAN as f64);
                 }
                 print_gbs(&name, pool.threads(), "DRAM read", one.len(), res);
+            }
+        }
+    }
+    // A continuous batch's decode step: n sequences of one token each over
+    // the same matrix (hot: the output projection is re-read from DRAM
+    // every step, so this is its compute bound), per token against one
+    // sequence alone.
+    for ty in types {
+        for &(shape, rows, cols) in SHAPES {
+            let name = format!("singles {ty} {shape}");
+            if !want(&name) || !fits(ty, cols) || ty == GgmlType::F32 {
+                continue;
+            }
+            let data = weights(ty, rows, cols);
+            let copy = interleaved_copy(ty, rows, cols, &data);
+            let w = bound(ty, rows, cols, &data, &copy, &k);
+            let mut scratch = Scratch::default();
+            for pool in &pools {
+                let counts = [1usize, 2, 4, 8];
+                let mut res: Vec<Vec<f64>> = vec![Vec::new(); counts.len()];
+                let mut outs: Vec<Vec<f32>> =
+                    counts.iter().map(|&n| vec![0f32; rows * n]).collect();
+                let xs = random(cols * 8, 7);
+                for _ in 0..5 {
+                    for (i, &n) in counts.iter().enumerate() {
+                        let segments = vec![1usize; n];
+                        res[i].extend(samples(3, || {
+                            matmul_segments(
+                                pool,
+                                &w,
+                                &xs[..n * cols],
+                                &segments,
+                                &mut outs[i],
+                                &mut scratch,
+                            )
+                            .unwrap()
+                        }));
+                    }
+                }
+                let line: Vec<String> = counts
+                    .iter()
+                    .zip(res)
+                    .map(|(n, v)| {
+                        let (lo, med) = min_median(v);
+                        format!("{n} seq ms min {:.2} med {:.2}", lo * 1e3, med * 1e3)
+                    })
+                    .collect();
+                println!("{name:40} {} thr  {}", pool.threads(), line.join("  "));
             }
         }
     }

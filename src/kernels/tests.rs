@@ -655,3 +655,90 @@ fn four_row_kernels_equal_their_row_dots_bit_for_bit() {
         }
     }
 }
+
+/// The singles tiles (a continuous batch's one-token sequences sharing the
+/// weights) equal their row dots bit for bit, for every row and token count
+/// of a tile, on prepared activations where the tile has its own layout.
+/// Q8_0 weights include −128 (a byte ggml's quantizer never writes but a
+/// file may hold), which the sign trick must still multiply exactly.
+#[test]
+fn singles_tiles_equal_their_row_dots_bit_for_bit() {
+    use crate::gguf::GgmlType;
+    use tiles::TILE;
+    let mut checked = 0;
+    for simd in Simd::supported() {
+        let k = Kernels::for_simd(simd).unwrap();
+        for &(one, tile, prepare) in k.batch.singles_tiles.iter().flatten() {
+            let ty = [
+                GgmlType::Q8_0,
+                GgmlType::Q5_0,
+                GgmlType::Q4_K,
+                GgmlType::Q6_K,
+            ]
+            .into_iter()
+            .find(|&ty| std::ptr::fn_addr_eq(k.dots.get(ty).unwrap(), one))
+            .expect("a singles tile of a supported type");
+            let nbs: &[usize] = match ty {
+                GgmlType::Q4_K | GgmlType::Q6_K => &[8, 1, 2],
+                _ => &[1, 2, 20, 64],
+            };
+            for &nb in nbs {
+                let cols = nb * ty.block_elements() as usize;
+                let mut data = weight_rows(ty, TILE, cols, nb as u64 + 40);
+                if ty == GgmlType::Q8_0 {
+                    for block in data.chunks_exact_mut(34) {
+                        block[2 + nb % 32] = 0x80;
+                        block[33] = 0x80;
+                    }
+                }
+                let row_bytes = data.len() / TILE;
+                let raw: Vec<Vec<u8>> = (0..TILE)
+                    .map(|t| {
+                        let mut x = Vec::new();
+                        let xs = values(cols, (7 * nb + t) as u64);
+                        quantize_activations(ty, &xs, &mut x).unwrap();
+                        x
+                    })
+                    .collect();
+                let mut acts = Vec::new();
+                for x in &raw {
+                    match prepare {
+                        Some(prepare) => prepare(cols, x, &mut acts),
+                        None => acts.extend_from_slice(x),
+                    }
+                }
+                let x_bytes = acts.len() / TILE;
+                for rows in 1..=TILE {
+                    for tokens in 1..=TILE {
+                        let mut out = [f32::NAN; TILE * TILE];
+                        tile(
+                            cols,
+                            &data[..rows * row_bytes],
+                            row_bytes,
+                            rows,
+                            &acts[..tokens * x_bytes],
+                            x_bytes,
+                            tokens,
+                            &mut out,
+                        );
+                        for t in 0..tokens {
+                            for r in 0..rows {
+                                let want =
+                                    one(cols, &data[r * row_bytes..(r + 1) * row_bytes], &raw[t]);
+                                let got = out[t * TILE + r];
+                                assert_eq!(
+                                    got.to_bits(),
+                                    want.to_bits(),
+                                    "{simd:?} {ty} cols {cols} {rows}x{tokens} r {r} t {t}: {got} vs {want}"
+                                );
+                            }
+                        }
+                        checked += 1;
+                    }
+                }
+            }
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    assert!(checked > 0 || !Simd::Avx2.is_supported());
+}

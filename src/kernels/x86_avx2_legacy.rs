@@ -18,6 +18,7 @@
 
 use super::quant_dots::{QuantDots, ROWS};
 use super::scalar_legacy::blocks;
+use super::tiles::TILE;
 use crate::quant::float::{F16Le, e8m0_to_f32_half};
 use crate::quant::iq::{KVALUES_IQ4NL, KVALUES_MXFP4};
 use crate::quant::{
@@ -59,6 +60,7 @@ pub(super) fn install_rows(batch: &mut super::dispatch::BatchDots) {
         Some((dot_q5_0, rows::<BlockQ5_0>)),
         Some((dot_q4_0, rows::<BlockQ4_0>)),
     ];
+    batch.singles_tiles[2] = Some((dot_q8_0, singles_q8_0, Some(prepare_q8_0)));
 }
 
 /// [`Q0Tile`] over [`ROWS`] consecutive rows (`row_bytes` apart) and one
@@ -67,7 +69,7 @@ fn rows<W: Q0Block>(n: usize, w: &[u8], row_bytes: usize, x: &[u8]) -> [f32; ROW
     let ahead = RowsAhead::new(w, row_bytes);
     // SAFETY: installed only on CPUs with avx2, fma and f16c.
     let [out] = unsafe {
-        q0_tile::<W, ROWS, 1>(
+        q0_tile::<W, BlockQ8_0, ROWS, 1>(
             n,
             std::array::from_fn(|r| &w[r * row_bytes..(r + 1) * row_bytes]),
             [x],
@@ -528,6 +530,149 @@ impl Q0Block for BlockQ5_0 {
     }
 }
 
+/// An activation block as [`q0_tile`] reads it: 32 signed bytes and the
+/// scale broadcast to eight lanes.
+pub(super) trait Q0Activation: bytemuck::Pod {
+    fn values(&self) -> __m256i;
+    fn scale(&self) -> __m256;
+}
+
+impl Q0Activation for BlockQ8_0 {
+    #[inline(always)]
+    fn values(&self) -> __m256i {
+        // SAFETY: see [`Q0Block`]'s doc.
+        unsafe { load_x(&self.qs) }
+    }
+    #[inline(always)]
+    fn scale(&self) -> __m256 {
+        // SAFETY: see [`Q0Block`]'s doc.
+        unsafe { _mm256_set1_ps(f16x1(self.d)) }
+    }
+}
+
+/// A Q8_0 activation block with its scale already f32, in all eight lanes:
+/// the scale product `d_w · d_x` is then one `vmulps` with a memory operand
+/// per (row, token, block) (from a scalar the compiler multiplies as
+/// scalars and broadcasts the product: two instructions on the same busy
+/// vector pipes as the integer work).
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct PreparedQ8_0 {
+    qs: [i8; 32],
+    d: [f32; 8],
+}
+
+const _: () = assert!(size_of::<PreparedQ8_0>() == 64);
+
+impl Q0Activation for PreparedQ8_0 {
+    #[inline(always)]
+    fn values(&self) -> __m256i {
+        // SAFETY: see [`Q0Block`]'s doc.
+        unsafe { load_x(&self.qs) }
+    }
+    #[inline(always)]
+    fn scale(&self) -> __m256 {
+        // SAFETY: see [`Q0Block`]'s doc; reads the eight f32 of `d`.
+        unsafe { _mm256_loadu_ps(self.d.as_ptr()) }
+    }
+}
+
+/// One token's Q8_0 activations (`n` elements, in `x`) as [`PreparedQ8_0`]
+/// blocks, appended to `out`.
+fn prepare_q8_0(n: usize, x: &[u8], out: &mut Vec<u8>) {
+    let blocks: &[BlockQ8_0] = bytemuck::cast_slice(&x[..n / 32 * size_of::<BlockQ8_0>()]);
+    for b in blocks {
+        let prepared = PreparedQ8_0 {
+            qs: b.qs,
+            d: [b.d.to_f32(); 8],
+        };
+        out.extend_from_slice(bytemuck::bytes_of(&prepared));
+    }
+}
+
+/// The single tokens of a continuous batch (one per sequence), up to
+/// [`TILE`] of them over four weight rows: each (row, token) bit for bit
+/// the row dot's (ggml's `ggml_vec_dot_q8_0_q8_0`), the weights read once
+/// for all the tokens. One or two tokens take the four rows together with
+/// the matrix × vector prefetch ([`RowsAhead`]); three or four, which would
+/// need more accumulators than AVX2 has registers, two rows at a time.
+/// Tokens: [`prepare_q8_0`].
+#[allow(clippy::too_many_arguments)] // the `TileDot` signature
+fn singles_q8_0(
+    n: usize,
+    w: &[u8],
+    row_bytes: usize,
+    rows: usize,
+    x: &[u8],
+    x_bytes: usize,
+    tokens: usize,
+    out: &mut [f32; TILE * TILE],
+) {
+    assert!(rows <= TILE && (1..=TILE).contains(&tokens));
+    let xt = |t: usize| &x[t * x_bytes..(t + 1) * x_bytes];
+    // SAFETY (each call): installed only on CPUs with avx2, fma and f16c.
+    unsafe {
+        match (rows, tokens) {
+            (ROWS, 1) => {
+                let ahead = Some(RowsAhead::new(w, row_bytes));
+                let wr = |r: usize| &w[r * row_bytes..(r + 1) * row_bytes];
+                let [o] = q0_tile::<BlockQ8_0, PreparedQ8_0, ROWS, 1>(
+                    n,
+                    std::array::from_fn(wr),
+                    [xt(0)],
+                    ahead,
+                );
+                out[..ROWS].copy_from_slice(&o);
+            }
+            (_, 1) => row_by_row::<1>(n, w, row_bytes, rows, [xt(0)], out),
+            (_, 2) => row_by_row::<2>(n, w, row_bytes, rows, std::array::from_fn(xt), out),
+            (_, 3) => row_by_row::<3>(n, w, row_bytes, rows, std::array::from_fn(xt), out),
+            _ => row_by_row::<4>(n, w, row_bytes, rows, std::array::from_fn(xt), out),
+        }
+    }
+}
+
+/// Up to [`TILE`] weight rows one after the other, each by `T` prepared
+/// tokens, in one call: a row of a model's width is only 20 to 64 blocks,
+/// so the per-call cost of a one-row tile (setup, the function call
+/// itself) would be a large share of its work.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn row_by_row<const T: usize>(
+    n: usize,
+    w: &[u8],
+    row_bytes: usize,
+    rows: usize,
+    x: [&[u8]; T],
+    out: &mut [f32; TILE * TILE],
+) {
+    let nb = n / 32;
+    let x: [&[PreparedQ8_0]; T] =
+        x.map(|t| &bytemuck::cast_slice(&t[..nb * size_of::<PreparedQ8_0>()])[..nb]);
+    for r in 0..rows.min(TILE) {
+        let row: &[BlockQ8_0] =
+            bytemuck::cast_slice(&w[r * row_bytes..r * row_bytes + nb * size_of::<BlockQ8_0>()]);
+        let mut acc = [_mm256_setzero_ps(); T];
+        for (b, wb) in row.iter().enumerate() {
+            let q = wb.stored();
+            let abs = _mm256_sign_epi8(q, q);
+            let dw = _mm256_set1_ps(f16x1(wb.d));
+            for t in 0..T {
+                // SAFETY: every `x[t]` is `nb` blocks long (sliced above).
+                let xb = unsafe { x[t].get_unchecked(b) };
+                let lanes = dot_u8_i8(abs, _mm256_sign_epi8(xb.values(), q));
+                acc[t] = _mm256_fmadd_ps(
+                    _mm256_mul_ps(dw, xb.scale()),
+                    _mm256_cvtepi32_ps(lanes),
+                    acc[t],
+                );
+            }
+        }
+        for t in 0..T {
+            out[t * TILE + r] = hsum(acc[t]);
+        }
+    }
+}
+
 /// `tinyBLAS_Q0_AVX` (`llamafile/sgemm.cpp`, what llama.cpp runs for Q8_0
 /// and Q5_0 weights with two or more tokens, and for Q4_0 ones it has not
 /// repacked) on a tile of up to 4 rows × 4
@@ -545,7 +690,7 @@ impl<W: Q0Block> super::tiles::TileKernel for Q0Tile<W> {
     ) -> [[f32; R]; T] {
         if R * T <= 8 {
             // SAFETY: installed only on CPUs with avx2, fma and f16c.
-            return unsafe { q0_tile::<W, R, T>(n, w, x, None) };
+            return unsafe { q0_tile::<W, BlockQ8_0, R, T>(n, w, x, None) };
         }
         // AVX2 has sixteen vector registers: more than eight accumulators
         // spill (a 4×4 tile kept 120 stack references in its loop), so a
@@ -555,10 +700,11 @@ impl<W: Q0Block> super::tiles::TileKernel for Q0Tile<W> {
         for t0 in (0..T).step_by(2) {
             // SAFETY: as above.
             if t0 + 1 < T {
-                let [a, b] = unsafe { q0_tile::<W, R, 2>(n, w, [x[t0], x[t0 + 1]], None) };
+                let [a, b] =
+                    unsafe { q0_tile::<W, BlockQ8_0, R, 2>(n, w, [x[t0], x[t0 + 1]], None) };
                 (out[t0], out[t0 + 1]) = (a, b);
             } else {
-                [out[t0]] = unsafe { q0_tile::<W, R, 1>(n, w, [x[t0]], None) };
+                [out[t0]] = unsafe { q0_tile::<W, BlockQ8_0, R, 1>(n, w, [x[t0]], None) };
             }
         }
         out
@@ -566,7 +712,7 @@ impl<W: Q0Block> super::tiles::TileKernel for Q0Tile<W> {
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-fn q0_tile<W: Q0Block, const R: usize, const T: usize>(
+fn q0_tile<W: Q0Block, X: Q0Activation, const R: usize, const T: usize>(
     n: usize,
     w: [&[u8]; R],
     x: [&[u8]; T],
@@ -574,8 +720,7 @@ fn q0_tile<W: Q0Block, const R: usize, const T: usize>(
 ) -> [[f32; R]; T] {
     let nb = n / 32;
     let w: [&[W]; R] = w.map(|r| &bytemuck::cast_slice::<u8, W>(&r[..nb * size_of::<W>()])[..nb]);
-    let x: [&[BlockQ8_0]; T] =
-        x.map(|t| &bytemuck::cast_slice::<u8, BlockQ8_0>(&t[..nb * size_of::<BlockQ8_0>()])[..nb]);
+    let x: [&[X]; T] = x.map(|t| &bytemuck::cast_slice::<u8, X>(&t[..nb * size_of::<X>()])[..nb]);
     let mut acc = [[_mm256_setzero_ps(); R]; T];
     for b in 0..nb {
         if let Some(ahead) = &ahead {
@@ -585,7 +730,7 @@ fn q0_tile<W: Q0Block, const R: usize, const T: usize>(
         // above) and `b < nb`. Unchecked because the checks (one per row and
         // token per block: LLVM does not carry the lengths through the
         // arrays) were a tenth of the four-row decode loop.
-        let (wb, xb): ([&W; R], [&BlockQ8_0; T]) = unsafe {
+        let (wb, xb): ([&W; R], [&X; T]) = unsafe {
             (
                 std::array::from_fn(|r| w[r].get_unchecked(b)),
                 std::array::from_fn(|t| x[t].get_unchecked(b)),
@@ -593,8 +738,10 @@ fn q0_tile<W: Q0Block, const R: usize, const T: usize>(
         };
         // The tokens' blocks once, then row by row (one row's weights live
         // at a time, registers for the accumulators).
-        let xq: [__m256i; T] = std::array::from_fn(|t| load_x(&xb[t].qs));
-        let dx: [f32; T] = std::array::from_fn(|t| f16x1(xb[t].d));
+        let (xq, dx): ([__m256i; T], [__m256; T]) = (
+            std::array::from_fn(|t| xb[t].values()),
+            std::array::from_fn(|t| xb[t].scale()),
+        );
         // Weights stored unsigned: Σ u·x − c·Σx per quad, the same integers
         // as ggml's Σ w·x by the sign trick, with the tokens' `c·Σx` once
         // per block rather than a sign and an offset per row.
@@ -605,14 +752,17 @@ fn q0_tile<W: Q0Block, const R: usize, const T: usize>(
         });
         for r in 0..R {
             let q = wb[r].stored();
-            let dw = f16x1(wb[r].d());
+            let abs = _mm256_sign_epi8(q, q);
+            // `d_w · d_x` as one vector multiply (the f32 product ggml
+            // rounds), the scales broadcast once per row and per token.
+            let dw = _mm256_set1_ps(f16x1(wb[r].d()));
             for t in 0..T {
                 let lanes = match W::OFFSET {
-                    0 => dot_u8_i8(_mm256_sign_epi8(q, q), _mm256_sign_epi8(xq[t], q)),
+                    0 => dot_u8_i8(abs, _mm256_sign_epi8(xq[t], q)),
                     _ => _mm256_sub_epi32(dot_u8_i8(q, xq[t]), corrections[t]),
                 };
                 acc[t][r] = _mm256_fmadd_ps(
-                    _mm256_set1_ps(dw * dx[t]),
+                    _mm256_mul_ps(dw, dx[t]),
                     _mm256_cvtepi32_ps(lanes),
                     acc[t][r],
                 );
