@@ -471,51 +471,82 @@ struct LaneBlock {
     dx: __m256,
 }
 
-thread_local! {
-    static LANE_BLOCKS: RefCell<Vec<LaneBlock>> = const { RefCell::new(Vec::new()) };
+/// A group's sixteen rows decoded, row-major by block: each block's 32
+/// five-bit values as bytes and its scale as f32.
+#[derive(Clone, Copy)]
+struct DecodedBlock {
+    u: [u8; 32],
+    d: f32,
 }
 
-/// The 16 rows of a group by eight tokens, `out[r][t]`.
+thread_local! {
+    static LANE_BLOCKS: RefCell<Vec<LaneBlock>> = const { RefCell::new(Vec::new()) };
+    static DECODED: RefCell<Vec<DecodedBlock>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The 16 rows of a group by eight tokens, `out[r][t]`. The group's
+/// weights are decoded into a buffer first and then broadcast from it quad
+/// by quad: decoding a row's block and broadcasting its quads straight
+/// back from the store made every quad wait on store-to-load forwarding
+/// (measured on Zen 3, AVX2, 2 threads, Gemma's 640→4096 × 512 tokens:
+/// 32.2–36.7 → 26.6–29.9 ms a call).
 #[target_feature(enable = "avx2,fma,f16c")]
 fn q5_0_lanes(nb: usize, group: &[u8], xs: [&[u8]; 8]) -> [[f32; 8]; GROUP_ROWS] {
     let sixteen = _mm256_set1_epi8(16);
     LANE_BLOCKS.with_borrow_mut(|blocks| {
-        blocks.clear();
-        for b in 0..nb {
-            let xb = xs.map(|x| &x[b * Q5_PREPARED_BLOCK..(b + 1) * Q5_PREPARED_BLOCK]);
-            let x = transpose8(xb.map(|x| load(x)));
-            let dx = xb.map(|x| f32::from_le_bytes(x[32..36].try_into().unwrap()));
-            blocks.push(LaneBlock {
-                x,
-                c: x.map(|x| dot_u8_i8(sixteen, x)),
-                // SAFETY: `dx` is 8 readable f32; the load is unaligned.
-                dx: unsafe { _mm256_loadu_ps(dx.as_ptr()) },
-            });
-        }
-        std::array::from_fn(|r| {
-            let (records, i) = (&group[r / HALF * nb * Q5_HALF_RECORD..], r % HALF);
-            let mut acc = [_mm256_setzero_ps(); 8];
-            for (rec, lb) in records.chunks_exact(Q5_HALF_RECORD).zip(blocks.iter()) {
-                let dw = f16x1(crate::quant::F16Le(
-                    rec[2 * i..2 * i + 2].try_into().unwrap(),
-                ));
-                let d = _mm256_mul_ps(_mm256_set1_ps(dw), lb.dx);
-                let quad = &rec[Q5_QUADS + Q5_QUAD * (i / 4)..][..Q5_QUAD];
-                let u = q5_0_row(quad, q5_0_fifth_bits(quad), i % 4);
-                let mut quads = [0i32; 8];
-                // SAFETY: `quads` is 32 writable bytes; the store is unaligned.
-                unsafe { _mm256_storeu_si256(quads.as_mut_ptr().cast(), u) };
-                for (k, quad) in quads.iter().enumerate() {
-                    let w = broadcast_from_memory(bytemuck::cast_ref(quad));
-                    let lanes = _mm256_sub_epi32(dot_u8_i8(w, lb.x[k]), lb.c[k]);
-                    acc[k] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(lanes), acc[k]);
+        DECODED.with_borrow_mut(|decoded| {
+            blocks.clear();
+            for b in 0..nb {
+                let xb = xs.map(|x| &x[b * Q5_PREPARED_BLOCK..(b + 1) * Q5_PREPARED_BLOCK]);
+                let x = transpose8(xb.map(|x| load(x)));
+                let dx = xb.map(|x| f32::from_le_bytes(x[32..36].try_into().unwrap()));
+                blocks.push(LaneBlock {
+                    x,
+                    c: x.map(|x| dot_u8_i8(sixteen, x)),
+                    // SAFETY: `dx` is 8 readable f32; the load is unaligned.
+                    dx: unsafe { _mm256_loadu_ps(dx.as_ptr()) },
+                });
+            }
+            decoded.clear();
+            decoded.resize(GROUP_ROWS * nb, DecodedBlock { u: [0; 32], d: 0.0 });
+            for (h, records) in group.chunks_exact(nb * Q5_HALF_RECORD).take(2).enumerate() {
+                for (b, rec) in records.chunks_exact(Q5_HALF_RECORD).enumerate() {
+                    for q in 0..2 {
+                        let quad = &rec[Q5_QUADS + Q5_QUAD * q..][..Q5_QUAD];
+                        let fifth = q5_0_fifth_bits(quad);
+                        for i in 0..4 {
+                            let r = HALF * h + 4 * q + i;
+                            let out = &mut decoded[r * nb + b];
+                            // SAFETY: `u` is 32 writable bytes; the store
+                            // is unaligned.
+                            unsafe {
+                                _mm256_storeu_si256(
+                                    out.u.as_mut_ptr().cast(),
+                                    q5_0_row(quad, fifth, i),
+                                )
+                            };
+                            let at = 2 * (4 * q + i);
+                            out.d = f16x1(crate::quant::F16Le(rec[at..at + 2].try_into().unwrap()));
+                        }
+                    }
                 }
             }
-            let v = hsum_lanes(acc);
-            let mut row = [0f32; 8];
-            // SAFETY: `row` is 8 writable f32; the store is unaligned.
-            unsafe { _mm256_storeu_ps(row.as_mut_ptr(), v) };
-            row
+            std::array::from_fn(|r| {
+                let mut acc = [_mm256_setzero_ps(); 8];
+                for (wb, lb) in decoded[r * nb..(r + 1) * nb].iter().zip(blocks.iter()) {
+                    let d = _mm256_mul_ps(_mm256_set1_ps(wb.d), lb.dx);
+                    for (k, quad) in wb.u.chunks_exact(4).enumerate() {
+                        let w = broadcast_from_memory(quad.try_into().unwrap());
+                        let lanes = _mm256_sub_epi32(dot_u8_i8(w, lb.x[k]), lb.c[k]);
+                        acc[k] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(lanes), acc[k]);
+                    }
+                }
+                let v = hsum_lanes(acc);
+                let mut row = [0f32; 8];
+                // SAFETY: `row` is 8 writable f32; the store is unaligned.
+                unsafe { _mm256_storeu_ps(row.as_mut_ptr(), v) };
+                row
+            })
         })
     })
 }
