@@ -33,10 +33,10 @@ use std::arch::x86_64::*;
 pub(super) fn install(batch: &mut BatchDots) {
     // Not Q8_0: its blocks cost nothing to decode, so the lanes save
     // little, and broadcasting a quad and its sign costs four shuffles on
-    // Zen 3's two shuffle pipes; the row × token tile (`Q0Tile`) ran 1B
-    // Q8_0 prefill faster without them (2048→16384 × 512 tokens: 426–435
-    // → 344–388 ms, pp512 36–40 → 44–49 tok/s). Q5_0 is interleaved
-    // where its rows allow; these serve the rest.
+    // Zen 3's two shuffle pipes; the row × token tiles ran 1B Q8_0 prefill
+    // faster without them (2048→16384 × 512 tokens: 426–435 → 344–388 ms
+    // with `Q0Tile`, pp512 36–40 → 44–49 tok/s; `q8_0_tile` since).
+    // Q5_0 is interleaved where its rows allow; these serve the rest.
     batch.lanes.q5_0 = Some(LaneTile {
         dot: q0_lane_dot::<BlockQ5_0>,
         prepare: prepare_q0::<BlockQ5_0>,
