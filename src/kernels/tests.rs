@@ -147,13 +147,20 @@ fn tile_kernels_match_scalar_and_matvec_on_ragged_shapes() {
 /// one-row, one-token calls bit for bit, and so does its row kernel.
 fn tile_shapes_agree(tile: Tile, ty: crate::gguf::GgmlType, rows: usize, cols: usize, data: &[u8]) {
     let row_bytes = data.len() / rows;
+    // Each token's `vec_dot_type` bytes (what the row dots read), and the
+    // same in the tile's own layout where it has one.
+    let raws: Vec<Vec<u8>> = (0..TILE)
+        .map(|t| {
+            let mut row = Vec::new();
+            quantize_activations(ty, &values(cols, 99 + t as u64), &mut row).unwrap();
+            row
+        })
+        .collect();
     let mut acts = Vec::new();
-    let mut row = Vec::new();
-    for t in 0..TILE {
-        quantize_activations(ty, &values(cols, 99 + t as u64), &mut row).unwrap();
+    for row in &raws {
         match tile.prepare {
-            Some(p) => p(cols, &row, &mut acts),
-            None => acts.extend_from_slice(&row),
+            Some(p) => p(cols, row, &mut acts),
+            None => acts.extend_from_slice(row),
         }
     }
     let x_bytes = acts.len() / TILE;
@@ -194,9 +201,10 @@ fn tile_shapes_agree(tile: Tile, ty: crate::gguf::GgmlType, rows: usize, cols: u
                     assert_eq!(v.to_bits(), one[0].to_bits(), "{ty} row kernel r {r} t {t}");
                 }
                 // A tile in its row dot's order (single tokens of several
-                // sequences share it) equals that dot bit for bit.
-                if let (Some(dot), None) = (tile.same_as, tile.prepare) {
-                    let v = dot(cols, w, &acts[t * x_bytes..(t + 1) * x_bytes]);
+                // sequences share it) equals that dot bit for bit, on the
+                // dot's own activations.
+                if let Some(dot) = tile.same_as {
+                    let v = dot(cols, w, &raws[t]);
                     assert_eq!(v.to_bits(), one[0].to_bits(), "{ty} row dot r {r} t {t}");
                 }
             }
