@@ -804,12 +804,19 @@ fn run_interleaved(
                     dot(w.cols, group, x, x_bytes, nt, &mut o);
                     for (t, o) in o.iter().enumerate().take(nt) {
                         let token = order[t0 + t];
-                        for (r, &v) in o.iter().enumerate() {
-                            // SAFETY: token * rows + r0 + r < n_tokens * rows
-                            // == out.len(), and rows r0.. belong to this
-                            // chunk only (see `Out`).
-                            unsafe { *dst.at(token * w.rows + r0 + r) = v };
-                        }
+                        // SAFETY: token * rows + r0 + GROUP_ROWS <= n_tokens
+                        // * rows == out.len(), and rows r0.. belong to this
+                        // chunk only (see `Out`). One copy rather than a
+                        // store per row: the output rows are cold, and
+                        // sixteen scalar stores to them cost 3% of Gemma's
+                        // prefill.
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(
+                                o.as_ptr(),
+                                dst.at(token * w.rows + r0),
+                                GROUP_ROWS,
+                            )
+                        };
                     }
                 }
             }

@@ -507,7 +507,8 @@ fn q5_0_lanes(nb: usize, group: &[u8], xs: [&[u8]; 8]) -> [[f32; 8]; GROUP_ROWS]
                     dx: unsafe { _mm256_loadu_ps(dx.as_ptr()) },
                 });
             }
-            decoded.clear();
+            // Every entry is written below: sized once, not cleared per
+            // call (zeroing it cost 2% of Gemma's prefill).
             decoded.resize(GROUP_ROWS * nb, DecodedBlock { u: [0; 32], d: 0.0 });
             for (h, records) in group.chunks_exact(nb * Q5_HALF_RECORD).take(2).enumerate() {
                 for (b, rec) in records.chunks_exact(Q5_HALF_RECORD).enumerate() {
