@@ -982,8 +982,15 @@ fn tiled_flash_attention(
     let n_tokens = q.len() / q_dim;
     let q_tiles = n_tokens.div_ceil(TILE_Q);
     let dst = OutPtr(out.as_mut_ptr());
+    // The last query tiles first: under a causal mask they see the most
+    // keys, and handing them out last left one thread finishing the
+    // heaviest tile alone (each tile's arithmetic is its own, so the order
+    // changes no result).
     pool.run(shape.n_head * q_tiles, &|task| {
-        let (h, t0) = (task / q_tiles, task % q_tiles * TILE_Q);
+        let (h, t0) = (
+            task % shape.n_head,
+            (q_tiles - 1 - task / shape.n_head) * TILE_Q,
+        );
         let rows = TILE_Q.min(n_tokens - t0);
         TILE_BUFFERS.with_borrow_mut(|buf| {
             let tile = QueryTile {
