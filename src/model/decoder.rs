@@ -565,13 +565,7 @@ impl Model {
                     // ups moved together at its front.
                     let _timed = profile::scope(|| "ffn activation".into());
                     let gate = resize(&mut s.gate, n * c.n_ff);
-                    for t in 0..n {
-                        let from = t * 2 * c.n_ff;
-                        gate[t * c.n_ff..(t + 1) * c.n_ff]
-                            .copy_from_slice(&up[from..from + c.n_ff]);
-                        up.copy_within(from + c.n_ff..from + 2 * c.n_ff, t * c.n_ff);
-                    }
-                    gated_on_pool(pool, act, gate, &up[..n * c.n_ff]);
+                    gated_fused_on_pool(pool, act, gate, up, c.n_ff);
                     gate
                 }
                 (FfnKind::Plain(act), _) => {
@@ -655,6 +649,32 @@ impl Model {
 
 /// [`ops::gated`] spread over the pool: a batch's FFN activation (tokens ×
 /// FFN width GELUs) is worth sharing, one token's is not.
+/// [`gated_on_pool`] for a fused projection whose rows are `[gate; up]`
+/// (`2 · n_ff` values a token): each token's gate copied into `out` and
+/// gated by its up there, tokens split over the pool. (Moving the halves
+/// apart first, on one thread, was 3–4% of Gemma's prefill in perf.)
+fn gated_fused_on_pool(
+    pool: &ThreadPool,
+    act: Activation,
+    out: &mut [f32],
+    fused: &[f32],
+    n_ff: usize,
+) {
+    let n = out.len() / n_ff;
+    let per_chunk = (16 * 1024 / n_ff).max(1);
+    let dst = OutPtr(out.as_mut_ptr());
+    pool.run(n.div_ceil(per_chunk), &|chunk| {
+        for t in chunk * per_chunk..((chunk + 1) * per_chunk).min(n) {
+            let row = &fused[t * 2 * n_ff..(t + 1) * 2 * n_ff];
+            // SAFETY: token t's `n_ff` values of `out`, written by this
+            // chunk only (see `OutPtr`).
+            let o = unsafe { std::slice::from_raw_parts_mut(dst.at(t * n_ff), n_ff) };
+            o.copy_from_slice(&row[..n_ff]);
+            ops::gated(act, o, &row[n_ff..]);
+        }
+    });
+}
+
 fn gated_on_pool(pool: &ThreadPool, act: Activation, gate: &mut [f32], up: &[f32]) {
     const CHUNK: usize = 16 * 1024;
     let len = gate.len();
