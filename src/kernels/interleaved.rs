@@ -156,6 +156,21 @@ pub type GroupDot = fn(
 /// `vec_dot_type` bytes) in a group kernel's layout.
 pub type Prepare = fn(n: usize, x: &[u8], out: &mut Vec<u8>);
 
+/// [`GROUP_TOKENS`] prepared activation rows (`x_bytes` each, in `xs`) by
+/// every group of `groups` (`group_bytes` each), each group's results
+/// handed to `out` as `(group index, result[r][t])`, each (row, token)
+/// bit for bit what the layout's [`GroupDot`] gives it: for kernels that
+/// lay the tokens out in a form of their own, made once for all the groups
+/// rather than once per group.
+pub type GroupsDot = fn(
+    n: usize,
+    groups: &[u8],
+    group_bytes: usize,
+    xs: &[u8],
+    x_bytes: usize,
+    out: &mut dyn FnMut(usize, &[[f32; GROUP_TOKENS]; GROUP_ROWS]),
+);
+
 /// The kernels of one interleaved type.
 #[derive(Debug, Clone, Copy)]
 pub struct GroupKernel {
@@ -165,6 +180,9 @@ pub struct GroupKernel {
     /// for them differs (`None`: `dot` for every token).
     pub grouped: Option<GroupDot>,
     pub prepare: Prepare,
+    /// `dot`'s order for [`GROUP_TOKENS`] tokens over many groups at once,
+    /// where the variant has it.
+    pub many_groups: Option<GroupsDot>,
 }
 
 /// The interleaved kernels of a variant, by weight type (`None`: the
@@ -219,11 +237,13 @@ pub(super) fn install_layouts<Q40: GroupLayout, Q4KGemv: GroupLayout, Q4KGemm: G
         dot: group_dots::<Q40>,
         grouped: None,
         prepare: prepare_q4_0,
+        many_groups: None,
     });
     dots.q4_k = Some(GroupKernel {
         dot: group_dots::<Q4KGemv>,
         grouped: Some(group_dots::<Q4KGemm>),
         prepare: prepare_q4_k,
+        many_groups: None,
     });
 }
 

@@ -799,6 +799,28 @@ fn run_interleaved(
             for t0 in tokens.clone().step_by(GROUP_TOKENS) {
                 let nt = GROUP_TOKENS.min(tokens.end - t0);
                 let x = &xs[t0 * x_bytes..(t0 + nt) * x_bytes];
+                let many = kernel
+                    .many_groups
+                    .filter(|_| nt == GROUP_TOKENS && std::ptr::fn_addr_eq(dot, kernel.dot));
+                if let Some(many) = many {
+                    let groups = &data[rows.start / GROUP_ROWS * group_bytes
+                        ..rows.end.div_ceil(GROUP_ROWS) * group_bytes];
+                    many(w.cols, groups, group_bytes, x, x_bytes, &mut |g, o| {
+                        let r0 = rows.start + g * GROUP_ROWS;
+                        for t in 0..GROUP_TOKENS {
+                            let column: [f32; GROUP_ROWS] = std::array::from_fn(|r| o[r][t]);
+                            // SAFETY: as below.
+                            unsafe {
+                                std::ptr::copy_nonoverlapping(
+                                    column.as_ptr(),
+                                    dst.at(order[t0 + t] * w.rows + r0),
+                                    GROUP_ROWS,
+                                )
+                            };
+                        }
+                    });
+                    continue;
+                }
                 for r0 in rows.clone().step_by(GROUP_ROWS) {
                     let group = &data[r0 / GROUP_ROWS * group_bytes..][..group_bytes];
                     dot(w.cols, group, x, x_bytes, nt, &mut o);

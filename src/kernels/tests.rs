@@ -324,6 +324,31 @@ impl InterleavedCase<'_> {
                     }
                 }
             }
+            if let Some(many) = kernel.many_groups {
+                // Every group by the first GROUP_TOKENS tokens in one call.
+                let mut seen = 0;
+                many(
+                    cols,
+                    self.packed,
+                    group_bytes,
+                    self.x,
+                    x_bytes,
+                    &mut |g, o| {
+                        for (r, o) in o.iter().enumerate() {
+                            for (t, v) in o.iter().enumerate() {
+                                let w = self.want[t][g * GROUP_ROWS + r];
+                                assert_eq!(
+                                    v.to_bits(),
+                                    w.to_bits(),
+                                    "{simd:?} many g {g} t {t} r {r}"
+                                );
+                            }
+                        }
+                        seen += 1;
+                    },
+                );
+                assert_eq!(seen, rows / GROUP_ROWS);
+            }
             let ws = Weights::new("w", self.ty, rows, cols, self.data, &k)
                 .unwrap()
                 .interleaved(self.packed, &k)

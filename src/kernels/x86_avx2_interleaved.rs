@@ -26,9 +26,9 @@
 //! bounds-checked slice.
 
 use super::interleaved::{
-    GROUP_ROWS, GroupKernel, GroupLayout, InterleavedDots, K_DMIN, K_MINS, K_PREPARED_BLOCK, K_QS,
-    K_RECORD, K_SCALES, PREPARED_BLOCK, Q5_HALF_RECORD, Q5_LO, Q5_PREPARED_BLOCK, Q5_QUAD,
-    Q5_QUADS, group_dots, install_layouts, prepare_q5_0,
+    GROUP_ROWS, GROUP_TOKENS, GroupKernel, GroupLayout, InterleavedDots, K_DMIN, K_MINS,
+    K_PREPARED_BLOCK, K_QS, K_RECORD, K_SCALES, PREPARED_BLOCK, Q5_HALF_RECORD, Q5_LO,
+    Q5_PREPARED_BLOCK, Q5_QUAD, Q5_QUADS, group_dots, install_layouts, prepare_q5_0,
 };
 use super::x86_avx2_lanes::{broadcast_from_memory, hsum_lanes};
 use super::x86_avx2_legacy::{dot_u8_i8, f16x1, hsum};
@@ -47,6 +47,7 @@ pub(super) fn install(dots: &mut InterleavedDots) {
         dot: group_dots::<Q5_0>,
         grouped: None,
         prepare: prepare_q5_0,
+        many_groups: Some(q5_0_many_groups),
     });
 }
 
@@ -345,12 +346,14 @@ impl GroupLayout for Q5_0 {
         // SAFETY: the caller's contract (see the trait).
         unsafe {
             if T == 8 {
-                let rows = q5_0_lanes(nb, group, std::array::from_fn(|t| xs[t]));
-                for (t, out) in out.iter_mut().enumerate() {
-                    for (r, v) in rows.iter().enumerate() {
-                        out[r] = v[t];
+                let xs = std::array::from_fn(|t| xs[t]);
+                q5_0_lanes(nb, group, group.len(), xs, &mut |_, rows| {
+                    for (t, out) in out.iter_mut().enumerate() {
+                        for (r, v) in rows.iter().enumerate() {
+                            out[r] = v[t];
+                        }
                     }
-                }
+                });
                 return out;
             }
             for (h, records) in halves.enumerate() {
@@ -484,14 +487,43 @@ thread_local! {
     static DECODED: RefCell<Vec<DecodedBlock>> = const { RefCell::new(Vec::new()) };
 }
 
-/// The 16 rows of a group by eight tokens, `out[r][t]`. The group's
-/// weights are decoded into a buffer first and then broadcast from it quad
-/// by quad: decoding a row's block and broadcasting its quads straight
-/// back from the store made every quad wait on store-to-load forwarding
-/// (measured on Zen 3, AVX2, 2 threads, Gemma's 640→4096 × 512 tokens:
-/// 32.2–36.7 → 26.6–29.9 ms a call).
+/// The [`super::interleaved::GroupsDot`] of the Q5_0 layout: the eight
+/// tokens' lane blocks made once for all the groups (per group they were
+/// an eighth of the kernel's time at Gemma's shapes).
+const _: () = assert!(GROUP_TOKENS == 8, "the Q5_0 lanes take eight tokens");
+
+fn q5_0_many_groups(
+    n: usize,
+    groups: &[u8],
+    group_bytes: usize,
+    xs: &[u8],
+    x_bytes: usize,
+    out: &mut dyn FnMut(usize, &[[f32; GROUP_TOKENS]; GROUP_ROWS]),
+) {
+    let nb = n / 32;
+    assert!(group_bytes >= 2 * nb * Q5_HALF_RECORD && groups.len().is_multiple_of(group_bytes));
+    assert!(x_bytes >= nb * Q5_PREPARED_BLOCK && xs.len() >= GROUP_TOKENS * x_bytes);
+    let xs = std::array::from_fn(|t| &xs[t * x_bytes..t * x_bytes + nb * Q5_PREPARED_BLOCK]);
+    // SAFETY: installed only on CPUs with avx2, fma and f16c; the slices
+    // are long enough (asserted above).
+    unsafe { q5_0_lanes(nb, groups, group_bytes, xs, out) }
+}
+
+/// Every group of `groups` (`group_bytes` apart): its 16 rows by eight
+/// tokens, `out(group, result[r][t])`. The tokens' lane blocks are made
+/// once for all the groups; each group's weights are decoded into a buffer
+/// first and then broadcast from it quad by quad: decoding a row's block
+/// and broadcasting its quads straight back from the store made every quad
+/// wait on store-to-load forwarding (measured on Zen 3, AVX2, 2 threads,
+/// Gemma's 640→4096 × 512 tokens: 32.2–36.7 → 26.6–29.9 ms a call).
 #[target_feature(enable = "avx2,fma,f16c")]
-fn q5_0_lanes(nb: usize, group: &[u8], xs: [&[u8]; 8]) -> [[f32; 8]; GROUP_ROWS] {
+fn q5_0_lanes(
+    nb: usize,
+    groups: &[u8],
+    group_bytes: usize,
+    xs: [&[u8]; 8],
+    out: &mut dyn FnMut(usize, &[[f32; 8]; GROUP_ROWS]),
+) {
     let sixteen = _mm256_set1_epi8(16);
     LANE_BLOCKS.with_borrow_mut(|blocks| {
         DECODED.with_borrow_mut(|decoded| {
@@ -508,46 +540,50 @@ fn q5_0_lanes(nb: usize, group: &[u8], xs: [&[u8]; 8]) -> [[f32; 8]; GROUP_ROWS]
                 });
             }
             // Every entry is written below: sized once, not cleared per
-            // call (zeroing it cost 2% of Gemma's prefill).
+            // group (zeroing it cost 2% of Gemma's prefill).
             decoded.resize(GROUP_ROWS * nb, DecodedBlock { u: [0; 32], d: 0.0 });
-            for (h, records) in group.chunks_exact(nb * Q5_HALF_RECORD).take(2).enumerate() {
-                for (b, rec) in records.chunks_exact(Q5_HALF_RECORD).enumerate() {
-                    for q in 0..2 {
-                        let quad = &rec[Q5_QUADS + Q5_QUAD * q..][..Q5_QUAD];
-                        let fifth = q5_0_fifth_bits(quad);
-                        for i in 0..4 {
-                            let r = HALF * h + 4 * q + i;
-                            let out = &mut decoded[r * nb + b];
-                            // SAFETY: `u` is 32 writable bytes; the store
-                            // is unaligned.
-                            unsafe {
-                                _mm256_storeu_si256(
-                                    out.u.as_mut_ptr().cast(),
-                                    q5_0_row(quad, fifth, i),
-                                )
-                            };
-                            let at = 2 * (4 * q + i);
-                            out.d = f16x1(crate::quant::F16Le(rec[at..at + 2].try_into().unwrap()));
+            for (g, group) in groups.chunks_exact(group_bytes).enumerate() {
+                for (h, records) in group.chunks_exact(nb * Q5_HALF_RECORD).take(2).enumerate() {
+                    for (b, rec) in records.chunks_exact(Q5_HALF_RECORD).enumerate() {
+                        for q in 0..2 {
+                            let quad = &rec[Q5_QUADS + Q5_QUAD * q..][..Q5_QUAD];
+                            let fifth = q5_0_fifth_bits(quad);
+                            for i in 0..4 {
+                                let r = HALF * h + 4 * q + i;
+                                let out = &mut decoded[r * nb + b];
+                                // SAFETY: `u` is 32 writable bytes; the
+                                // store is unaligned.
+                                unsafe {
+                                    _mm256_storeu_si256(
+                                        out.u.as_mut_ptr().cast(),
+                                        q5_0_row(quad, fifth, i),
+                                    )
+                                };
+                                let at = 2 * (4 * q + i);
+                                let d = crate::quant::F16Le(rec[at..at + 2].try_into().unwrap());
+                                out.d = f16x1(d);
+                            }
                         }
                     }
                 }
-            }
-            std::array::from_fn(|r| {
-                let mut acc = [_mm256_setzero_ps(); 8];
-                for (wb, lb) in decoded[r * nb..(r + 1) * nb].iter().zip(blocks.iter()) {
-                    let d = _mm256_mul_ps(_mm256_set1_ps(wb.d), lb.dx);
-                    for (k, quad) in wb.u.chunks_exact(4).enumerate() {
-                        let w = broadcast_from_memory(quad.try_into().unwrap());
-                        let lanes = _mm256_sub_epi32(dot_u8_i8(w, lb.x[k]), lb.c[k]);
-                        acc[k] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(lanes), acc[k]);
+                let rows: [[f32; 8]; GROUP_ROWS] = std::array::from_fn(|r| {
+                    let mut acc = [_mm256_setzero_ps(); 8];
+                    for (wb, lb) in decoded[r * nb..(r + 1) * nb].iter().zip(blocks.iter()) {
+                        let d = _mm256_mul_ps(_mm256_set1_ps(wb.d), lb.dx);
+                        for (k, quad) in wb.u.chunks_exact(4).enumerate() {
+                            let w = broadcast_from_memory(quad.try_into().unwrap());
+                            let lanes = _mm256_sub_epi32(dot_u8_i8(w, lb.x[k]), lb.c[k]);
+                            acc[k] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(lanes), acc[k]);
+                        }
                     }
-                }
-                let v = hsum_lanes(acc);
-                let mut row = [0f32; 8];
-                // SAFETY: `row` is 8 writable f32; the store is unaligned.
-                unsafe { _mm256_storeu_ps(row.as_mut_ptr(), v) };
-                row
-            })
+                    let v = hsum_lanes(acc);
+                    let mut row = [0f32; 8];
+                    // SAFETY: `row` is 8 writable f32; the store is unaligned.
+                    unsafe { _mm256_storeu_ps(row.as_mut_ptr(), v) };
+                    row
+                });
+                out(g, &rows);
+            }
         })
     })
 }
