@@ -158,7 +158,7 @@ pub type Prepare = fn(n: usize, x: &[u8], out: &mut Vec<u8>);
 
 /// [`GROUP_TOKENS`] prepared activation rows (`x_bytes` each, in `xs`) by
 /// every group of `groups` (`group_bytes` each), each group's results
-/// handed to `out` as `(group index, result[r][t])`, each (row, token)
+/// handed to `out` as `(group index, result[t][r])`, each (row, token)
 /// bit for bit what the layout's [`GroupDot`] gives it: for kernels that
 /// lay the tokens out in a form of their own, made once for all the groups
 /// rather than once per group.
@@ -168,7 +168,7 @@ pub type GroupsDot = fn(
     group_bytes: usize,
     xs: &[u8],
     x_bytes: usize,
-    out: &mut dyn FnMut(usize, &[[f32; GROUP_TOKENS]; GROUP_ROWS]),
+    out: &mut dyn FnMut(usize, &[[f32; GROUP_ROWS]; GROUP_TOKENS]),
 );
 
 /// The kernels of one interleaved type.

@@ -799,6 +799,24 @@ fn run_interleaved(
             for t0 in tokens.clone().step_by(GROUP_TOKENS) {
                 let nt = GROUP_TOKENS.min(tokens.end - t0);
                 let x = &xs[t0 * x_bytes..(t0 + nt) * x_bytes];
+                // Group results `o[t][r]` of rows r0.. for tokens t0.. .
+                let store = |r0: usize, o: &[[f32; GROUP_ROWS]]| {
+                    for (t, o) in o.iter().enumerate().take(nt) {
+                        // SAFETY: order[t0 + t] * rows + r0 + GROUP_ROWS <=
+                        // n_tokens * rows == out.len(), and rows r0.. belong
+                        // to this chunk only (see `Out`). One copy rather
+                        // than a store per row: the output rows are cold,
+                        // and sixteen scalar stores to them cost 3% of
+                        // Gemma's prefill.
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(
+                                o.as_ptr(),
+                                dst.at(order[t0 + t] * w.rows + r0),
+                                GROUP_ROWS,
+                            )
+                        };
+                    }
+                };
                 let many = kernel
                     .many_groups
                     .filter(|_| nt == GROUP_TOKENS && std::ptr::fn_addr_eq(dot, kernel.dot));
@@ -806,40 +824,14 @@ fn run_interleaved(
                     let groups = &data[rows.start / GROUP_ROWS * group_bytes
                         ..rows.end.div_ceil(GROUP_ROWS) * group_bytes];
                     many(w.cols, groups, group_bytes, x, x_bytes, &mut |g, o| {
-                        let r0 = rows.start + g * GROUP_ROWS;
-                        for t in 0..GROUP_TOKENS {
-                            let column: [f32; GROUP_ROWS] = std::array::from_fn(|r| o[r][t]);
-                            // SAFETY: as below.
-                            unsafe {
-                                std::ptr::copy_nonoverlapping(
-                                    column.as_ptr(),
-                                    dst.at(order[t0 + t] * w.rows + r0),
-                                    GROUP_ROWS,
-                                )
-                            };
-                        }
+                        store(rows.start + g * GROUP_ROWS, o)
                     });
                     continue;
                 }
                 for r0 in rows.clone().step_by(GROUP_ROWS) {
                     let group = &data[r0 / GROUP_ROWS * group_bytes..][..group_bytes];
                     dot(w.cols, group, x, x_bytes, nt, &mut o);
-                    for (t, o) in o.iter().enumerate().take(nt) {
-                        let token = order[t0 + t];
-                        // SAFETY: token * rows + r0 + GROUP_ROWS <= n_tokens
-                        // * rows == out.len(), and rows r0.. belong to this
-                        // chunk only (see `Out`). One copy rather than a
-                        // store per row: the output rows are cold, and
-                        // sixteen scalar stores to them cost 3% of Gemma's
-                        // prefill.
-                        unsafe {
-                            std::ptr::copy_nonoverlapping(
-                                o.as_ptr(),
-                                dst.at(token * w.rows + r0),
-                                GROUP_ROWS,
-                            )
-                        };
-                    }
+                    store(r0, &o);
                 }
             }
         }

@@ -334,8 +334,8 @@ impl InterleavedCase<'_> {
                     self.x,
                     x_bytes,
                     &mut |g, o| {
-                        for (r, o) in o.iter().enumerate() {
-                            for (t, v) in o.iter().enumerate() {
+                        for (t, o) in o.iter().enumerate() {
+                            for (r, v) in o.iter().enumerate() {
                                 let w = self.want[t][g * GROUP_ROWS + r];
                                 assert_eq!(
                                     v.to_bits(),

@@ -347,12 +347,8 @@ impl GroupLayout for Q5_0 {
         unsafe {
             if T == 8 {
                 let xs = std::array::from_fn(|t| xs[t]);
-                q5_0_lanes(nb, group, group.len(), xs, &mut |_, rows| {
-                    for (t, out) in out.iter_mut().enumerate() {
-                        for (r, v) in rows.iter().enumerate() {
-                            out[r] = v[t];
-                        }
-                    }
+                q5_0_lanes(nb, group, group.len(), xs, &mut |_, o| {
+                    out.iter_mut().zip(o).for_each(|(out, o)| *out = *o)
                 });
                 return out;
             }
@@ -487,18 +483,18 @@ thread_local! {
     static DECODED: RefCell<Vec<DecodedBlock>> = const { RefCell::new(Vec::new()) };
 }
 
+const _: () = assert!(GROUP_TOKENS == 8, "the Q5_0 lanes take eight tokens");
+
 /// The [`super::interleaved::GroupsDot`] of the Q5_0 layout: the eight
 /// tokens' lane blocks made once for all the groups (per group they were
 /// an eighth of the kernel's time at Gemma's shapes).
-const _: () = assert!(GROUP_TOKENS == 8, "the Q5_0 lanes take eight tokens");
-
 fn q5_0_many_groups(
     n: usize,
     groups: &[u8],
     group_bytes: usize,
     xs: &[u8],
     x_bytes: usize,
-    out: &mut dyn FnMut(usize, &[[f32; GROUP_TOKENS]; GROUP_ROWS]),
+    out: &mut dyn FnMut(usize, &[[f32; GROUP_ROWS]; GROUP_TOKENS]),
 ) {
     let nb = n / 32;
     assert!(group_bytes >= 2 * nb * Q5_HALF_RECORD && groups.len().is_multiple_of(group_bytes));
@@ -510,7 +506,7 @@ fn q5_0_many_groups(
 }
 
 /// Every group of `groups` (`group_bytes` apart): its 16 rows by eight
-/// tokens, `out(group, result[r][t])`. The tokens' lane blocks are made
+/// tokens, `out(group, result[t][r])`. The tokens' lane blocks are made
 /// once for all the groups; each group's weights are decoded into a buffer
 /// first and then broadcast from it quad by quad: decoding a row's block
 /// and broadcasting its quads straight back from the store made every quad
@@ -522,7 +518,7 @@ fn q5_0_lanes(
     groups: &[u8],
     group_bytes: usize,
     xs: [&[u8]; 8],
-    out: &mut dyn FnMut(usize, &[[f32; 8]; GROUP_ROWS]),
+    out: &mut dyn FnMut(usize, &[[f32; GROUP_ROWS]; 8]),
 ) {
     let sixteen = _mm256_set1_epi8(16);
     LANE_BLOCKS.with_borrow_mut(|blocks| {
@@ -566,7 +562,8 @@ fn q5_0_lanes(
                         }
                     }
                 }
-                let rows: [[f32; 8]; GROUP_ROWS] = std::array::from_fn(|r| {
+                let mut result = [[0f32; GROUP_ROWS]; 8];
+                for r in 0..GROUP_ROWS {
                     let mut acc = [_mm256_setzero_ps(); 8];
                     for (wb, lb) in decoded[r * nb..(r + 1) * nb].iter().zip(blocks.iter()) {
                         let d = _mm256_mul_ps(_mm256_set1_ps(wb.d), lb.dx);
@@ -576,13 +573,14 @@ fn q5_0_lanes(
                             acc[k] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(lanes), acc[k]);
                         }
                     }
-                    let v = hsum_lanes(acc);
                     let mut row = [0f32; 8];
                     // SAFETY: `row` is 8 writable f32; the store is unaligned.
-                    unsafe { _mm256_storeu_ps(row.as_mut_ptr(), v) };
-                    row
-                });
-                out(g, &rows);
+                    unsafe { _mm256_storeu_ps(row.as_mut_ptr(), hsum_lanes(acc)) };
+                    for (t, v) in row.into_iter().enumerate() {
+                        result[t][r] = v;
+                    }
+                }
+                out(g, &result);
             }
         })
     })

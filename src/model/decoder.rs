@@ -561,8 +561,7 @@ impl Model {
                     gate
                 }
                 (FfnKind::Gated(act) | FfnKind::GatedFused(act), None) => {
-                    // `up` holds [gate; up] per token: the gates out, the
-                    // ups moved together at its front.
+                    // `up` holds [gate; up] per token.
                     let _timed = profile::scope(|| "ffn activation".into());
                     let gate = resize(&mut s.gate, n * c.n_ff);
                     gated_fused_on_pool(pool, act, gate, up, c.n_ff);
@@ -647,8 +646,6 @@ impl Model {
     }
 }
 
-/// [`ops::gated`] spread over the pool: a batch's FFN activation (tokens ×
-/// FFN width GELUs) is worth sharing, one token's is not.
 /// [`gated_on_pool`] for a fused projection whose rows are `[gate; up]`
 /// (`2 · n_ff` values a token): each token's gate copied into `out` and
 /// gated by its up there, tokens split over the pool. (Moving the halves
@@ -661,7 +658,7 @@ fn gated_fused_on_pool(
     n_ff: usize,
 ) {
     let n = out.len() / n_ff;
-    let per_chunk = (16 * 1024 / n_ff).max(1);
+    let per_chunk = (GATED_CHUNK / n_ff).max(1);
     let dst = OutPtr(out.as_mut_ptr());
     pool.run(n.div_ceil(per_chunk), &|chunk| {
         for t in chunk * per_chunk..((chunk + 1) * per_chunk).min(n) {
@@ -675,15 +672,19 @@ fn gated_fused_on_pool(
     });
 }
 
+/// Activations per pool task of the gated FFN.
+const GATED_CHUNK: usize = 16 * 1024;
+
+/// [`ops::gated`] spread over the pool: a batch's FFN activation (tokens ×
+/// FFN width GELUs) is worth sharing, one token's is not.
 fn gated_on_pool(pool: &ThreadPool, act: Activation, gate: &mut [f32], up: &[f32]) {
-    const CHUNK: usize = 16 * 1024;
     let len = gate.len();
-    if len <= CHUNK || pool.threads() == 1 {
+    if len <= GATED_CHUNK || pool.threads() == 1 {
         return ops::gated(act, gate, up);
     }
     let dst = OutPtr(gate.as_mut_ptr());
-    pool.run(len.div_ceil(CHUNK), &|chunk| {
-        let (start, end) = (chunk * CHUNK, ((chunk + 1) * CHUNK).min(len));
+    pool.run(len.div_ceil(GATED_CHUNK), &|chunk| {
+        let (start, end) = (chunk * GATED_CHUNK, ((chunk + 1) * GATED_CHUNK).min(len));
         // SAFETY: chunks are disjoint ranges inside `gate` (see `OutPtr`).
         let g = unsafe { std::slice::from_raw_parts_mut(dst.at(start), end - start) };
         ops::gated(act, g, &up[start..end]);
