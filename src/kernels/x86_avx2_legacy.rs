@@ -643,6 +643,12 @@ fn q8_0_tile(
 /// registers than AVX2's sixteen, and spilled), all in one call: a row of
 /// a model's width is only 20 to 64 blocks, and one call per row (setup,
 /// the call itself) measured 1.4 times slower.
+/// How far ahead of its block [`row_by_row`] prefetches the weights.
+/// Measured with a C model of the loop, four tokens and two threads each
+/// streaming its own 68 MB: 1 to 3 KB ahead 8–10% faster than none, 6 KB no
+/// better than none.
+const STREAM_AHEAD: usize = 2048;
+
 #[target_feature(enable = "avx2,fma,f16c")]
 fn row_by_row<const T: usize>(
     n: usize,
@@ -660,6 +666,12 @@ fn row_by_row<const T: usize>(
             bytemuck::cast_slice(&w[r * row_bytes..r * row_bytes + nb * size_of::<BlockQ8_0>()]);
         let mut acc = [_mm256_setzero_ps(); T];
         for (b, wb) in row.iter().enumerate() {
+            // The weights ahead of this block (the next calls' rows follow
+            // these in memory): a few tokens' work per block leaves the
+            // stream from memory to the hardware prefetcher alone too late.
+            // A hint, never a load: any address is fine.
+            let ahead = std::ptr::from_ref(wb).cast::<u8>().wrapping_add(STREAM_AHEAD);
+            _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
             let q = wb.stored();
             let abs = _mm256_sign_epi8(q, q);
             let dw = _mm256_set1_ps(f16x1(wb.d));
