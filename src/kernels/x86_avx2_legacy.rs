@@ -670,7 +670,9 @@ fn row_by_row<const T: usize>(
             // these in memory): a few tokens' work per block leaves the
             // stream from memory to the hardware prefetcher alone too late.
             // A hint, never a load: any address is fine.
-            let ahead = std::ptr::from_ref(wb).cast::<u8>().wrapping_add(STREAM_AHEAD);
+            let ahead = std::ptr::from_ref(wb)
+                .cast::<u8>()
+                .wrapping_add(STREAM_AHEAD);
             _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
             let q = wb.stored();
             let abs = _mm256_sign_epi8(q, q);
