@@ -638,17 +638,19 @@ fn q8_0_tile(
     }
 }
 
+/// How far ahead of its block [`row_by_row`] prefetches the weights.
+/// Measured with a C model of the loop, four tokens and two threads each
+/// streaming its own 68 MB: 1 to 3 KB ahead 8–10% faster than none, 6 KB no
+/// better than none; in the kernel (`cargo bench --bench kernels -- 'singles
+/// Q8_0 gemma output'`) 2 KB ahead took 5–15% off two to four tokens, 1 KB
+/// nothing.
+const STREAM_AHEAD: usize = 2048;
+
 /// Up to [`TILE`] weight rows one after the other, each by `T` prepared
 /// tokens (`T` accumulators: four rows by four tokens would need more
 /// registers than AVX2's sixteen, and spilled), all in one call: a row of
 /// a model's width is only 20 to 64 blocks, and one call per row (setup,
 /// the call itself) measured 1.4 times slower.
-/// How far ahead of its block [`row_by_row`] prefetches the weights.
-/// Measured with a C model of the loop, four tokens and two threads each
-/// streaming its own 68 MB: 1 to 3 KB ahead 8–10% faster than none, 6 KB no
-/// better than none.
-const STREAM_AHEAD: usize = 2048;
-
 #[target_feature(enable = "avx2,fma,f16c")]
 fn row_by_row<const T: usize>(
     n: usize,
