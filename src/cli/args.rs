@@ -33,7 +33,7 @@ pub struct Args {
     #[arg(long, conflicts_with_all = ["inspect", "list_tensors", "list_models"])]
     pub tokenize: bool,
 
-    /// With --tokenize: print "id<TAB>piece" per line instead of a JSON array.
+    /// With --tokenize: print each token as its id, a tab and its piece, one per line, instead of a JSON array.
     #[arg(long, requires = "tokenize")]
     pub show_tokens: bool,
 

@@ -34,7 +34,7 @@ pub const DEFAULT_BATCH_TOKENS: usize = 512;
 
 impl EmbedOptions {
     /// The runner's context (for encoders: the position table), unit
-    /// vectors, no truncation, passes of up to [`DEFAULT_BATCH_TOKENS`].
+    /// vectors, no truncation, passes of up to `DEFAULT_BATCH_TOKENS` (512).
     pub fn new(runner: &Runner) -> Self {
         Self {
             ctx_size: runner.embedding_ctx_size(),

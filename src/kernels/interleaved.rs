@@ -31,7 +31,7 @@
 //! its high one, so the low nibbles of `qs[k]` are elements 4k..4k + 4 and
 //! the high ones elements 16 + 4k..16 + 4k + 4.)
 //!
-//! The activations are Q8_0 blocks [`prepare`]d into 40-byte records: the
+//! The activations are Q8_0 blocks [`prepare_q4_0`]d into 40-byte records: the
 //! 32 quants, `d` as f32, and `−8 · Σq` (the weights' offset: `w = u − 8`
 //! for the unsigned nibble `u`, so Σ w·x = Σ u·x − 8·Σx).
 //!
