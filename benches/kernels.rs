@@ -463,7 +463,7 @@ fn table(filter: &str) {
                     .zip(res)
                     .map(|(n, v)| {
                         let (lo, med) = min_median(v);
-                        format!("{n} seq ms min {:.2} med {:.2}", lo * 1e3, med * 1e3)
+                        format!("{n} seq ms min {:.3} med {:.3}", lo * 1e3, med * 1e3)
                     })
                     .collect();
                 println!("{name:40} {} thr  {}", pool.threads(), line.join("  "));

@@ -156,9 +156,10 @@ pub type GroupDot = fn(
 /// `vec_dot_type` bytes) in a group kernel's layout.
 pub type Prepare = fn(n: usize, x: &[u8], out: &mut Vec<u8>);
 
-/// [`GROUP_TOKENS`] prepared activation rows (`x_bytes` each, in `xs`) by
-/// every group of `groups` (`group_bytes` each), each group's results
-/// handed to `out` as `(group index, result[t][r])`, each (row, token)
+/// `tokens` (at most [`GROUP_TOKENS`]) prepared activation rows (`x_bytes`
+/// each, in `xs`) by every group of `groups` (`group_bytes` each), each
+/// group's results handed to `out` as `(group index, result[t][r])` (`t <
+/// tokens`), each (row, token)
 /// bit for bit what the layout's [`GroupDot`] gives it: for kernels that
 /// lay the tokens out in a form of their own, made once for all the groups
 /// rather than once per group.
@@ -168,6 +169,7 @@ pub type GroupsDot = fn(
     group_bytes: usize,
     xs: &[u8],
     x_bytes: usize,
+    tokens: usize,
     out: &mut dyn FnMut(usize, &[[f32; GROUP_ROWS]; GROUP_TOKENS]),
 );
 
@@ -180,7 +182,7 @@ pub struct GroupKernel {
     /// for them differs (`None`: `dot` for every token).
     pub grouped: Option<GroupDot>,
     pub prepare: Prepare,
-    /// `dot`'s order for [`GROUP_TOKENS`] tokens over many groups at once,
+    /// `dot`'s order for any count of tokens over many groups at once,
     /// where the variant has it.
     pub many_groups: Option<GroupsDot>,
 }

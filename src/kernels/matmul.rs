@@ -593,6 +593,9 @@ pub fn matmul_segments(
     let ragged = match scratch.singles.len() % TILE {
         _ if w.singles_prepare.is_some() => 0,
         2 | 3 if w.singles_tile.is_some() => 0,
+        // Three go through the four-token dot, the last one twice: the
+        // block decoded once for them costs less than three row dots.
+        3 if w.dot4.is_some() => 0,
         ragged => ragged,
     };
     for index in scratch.singles.drain(scratch.singles.len() - ragged..) {
@@ -695,8 +698,8 @@ pub fn matmul_segments(
             };
             run_tiles(w, tile, group, rows.clone(), dst, |t| singles[t]);
         } else if let Some(dot4) = w.dot4 {
-            for four in singles.chunks_exact(4) {
-                let xs = [0, 1, 2, 3].map(|i| acts.of(four[i], false));
+            for four in singles.chunks(4) {
+                let xs = [0, 1, 2, 3].map(|i| acts.of(four[i.min(four.len() - 1)], false));
                 for r in rows.clone() {
                     let out = dot4(w.cols, w.row(r), xs);
                     for (&token, v) in four.iter().zip(out) {
@@ -819,11 +822,11 @@ fn run_interleaved(
                 };
                 let many = kernel
                     .many_groups
-                    .filter(|_| nt == GROUP_TOKENS && std::ptr::fn_addr_eq(dot, kernel.dot));
+                    .filter(|_| std::ptr::fn_addr_eq(dot, kernel.dot));
                 if let Some(many) = many {
                     let groups = &data[rows.start / GROUP_ROWS * group_bytes
                         ..rows.end.div_ceil(GROUP_ROWS) * group_bytes];
-                    many(w.cols, groups, group_bytes, x, x_bytes, &mut |g, o| {
+                    many(w.cols, groups, group_bytes, x, x_bytes, nt, &mut |g, o| {
                         store(rows.start + g * GROUP_ROWS, o)
                     });
                     continue;

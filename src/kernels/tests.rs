@@ -324,8 +324,9 @@ impl InterleavedCase<'_> {
                     }
                 }
             }
-            if let Some(many) = kernel.many_groups {
-                // Every group by the first GROUP_TOKENS tokens in one call.
+            for n in (1..=GROUP_TOKENS).filter(|_| kernel.many_groups.is_some()) {
+                // Every group by the first n tokens in one call.
+                let many = kernel.many_groups.unwrap();
                 let mut seen = 0;
                 many(
                     cols,
@@ -333,14 +334,15 @@ impl InterleavedCase<'_> {
                     group_bytes,
                     self.x,
                     x_bytes,
+                    n,
                     &mut |g, o| {
-                        for (t, o) in o.iter().enumerate() {
+                        for (t, o) in o.iter().enumerate().take(n) {
                             for (r, v) in o.iter().enumerate() {
                                 let w = self.want[t][g * GROUP_ROWS + r];
                                 assert_eq!(
                                     v.to_bits(),
                                     w.to_bits(),
-                                    "{simd:?} many g {g} t {t} r {r}"
+                                    "{simd:?} many n {n} g {g} t {t} r {r}"
                                 );
                             }
                         }

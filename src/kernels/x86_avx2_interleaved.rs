@@ -323,9 +323,9 @@ fn q4_k_halves<const T: usize, const H: usize, const PER_CHUNK: bool>(
     }
 }
 
-/// The Q5_0 layout (see [`super::interleaved`]): one or two tokens row by
-/// row, each row's block decoded once for them (a half group of 8 rows
-/// by one token, or a quad of 4 rows by two, keeps 8 accumulators); eight
+/// The Q5_0 layout (see [`super::interleaved`]): one token row by row (a
+/// half group of 8 rows, 8 accumulators); two to four tokens two rows at
+/// a time, each row's block decoded once for them ([`q5_0_pairs`]); eight
 /// tokens in the lanes of a vector, as the lane tiles of
 /// [`super::x86_avx2_lanes`] run prefill: a row's weight quad broadcast
 /// against the eight tokens' quads.
@@ -352,20 +352,15 @@ impl GroupLayout for Q5_0 {
                 });
                 return out;
             }
+            if PAIRED.contains(&T) {
+                q5_0_paired(nb, group, group.len(), xs, &mut |_, o| {
+                    out.copy_from_slice(&o[..T])
+                });
+                return out;
+            }
             for (h, records) in halves.enumerate() {
-                for t in (0..T).step_by(2) {
-                    if t + 1 < T {
-                        for quad in 0..2 {
-                            let o = q5_0_rows::<2, 4>(nb, records, [xs[t], xs[t + 1]], quad);
-                            for (u, o) in o.iter().enumerate() {
-                                let at = HALF * h + 4 * quad;
-                                out[t + u][at..at + 4].copy_from_slice(&o[..4]);
-                            }
-                        }
-                    } else {
-                        let [o] = q5_0_rows::<1, 8>(nb, records, [xs[t]], 0);
-                        out[t][HALF * h..HALF * (h + 1)].copy_from_slice(&o);
-                    }
+                for (out, x) in out.iter_mut().zip(xs) {
+                    out[HALF * h..HALF * (h + 1)].copy_from_slice(&q5_0_half(nb, records, x));
                 }
             }
         }
@@ -408,17 +403,11 @@ fn q5_0_row(quad: &[u8], fifth: __m256i, i: usize) -> __m256i {
     )
 }
 
-/// Rows `4 quad..4 quad + R` of a half group (`records`) by `T` tokens,
-/// row by row (`R` 4 or 8).
+/// The eight rows of a half group (`records`) by one token, row by row.
 #[target_feature(enable = "avx2,fma,f16c")]
-fn q5_0_rows<const T: usize, const R: usize>(
-    nb: usize,
-    records: &[u8],
-    xs: [&[u8]; T],
-    quad: usize,
-) -> [[f32; HALF]; T] {
+fn q5_0_half(nb: usize, records: &[u8], x: &[u8]) -> [f32; HALF] {
     let sixteen = _mm256_set1_epi8(16);
-    let mut acc = [[_mm256_setzero_ps(); R]; T];
+    let mut acc = [_mm256_setzero_ps(); HALF];
     for (b, rec) in records.chunks_exact(Q5_HALF_RECORD).take(nb).enumerate() {
         let ahead = rec.as_ptr().wrapping_add(Q5_AHEAD);
         for line in [0, 64, 128] {
@@ -426,38 +415,177 @@ fn q5_0_rows<const T: usize, const R: usize>(
             _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line).cast());
         }
         let dw = f16x8(rec);
-        let xb = xs.map(|x| &x[b * Q5_PREPARED_BLOCK..(b + 1) * Q5_PREPARED_BLOCK]);
-        let xq = xb.map(|x| load(x));
-        // Σ (u − 16)·x per quad as Σ u·x − Σ 16·x, the tokens' side once.
-        let corrections = xq.map(|x| dot_u8_i8(sixteen, x));
-        let scales: [[f32; HALF]; T] = xb.map(|x| {
-            let dx = f32::from_le_bytes(x[32..36].try_into().unwrap());
-            let mut d = [0f32; HALF];
-            // SAFETY: `d` is 8 writable f32; the store is unaligned.
-            unsafe { _mm256_storeu_ps(d.as_mut_ptr(), _mm256_mul_ps(dw, _mm256_set1_ps(dx))) };
-            d
-        });
-        for q in 0..R / 4 {
-            let quad_bytes = &rec[Q5_QUADS + Q5_QUAD * (quad + q)..][..Q5_QUAD];
+        let xb = &x[b * Q5_PREPARED_BLOCK..(b + 1) * Q5_PREPARED_BLOCK];
+        let xq = load(xb);
+        // Σ (u − 16)·x per quad as Σ u·x − Σ 16·x, the token's side once.
+        let correction = dot_u8_i8(sixteen, xq);
+        let dx = f32::from_le_bytes(xb[32..36].try_into().unwrap());
+        let mut scales = [0f32; HALF];
+        // SAFETY: `scales` is 8 writable f32; the store is unaligned.
+        unsafe { _mm256_storeu_ps(scales.as_mut_ptr(), _mm256_mul_ps(dw, _mm256_set1_ps(dx))) };
+        for quad in 0..2 {
+            let quad_bytes = &rec[Q5_QUADS + Q5_QUAD * quad..][..Q5_QUAD];
             let fifth = q5_0_fifth_bits(quad_bytes);
             for i in 0..4 {
                 let u = q5_0_row(quad_bytes, fifth, i);
-                let r = 4 * q + i;
-                for t in 0..T {
-                    let lanes = _mm256_sub_epi32(dot_u8_i8(u, xq[t]), corrections[t]);
-                    let d = _mm256_set1_ps(scales[t][4 * quad + r]);
-                    acc[t][r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(lanes), acc[t][r]);
-                }
+                let r = 4 * quad + i;
+                let lanes = _mm256_sub_epi32(dot_u8_i8(u, xq), correction);
+                let d = _mm256_set1_ps(scales[r]);
+                acc[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(lanes), acc[r]);
             }
         }
     }
-    let mut out = [[0f32; HALF]; T];
-    for (out, acc) in out.iter_mut().zip(acc) {
-        for (o, a) in out.iter_mut().zip(acc) {
-            *o = hsum(a);
+    acc.map(|a| hsum(a))
+}
+
+/// One token's prepared Q5_0 block as [`q5_0_pairs`] reads it: the 32
+/// quants, `Σ 16·x` per quad (the offset correction) and the scale in
+/// every lane, side by side with the other tokens' of the same block, so
+/// the row passes read one stream of them.
+#[derive(Clone, Copy)]
+struct TokenBlock {
+    x: __m256i,
+    c: __m256i,
+    d: __m256,
+}
+
+/// What [`q5_0_pairs`] reads besides the weights: the tokens' blocks
+/// (`[block][token]`, made once per product) and a half group's scale
+/// products (`[block][token]`: `d_w · d_x` of its eight rows).
+#[derive(Default)]
+struct PairScratch {
+    tokens: Vec<TokenBlock>,
+    scales: Vec<[f32; HALF]>,
+}
+
+thread_local! {
+    static PAIR_SCRATCH: RefCell<PairScratch> = RefCell::new(PairScratch::default());
+}
+
+impl PairScratch {
+    /// Makes the blocks of `xs` (each `nb` prepared blocks).
+    #[target_feature(enable = "avx2,fma")]
+    fn prepare<const T: usize>(&mut self, nb: usize, xs: [&[u8]; T]) {
+        let sixteen = _mm256_set1_epi8(16);
+        self.tokens.clear();
+        for b in 0..nb {
+            for x in xs {
+                let x = &x[b * Q5_PREPARED_BLOCK..][..Q5_PREPARED_BLOCK];
+                let q = load(x);
+                let d = f32::from_le_bytes(x[32..].try_into().unwrap());
+                self.tokens.push(TokenBlock {
+                    x: q,
+                    c: dot_u8_i8(sixteen, q),
+                    d: _mm256_set1_ps(d),
+                });
+            }
+        }
+        self.scales.resize(nb * T, [0.0; HALF]);
+    }
+}
+
+/// The token counts that [`q5_0_paired`] takes.
+const PAIRED: [usize; 3] = [2, 3, 4];
+
+/// Every group of `groups` (`group_bytes` apart) by the tokens `xs`
+/// ([`PAIRED`] counts), `out(group, result[t][r])`, through
+/// [`q5_0_pairs`], the tokens' blocks made once for all the groups.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q5_0_paired<const T: usize>(
+    nb: usize,
+    groups: &[u8],
+    group_bytes: usize,
+    xs: [&[u8]; T],
+    out: &mut dyn FnMut(usize, &[[f32; GROUP_ROWS]; GROUP_TOKENS]),
+) {
+    PAIR_SCRATCH.with_borrow_mut(|scratch| {
+        scratch.prepare(nb, xs);
+        let mut o = [[0f32; GROUP_ROWS]; GROUP_TOKENS];
+        for (g, group) in groups.chunks_exact(group_bytes).enumerate() {
+            q5_0_pairs::<T>(nb, group, scratch, &mut o);
+            out(g, &o);
+        }
+    })
+}
+
+/// A group by two to four tokens (`out[t][r]`, the tokens made by
+/// [`PairScratch::prepare`]): per half, the scale products first (one
+/// multiply per token for the eight rows), then two rows at a time by all
+/// the tokens, each row's block decoded once for them (`2·T` accumulators;
+/// the tokens' quants and corrections are memory operands, not registers).
+/// Per (row, token) the order of [`q5_0_half`], so the same results bit
+/// for bit.
+///
+/// Measured (Zen 3, AVX2, `KERNELS_TABLE=1 cargo bench --bench kernels --
+/// 'singles Q5_0 gemma 640->2048'`, each time against one token in the
+/// same run): four tokens 3.0–3.1 → 2.3–2.5 times one token's time, two
+/// 1.56–1.58 → 1.45–1.47 times, against four rows by two tokens, which
+/// decoded each row once per pair of tokens and redid the tokens' side
+/// for every four rows. In Gemma's continuous batch of four sequences
+/// (`RUSTY_LLM_PROFILE=1 cargo run --release --example batch_decode`),
+/// the 640→4096 gate and up product: 315–374 → 284–307 µs.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q5_0_pairs<const T: usize>(
+    nb: usize,
+    group: &[u8],
+    scratch: &mut PairScratch,
+    out: &mut [[f32; GROUP_ROWS]; GROUP_TOKENS],
+) {
+    let PairScratch { tokens, scales } = scratch;
+    let (tokens, scales) = (&tokens[..nb * T], &mut scales[..nb * T]);
+    let halves = group[..2 * nb * Q5_HALF_RECORD].chunks_exact(nb * Q5_HALF_RECORD);
+    for (h, records) in halves.enumerate() {
+        let per_block = records
+            .chunks_exact(Q5_HALF_RECORD)
+            .zip(tokens.chunks_exact(T))
+            .zip(scales.chunks_exact_mut(T));
+        for ((rec, tokens), scales) in per_block {
+            // The first pass over the half (the first half of a call was
+            // not fetched by the one before, see below).
+            let ahead = rec.as_ptr().wrapping_add(Q5_AHEAD);
+            for line in [0, 64, 128] {
+                // A hint, never a load: any address is fine.
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line).cast());
+            }
+            let dw = f16x8(rec);
+            for (scale, token) in scales.iter_mut().zip(tokens) {
+                // SAFETY: `scale` is 8 writable f32; the store is unaligned.
+                unsafe { _mm256_storeu_ps(scale.as_mut_ptr(), _mm256_mul_ps(dw, token.d)) };
+            }
+        }
+        for r in (0..HALF).step_by(2) {
+            let (quad, i) = (r / 4, r % 4);
+            let mut acc = [[_mm256_setzero_ps(); 2]; T];
+            let per_block = records
+                .chunks_exact(Q5_HALF_RECORD)
+                .zip(tokens.chunks_exact(T))
+                .zip(scales.chunks_exact(T));
+            for ((rec, tokens), scales) in per_block {
+                // The next half (this group's second, or the next group's
+                // first) comes in while this one is summed: a line of its
+                // record per block in each of the first three passes.
+                if r < 6 {
+                    let next = rec.as_ptr().wrapping_add(nb * Q5_HALF_RECORD + 32 * r);
+                    // A hint, never a load: any address is fine.
+                    _mm_prefetch::<_MM_HINT_T0>(next.cast());
+                }
+                let quad_bytes = &rec[Q5_QUADS + Q5_QUAD * quad..][..Q5_QUAD];
+                let fifth = q5_0_fifth_bits(quad_bytes);
+                let u = [i, i + 1].map(|i| q5_0_row(quad_bytes, fifth, i));
+                for t in 0..T {
+                    for j in 0..2 {
+                        let lanes = _mm256_sub_epi32(dot_u8_i8(u[j], tokens[t].x), tokens[t].c);
+                        let d = _mm256_set1_ps(scales[t][r + j]);
+                        acc[t][j] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(lanes), acc[t][j]);
+                    }
+                }
+            }
+            for (out, acc) in out.iter_mut().zip(acc) {
+                out[HALF * h + r] = hsum(acc[0]);
+                out[HALF * h + r + 1] = hsum(acc[1]);
+            }
         }
     }
-    out
 }
 
 /// Eight tokens' prepared Q5_0 activations, one block, in lanes: `x[k]`
@@ -485,24 +613,40 @@ thread_local! {
 
 const _: () = assert!(GROUP_TOKENS == 8, "the Q5_0 lanes take eight tokens");
 
-/// The [`super::interleaved::GroupsDot`] of the Q5_0 layout: the eight
-/// tokens' lane blocks made once for all the groups (per group they were
-/// an eighth of the kernel's time at Gemma's shapes).
+/// The [`super::interleaved::GroupsDot`] of the Q5_0 layout: what the
+/// kernels do with the tokens before the weights (eight tokens' lane
+/// blocks, three or four tokens' [`PairScratch`]) once for all the groups
+/// (per group, that was an eighth of the eight-token kernel's time at
+/// Gemma's shapes); other counts group by group.
 fn q5_0_many_groups(
     n: usize,
     groups: &[u8],
     group_bytes: usize,
     xs: &[u8],
     x_bytes: usize,
+    tokens: usize,
     out: &mut dyn FnMut(usize, &[[f32; GROUP_ROWS]; GROUP_TOKENS]),
 ) {
     let nb = n / 32;
     assert!(group_bytes >= 2 * nb * Q5_HALF_RECORD && groups.len().is_multiple_of(group_bytes));
-    assert!(x_bytes >= nb * Q5_PREPARED_BLOCK && xs.len() >= GROUP_TOKENS * x_bytes);
-    let xs = std::array::from_fn(|t| &xs[t * x_bytes..t * x_bytes + nb * Q5_PREPARED_BLOCK]);
-    // SAFETY: installed only on CPUs with avx2, fma and f16c; the slices
-    // are long enough (asserted above).
-    unsafe { q5_0_lanes(nb, groups, group_bytes, xs, out) }
+    assert!(x_bytes >= nb * Q5_PREPARED_BLOCK && xs.len() >= tokens * x_bytes);
+    assert!(tokens <= GROUP_TOKENS);
+    let x = |t: usize| &xs[t * x_bytes..t * x_bytes + nb * Q5_PREPARED_BLOCK];
+    // SAFETY (each call): installed only on CPUs with avx2, fma and f16c;
+    // the slices are long enough (asserted above).
+    match tokens {
+        8 => unsafe { q5_0_lanes(nb, groups, group_bytes, std::array::from_fn(x), out) },
+        2 => unsafe { q5_0_paired(nb, groups, group_bytes, [x(0), x(1)], out) },
+        3 => unsafe { q5_0_paired(nb, groups, group_bytes, [x(0), x(1), x(2)], out) },
+        4 => unsafe { q5_0_paired(nb, groups, group_bytes, [x(0), x(1), x(2), x(3)], out) },
+        _ => {
+            let mut o = [[0f32; GROUP_ROWS]; GROUP_TOKENS];
+            for (g, group) in groups.chunks_exact(group_bytes).enumerate() {
+                group_dots::<Q5_0>(n, group, xs, x_bytes, tokens, &mut o);
+                out(g, &o);
+            }
+        }
+    }
 }
 
 /// Every group of `groups` (`group_bytes` apart): its 16 rows by eight

@@ -556,21 +556,59 @@ fn q6_k_ints(b: &BlockQ6K, y: &BlockQ8K) -> __m256i {
     sumi
 }
 
+/// A Q6_K block's weights and scales decoded for [`q6_k_ints_of`]: what
+/// [`q6_k_ints`] derives from the block alone, once for several tokens.
+struct Q6KDecoded {
+    /// The eight 32-element quant vectors (unsigned, 0–63).
+    quants: [__m256i; 8],
+    /// The scale pairs of each, as 16-bit multipliers.
+    pairs: [__m256i; 8],
+    /// All sixteen scales as 16-bit values.
+    scales: __m256i,
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q6_k_decode(b: &BlockQ6K) -> Q6KDecoded {
+    let scales = ld128(&b.scales, 0);
+    Q6KDecoded {
+        quants: std::array::from_fn(|i| q6_k_quants(b, i)),
+        pairs: std::array::from_fn(|i| scale_pair(scales, i as i64)),
+        scales: _mm256_cvtepi8_epi16(scales),
+    }
+}
+
+/// [`q6_k_ints`] from a decoded block: the same integers.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q6_k_ints_of(b: &Q6KDecoded, y: &BlockQ8K) -> __m256i {
+    let corr = _mm256_madd_epi16(b.scales, ld_bsums(y));
+    let mut sumi = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(corr, 5));
+    for i in 0..8 {
+        let p = _mm256_maddubs_epi16(b.quants[i], ld(&y.qs, 32 * i));
+        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, b.pairs[i]));
+    }
+    sumi
+}
+
 /// `ggml_vec_dot_q6_K_q8_K` (AVX2): `acc = fma(d_x·d_w, lanes, acc)` per
-/// block, then `hsum_float_8`.
+/// block, then `hsum_float_8`. Several tokens share each block's decoding
+/// ([`q6_k_decode`]; as a loop over [`q6_k_ints`] the compiler decoded it
+/// again per token).
 #[target_feature(enable = "avx2,fma,f16c")]
 fn q6_k<const N: usize>(w: &[BlockQ6K], xs: [&[BlockQ8K]; N]) -> [f32; N] {
     let mut acc = [_mm256_setzero_ps(); N];
     for (i, b) in w.iter().enumerate() {
         let bd = f16(b.d);
+        let decoded = (N > 1).then(|| q6_k_decode(b));
         for t in 0..N {
             let y = &xs[t][i];
             let d = y.d.to_f32() * bd;
-            acc[t] = _mm256_fmadd_ps(
-                _mm256_set1_ps(d),
-                _mm256_cvtepi32_ps(q6_k_ints(b, y)),
-                acc[t],
-            );
+            let ints = match &decoded {
+                Some(decoded) => q6_k_ints_of(decoded, y),
+                None => q6_k_ints(b, y),
+            };
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(ints), acc[t]);
         }
     }
     acc.map(|a| hsum(a))
