@@ -557,7 +557,7 @@ impl Model {
                     let gate = resize(&mut s.gate, n * c.n_ff);
                     self.matmul(pool, gate_w, ffn_in, lens, gate, &mut s.kernel)?;
                     let _timed = profile::scope(|| "ffn activation".into());
-                    gated_on_pool(pool, act, gate, up);
+                    gated_on_pool(pool, act, gate, up, c.n_ff);
                     gate
                 }
                 (FfnKind::Gated(act) | FfnKind::GatedFused(act), None) => {
@@ -648,8 +648,8 @@ impl Model {
 
 /// [`gated_on_pool`] for a fused projection whose rows are `[gate; up]`
 /// (`2 · n_ff` values a token): each token's gate copied into `out` and
-/// gated by its up there, tokens split over the pool. (Moving the halves
-/// apart first, on one thread, was 3–4% of Gemma's prefill in perf.)
+/// gated by its up there. (Moving the halves apart first, on one thread,
+/// was 3–4% of Gemma's prefill in perf.)
 fn gated_fused_on_pool(
     pool: &ThreadPool,
     act: Activation,
@@ -657,36 +657,116 @@ fn gated_fused_on_pool(
     fused: &[f32],
     n_ff: usize,
 ) {
-    let n = out.len() / n_ff;
-    let per_chunk = (GATED_CHUNK / n_ff).max(1);
     let dst = OutPtr(out.as_mut_ptr());
-    pool.run(n.div_ceil(per_chunk), &|chunk| {
-        for t in chunk * per_chunk..((chunk + 1) * per_chunk).min(n) {
-            let row = &fused[t * 2 * n_ff..(t + 1) * 2 * n_ff];
-            // SAFETY: token t's `n_ff` values of `out`, written by this
-            // chunk only (see `OutPtr`).
-            let o = unsafe { std::slice::from_raw_parts_mut(dst.at(t * n_ff), n_ff) };
-            o.copy_from_slice(&row[..n_ff]);
-            ops::gated(act, o, &row[n_ff..]);
+    gated_rows_on_pool(pool, out.len() / n_ff, n_ff, &|t, part| {
+        let row = &fused[t * 2 * n_ff..(t + 1) * 2 * n_ff];
+        // SAFETY: values `part` of token t's row of `out`, written by this
+        // task only (see `OutPtr` and `gated_rows_on_pool`).
+        let o =
+            unsafe { std::slice::from_raw_parts_mut(dst.at(t * n_ff + part.start), part.len()) };
+        o.copy_from_slice(&row[part.clone()]);
+        ops::gated(act, o, &row[n_ff + part.start..n_ff + part.end]);
+    });
+}
+
+/// [`ops::gated`] on `n` rows of `n_ff` (`gate` and `up` token by token).
+fn gated_on_pool(pool: &ThreadPool, act: Activation, gate: &mut [f32], up: &[f32], n_ff: usize) {
+    let dst = OutPtr(gate.as_mut_ptr());
+    gated_rows_on_pool(pool, gate.len() / n_ff, n_ff, &|t, part| {
+        let at = t * n_ff;
+        // SAFETY: values `part` of token t's row of `gate`, written by this
+        // task only (see `OutPtr` and `gated_rows_on_pool`).
+        let g = unsafe { std::slice::from_raw_parts_mut(dst.at(at + part.start), part.len()) };
+        ops::gated(act, g, &up[at + part.start..at + part.end]);
+    });
+}
+
+/// Activations per pool task of the gated FFN, at most (whole rows) and at
+/// least (parts of a row).
+const GATED_CHUNK: usize = 16 * 1024;
+const GATED_PART: usize = 512;
+
+/// Runs `gate(t, part)` over `n` rows of `n_ff` gated activations on the
+/// pool, each value once: whole rows per task in a batch; fewer rows than
+/// threads (a decode step) split each row in parts, so no thread idles
+/// (one token's activation is 10–30 µs: Gemma's 2048 GELUs, whose table
+/// the weight stream keeps evicting, a 1B llama's 8192 SiLUs). A part
+/// starts at a multiple of 16 from its row's start, where ggml's vector
+/// SiLU takes groups of 16, so the row's tail stays the scalar one.
+fn gated_rows_on_pool(
+    pool: &ThreadPool,
+    n: usize,
+    n_ff: usize,
+    gate: &(dyn Fn(usize, std::ops::Range<usize>) + Sync),
+) {
+    let threads = pool.threads();
+    let parts = match n {
+        _ if n >= threads => 1,
+        0 => return,
+        _ => threads.div_ceil(n).min(n_ff / GATED_PART).max(1),
+    };
+    if parts > 1 {
+        let part = n_ff.div_ceil(parts).next_multiple_of(16);
+        pool.run(n * parts, &|task| {
+            let (t, p) = (task / parts, task % parts);
+            let range = p * part..((p + 1) * part).min(n_ff);
+            if !range.is_empty() {
+                gate(t, range);
+            }
+        });
+        return;
+    }
+    let rows = (GATED_CHUNK / n_ff).clamp(1, n.div_ceil(threads));
+    if rows >= n {
+        return (0..n).for_each(|t| gate(t, 0..n_ff));
+    }
+    pool.run(n.div_ceil(rows), &|task| {
+        for t in task * rows..((task + 1) * rows).min(n) {
+            gate(t, 0..n_ff);
         }
     });
 }
 
-/// Activations per pool task of the gated FFN.
-const GATED_CHUNK: usize = 16 * 1024;
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// [`ops::gated`] spread over the pool: a batch's FFN activation (tokens ×
-/// FFN width GELUs) is worth sharing, one token's is not.
-fn gated_on_pool(pool: &ThreadPool, act: Activation, gate: &mut [f32], up: &[f32]) {
-    let len = gate.len();
-    if len <= GATED_CHUNK || pool.threads() == 1 {
-        return ops::gated(act, gate, up);
+    /// Split over the pool (rows in parts for a decode step, whole rows for
+    /// a batch), the gated activation is the same, bit for bit, as on one
+    /// row at a time: SiLU's vector groups of 16 and scalar tail included.
+    #[test]
+    fn gated_on_pool_equals_row_by_row() {
+        let n_ff = 2048 + 24;
+        for act in [Activation::Silu, Activation::GeluTanh] {
+            for n in [1, 2, 3, 9] {
+                let up: Vec<f32> = (0..n * n_ff)
+                    .map(|i| ((i * 37) % 101) as f32 / 17.0 - 3.0)
+                    .collect();
+                let gate: Vec<f32> = (0..n * n_ff)
+                    .map(|i| ((i * 53) % 97) as f32 / 9.0 - 5.0)
+                    .collect();
+                let mut want = gate.clone();
+                for (g, u) in want.chunks_mut(n_ff).zip(up.chunks(n_ff)) {
+                    ops::gated(act, g, u);
+                }
+                let fused: Vec<f32> = gate
+                    .chunks(n_ff)
+                    .zip(up.chunks(n_ff))
+                    .flat_map(|(g, u)| g.iter().chain(u).copied())
+                    .collect();
+                for threads in [1, 2, 3] {
+                    let pool = ThreadPool::new(threads);
+                    let mut got = gate.clone();
+                    gated_on_pool(&pool, act, &mut got, &up, n_ff);
+                    let mut got_fused = vec![0f32; n * n_ff];
+                    gated_fused_on_pool(&pool, act, &mut got_fused, &fused, n_ff);
+                    for (i, w) in want.iter().enumerate() {
+                        let at = || format!("{act:?} n {n} threads {threads} value {i}");
+                        assert_eq!(got[i].to_bits(), w.to_bits(), "{}", at());
+                        assert_eq!(got_fused[i].to_bits(), w.to_bits(), "fused {}", at());
+                    }
+                }
+            }
+        }
     }
-    let dst = OutPtr(gate.as_mut_ptr());
-    pool.run(len.div_ceil(GATED_CHUNK), &|chunk| {
-        let (start, end) = (chunk * GATED_CHUNK, ((chunk + 1) * GATED_CHUNK).min(len));
-        // SAFETY: chunks are disjoint ranges inside `gate` (see `OutPtr`).
-        let g = unsafe { std::slice::from_raw_parts_mut(dst.at(start), end - start) };
-        ops::gated(act, g, &up[start..end]);
-    });
 }
