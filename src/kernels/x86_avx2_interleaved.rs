@@ -450,8 +450,9 @@ struct TokenBlock {
 }
 
 /// What [`q5_0_pairs`] reads besides the weights: the tokens' blocks
-/// (`[block][token]`, made once per product) and a half group's scale
-/// products (`[block][token]`: `d_w · d_x` of its eight rows).
+/// (`[block][token]`, made once per call over many groups) and a half
+/// group's scale products (`[block][token]`: `d_w · d_x` of its eight
+/// rows).
 #[derive(Default)]
 struct PairScratch {
     tokens: Vec<TokenBlock>,

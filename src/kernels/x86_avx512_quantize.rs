@@ -186,6 +186,31 @@ pub(super) fn test_inputs() -> Vec<Vec<f32>> {
     out
 }
 
+/// Blocks of 256 for the Q8_K quantizers: [`test_inputs`] run together,
+/// ties for the largest magnitude of either sign, zeros, and NaNs with a
+/// payload (whose bits the `+ 1.5·2²³` trick turns into quants).
+#[cfg(test)]
+pub(super) fn test_q8_k_blocks() -> Vec<Vec<f32>> {
+    let mut blocks: Vec<Vec<f32>> = test_inputs()
+        .concat()
+        .chunks_exact(256)
+        .map(<[f32]>::to_vec)
+        .collect();
+    let mut tied: Vec<f32> = (0..256).map(|i| (i % 7) as f32 - 3.0).collect();
+    tied[40] = -9.0;
+    tied[200] = 9.0;
+    blocks.push(tied.clone());
+    tied[40] = 9.0;
+    tied[200] = -9.0;
+    blocks.push(tied.clone());
+    tied[7] = f32::from_bits(0x7fc0_1234);
+    tied[100] = f32::from_bits(0xffc0_0042);
+    tied[101] = f32::from_bits(0x7f80_0001);
+    blocks.push(tied);
+    blocks.push(vec![0.0; 256]);
+    blocks
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,21 +254,11 @@ mod tests {
         if !crate::kernels::Simd::Avx512.is_supported() {
             return;
         }
-        let mut blocks: Vec<Vec<f32>> =
-            inputs().concat().chunks(256).map(<[f32]>::to_vec).collect();
-        let mut tied: Vec<f32> = (0..256).map(|i| (i % 7) as f32 - 3.0).collect();
-        tied[40] = -9.0;
-        tied[200] = 9.0;
-        blocks.push(tied.clone());
-        tied[40] = 9.0;
-        tied[200] = -9.0;
-        blocks.push(tied);
-        blocks.push(vec![0.0; 256]);
-        for x in blocks.iter().filter(|b| b.len() == 256) {
+        for x in test_q8_k_blocks() {
             let mut want = Vec::new();
-            crate::quant::quantize_row(GgmlType::Q8_K, x, &mut want).unwrap();
+            crate::quant::quantize_row(GgmlType::Q8_K, &x, &mut want).unwrap();
             let mut got = Vec::new();
-            quantize_q8_k(x, &mut got);
+            quantize_q8_k(&x, &mut got);
             assert_eq!(got, want, "{x:?}");
         }
     }
