@@ -524,7 +524,7 @@ fn q5_0_paired<const T: usize>(
 /// decoded each row once per pair of tokens and redid the tokens' side
 /// for every four rows. In Gemma's continuous batch of four sequences
 /// (`RUSTY_LLM_PROFILE=1 cargo run --release --example batch_decode`),
-/// the 640→4096 gate and up product: 315–374 → 284–307 µs.
+/// the 640→4096 gate and up product: 315–430 → 253–307 µs a call.
 #[target_feature(enable = "avx2,fma,f16c")]
 fn q5_0_pairs<const T: usize>(
     nb: usize,
@@ -616,7 +616,7 @@ const _: () = assert!(GROUP_TOKENS == 8, "the Q5_0 lanes take eight tokens");
 
 /// The [`super::interleaved::GroupsDot`] of the Q5_0 layout: what the
 /// kernels do with the tokens before the weights (eight tokens' lane
-/// blocks, three or four tokens' [`PairScratch`]) once for all the groups
+/// blocks, two to four tokens' [`PairScratch`]) once for all the groups
 /// (per group, that was an eighth of the eight-token kernel's time at
 /// Gemma's shapes); other counts group by group.
 fn q5_0_many_groups(
