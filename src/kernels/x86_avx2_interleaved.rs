@@ -342,7 +342,6 @@ impl GroupLayout for Q5_0 {
         xs: [&[u8]; T],
     ) -> [[f32; GROUP_ROWS]; T] {
         let mut out = [[0f32; GROUP_ROWS]; T];
-        let halves = group[..2 * nb * Q5_HALF_RECORD].chunks_exact(nb * Q5_HALF_RECORD);
         // SAFETY: the caller's contract (see the trait).
         unsafe {
             if T == 8 {
@@ -358,6 +357,7 @@ impl GroupLayout for Q5_0 {
                 });
                 return out;
             }
+            let halves = group[..2 * nb * Q5_HALF_RECORD].chunks_exact(nb * Q5_HALF_RECORD);
             for (h, records) in halves.enumerate() {
                 for (out, x) in out.iter_mut().zip(xs) {
                     out[HALF * h..HALF * (h + 1)].copy_from_slice(&q5_0_half(nb, records, x));

@@ -700,10 +700,13 @@ fn gated_rows_on_pool(
     gate: &(dyn Fn(usize, std::ops::Range<usize>) + Sync),
 ) {
     let threads = pool.threads();
-    let parts = match n {
-        _ if n >= threads => 1,
-        0 => return,
-        _ => threads.div_ceil(n).min(n_ff / GATED_PART).max(1),
+    if n == 0 {
+        return;
+    }
+    let parts = if n >= threads {
+        1
+    } else {
+        threads.div_ceil(n).min(n_ff / GATED_PART).max(1)
     };
     if parts > 1 {
         let part = n_ff.div_ceil(parts).next_multiple_of(16);
