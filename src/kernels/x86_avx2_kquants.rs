@@ -127,15 +127,42 @@ fn pick_i16(k: i32) -> __m256i {
     _mm256_set1_epi16((((2 * k + 1) << 8) | (2 * k)) as i16)
 }
 
-/// Sixteen i16 lanes: byte `2i` of `scales` eight times, then byte `2i + 1`
-/// eight times (sign-extended): the scales of two 16-weight sub-blocks,
-/// one per 128-bit half, for 32 weights (ggml's `get_scale_shuffle`).
+/// The sixteen i8 scales of a block's 16-weight sub-blocks as i16, the
+/// even ones in the low 128-bit half and the odd ones in the high half:
+/// [`scale_pair`] then picks the pair of sub-block scales for 32 weights
+/// with one in-lane shuffle. Rebuilding each pair from the bytes
+/// (`vpshufb` + `vpmovsxbw` for each of a block's eight, as ggml's
+/// `get_scale_shuffle` does) kept the shuffle pipes busiest: `llvm-mca
+/// -mcpu=znver3` gave the one-token Q6_K block 36.7 cycles, bound on them.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn scale_pair(scales: __m128i, i: i64) -> __m256i {
-    let lo = (2 * i) * 0x0101_0101_0101_0101;
-    let hi = (2 * i + 1) * 0x0101_0101_0101_0101;
-    _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, _mm_set_epi64x(hi, lo)))
+fn scales_even_odd(scales: __m128i) -> __m256i {
+    let even_odd = _mm_set_epi8(15, 13, 11, 9, 7, 5, 3, 1, 14, 12, 10, 8, 6, 4, 2, 0);
+    _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, even_odd))
+}
+
+/// Sixteen i16 lanes: scale `2i` eight times, then scale `2i + 1` eight
+/// times: the scales of two 16-weight sub-blocks, one per 128-bit half, for
+/// 32 weights (ggml's `get_scale_shuffle` widened), from
+/// [`scales_even_odd`].
+///
+/// In assembly because LLVM rewrites the intrinsic's constant `vpshufb` as
+/// `vpshuflw` + `vpshufd`, two shuffles on the pipes this is short of.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn scale_pair(even_odd: __m256i, i: i32) -> __m256i {
+    let pair: __m256i;
+    // SAFETY: one register-only instruction of the enabled AVX2.
+    unsafe {
+        std::arch::asm!(
+            "vpshufb {p}, {v}, {m}",
+            p = lateout(ymm_reg) pair,
+            v = in(ymm_reg) even_odd,
+            m = in(ymm_reg) pick_i16(i),
+            options(pure, nomem, nostack, preserves_flags),
+        );
+    }
+    pair
 }
 
 /// Bits `from..from + width` of every byte of `v`, moved to bits
@@ -211,7 +238,7 @@ fn q2_k(w: &[BlockQ2K], x: &[BlockQ8K]) -> f32 {
         let dall = dx * f16(b.d);
         let dmin = -(dx * f16(b.dmin));
         let sc = ld128(&b.scales, 0);
-        let scales = _mm_and_si128(sc, m4);
+        let scales = scales_even_odd(_mm_and_si128(sc, m4));
         let mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc, 4), m4));
         let summs = _mm256_madd_epi16(mins, ld_bsums(y));
         acc_m = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(summs), acc_m);
@@ -222,7 +249,7 @@ fn q2_k(w: &[BlockQ2K], x: &[BlockQ8K]) -> f32 {
             for k in 0..4 {
                 let q8 = ld(&y.qs, 128 * j + 32 * k);
                 let p = _mm256_maddubs_epi16(_mm256_and_si256(q2, m3), q8);
-                let p = _mm256_madd_epi16(p, scale_pair(scales, (4 * j + k) as i64));
+                let p = _mm256_madd_epi16(p, scale_pair(scales, (4 * j + k) as i32));
                 sumi = _mm256_add_epi32(sumi, p);
                 q2 = _mm256_srli_epi16(q2, 2);
             }
@@ -249,9 +276,10 @@ fn q3_k_ints(b: &BlockQ3K, y: &BlockQ8K) -> __m256i {
     // −4 · Σ sc · bsum.
     let corr = _mm256_madd_epi16(_mm256_cvtepi8_epi16(scales), ld_bsums(y));
     let mut sumi = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(corr, 2));
+    let pairs = scales_even_odd(scales);
     for i in 0..8 {
         let p = _mm256_maddubs_epi16(q3_k_quants(b, i), ld(&y.qs, 32 * i));
-        let p = _mm256_madd_epi16(p, scale_pair(scales, i as i64));
+        let p = _mm256_madd_epi16(p, scale_pair(pairs, i as i32));
         sumi = _mm256_add_epi32(sumi, p);
     }
     sumi
@@ -548,9 +576,10 @@ fn q6_k_ints(b: &BlockQ6K, y: &BlockQ8K) -> __m256i {
     // −32 · Σ sc · bsum.
     let corr = _mm256_madd_epi16(_mm256_cvtepi8_epi16(scales), ld_bsums(y));
     let mut sumi = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(corr, 5));
+    let pairs = scales_even_odd(scales);
     for i in 0..8 {
         let p = _mm256_maddubs_epi16(q6_k_quants(b, i), ld(&y.qs, 32 * i));
-        let p = _mm256_madd_epi16(p, scale_pair(scales, i as i64));
+        let p = _mm256_madd_epi16(p, scale_pair(pairs, i as i32));
         sumi = _mm256_add_epi32(sumi, p);
     }
     sumi
@@ -571,9 +600,10 @@ struct Q6KDecoded {
 #[target_feature(enable = "avx2,fma,f16c")]
 fn q6_k_decode(b: &BlockQ6K) -> Q6KDecoded {
     let scales = ld128(&b.scales, 0);
+    let even_odd = scales_even_odd(scales);
     Q6KDecoded {
         quants: std::array::from_fn(|i| q6_k_quants(b, i)),
-        pairs: std::array::from_fn(|i| scale_pair(scales, i as i64)),
+        pairs: std::array::from_fn(|i| scale_pair(even_odd, i as i32)),
         scales: _mm256_cvtepi8_epi16(scales),
     }
 }
@@ -647,7 +677,7 @@ fn iq4_xs(w: &[BlockIQ4XS], x: &[BlockQ8K]) -> f32 {
     for (b, y) in w.iter().zip(x) {
         let d = y.d.to_f32() * f16(b.d);
         let raw = _mm_cvtsi64_si128(unpack_iq4_xs(b) as i64);
-        let scales = _mm_sub_epi8(raw, _mm_set1_epi8(32));
+        let pairs = scales_even_odd(_mm_sub_epi8(raw, _mm_set1_epi8(32)));
         let mut sumi = _mm256_setzero_si256();
         for p in 0..4 {
             // Sub-blocks 2p and 2p+1: 16 bytes each, low nibbles weights
@@ -668,7 +698,7 @@ fn iq4_xs(w: &[BlockIQ4XS], x: &[BlockQ8K]) -> f32 {
             // Signed × signed through maddubs: |w| times q8 with w's sign.
             let pl = _mm256_maddubs_epi16(_mm256_sign_epi8(lo, lo), _mm256_sign_epi8(q8lo, lo));
             let ph = _mm256_maddubs_epi16(_mm256_sign_epi8(hi, hi), _mm256_sign_epi8(q8hi, hi));
-            let sc = scale_pair(scales, p as i64);
+            let sc = scale_pair(pairs, p as i32);
             sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(pl, sc));
             sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(ph, sc));
         }
