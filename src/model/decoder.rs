@@ -23,7 +23,9 @@
 
 use super::ModelError;
 use super::attention::{AttentionSegment, AttentionShape, OutPtr, attention_batch};
-use super::config::{Activation, FfnKind, ModelConfig, NormKind, NormPlacement, Positions};
+use super::config::{
+    Activation, FfnKind, ModelConfig, NormKind, NormPlacement, Positions, RopeConfig,
+};
 use super::kv_cache::{KvCache, KvType};
 use super::ops::{self, RopeAngles};
 use super::weights::{Linear, ModelWeights, Norm, QkvProjection};
@@ -451,28 +453,27 @@ impl Model {
                 }
             }
             let timed = profile::scope(|| "qk-norm, rope, cache store".into());
-            if let (Some(qn), Some(kn)) = (&lw.q_norm, &lw.k_norm) {
-                ops::rms_norm_heads(q, qn, c.norm_eps);
-                ops::rms_norm_heads(k, kn, c.norm_eps);
+            let rope = (c.positions == Positions::Rope).then_some(LayerRope {
+                config: &c.rope,
+                base: lc.rope_base,
+                freq_scale: lc.rope_freq_scale,
+                freq_factors: w.rope_freqs.as_deref(),
+            });
+            let norms = lw.q_norm.as_deref().zip(lw.k_norm.as_deref());
+            let heads = QkHeads {
+                norms,
+                eps: c.norm_eps,
+                rope,
+                head_dim: c.head_dim_k,
+            };
+            if n == 1 {
+                heads.apply(&mut angles, s.positions[0], q, k);
+            } else {
+                heads.apply_on_pool(pool, &s.positions, q, k);
             }
             let mut t = 0;
             for seg in segments.iter_mut() {
                 for pos in seg.pos0..seg.pos0 + seg.tokens.len() {
-                    if c.positions == Positions::Rope {
-                        angles.compute(
-                            &c.rope,
-                            lc.rope_base,
-                            lc.rope_freq_scale,
-                            w.rope_freqs.as_deref(),
-                            pos,
-                        );
-                        for head in q[t * q_dim..(t + 1) * q_dim].chunks_exact_mut(c.head_dim_k) {
-                            angles.apply(c.rope.style, head);
-                        }
-                        for head in k[t * k_dim..(t + 1) * k_dim].chunks_exact_mut(c.head_dim_k) {
-                            angles.apply(c.rope.style, head);
-                        }
-                    }
                     seg.cache.store(
                         il,
                         pos,
@@ -643,6 +644,68 @@ impl Model {
         }
         dump(&|| "result_output".into(), out);
         Ok(n_out)
+    }
+}
+
+/// A layer's RoPE: its config, base and frequency scale, and the model's
+/// frequency factors.
+struct LayerRope<'a> {
+    config: &'a RopeConfig,
+    base: f32,
+    freq_scale: f32,
+    freq_factors: Option<&'a [f32]>,
+}
+
+/// What a layer does to each token's query and key heads before the cache
+/// store: the per-head RMS norms (Gemma 3, Qwen 3), then RoPE.
+struct QkHeads<'a> {
+    norms: Option<(&'a [f32], &'a [f32])>,
+    eps: f32,
+    rope: Option<LayerRope<'a>>,
+    head_dim: usize,
+}
+
+impl QkHeads<'_> {
+    /// One token's heads: `q` and `k` are its rows, `pos` its position.
+    fn apply(&self, angles: &mut RopeAngles, pos: usize, q: &mut [f32], k: &mut [f32]) {
+        if let Some((qn, kn)) = self.norms {
+            ops::rms_norm_heads(q, qn, self.eps);
+            ops::rms_norm_heads(k, kn, self.eps);
+        }
+        if let Some(r) = &self.rope {
+            angles.compute(r.config, r.base, r.freq_scale, r.freq_factors, pos);
+            for head in q.chunks_exact_mut(self.head_dim) {
+                angles.apply(r.config.style, head);
+            }
+            for head in k.chunks_exact_mut(self.head_dim) {
+                angles.apply(r.config.style, head);
+            }
+        }
+    }
+
+    /// Every token's heads (`positions[t]` is token t's), tokens split over
+    /// the pool: on one thread this was 21 µs a layer for a continuous
+    /// batch of four Gemma tokens, while the other thread waited.
+    fn apply_on_pool(&self, pool: &ThreadPool, positions: &[usize], q: &mut [f32], k: &mut [f32]) {
+        let n = positions.len();
+        let (q_dim, k_dim) = (q.len() / n, k.len() / n);
+        let per_task = n.div_ceil(pool.threads()).clamp(1, 64);
+        let (qs, ks) = (OutPtr(q.as_mut_ptr()), OutPtr(k.as_mut_ptr()));
+        pool.run(n.div_ceil(per_task), &|task| {
+            let mut angles = RopeAngles::new(self.rope.as_ref().map_or(0, |r| r.config.n_rot));
+            let first = task * per_task;
+            for (t, &pos) in positions.iter().enumerate().skip(first).take(per_task) {
+                // SAFETY: token t's rows of `q` and `k`, touched by this task
+                // only (see `OutPtr`); `run` returns after every task.
+                let (q, k) = unsafe {
+                    (
+                        std::slice::from_raw_parts_mut(qs.at(t * q_dim), q_dim),
+                        std::slice::from_raw_parts_mut(ks.at(t * k_dim), k_dim),
+                    )
+                };
+                self.apply(&mut angles, pos, q, k);
+            }
+        });
     }
 }
 
