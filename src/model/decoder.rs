@@ -666,9 +666,9 @@ impl Model {
 struct QkHeads<'a> {
     norms: Option<(&'a [f32], &'a [f32])>,
     eps: f32,
-    /// The pairing, and each token's angles (computed once per forward pass
-    /// for all the layers that share a base: recomputing them per layer
-    /// was most of this stage's 6 µs a layer for one Gemma token).
+    /// The pairing, and each token's angles, computed once per forward pass
+    /// for all the layers that share a base (per layer, they were a third
+    /// of this stage in a Gemma prefill).
     rope: Option<(RopeStyle, &'a [RopeAngles])>,
     head_dim: usize,
 }
