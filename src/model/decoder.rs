@@ -667,8 +667,8 @@ struct QkHeads<'a> {
     norms: Option<(&'a [f32], &'a [f32])>,
     eps: f32,
     /// The pairing, and each token's angles, computed once per forward pass
-    /// for all the layers that share a base (per layer, they were a third
-    /// of this stage in a Gemma prefill).
+    /// for all the layers that share a base (per layer, they were a quarter
+    /// to a third of this stage in a Gemma prefill).
     rope: Option<(RopeStyle, &'a [RopeAngles])>,
     head_dim: usize,
 }
