@@ -371,6 +371,17 @@ impl GroupLayout for Q5_0 {
 /// How far ahead of the record being read the Q5_0 kernels prefetch.
 const Q5_AHEAD: usize = 8 * Q5_HALF_RECORD;
 
+/// Asks for the three lines of the Q5_0 half record [`Q5_AHEAD`] past `rec`.
+#[inline(always)]
+fn prefetch_q5_ahead(rec: &[u8]) {
+    let ahead = rec.as_ptr().wrapping_add(Q5_AHEAD);
+    for line in [0, 64, 128] {
+        // A hint, never a load: any address is fine, and SSE is part of
+        // the x86-64 baseline.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line).cast()) };
+    }
+}
+
 /// A Q5_0 quad's plane of fifth bits, widened to the 32 elements: byte j
 /// holds in bits 0–3 the fifth bits of element j of rows 0–3 (bits 4–7 are
 /// not read). Once per quad, for its four rows ([`q5_0_row`]).
@@ -409,11 +420,7 @@ fn q5_0_half(nb: usize, records: &[u8], x: &[u8]) -> [f32; HALF] {
     let sixteen = _mm256_set1_epi8(16);
     let mut acc = [_mm256_setzero_ps(); HALF];
     for (b, rec) in records.chunks_exact(Q5_HALF_RECORD).take(nb).enumerate() {
-        let ahead = rec.as_ptr().wrapping_add(Q5_AHEAD);
-        for line in [0, 64, 128] {
-            // A hint, never a load: any address is fine.
-            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line).cast());
-        }
+        prefetch_q5_ahead(rec);
         let dw = f16x8(rec);
         let xb = &x[b * Q5_PREPARED_BLOCK..(b + 1) * Q5_PREPARED_BLOCK];
         let xq = load(xb);
@@ -543,11 +550,7 @@ fn q5_0_pairs<const T: usize>(
         for ((rec, tokens), scales) in per_block {
             // The first pass over the half (the first half of a call was
             // not fetched by the one before, see below).
-            let ahead = rec.as_ptr().wrapping_add(Q5_AHEAD);
-            for line in [0, 64, 128] {
-                // A hint, never a load: any address is fine.
-                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line).cast());
-            }
+            prefetch_q5_ahead(rec);
             let dw = f16x8(rec);
             for (scale, token) in scales.iter_mut().zip(tokens) {
                 // SAFETY: `scale` is 8 writable f32; the store is unaligned.

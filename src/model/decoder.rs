@@ -414,9 +414,7 @@ impl Model {
 
         let (q_dim, k_dim, v_dim) = (c.q_dim(), c.k_dim(), c.v_dim());
         let attn_width = c.n_head * c.head_dim_v;
-        // Each token's RoPE angles, per distinct (base, frequency scale):
-        // Gemma 3 has two among its 18 layers.
-        let mut rope_tables: Vec<((u32, u32), Vec<RopeAngles>)> = Vec::new();
+        let mut rope_tables = RopeTables::default();
         for (il, lw) in w.layers.iter().enumerate() {
             let lc = &c.layers[il];
             // Post-norm blocks feed the block input itself to attention.
@@ -455,25 +453,12 @@ impl Model {
                 }
             }
             let timed = profile::scope(|| "qk-norm, rope, cache store".into());
-            let rope = if c.positions == Positions::Rope {
-                let key = (lc.rope_base.to_bits(), lc.rope_freq_scale.to_bits());
-                let at = match rope_tables.iter().position(|(k, _)| *k == key) {
-                    Some(at) => at,
-                    None => {
-                        let angles = s.positions.iter().map(|&pos| {
-                            let mut angles = RopeAngles::new(c.rope.n_rot);
-                            let factors = w.rope_freqs.as_deref();
-                            angles.compute(&c.rope, lc.rope_base, lc.rope_freq_scale, factors, pos);
-                            angles
-                        });
-                        rope_tables.push((key, angles.collect()));
-                        rope_tables.len() - 1
-                    }
-                };
-                Some((c.rope.style, rope_tables[at].1.as_slice()))
-            } else {
-                None
-            };
+            let rope = (c.positions == Positions::Rope).then(|| {
+                let factors = w.rope_freqs.as_deref();
+                let angles =
+                    rope_tables.get(c, lc.rope_base, lc.rope_freq_scale, factors, &s.positions);
+                (c.rope.style, angles)
+            });
             let heads = QkHeads {
                 norms: lw.q_norm.as_deref().zip(lw.k_norm.as_deref()),
                 eps: c.norm_eps,
@@ -658,6 +643,38 @@ impl Model {
         }
         dump(&|| "result_output".into(), out);
         Ok(n_out)
+    }
+}
+
+/// Each token's RoPE angles for one forward pass, per distinct (base,
+/// frequency scale) among the layers (Gemma 3 has two among its 18), made
+/// on first use.
+#[derive(Default)]
+struct RopeTables(Vec<((u32, u32), Vec<RopeAngles>)>);
+
+impl RopeTables {
+    fn get(
+        &mut self,
+        c: &ModelConfig,
+        base: f32,
+        freq_scale: f32,
+        freq_factors: Option<&[f32]>,
+        positions: &[usize],
+    ) -> &[RopeAngles] {
+        let key = (base.to_bits(), freq_scale.to_bits());
+        let at = match self.0.iter().position(|(k, _)| *k == key) {
+            Some(at) => at,
+            None => {
+                let angles = positions.iter().map(|&pos| {
+                    let mut angles = RopeAngles::new(c.rope.n_rot);
+                    angles.compute(&c.rope, base, freq_scale, freq_factors, pos);
+                    angles
+                });
+                self.0.push((key, angles.collect()));
+                self.0.len() - 1
+            }
+        };
+        &self.0[at].1
     }
 }
 
