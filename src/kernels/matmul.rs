@@ -434,12 +434,23 @@ fn quantize_on_pool(
 /// more than it saves: one chunk, run on the calling thread.
 const MIN_PARALLEL_BYTES: usize = 192 * 1024;
 
-fn rows_per_chunk(rows: usize, threads: usize, work_bytes: usize) -> usize {
+/// Rows per chunk of `n_tokens`' work over `rows` rows: enough chunks for
+/// balance (~8 per thread), big enough to amortize the claim.
+///
+/// Where a chunk's rows are swept once per tile of tokens (prefill), a
+/// chunk stays within 256 rows so that its weights are still in cache for
+/// the next tile. Where they are read once for all the tokens (a decode
+/// step: at most one tile of tokens), a chunk may be longer, because every
+/// chunk restarts the weight stream from memory on a fresh address: the
+/// Gemma output projection (Q8_0, 640 × 262144) streamed 5–10% faster for
+/// one to four tokens in 2048-row chunks than in 256-row ones (two threads,
+/// Zen 3); Q4_K and Q6_K matrices of the 1B model were no different.
+fn rows_per_chunk(rows: usize, threads: usize, work_bytes: usize, n_tokens: usize) -> usize {
     if work_bytes < MIN_PARALLEL_BYTES {
         return rows.max(1);
     }
-    // Enough chunks for balance (~8 per thread), big enough to amortize the claim.
-    rows.div_ceil(threads * 8).clamp(1, 256)
+    let most = if n_tokens <= TILE { 2048 } else { 256 };
+    rows.div_ceil(threads * 8).clamp(1, most)
 }
 
 /// `out[r] = w.row(r) · x` for every row.
@@ -660,8 +671,8 @@ pub fn matmul_segments(
     drop(timed);
     let single_bytes = scratch.single_activations.len() / scratch.singles.len().max(1);
 
-    let chunk_rows =
-        rows_per_chunk(w.rows, pool.threads(), w.data.len() * n_tokens).next_multiple_of(TILE);
+    let chunk_rows = rows_per_chunk(w.rows, pool.threads(), w.data.len() * n_tokens, n_tokens)
+        .next_multiple_of(TILE);
     let n_chunks = w.rows.div_ceil(chunk_rows);
     let dst = Out(out.as_mut_ptr());
     let (tiled, row_tokens) = (&scratch.tiled[..], &scratch.row_tokens[..]);
@@ -791,8 +802,8 @@ fn run_interleaved(
         (kernel.dot, n_grouped..n_tokens),
     ];
     let group_bytes = data.len() / (w.rows / GROUP_ROWS);
-    let chunk_rows =
-        rows_per_chunk(w.rows, pool.threads(), data.len() * n_tokens).next_multiple_of(GROUP_ROWS);
+    let chunk_rows = rows_per_chunk(w.rows, pool.threads(), data.len() * n_tokens, n_tokens)
+        .next_multiple_of(GROUP_ROWS);
     let n_chunks = w.rows.div_ceil(chunk_rows);
     let dst = Out(out.as_mut_ptr());
     pool.run(n_chunks, &|chunk| {
