@@ -448,7 +448,12 @@ const MIN_PARALLEL_BYTES: usize = 192 * 1024;
 /// twelve alternating passes over copies cycled through 512 MiB). The 1B
 /// model's Q4_K gate/up and Q6_K output matrices (295 and 430 KB chunks)
 /// were no different either way.
-fn rows_per_chunk(rows: usize, threads: usize, work_bytes: usize, n_tokens: usize) -> usize {
+pub(super) fn rows_per_chunk(
+    rows: usize,
+    threads: usize,
+    work_bytes: usize,
+    n_tokens: usize,
+) -> usize {
     if work_bytes < MIN_PARALLEL_BYTES {
         return rows.max(1);
     }

@@ -779,3 +779,54 @@ fn singles_tiles_equal_their_row_dots_bit_for_bit() {
     // Only the x86 variants have singles tiles so far.
     assert!(checked > 0 || !Simd::Avx2.is_supported());
 }
+
+/// Decode steps split a large matrix into long chunks (up to 2048 rows)
+/// and prefill into short ones (256); either way every row, the ragged
+/// last chunk's included, is computed once and equals its row dot.
+#[test]
+fn long_decode_chunks_cover_every_row() {
+    use crate::gguf::GgmlType;
+    use matmul::rows_per_chunk;
+    let big = 1 << 30;
+    assert_eq!(rows_per_chunk(262_144, 2, big, 1), 2048);
+    assert_eq!(rows_per_chunk(262_144, 2, big, 4), 2048);
+    assert_eq!(rows_per_chunk(262_144, 2, big, 5), 256);
+    assert_eq!(
+        rows_per_chunk(4096, 2, big, 1),
+        256,
+        "eight chunks a thread"
+    );
+    assert_eq!(
+        rows_per_chunk(4096, 2, 1000, 1),
+        4096,
+        "too little work to split"
+    );
+
+    let (ty, cols) = (GgmlType::Q8_0, 64);
+    // 33 chunks of 2048 rows for one token, and a ragged 1001-row tail.
+    let rows = 2 * 8 * 2048 + 1001;
+    let data = weight_rows(ty, rows, cols, 3);
+    let row_bytes = data.len() / rows;
+    let k = kernels();
+    let ws = Weights::new("w", ty, rows, cols, &data, k).unwrap();
+    let pool = ThreadPool::new(2);
+    let mut s = Scratch::default();
+    for n_tokens in [1, 5] {
+        let xs = values(n_tokens * cols, 9 + n_tokens as u64);
+        let mut got = vec![f32::NAN; n_tokens * rows];
+        matmul(&pool, &ws, &xs, n_tokens, &mut got, &mut s).unwrap();
+        for t in 0..n_tokens {
+            let mut x = Vec::new();
+            quantize_activations(ty, &xs[t * cols..(t + 1) * cols], &mut x).unwrap();
+            let dot = k.dots.get(ty).unwrap();
+            for r in 0..rows {
+                let want = dot(cols, &data[r * row_bytes..(r + 1) * row_bytes], &x);
+                let got = got[t * rows + r];
+                assert!(
+                    close(got, want, cols),
+                    "{n_tokens} tokens, token {t} row {r}: {got} vs {want}"
+                );
+            }
+        }
+    }
+}
