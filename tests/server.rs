@@ -1270,11 +1270,25 @@ fn official_python_clients() {
     let Some(model) = common::default_model() else {
         return;
     };
-    let script = common::root().join("scripts/test-server-clients.sh");
-    let out = Command::new(&script)
+    let embedder = common::data("embed/tiny-bert-Q4_K_M.gguf");
+    let Some(log) = run_python_script(
+        "test-server-clients.sh",
+        &[model.as_os_str(), embedder.as_os_str()],
+        "the Python clients",
+    ) else {
+        return;
+    };
+    assert!(log.contains("all client checks passed"), "{log}");
+}
+
+/// Runs `scripts/NAME` (which makes its own venv from PyPI) on the server
+/// binary and `args`, asserts it succeeded and returns its output. `None`
+/// (the test skips) where it exits 3 because it could not install `what`,
+/// outside CI.
+fn run_python_script(name: &str, args: &[&std::ffi::OsStr], what: &str) -> Option<String> {
+    let out = Command::new(common::root().join("scripts").join(name))
         .arg(env!("CARGO_BIN_EXE_rusty-llm"))
-        .arg(&model)
-        .arg(common::data("embed/tiny-bert-Q4_K_M.gguf"))
+        .args(args)
         .env_remove("RUSTY_LLM_API_KEY")
         .output()
         .unwrap();
@@ -1284,11 +1298,11 @@ fn official_python_clients() {
         String::from_utf8_lossy(&out.stderr)
     );
     if out.status.code() == Some(3) && std::env::var_os("CI").is_none() {
-        eprintln!("skipping: cannot install the Python clients here:\n{log}");
-        return;
+        eprintln!("skipping: cannot install {what} here:\n{log}");
+        return None;
     }
-    assert!(out.status.success(), "{log}");
-    assert!(log.contains("all client checks passed"), "{log}");
+    assert!(out.status.success(), "{name}: {log}");
+    Some(log)
 }
 
 /// A bounded schemathesis run against /openapi.json (no 5xx, every answer
@@ -1300,24 +1314,13 @@ fn openapi_document_holds_under_schemathesis() {
     let Some(model) = tiny("tiny-llama-Q8_0") else {
         return;
     };
-    let script = common::root().join("scripts/test-server-schemathesis.sh");
-    let out = Command::new(&script)
-        .arg(env!("CARGO_BIN_EXE_rusty-llm"))
-        .arg(&model)
-        .arg("10")
-        .env_remove("RUSTY_LLM_API_KEY")
-        .output()
-        .unwrap();
-    let log = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if out.status.code() == Some(3) && std::env::var_os("CI").is_none() {
-        eprintln!("skipping: cannot install schemathesis here:\n{log}");
+    let Some(log) = run_python_script(
+        "test-server-schemathesis.sh",
+        &[model.as_ref(), "10".as_ref()],
+        "schemathesis",
+    ) else {
         return;
-    }
-    assert!(out.status.success(), "{log}");
+    };
     assert!(
         log.contains("schemathesis and stream schema checks passed"),
         "{log}"
