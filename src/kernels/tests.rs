@@ -811,6 +811,7 @@ fn long_decode_chunks_cover_every_row() {
     let ws = Weights::new("w", ty, rows, cols, &data, k).unwrap();
     let pool = ThreadPool::new(2);
     let mut s = Scratch::default();
+    let dot = k.dots.get(ty).unwrap();
     for n_tokens in [1, 5] {
         let xs = values(n_tokens * cols, 9 + n_tokens as u64);
         let mut got = vec![f32::NAN; n_tokens * rows];
@@ -818,7 +819,6 @@ fn long_decode_chunks_cover_every_row() {
         for t in 0..n_tokens {
             let mut x = Vec::new();
             quantize_activations(ty, &xs[t * cols..(t + 1) * cols], &mut x).unwrap();
-            let dot = k.dots.get(ty).unwrap();
             for r in 0..rows {
                 let want = dot(cols, &data[r * row_bytes..(r + 1) * row_bytes], &x);
                 let got = got[t * rows + r];
