@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """rusty-llm against llama.cpp on the same files, threads and machine.
 
-    scripts/bench-compare.py [--reps 5] [--threads 2] [--pp 512] [--tg 128] MODEL.gguf...
+    scripts/bench-compare.py [--reps 5] [--threads 2] [--pp 512] [--tg 128] [--depth 0] MODEL.gguf...
 
 Builds rusty-llm (release), finds llama.cpp's `llama-bench` ($LLAMA_CPP_BIN, else
 ~/.cache/llama-cpp-ref/build/bin, else builds it with ../shared/tools/build-llama-cpp.sh),
@@ -10,7 +10,10 @@ model runs `rusty-llm --bench-json` and `llama-bench -o json` alternately, one
 repetition each per round, so both see the same machine state. Prints a markdown
 table: model, test (ppN, tgN), tokens/s of each (median, with min–max), the ratio
 of medians, and for decode the efficiency = weight bytes per token × tokens/s /
-read bandwidth. The machine is noisy: compare medians, look at the spread.
+read bandwidth. With `--depth D` both programs first fill the context with D tokens
+(llama-bench's `-d`), so the tests measure deep into a chat; the efficiency column is
+then left out, since it counts weight bytes only and not the cache read.
+The machine is noisy: compare medians, look at the spread.
 """
 
 import argparse
@@ -52,6 +55,7 @@ def ours(model, args):
         str(ROOT / "target/release/rusty-llm"), model, "--bench", "--bench-json",
         "--bench-runs", "1", "--bench-threads", str(args.threads),
         "--bench-prompt-tokens", str(args.pp), "--bench-gen-tokens", str(args.tg),
+        "--bench-depth", str(args.depth),
     ])
     run = r["runs"][0]
     return run["prefill_tokens_per_s"], run["decode_tokens_per_s"], r["weight_bytes_per_token"]
@@ -61,7 +65,7 @@ def theirs(model, args, bin_dir):
     env = dict(os.environ, LD_LIBRARY_PATH=str(bin_dir))
     rows = run_json([
         str(bin_dir / "llama-bench"), "-m", model, "-t", str(args.threads),
-        "-p", str(args.pp), "-n", str(args.tg), "-r", "1", "-o", "json",
+        "-p", str(args.pp), "-n", str(args.tg), "-d", str(args.depth), "-r", "1", "-o", "json",
     ], env=env)
     pp = next(r["avg_ts"] for r in rows if r["n_prompt"] == args.pp and r["n_gen"] == 0)
     tg = next(r["avg_ts"] for r in rows if r["n_gen"] == args.tg and r["n_prompt"] == 0)
@@ -79,6 +83,7 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--pp", type=int, default=512)
     p.add_argument("--tg", type=int, default=128)
+    p.add_argument("--depth", type=int, default=0)
     args = p.parse_args()
 
     subprocess.run(["cargo", "build", "--release", "--quiet", "--example", "read_bandwidth"],
@@ -107,10 +112,11 @@ def main():
             print(f"{Path(model).name} round {rep + 1}/{args.reps}: "
                   f"pp {our_pp[-1]:.1f} vs {their_pp[-1]:.1f}, tg {our_tg[-1]:.1f} vs {their_tg[-1]:.1f}",
                   file=sys.stderr)
-        for test, a, b in [(f"pp{args.pp}", our_pp, their_pp), (f"tg{args.tg}", our_tg, their_tg)]:
+        at = f" @ d{args.depth}" if args.depth else ""
+        for test, a, b in [(f"pp{args.pp}{at}", our_pp, their_pp), (f"tg{args.tg}{at}", our_tg, their_tg)]:
             ratio = statistics.median(a) / statistics.median(b)
             eff = ""
-            if test.startswith("tg"):
+            if test.startswith("tg") and not args.depth:
                 ours_eff = weight_bytes * statistics.median(a) / (gbps * 1e9)
                 theirs_eff = weight_bytes * statistics.median(b) / (gbps * 1e9)
                 eff = f"{ours_eff:.0%} / {theirs_eff:.0%}"

@@ -351,6 +351,16 @@ pub struct Args {
         help_heading = "Benchmark"
     )]
     pub bench_gen_tokens: usize,
+
+    /// Tokens already in the context (untimed) before each pp and tg test,
+    /// like llama-bench's `-d`: decode and prefill speed deep into a chat.
+    #[arg(
+        long,
+        default_value_t = 0,
+        value_name = "N",
+        help_heading = "Benchmark"
+    )]
+    pub bench_depth: usize,
 }
 
 impl Args {

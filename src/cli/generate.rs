@@ -215,30 +215,43 @@ pub fn bench(path: &Path, args: &Args) -> Result<(), CliError> {
     for &threads in &thread_counts {
         let runner = load_runner(path, args, Some(threads))?;
         let n_vocab = runner.model().config().n_vocab as u32;
+        // Deterministic pseudo-random ids, avoiding the first few (specials).
+        let mut s = 0x9e37_79b9_7f4a_7c15u64;
+        let mut random_tokens = |n: usize| -> Vec<u32> {
+            (0..n)
+                .map(|_| {
+                    s ^= s << 13;
+                    s ^= s >> 7;
+                    s ^= s << 17;
+                    3 + (s % (n_vocab.max(4) as u64 - 3)) as u32
+                })
+                .collect()
+        };
         let prompt: Vec<u32> = match (args.prompt.as_slice(), &args.prompt_file) {
-            ([], None) => {
-                // Deterministic pseudo-random ids, avoiding the first few (specials).
-                let mut s = 0x9e37_79b9_7f4a_7c15u64;
-                (0..args.bench_prompt_tokens.max(1))
-                    .map(|_| {
-                        s ^= s << 13;
-                        s ^= s >> 7;
-                        s ^= s << 17;
-                        3 + (s % (n_vocab.max(4) as u64 - 3)) as u32
-                    })
-                    .collect()
-            }
+            ([], None) => random_tokens(args.bench_prompt_tokens.max(1)),
             _ => runner.tokenize_prompt(&super::prompt_text(args)?),
         };
         // As llama-bench does: ppN is the prompt's prefill alone, tgN a
-        // generation from an empty context (one token of prompt), so decode
-        // speed does not depend on the prompt length.
+        // generation after one token of prompt, both behind `--bench-depth`
+        // tokens already cached (none by default), so decode speed does not
+        // depend on the prompt length.
+        let depth = random_tokens(args.bench_depth);
+        let after_depth = |tokens: &[u32]| [depth.as_slice(), tokens].concat();
+        let (pp_prompt, tg_prompt) = (after_depth(&prompt), after_depth(&prompt[..1]));
         let prefill_only = GenerationOptions::greedy(0);
         let mut options = GenerationOptions::greedy(args.bench_gen_tokens);
         options.ignore_eos = true;
         let session_opts = SessionOptions {
-            ctx_size: prompt.len() + args.bench_gen_tokens + 1,
+            ctx_size: depth.len() + prompt.len() + args.bench_gen_tokens + 1,
             ..session_options(&runner, args)?
+        };
+        // A session holding the depth tokens, its prefill not timed.
+        let session_at_depth = || -> Result<Session<'_>, CliError> {
+            let mut session = Session::new(&runner, session_opts);
+            if !depth.is_empty() {
+                session.prefill(&depth)?;
+            }
+            Ok(session)
         };
         let mut runs = Vec::new();
         let mut warmup = None;
@@ -246,12 +259,10 @@ pub fn bench(path: &Path, args: &Args) -> Result<(), CliError> {
         for run in 0..=args.bench_runs {
             bar.inc(1);
             let started = std::time::Instant::now();
-            let pp =
-                Session::new(&runner, session_opts).generate(&prompt, &prefill_only, |_| true)?;
-            let tg =
-                Session::new(&runner, session_opts).generate(&prompt[..1], &options, |_| true)?;
+            let pp = session_at_depth()?.generate(&pp_prompt, &prefill_only, |_| true)?;
+            let tg = session_at_depth()?.generate(&tg_prompt, &options, |_| true)?;
             let record = serde_json::json!({
-                "prompt_tokens": pp.prompt_tokens,
+                "prompt_tokens": pp.prompt_tokens - pp.cached_tokens,
                 "generated_tokens": tg.generated_tokens,
                 "prefill_ms": pp.prefill_ms,
                 "decode_ms": tg.decode_ms,
@@ -276,10 +287,18 @@ pub fn bench(path: &Path, args: &Args) -> Result<(), CliError> {
         let model = path.display().to_string();
         let simd = runner.model().kernels().simd.name();
         if !args.bench_json {
+            // llama-bench's labels: "pp512", or "pp512 @ d2048" at a depth.
+            let at_depth = match depth.len() {
+                0 => String::new(),
+                d => format!(" @ d{d}"),
+            };
             for (test, key) in [
-                (format!("pp{}", prompt.len()), "prefill_tokens_per_s"),
                 (
-                    format!("tg{}", args.bench_gen_tokens),
+                    format!("pp{}{at_depth}", prompt.len()),
+                    "prefill_tokens_per_s",
+                ),
+                (
+                    format!("tg{}{at_depth}", args.bench_gen_tokens),
                     "decode_tokens_per_s",
                 ),
             ] {
@@ -299,6 +318,7 @@ pub fn bench(path: &Path, args: &Args) -> Result<(), CliError> {
             "weight_bytes_per_token": runner.model().weight_bytes_per_token(),
             "prompt_tokens": prompt.len(),
             "gen_tokens": args.bench_gen_tokens,
+            "depth": depth.len(),
             "warmup": warmup,
             "runs": runs,
             "summary": summary,

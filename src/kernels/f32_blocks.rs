@@ -5,6 +5,8 @@
 //!   multiply-adds in `k` order (ggml's `simd_gemm`, `ggml-cpu/simd-gemm.h`);
 //! - [`expf_like_ggml`]: ggml's vector `exp` (`ggml_v_expf`, AVX-512 form in
 //!   `ggml-cpu/vec.h`), a polynomial that differs from libm in the last bits;
+//! - [`expf_like_libm`]: glibc's scalar `expf`, which ggml's per-query flash
+//!   attention calls, in a form that vectorizes;
 //! - [`reduce_add_16`]: the summation tree of `_mm512_reduce_add_ps`.
 //!
 //! Each lane of these is an independent chain of IEEE operations, so the
@@ -280,6 +282,136 @@ fn exp_parts(x: f32) -> (f32, f32) {
     (j, n)
 }
 
+/// glibc's `expf` (2.27 and later), as its FMA build (`__expf_fma`, what the
+/// `expf` of glibc's x86-64 dispatch runs on every CPU with AVX2 and FMA)
+/// computes it, for `|x| < 88`: `exp(x) = 2^(k/32) · 2^(r/32)` with
+/// `k = round(x·32/ln 2)`, `2^(k/32)` from a 32-entry table and `2^(r/32)` a
+/// cubic, all in f64, rounded to f32 once. Elsewhere (overflow, underflow,
+/// infinities, NaN) libm itself. ggml's per-query flash attention calls
+/// libm's `expf` for every cached position; a loop over this one
+/// vectorizes (the libm call does not, and forces every vector register
+/// to be saved around it) and gives the same bits, which the tests check
+/// against libm. The algorithm is ARM's optimized-routines `expf`, which
+/// glibc adopted; the constants are its `__exp2f_data`.
+#[inline(always)]
+pub fn expf_like_libm(x: f32) -> f32 {
+    if ((x.to_bits() >> 20) & 0x7ff) > 0x42a {
+        return x.exp();
+    }
+    expf_like_libm_finite(x)
+}
+
+/// [`expf_like_libm`]'s formula alone, branch-free: right for `|x| < 88`.
+#[inline(always)]
+fn expf_like_libm_finite(x: f32) -> f32 {
+    /// `32 / ln 2`.
+    const INV_LN2_N: f64 = f64::from_bits(0x4047_1547_652b_82fe);
+    /// `1.5·2^52`: adding it rounds to an integer held in the low bits.
+    const SHIFT: f64 = f64::from_bits(0x4338_0000_0000_0000);
+    /// The cubic in `r` for `2^(r/32)`, highest power first.
+    const C: [f64; 3] = [
+        f64::from_bits(0x3ebc_6af8_4b91_2394),
+        f64::from_bits(0x3f2e_bfce_50fa_c4f3),
+        f64::from_bits(0x3f96_2e42_ff0c_52d6),
+    ];
+    let xd = x as f64;
+    let shifted = xd.mul_add(INV_LN2_N, SHIFT);
+    let ki = shifted.to_bits();
+    let kd = shifted - SHIFT;
+    let r = INV_LN2_N.mul_add(xd, -kd);
+    // 2^(k/32): the table's 2^((k mod 32)/32) with k / 32 added to the exponent.
+    let s = f64::from_bits(EXP2_TABLE[(ki % 32) as usize].wrapping_add(ki << 47));
+    let z = C[0].mul_add(r, C[1]);
+    let y = z.mul_add(r * r, C[2].mul_add(r, 1.0));
+    (y * s) as f32
+}
+
+/// `2^(i/32)` in f64, as bits less `i << 47` (so that adding `k << 47` for
+/// `k ≡ i mod 32` puts `k / 32` into the exponent): glibc's
+/// `__exp2f_data.tab`.
+const EXP2_TABLE: [u64; 32] = [
+    0x3ff0000000000000,
+    0x3fefd9b0d3158574,
+    0x3fefb5586cf9890f,
+    0x3fef9301d0125b51,
+    0x3fef72b83c7d517b,
+    0x3fef54873168b9aa,
+    0x3fef387a6e756238,
+    0x3fef1e9df51fdee1,
+    0x3fef06fe0a31b715,
+    0x3feef1a7373aa9cb,
+    0x3feedea64c123422,
+    0x3feece086061892d,
+    0x3feebfdad5362a27,
+    0x3feeb42b569d4f82,
+    0x3feeab07dd485429,
+    0x3feea47eb03a5585,
+    0x3feea09e667f3bcd,
+    0x3fee9f75e8ec5f74,
+    0x3feea11473eb0187,
+    0x3feea589994cce13,
+    0x3feeace5422aa0db,
+    0x3feeb737b0cdc5e5,
+    0x3feec49182a3f090,
+    0x3feed503b23e255d,
+    0x3feee89f995ad3ad,
+    0x3feeff76f2fb5e47,
+    0x3fef199bdd85529c,
+    0x3fef3720dcef9069,
+    0x3fef5818dcfba487,
+    0x3fef7c97337b9b5f,
+    0x3fefa4afa2a490da,
+    0x3fefd0765b6e4540,
+];
+
+/// `x ← expf(x)` for every element, [`expf_like_libm`]'s bits: the formula
+/// over the whole slice (vectorized where `simd` allows), then libm for
+/// the rare elements outside its range.
+pub fn expf_slice_like_libm(simd: Simd, x: &mut [f32]) {
+    match simd {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the variant was chosen because the CPU has these features.
+        Simd::Avx512 => unsafe { expf_slice_avx512(x) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Simd::Avx2 => unsafe { expf_slice_avx2(x) },
+        _ => expf_slice_body(x),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn expf_slice_avx512(x: &mut [f32]) {
+    expf_slice_body(x)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn expf_slice_avx2(x: &mut [f32]) {
+    expf_slice_body(x)
+}
+
+/// [`expf_slice_like_libm`] compiled with the caller's features, into which
+/// it inlines (for kernels that already run with them enabled).
+#[inline(always)]
+pub fn expf_slice_body(x: &mut [f32]) {
+    const CHUNK: usize = 16;
+    for chunk in x.chunks_mut(CHUNK) {
+        let mut special = false;
+        let mut out = [0.0f32; CHUNK];
+        for (o, &v) in out.iter_mut().zip(chunk.iter()) {
+            special |= ((v.to_bits() >> 20) & 0x7ff) > 0x42a;
+            *o = expf_like_libm_finite(v);
+        }
+        if special {
+            for (o, &v) in out.iter_mut().zip(chunk.iter()) {
+                *o = expf_like_libm(v);
+            }
+        }
+        chunk.copy_from_slice(&out[..chunk.len()]);
+    }
+}
+
 /// ggml's `ggml_vec_soft_max_f32` over a row whose length is a multiple of
 /// 16: `x ← exp(x − max)` with [`expf_like_ggml`], returning the sum, each
 /// group of 16 reduced as `_mm512_reduce_add_ps` does and the groups added
@@ -332,6 +464,41 @@ pub fn reduce_add_16(v: &[f32; 16]) -> f32 {
 mod tests {
     use super::*;
     use crate::kernels::test_rng::values;
+
+    /// Every 127th f32 bit pattern from −∞ to +∞ (both signs, the whole
+    /// exponent range, subnormal results and the libm fallbacks included),
+    /// plus the special values, through the slice form on every variant:
+    /// the same bits as libm's `expf`. (Run once with a step of 1: all
+    /// 2³² inputs agree on glibc 2.36.)
+    #[test]
+    fn expf_like_libm_gives_libm_bits() {
+        const STEP: u64 = 127;
+        let mut inputs: Vec<f32> = (0..1u64 << 32)
+            .step_by(STEP as usize)
+            .map(|b| f32::from_bits(b as u32))
+            .collect();
+        inputs.extend([
+            0.0,
+            -0.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            88.0,
+            -88.0,
+        ]);
+        inputs.extend([-103.972, -103.97208, -103.27892, 88.72283, 88.72284]);
+        for simd in Simd::supported() {
+            let mut got = inputs.clone();
+            expf_slice_like_libm(simd, &mut got);
+            for (&x, &y) in inputs.iter().zip(&got) {
+                let want = x.exp();
+                assert!(
+                    y.to_bits() == want.to_bits() || (y.is_nan() && want.is_nan()),
+                    "{simd:?}: expf({x:e}) = {y:e}, libm {want:e}"
+                );
+            }
+        }
+    }
 
     fn reference_gemm(c: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usize) {
         for i in 0..m {

@@ -10,7 +10,9 @@
 //! products over 64 × 64 tiles), as llama.cpp switches between the two.
 
 use super::kv_cache::{KvCache, KvStore};
-use crate::kernels::f32_blocks::{exp_sum_16, expf_like_ggml, gemm_acc, reduce_add_16};
+use crate::kernels::f32_blocks::{
+    exp_sum_16, expf_like_ggml, expf_slice_body, gemm_acc, reduce_add_16,
+};
 use crate::kernels::{Kernels, Simd, ThreadPool};
 use half::f16;
 use half::slice::HalfFloatSliceExt;
@@ -144,12 +146,33 @@ pub fn attention_batch(
             _ => per_query.push((seg, None)),
         }
     }
-    // Task i of segment s is number `task_start[s] + i`.
+    // A task is one token's query in `group` consecutive heads, which share
+    // a key/value head where the cache has fewer heads than the queries
+    // (grouped-query attention). The SIMD F16 kernel runs such a group
+    // together: one pass over the cached rows, and as many independent
+    // online-softmax chains as heads for the CPU to overlap (each chain's
+    // arithmetic is unchanged). Groups shrink while there would be too few
+    // tasks to keep every thread busy.
+    let on_simd_f16 = |seg: &AttentionSegment<'_>| {
+        f16_kernel.is_some() && matches!(seg.cache.layer(layer), (KvStore::F16(_), KvStore::F16(_)))
+    };
+    let queries: usize = per_query.iter().map(|(seg, _)| seg.n_tokens).sum();
+    let n_rep = shape.n_head / shape.n_head_kv;
+    let mut group = MAX_HEAD_GROUP.min(n_rep);
+    while group > 1
+        && (!n_rep.is_multiple_of(group) || queries * shape.n_head / group < 2 * pool.threads())
+    {
+        group /= 2;
+    }
+    // Task i of segment s is number `task_start[s] + i`, and runs
+    // `heads[s]` heads.
     let mut task_start = Vec::with_capacity(per_query.len());
+    let mut heads = Vec::with_capacity(per_query.len());
     let mut tasks = 0;
     for (seg, _) in &per_query {
         task_start.push(tasks);
-        tasks += seg.n_tokens * shape.n_head;
+        heads.push(if on_simd_f16(seg) { group } else { 1 });
+        tasks += seg.n_tokens * shape.n_head / heads[heads.len() - 1];
     }
     if tasks == 0 {
         return;
@@ -161,21 +184,44 @@ pub fn attention_batch(
             for task in chunk * per_chunk..((chunk + 1) * per_chunk).min(tasks) {
                 let s = task_start.partition_point(|&start| start <= task) - 1;
                 let (seg, widened) = &per_query[s];
-                let local = task - task_start[s];
-                let (t, h) = (local / shape.n_head, local % shape.n_head);
+                let (local, group) = (task - task_start[s], heads[s]);
+                let groups_per_token = shape.n_head / group;
+                let (t, first_head) = (local / groups_per_token, local % groups_per_token * group);
                 let pos = seg.pos0 + t;
                 let hi = if shape.causal { pos + 1 } else { seg.n_kv };
                 let lo = shape.window.map_or(0, |w| (pos + 1).saturating_sub(w));
-                let kv_head = h / (shape.n_head / shape.n_head_kv);
+                let kv_head = first_head / n_rep;
                 let row = seg.first + t;
-                let q_head = &q[row * q_dim + h * shape.head_dim_k..][..shape.head_dim_k];
-                // SAFETY: task (row, h) owns this slice of `out`.
-                let out_head = unsafe {
+                let q_heads =
+                    &q[row * q_dim + first_head * shape.head_dim_k..][..group * shape.head_dim_k];
+                // SAFETY: task (row, first_head) owns these heads' slice of `out`.
+                let out_heads = unsafe {
                     std::slice::from_raw_parts_mut(
-                        dst.at(row * v_dim + h * shape.head_dim_v),
-                        shape.head_dim_v,
+                        dst.at(row * v_dim + first_head * shape.head_dim_v),
+                        group * shape.head_dim_v,
                     )
                 };
+                let n_ctx = seg.cache.n_ctx();
+                if let (Some(kernel), (KvStore::F16(keys), KvStore::F16(values)), None) =
+                    (f16_kernel, seg.cache.layer(layer), widened)
+                {
+                    let query = Query {
+                        shape,
+                        kv_head,
+                        q: q_heads,
+                        lo,
+                        hi,
+                    };
+                    let rows = Rows {
+                        keys,
+                        values,
+                        n_ctx,
+                    };
+                    kernel(query, rows, buf, out_heads);
+                    continue;
+                }
+                debug_assert_eq!(group, 1);
+                let (q_head, out_head) = (q_heads, out_heads);
                 let query = Query {
                     shape,
                     kv_head,
@@ -183,7 +229,6 @@ pub fn attention_batch(
                     lo,
                     hi,
                 };
-                let n_ctx = seg.cache.n_ctx();
                 match (widened, seg.cache.layer(layer)) {
                     (Some((keys, values)), _) => {
                         let rows = Rows {
@@ -208,10 +253,7 @@ pub fn attention_batch(
                             values,
                             n_ctx,
                         };
-                        match f16_kernel {
-                            Some(kernel) => kernel(query, rows, buf, out_head),
-                            None => flash_attention(query, rows, buf, out_head),
-                        }
+                        flash_attention(query, rows, buf, out_head)
                     }
                     _ => unreachable!("KvCache stores keys and values with one type"),
                 }
@@ -268,6 +310,8 @@ impl CacheRow for f32 {
 struct Query<'a> {
     shape: &'a AttentionShape,
     kv_head: usize,
+    /// One head's query; for a [`FlashF16`] kernel, those of consecutive
+    /// heads (`head_dim_k` values each) that all read `kv_head`.
     q: &'a [f32],
     lo: usize,
     hi: usize,
@@ -539,8 +583,16 @@ fn flash_attention_body<T: CacheRow>(
 
 /// The per-query flash attention over an F16 cache in SIMD, where the
 /// variant has one for this shape: the same arithmetic as
-/// [`flash_attention`], with the f16 conversions in registers.
+/// [`flash_attention`], with the f16 conversions in registers, for a group
+/// of up to [`MAX_HEAD_GROUP`] heads at once (`out` holds their outputs in
+/// head order).
 type FlashF16 = fn(Query<'_>, Rows<'_, f16>, &mut Buffers, &mut [f32]);
+
+/// The most query heads one [`FlashF16`] call runs together. Four chains
+/// hide the latency of each position's steps (a dot product's reduction,
+/// `exp`, the f16 accumulator's round trip) without running out of
+/// registers.
+const MAX_HEAD_GROUP: usize = 4;
 
 #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
 fn flash_f16_kernel(simd: Simd, shape: &AttentionShape) -> Option<FlashF16> {
@@ -572,7 +624,7 @@ unsafe fn flash_attention_f16_avx512(
     out: &mut [f32],
 ) {
     // SAFETY: forwarded; the features of `Zmm` are enabled here.
-    unsafe { flash_attention_f16_simd::<lanes16::Zmm>(query, rows, buf, out) }
+    unsafe { flash_attention_f16_heads::<lanes16::Zmm>(query, rows, buf, out) }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -584,7 +636,7 @@ unsafe fn flash_attention_f16_avx2(
     out: &mut [f32],
 ) {
     // SAFETY: forwarded; the features of `YmmPair` are enabled here.
-    unsafe { flash_attention_f16_simd::<lanes16::YmmPair>(query, rows, buf, out) }
+    unsafe { flash_attention_f16_heads::<lanes16::YmmPair>(query, rows, buf, out) }
 }
 
 /// Sixteen f32 lanes, the width of ggml's AVX-512 f16 dot whose order the
@@ -604,11 +656,67 @@ mod lanes16 {
         unsafe fn load_f32(p: *const f32) -> Self;
         /// Rounded to the nearest f16.
         unsafe fn store_f16(self, p: *mut u16);
+        /// Every lane rounded to the nearest f16 value (kept as f32).
+        unsafe fn round_f16(self) -> Self;
         unsafe fn add(self, o: Self) -> Self;
         unsafe fn mul(self, o: Self) -> Self;
         /// `self · b + c`, fused.
         unsafe fn mul_add(self, b: Self, c: Self) -> Self;
         unsafe fn to_array(self) -> [f32; 16];
+        /// [`reduce_add_16`](super::reduce_add_16) of eight vectors, in
+        /// registers: `[r0, r2, r4, r6, r1, r3, r5, r7]` for inputs `v0..v7`.
+        unsafe fn reduce_add_16_x8(v: [Self; 8]) -> [f32; 8];
+    }
+
+    /// `[t4(a) | t4(b)]` for a pair of first folds: `t4[l] = t8[l + 4] + t8[l]`.
+    ///
+    /// # Safety
+    /// AVX is enabled in the caller.
+    #[inline(always)]
+    unsafe fn t4(a: __m256, b: __m256) -> __m256 {
+        // SAFETY: register-only AVX operations, enabled by the caller.
+        unsafe {
+            _mm256_add_ps(
+                _mm256_permute2f128_ps::<0x31>(a, b),
+                _mm256_permute2f128_ps::<0x20>(a, b),
+            )
+        }
+    }
+
+    /// From `[t4(a) | t4(b)]` and `[t4(c) | t4(d)]`: `[a₀₂, a₁₃, c₀₂, c₁₃ |
+    /// b₀₂, b₁₃, d₀₂, d₁₃]` where `x₀₂ = t4[0] + t4[2]`, `x₁₃ = t4[1] + t4[3]`.
+    ///
+    /// # Safety
+    /// AVX is enabled in the caller.
+    #[inline(always)]
+    unsafe fn halves(ab: __m256, cd: __m256) -> __m256 {
+        // SAFETY: register-only AVX operations, enabled by the caller.
+        unsafe {
+            _mm256_add_ps(
+                _mm256_shuffle_ps::<0b01_00_01_00>(ab, cd),
+                _mm256_shuffle_ps::<0b11_10_11_10>(ab, cd),
+            )
+        }
+    }
+
+    /// [`Lanes16::reduce_add_16_x8`] from each vector's first fold
+    /// (`t8[l] = v[l + 8] + v[l]`): the rest of the tree, `t4[l] = t8[l + 4]
+    /// + t8[l]` then `(t4[0] + t4[2]) + (t4[1] + t4[3])`, eight at a time.
+    ///
+    /// # Safety
+    /// AVX is enabled in the caller.
+    #[inline(always)]
+    unsafe fn reduce_t8_x8(t8: [__m256; 8]) -> [f32; 8] {
+        // SAFETY: register-only AVX operations, enabled by the caller.
+        unsafe {
+            let u = halves(t4(t8[0], t8[1]), t4(t8[2], t8[3]));
+            let v = halves(t4(t8[4], t8[5]), t4(t8[6], t8[7]));
+            let r = _mm256_add_ps(
+                _mm256_shuffle_ps::<0b10_00_10_00>(u, v),
+                _mm256_shuffle_ps::<0b11_01_11_01>(u, v),
+            );
+            std::mem::transmute(r)
+        }
     }
 
     const NEAREST: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
@@ -641,6 +749,23 @@ mod lanes16 {
         unsafe fn store_f16(self, p: *mut u16) {
             // SAFETY: the caller's contract.
             unsafe { _mm256_storeu_si256(p as *mut __m256i, _mm512_cvtps_ph::<NEAREST>(self.0)) }
+        }
+        #[inline(always)]
+        unsafe fn round_f16(self) -> Self {
+            // SAFETY: the trait's contract.
+            unsafe { Self(_mm512_cvtph_ps(_mm512_cvtps_ph::<NEAREST>(self.0))) }
+        }
+        #[inline(always)]
+        unsafe fn reduce_add_16_x8(v: [Self; 8]) -> [f32; 8] {
+            // SAFETY: the trait's contract (AVX-512F implies AVX).
+            unsafe {
+                let mut t8 = [_mm256_setzero_ps(); 8];
+                for (t, v) in t8.iter_mut().zip(v) {
+                    let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v.0)));
+                    *t = _mm256_add_ps(hi, _mm512_castps512_ps256(v.0));
+                }
+                reduce_t8_x8(t8)
+            }
         }
         #[inline(always)]
         unsafe fn add(self, o: Self) -> Self {
@@ -706,6 +831,26 @@ mod lanes16 {
             }
         }
         #[inline(always)]
+        unsafe fn round_f16(self) -> Self {
+            // SAFETY: the trait's contract.
+            unsafe {
+                let round =
+                    |x: __m256| _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x));
+                Self(round(self.0), round(self.1))
+            }
+        }
+        #[inline(always)]
+        unsafe fn reduce_add_16_x8(v: [Self; 8]) -> [f32; 8] {
+            // SAFETY: the trait's contract.
+            unsafe {
+                let mut t8 = [_mm256_setzero_ps(); 8];
+                for (t, v) in t8.iter_mut().zip(v) {
+                    *t = _mm256_add_ps(v.1, v.0);
+                }
+                reduce_t8_x8(t8)
+            }
+        }
+        #[inline(always)]
         unsafe fn add(self, o: Self) -> Self {
             // SAFETY: the trait's contract.
             unsafe { Self(_mm256_add_ps(self.0, o.0), _mm256_add_ps(self.1, o.1)) }
@@ -733,14 +878,43 @@ mod lanes16 {
     }
 }
 
-/// [`flash_attention_body`] for an F16 cache in 16-lane SIMD: keys and
-/// values widened in registers, the f16 accumulator kept as f16.
+/// [`flash_attention_f16_simd`] for the `q.len() / head_dim_k` heads of a
+/// [`FlashF16`] call.
 ///
 /// # Safety
 /// The CPU features of `L` are enabled in the caller, into which this inlines.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn flash_attention_f16_simd<L: lanes16::Lanes16>(
+unsafe fn flash_attention_f16_heads<L: lanes16::Lanes16>(
+    query: Query<'_>,
+    rows: Rows<'_, f16>,
+    buf: &mut Buffers,
+    out: &mut [f32],
+) {
+    // SAFETY (all arms): forwarded.
+    unsafe {
+        match query.q.len() / query.shape.head_dim_k {
+            1 => flash_attention_f16_simd::<L, 1>(query, rows, buf, out),
+            2 => flash_attention_f16_simd::<L, 2>(query, rows, buf, out),
+            4 => flash_attention_f16_simd::<L, 4>(query, rows, buf, out),
+            heads => {
+                unreachable!("a group of {heads} heads (at most {MAX_HEAD_GROUP}, a power of two)")
+            }
+        }
+    }
+}
+
+/// [`flash_attention_body`] for an F16 cache in 16-lane SIMD, for `G` heads
+/// that read the same cached rows: keys and values widened in registers
+/// once for all of them, each head's f16 accumulator kept as f16. The heads'
+/// online softmaxes are independent chains, interleaved position by
+/// position; each one's arithmetic is exactly the one-head loop's.
+///
+/// # Safety
+/// The CPU features of `L` are enabled in the caller, into which this inlines.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn flash_attention_f16_simd<L: lanes16::Lanes16, const G: usize>(
     query: Query<'_>,
     rows: Rows<'_, f16>,
     buf: &mut Buffers,
@@ -755,70 +929,202 @@ unsafe fn flash_attention_f16_simd<L: lanes16::Lanes16>(
     } = query;
     let (dk, dv) = (shape.head_dim_k, shape.head_dim_v);
     assert!(dk.is_multiple_of(64) && dv.is_multiple_of(16));
+    assert!(q.len() == G * dk && out.len() == G * dv);
     assert!(hi <= rows.n_ctx);
     assert!((kv_head + 1) * rows.n_ctx * dk <= rows.keys.len());
     assert!((kv_head + 1) * rows.n_ctx * dv <= rows.values.len());
-    let Buffers { q32, acc16, .. } = buf;
-    // q (scaled first where llama.cpp scales it) rounded to f16 (ggml
+    let Buffers {
+        q32, row, acc16, ..
+    } = buf;
+    // Each q (scaled first where llama.cpp scales it) rounded to f16 (ggml
     // converts it to the cache type), kept as f32.
     acc16.clear();
-    acc16.resize(dk.max(dv), f16::ZERO);
+    acc16.resize(G * dk.max(dv), f16::ZERO);
     let scale = if shape.scale_on_q {
-        q32.clear();
-        q32.extend(q.iter().map(|&x| x * shape.scale));
-        acc16[..dk].convert_from_f32_slice(q32);
+        row.clear();
+        row.extend(q.iter().map(|&x| x * shape.scale));
+        acc16[..G * dk].convert_from_f32_slice(row);
         1.0
     } else {
-        acc16[..dk].convert_from_f32_slice(q);
+        acc16[..G * dk].convert_from_f32_slice(q);
         shape.scale
     };
-    q32.resize(dk, 0.0);
-    acc16[..dk].convert_to_f32_slice(q32);
-    acc16[..dv].fill(f16::ZERO);
-    let mut max = f32::NEG_INFINITY;
-    let mut sum = 0.0f32;
+    q32.resize(G * dk, 0.0);
+    acc16[..G * dk].convert_to_f32_slice(q32);
+    acc16[..G * dv].fill(f16::ZERO);
+    let mut max = [f32::NEG_INFINITY; G];
+    let mut sum = [0.0f32; G];
     // SAFETY: every pointer stays inside its slice: positions lo..hi ≤ n_ctx
     // of this head's rows (asserted above), dims in steps that divide dk and
-    // dv, and `acc` holds dv values; the caller enables L's features.
+    // dv, and `acc` holds G × dv values; the caller enables L's features.
     unsafe {
         let acc = acc16.as_mut_ptr() as *mut u16;
         let qp = q32.as_ptr();
         let key_base = rows.keys.as_ptr().add(kv_head * rows.n_ctx * dk) as *const u16;
         let value_base = rows.values.as_ptr().add(kv_head * rows.n_ctx * dv) as *const u16;
-        for pos in lo..hi {
-            // `dot_like_ggml_f16`, vectorized: the same four accumulators and folds.
-            let kp = key_base.add(pos * dk);
-            let mut lanes = [L::zero(); 4];
-            for i in (0..dk).step_by(64) {
-                for (j, a) in lanes.iter_mut().enumerate() {
-                    let at = i + 16 * j;
-                    *a = L::load_f16(kp.add(at)).mul_add(L::load_f32(qp.add(at)), *a);
+        // Positions go in blocks, each in three passes: the scores, the
+        // online-softmax weights, then the value accumulation. ggml calls
+        // libm's `expf` per position; here the block's exps are one
+        // vectorized loop with libm's bits, where a call per position would
+        // cost its own time and force the vector registers to be saved
+        // around it. The order of every head's arithmetic is the
+        // one-position loop's.
+        const BLOCK: usize = 16;
+        let mut block_lo = lo;
+        while block_lo < hi {
+            let n = BLOCK.min(hi - block_lo);
+            // `dot_like_ggml_f16`, vectorized: the same four accumulators and
+            // folds, the last fold's 16 lanes reduced for eight positions at
+            // once where the block has them.
+            let mut scores = [[0.0f32; BLOCK]; G];
+            let by_eight = n - n % 8;
+            for (g, scores) in scores.iter_mut().enumerate() {
+                let qg = qp.add(g * dk);
+                for p in (0..by_eight).step_by(8) {
+                    let mut folded = [L::zero(); 8];
+                    for (i, f) in folded.iter_mut().enumerate() {
+                        *f = dot_f16_lanes(key_base.add((block_lo + p + i) * dk), qg, dk);
+                    }
+                    let r = L::reduce_add_16_x8(folded);
+                    for (i, lane) in [0, 2, 4, 6, 1, 3, 5, 7].into_iter().enumerate() {
+                        scores[p + lane] = r[i];
+                    }
+                }
+                for (p, score) in scores.iter_mut().enumerate().take(n).skip(by_eight) {
+                    let folded = dot_f16_lanes::<L>(key_base.add((block_lo + p) * dk), qg, dk);
+                    *score = reduce_add_16(&folded.to_array());
                 }
             }
-            let folded = lanes[0].add(lanes[2]).add(lanes[1].add(lanes[3]));
-            let s = reduce_add_16(&folded.to_array());
-            let s = flash_score(s, scale, shape.softcap);
-            let (rescale, vs) = online_softmax_step(s, &mut max);
-            let ms = rescale.unwrap_or(1.0);
-            if rescale.is_some() {
-                let m = L::splat(ms);
-                for d in (0..dv).step_by(16) {
-                    L::load_f16(acc.add(d)).mul(m).store_f16(acc.add(d));
+            // Per head and position, `online_softmax_step` in two passes: the
+            // running maximum and the argument of each `exp`, then the exps,
+            // which vectorize. A new maximum makes the exp the accumulator's
+            // rescale and the value's weight 1; otherwise the exp is the weight.
+            let mut moved = [[false; BLOCK]; G];
+            let mut exps = [[0.0f32; BLOCK]; G];
+            for (((scores, moved), exps), max) in
+                scores.iter().zip(&mut moved).zip(&mut exps).zip(&mut max)
+            {
+                for p in 0..n {
+                    let s = flash_score(scores[p], scale, shape.softcap);
+                    moved[p] = s > *max;
+                    exps[p] = if moved[p] { *max - s } else { s - *max };
+                    *max = max.max(s);
+                }
+                expf_slice_body(&mut exps[..n]);
+            }
+            // Each head's accumulator, 64 dims at a time, stays in registers
+            // across the block, rounded to f16 after every step as ggml's f16
+            // accumulator in memory is (4 × 16 lanes: enough independent
+            // chains to cover the latency of the round trip).
+            for g in 0..G {
+                for p in 0..n {
+                    let (ms, vs) = match moved[g][p] {
+                        true => (exps[g][p], 1.0),
+                        false => (1.0, exps[g][p]),
+                    };
+                    // `S = S*ms + vs`, which GCC contracts into one FMA.
+                    sum[g] = sum[g].mul_add(ms, vs);
+                }
+                let weights = WeightedRows {
+                    values: value_base.add(block_lo * dv),
+                    stride: dv,
+                    moved: &moved[g][..n],
+                    exps: &exps[g][..n],
+                };
+                let acc = acc.add(g * dv);
+                let wide = dv - dv % 64;
+                for d in (0..wide).step_by(64) {
+                    accumulate_values::<L, 4>(acc.add(d), weights, d);
+                }
+                for d in (wide..dv).step_by(16) {
+                    accumulate_values::<L, 1>(acc.add(d), weights, d);
                 }
             }
-            let vp = value_base.add(pos * dv);
-            let w = L::splat(vs);
-            for d in (0..dv).step_by(16) {
-                let a = L::load_f16(vp.add(d)).mul_add(w, L::load_f16(acc.add(d)));
-                a.store_f16(acc.add(d));
-            }
-            // `S = S*ms + vs`, which GCC contracts into one FMA.
-            sum = sum.mul_add(ms, vs);
+            block_lo += n;
         }
     }
-    let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
-    for (o, a) in out.iter_mut().zip(&acc16[..dv]) {
-        *o = a.to_f32() * inv;
+    for g in 0..G {
+        let inv = if sum[g] == 0.0 { 0.0 } else { 1.0 / sum[g] };
+        for (o, a) in out[g * dv..][..dv].iter_mut().zip(&acc16[g * dv..][..dv]) {
+            *o = a.to_f32() * inv;
+        }
+    }
+}
+
+/// One block of positions' value rows (f16, `stride` apart) and how each
+/// weighs into one head's accumulator: a new maximum (`moved`) rescales the
+/// accumulator by `exps[p]` and adds the row with weight 1; otherwise the
+/// row's weight is `exps[p]`.
+#[derive(Clone, Copy)]
+struct WeightedRows<'a> {
+    values: *const u16,
+    stride: usize,
+    moved: &'a [bool],
+    exps: &'a [f32],
+}
+
+/// Dims `d..d + 16·W` of one head's f16 accumulator `acc` (pointing at dim
+/// `d`) through a block of positions, held in registers: ggml's
+/// `ggml_vec_scale_f16` and `ggml_vec_mad_f16` per position, each result
+/// rounded to f16.
+///
+/// # Safety
+/// The CPU features of `L` are enabled in the caller; `acc` holds 16·W f16
+/// values and every row of `rows` at least `d + 16·W`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn accumulate_values<L: lanes16::Lanes16, const W: usize>(
+    acc: *mut u16,
+    rows: WeightedRows<'_>,
+    d: usize,
+) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let mut a = [L::zero(); W];
+        for (j, a) in a.iter_mut().enumerate() {
+            *a = L::load_f16(acc.add(16 * j));
+        }
+        for (p, (&moved, &e)) in rows.moved.iter().zip(rows.exps).enumerate() {
+            let w = if moved {
+                let m = L::splat(e);
+                for a in a.iter_mut() {
+                    *a = a.mul(m).round_f16();
+                }
+                1.0
+            } else {
+                e
+            };
+            let (w, vp) = (L::splat(w), rows.values.add(p * rows.stride + d));
+            for (j, a) in a.iter_mut().enumerate() {
+                *a = L::load_f16(vp.add(16 * j)).mul_add(w, *a).round_f16();
+            }
+        }
+        for (j, a) in a.iter().enumerate() {
+            a.store_f16(acc.add(16 * j));
+        }
+    }
+}
+
+/// `dot_like_ggml_f16` of an f16 key row and a query of f16 values held in
+/// f32, vectorized up to its final reduction: the same four accumulators
+/// and folds, returning the last fold's 16 lanes.
+///
+/// # Safety
+/// The CPU features of `L` are enabled in the caller; `k` and `q` hold `dk`
+/// elements, a multiple of 64.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn dot_f16_lanes<L: lanes16::Lanes16>(k: *const u16, q: *const f32, dk: usize) -> L {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let mut lanes = [L::zero(); 4];
+        for i in (0..dk).step_by(64) {
+            for (j, a) in lanes.iter_mut().enumerate() {
+                let at = i + 16 * j;
+                *a = L::load_f16(k.add(at)).mul_add(L::load_f32(q.add(at)), *a);
+            }
+        }
+        lanes[0].add(lanes[2]).add(lanes[1].add(lanes[3]))
     }
 }
 
@@ -1353,19 +1659,24 @@ mod per_query_tests {
     use super::*;
     use crate::model::kv_cache::KvType;
 
+    /// Also for every head grouping: one query with 4 or 8 heads on 1 or 2
+    /// threads runs groups of 1, 2 and 4 heads.
     #[test]
     fn simd_per_query_flash_equals_the_generic_one_bit_for_bit() {
-        let pool = ThreadPool::new(2);
-        for &(dk, n_kv, n, softcap) in &[
-            (64, 40, 1, None),
-            (256, 300, 1, None),
-            (128, 90, 7, Some(30.0)),
+        for &(dk, dv, n_kv, n, softcap, n_head, n_head_kv, threads) in &[
+            (64, 64, 40, 1, None, 4, 2, 2),
+            (64, 64, 70, 1, None, 8, 2, 1),
+            (64, 80, 33, 1, None, 8, 1, 2),
+            (256, 256, 300, 1, None, 4, 1, 2),
+            (256, 48, 17, 1, None, 4, 4, 1),
+            (128, 128, 90, 7, Some(30.0), 4, 2, 2),
         ] {
+            let pool = ThreadPool::new(threads);
             let shape = AttentionShape {
-                n_head: 4,
-                n_head_kv: 2,
+                n_head,
+                n_head_kv,
                 head_dim_k: dk,
-                head_dim_v: dk,
+                head_dim_v: dv,
                 scale: 1.0 / (dk as f32).sqrt(),
                 softcap,
                 window: Some(64),
@@ -1373,20 +1684,20 @@ mod per_query_tests {
                 // Gemma's form (query scaled before its f16 rounding) on one case.
                 scale_on_q: dk == 256,
             };
-            let mut cache = KvCache::new(KvType::F16, n_kv + 3, 1, 2, dk, dk);
-            let width = 2 * dk;
+            let mut cache = KvCache::new(KvType::F16, n_kv + 3, 1, n_head_kv, dk, dv);
             let vals = |seed: u32, i: usize| {
                 ((i as u32).wrapping_mul(2_654_435_761) ^ seed) as f32 / u32::MAX as f32 * 4.0 - 2.0
             };
             for p in 0..n_kv {
-                let k: Vec<f32> = (0..width).map(|i| vals(1, p * width + i) * 3.0).collect();
-                let v: Vec<f32> = (0..width).map(|i| vals(2, p * width + i)).collect();
+                let (kw, vw) = (n_head_kv * dk, n_head_kv * dv);
+                let k: Vec<f32> = (0..kw).map(|i| vals(1, p * kw + i) * 3.0).collect();
+                let v: Vec<f32> = (0..vw).map(|i| vals(2, p * vw + i)).collect();
                 cache.store(0, p, &k, &v);
             }
-            let q: Vec<f32> = (0..n * 4 * dk).map(|i| vals(3, i)).collect();
+            let q: Vec<f32> = (0..n * n_head * dk).map(|i| vals(3, i)).collect();
             let run = |simd: Simd| {
                 let kernels = Kernels::for_simd(simd).unwrap();
-                let mut out = vec![0.0; n * 4 * dk];
+                let mut out = vec![0.0; n * n_head * dv];
                 attention(
                     &pool,
                     &kernels,
@@ -1407,7 +1718,10 @@ mod per_query_tests {
                     .iter()
                     .zip(&reference)
                     .all(|(a, b)| a.to_bits() == b.to_bits());
-                assert!(same, "{simd:?} dk={dk} n={n}");
+                assert!(
+                    same,
+                    "{simd:?} dk={dk} dv={dv} n={n} heads={n_head}/{n_head_kv}"
+                );
             }
         }
     }
