@@ -480,6 +480,48 @@ fn bench_json_reports_runs_and_summary() {
 }
 
 #[test]
+fn bench_depth_measures_after_cached_tokens() {
+    let Some(model) = tiny_model("tiny-llama-Q8_0") else {
+        return;
+    };
+    let o = run(&[
+        &model,
+        "--bench",
+        "--bench-json",
+        "--bench-runs",
+        "1",
+        "--bench-prompt-tokens",
+        "16",
+        "--bench-gen-tokens",
+        "4",
+        "--bench-depth",
+        "40",
+    ]);
+    let r = json(&o);
+    assert_eq!(r["depth"], 40);
+    // Only the 16 new tokens are prefilled; the 40 before them come from the cache.
+    assert_eq!(r["runs"][0]["prompt_tokens"], 16);
+    assert_eq!(r["runs"][0]["generated_tokens"], 4);
+    let o = run(&[
+        &model,
+        "--bench",
+        "--bench-runs",
+        "1",
+        "--bench-prompt-tokens",
+        "8",
+        "--bench-gen-tokens",
+        "2",
+        "--bench-depth",
+        "40",
+    ]);
+    let table = stdout(&o);
+    assert!(
+        table.contains("pp8 @ d40") && table.contains("tg2 @ d40"),
+        "{table}"
+    );
+}
+
+#[test]
 fn repl_reuses_the_cache_across_turns() {
     let Some(model) = tiny_model("tiny-llama-Q8_0") else {
         return;

@@ -10,9 +10,7 @@
 //! products over 64 × 64 tiles), as llama.cpp switches between the two.
 
 use super::kv_cache::{KvCache, KvStore};
-use crate::kernels::f32_blocks::{
-    exp_sum_16, expf_like_ggml, expf_slice_body, gemm_acc, reduce_add_16,
-};
+use crate::kernels::f32_blocks::{exp_sum_16, expf_like_ggml, gemm_acc, reduce_add_16};
 use crate::kernels::{Kernels, Simd, ThreadPool};
 use half::f16;
 use half::slice::HalfFloatSliceExt;
@@ -1010,7 +1008,7 @@ unsafe fn flash_attention_f16_simd<L: lanes16::Lanes16, const G: usize>(
                     exps[p] = if moved[p] { *max - s } else { s - *max };
                     *max = max.max(s);
                 }
-                expf_slice_body(&mut exps[..n]);
+                crate::kernels::f32_blocks::expf_slice_body(&mut exps[..n]);
             }
             // Each head's accumulator, 64 dims at a time, stays in registers
             // across the block, rounded to f16 after every step as ggml's f16
@@ -1055,6 +1053,7 @@ unsafe fn flash_attention_f16_simd<L: lanes16::Lanes16, const G: usize>(
 /// weighs into one head's accumulator: a new maximum (`moved`) rescales the
 /// accumulator by `exps[p]` and adds the row with weight 1; otherwise the
 /// row's weight is `exps[p]`.
+#[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy)]
 struct WeightedRows<'a> {
     values: *const u16,
