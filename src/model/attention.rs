@@ -1,5 +1,6 @@
-//! Scaled dot-product attention over the KV cache, one (token, head) pair per
-//! task on the worker pool.
+//! Scaled dot-product attention over the KV cache, one token's query in one
+//! head (or a group of heads sharing a key/value head) per task on the
+//! worker pool.
 //!
 //! The arithmetic follows the path llama.cpp takes for the same cache type,
 //! so logits match it: an F32 cache runs ggml's plain softmax attention (what
@@ -169,8 +170,9 @@ pub fn attention_batch(
     let mut tasks = 0;
     for (seg, _) in &per_query {
         task_start.push(tasks);
-        heads.push(if on_simd_f16(seg) { group } else { 1 });
-        tasks += seg.n_tokens * shape.n_head / heads[heads.len() - 1];
+        let seg_heads = if on_simd_f16(seg) { group } else { 1 };
+        heads.push(seg_heads);
+        tasks += seg.n_tokens * shape.n_head / seg_heads;
     }
     if tasks == 0 {
         return;
@@ -905,8 +907,8 @@ unsafe fn flash_attention_f16_heads<L: lanes16::Lanes16>(
 /// [`flash_attention_body`] for an F16 cache in 16-lane SIMD, for `G` heads
 /// that read the same cached rows: keys and values widened in registers
 /// once for all of them, each head's f16 accumulator kept as f16. The heads'
-/// online softmaxes are independent chains, interleaved position by
-/// position; each one's arithmetic is exactly the one-head loop's.
+/// online softmaxes are independent chains, run block by block of
+/// positions; each one's arithmetic is exactly the one-head loop's.
 ///
 /// # Safety
 /// The CPU features of `L` are enabled in the caller, into which this inlines.
