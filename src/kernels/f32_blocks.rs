@@ -248,25 +248,33 @@ fn block<const R: usize, const W: usize>(
 /// `|n| > 192` it returns 0 or ∞. Within a few ulp of `exp(x)`.
 #[inline(always)]
 pub fn expf_like_ggml(x: f32) -> f32 {
-    let (j, n) = exp_parts(x);
+    let (j, n, ni) = exp_parts(x);
     // `_mm512_scalef_ps(j, n)`: j·2ⁿ rounded once. In two steps of at most
     // 2^±96 the first product is exact (j is near 1), so the second is the
     // only rounding, also where the result lands among the subnormals.
-    // Branch-free (selects), so loops over it vectorize.
-    let half = n as i32 / 2;
+    // Branch-free (selects and integer arithmetic), so loops over it
+    // vectorize.
+    let half = ni / 2;
     let pow2 = |e: i32| f32::from_bits(((e.clamp(-126, 127) + 127) as u32) << 23);
-    let res = j * pow2(half) * pow2(n as i32 - half);
+    let res = j * pow2(half) * pow2(ni.wrapping_sub(half));
     let saturated = if n <= 0.0 { 0.0 } else { f32::INFINITY };
     if n.abs() > 192.0 { saturated } else { res }
 }
 
 /// `ggml_v_expf`'s polynomial `j ≈ exp(b)` and exponent `n`, with
-/// `exp(x) = j·2ⁿ`.
+/// `exp(x) = j·2ⁿ`; `n` also as an integer, exact wherever `|n| ≤ 192` (the
+/// only place it is used). It is read from the bits of the rounded sum
+/// rather than converted (`n as i32`), which LLVM turns into a scalar
+/// convert and two conditional moves per lane: the exp loops did not
+/// vectorize.
 #[inline(always)]
-fn exp_parts(x: f32) -> (f32, f32) {
+fn exp_parts(x: f32) -> (f32, f32, i32) {
     let r = f32::from_bits(0x4b40_0000); // 0x1.8p23: rounds to an integer
     let z = x.mul_add(f32::from_bits(0x3fb8_aa3b), r); // 0x1.715476p+0
     let n = z - r;
+    // For |n| < 2²², z lies in [2²³, 2²⁴), where one ulp is 1: its bits
+    // less r's are n.
+    let ni = (z.to_bits() as i32).wrapping_sub(r.to_bits() as i32);
     let b = (-n).mul_add(
         f32::from_bits(0x35bf_be8e),                  // 0x1.7f7d1cp-20
         (-n).mul_add(f32::from_bits(0x3f31_7200), x), // 0x1.62e4p-1
@@ -279,7 +287,7 @@ fn exp_parts(x: f32) -> (f32, f32) {
             f32::from_bits(0x3e2a_af33).mul_add(b, f32::from_bits(0x3eff_fedb)), // 0x1.555e66p-3, 0x1.fffdb6p-2
         )
         .mul_add(u, f32::from_bits(0x3f7f_fff6).mul_add(b, 1.0)); // 0x1.ffffecp-1
-    (j, n)
+    (j, n, ni)
 }
 
 /// glibc's `expf` (2.27 and later), as its FMA build (`__expf_fma`, what the
@@ -561,13 +569,36 @@ mod tests {
         assert!(expf_like_ggml(f32::NAN).is_nan());
     }
 
+    /// The exponent read from the bits is the converted one: every 127th
+    /// f32 bit pattern (both signs, the whole exponent range, the
+    /// saturating ends, NaN) gives the bits of the form with `n as i32`.
+    #[test]
+    fn expf_like_ggml_takes_the_exponent_from_the_bits_exactly() {
+        fn with_conversion(x: f32) -> f32 {
+            let (j, n, _) = exp_parts(x);
+            let half = n as i32 / 2;
+            let pow2 = |e: i32| f32::from_bits(((e.clamp(-126, 127) + 127) as u32) << 23);
+            let res = j * pow2(half) * pow2(n as i32 - half);
+            let saturated = if n <= 0.0 { 0.0 } else { f32::INFINITY };
+            if n.abs() > 192.0 { saturated } else { res }
+        }
+        for bits in (0..1u64 << 32).step_by(127) {
+            let x = f32::from_bits(bits as u32);
+            let (got, want) = (expf_like_ggml(x), with_conversion(x));
+            assert!(
+                got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                "x={x:e}: {got:e} against {want:e}"
+            );
+        }
+    }
+
     #[test]
     fn expf_like_ggml_scales_exactly_near_the_ends_of_the_range() {
         // The two-step 2ⁿ equals j·2ⁿ computed exactly in f64 and rounded
         // once, as `scalef` does, across the subnormal and overflow ends.
         for i in 0..8000 {
             let x = -134.0 + i as f32 * 0.0279;
-            let (j, n) = exp_parts(x);
+            let (j, n, _) = exp_parts(x);
             let want = (j as f64 * 2f64.powi(n as i32)) as f32;
             let want = if n.abs() > 192.0 {
                 if n <= 0.0 { 0.0 } else { f32::INFINITY }

@@ -437,17 +437,18 @@ fn fma_into(acc: &mut [f32], row: &[f32], p: f32) {
 /// of each block of 16 cache slots (slot `lo + j` for score `j`; slots
 /// outside the scores are masked, exact zeros).
 fn ggml_exp_sum(scores: &mut [f32], lo: usize, max: f32) -> f64 {
+    // AVX2 too: the exp's exponent is integer arithmetic.
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU has FMA (checked above).
-        return unsafe { ggml_exp_sum_fma(scores, lo, max) };
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has AVX2 and FMA (checked above).
+        return unsafe { ggml_exp_sum_avx2(scores, lo, max) };
     }
     ggml_exp_sum_body(scores, lo, max)
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "fma")]
-fn ggml_exp_sum_fma(scores: &mut [f32], lo: usize, max: f32) -> f64 {
+#[target_feature(enable = "avx2,fma")]
+fn ggml_exp_sum_avx2(scores: &mut [f32], lo: usize, max: f32) -> f64 {
     ggml_exp_sum_body(scores, lo, max)
 }
 

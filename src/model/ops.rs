@@ -105,14 +105,16 @@ fn swiglu(x: &mut [f32], g: &[f32]) {
             *a = silu(*a) * b;
         }
     }
+    // AVX2 too, not FMA alone: the exp's exponent is integer arithmetic,
+    // which without AVX2 runs in 128-bit halves.
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("fma") {
-        #[target_feature(enable = "fma")]
-        fn with_fma(x: &mut [f32], g: &[f32]) {
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        #[target_feature(enable = "avx2,fma")]
+        fn with_avx2(x: &mut [f32], g: &[f32]) {
             body(x, g)
         }
-        // SAFETY: the CPU has FMA (checked above).
-        return unsafe { with_fma(x, g) };
+        // SAFETY: the CPU has AVX2 and FMA (checked above).
+        return unsafe { with_avx2(x, g) };
     }
     body(x, g)
 }
