@@ -136,8 +136,13 @@ pub fn attention_batch(
         );
         match (keys, values) {
             (KvStore::F16(k), KvStore::F16(v)) if seg.n_tokens >= TILE_Q => {
-                let cached = TiledKv::new(k, v, shape, seg.cache.n_ctx(), seg.n_kv);
-                tiled_flash_attention(pool, kernels, &cached, shape, q, seg.pos0, out);
+                TILED_KV.with_borrow_mut(|cached| {
+                    let timed =
+                        crate::profile::scope(|| "attention: F16 cache widened for tiles".into());
+                    cached.fill(pool, k, v, shape, seg.cache.n_ctx(), seg.n_kv);
+                    drop(timed);
+                    tiled_flash_attention(pool, kernels, cached, shape, q, seg.pos0, out);
+                });
             }
             (KvStore::F16(k), KvStore::F16(v)) if seg.n_tokens > 1 && f16_kernel.is_none() => {
                 per_query.push((seg, Some(widen(k, v, shape, seg.cache.n_ctx(), seg.n_kv))));
@@ -1206,6 +1211,12 @@ const TILE_KV: usize = 64;
 /// tile products read: keys transposed per tile (`[kv_head][tile][dim][64]`,
 /// so 64 positions are contiguous) and values by position
 /// (`[kv_head][position][dim]`), both zero past the last position.
+///
+/// Refilled in place for each call ([`TiledKv::fill`]), one tile of one head
+/// per pool task: as a fresh allocation per layer it was 8.6 MB at 2048
+/// positions of a 1B model, paged in and zeroed every time, and widened on
+/// one thread while the others waited.
+#[derive(Default)]
 struct TiledKv {
     keys: Vec<f32>,
     values: Vec<f32>,
@@ -1213,37 +1224,63 @@ struct TiledKv {
     n_kv: usize,
 }
 
+thread_local! {
+    static TILED_KV: RefCell<TiledKv> = RefCell::new(TiledKv::default());
+}
+
 impl TiledKv {
-    fn new(
+    /// Positions `0..n_kv` of every key/value head of a cache with `n_ctx`
+    /// positions per head.
+    fn fill(
+        &mut self,
+        pool: &ThreadPool,
         keys: &[f16],
         values: &[f16],
         shape: &AttentionShape,
         n_ctx: usize,
         n_kv: usize,
-    ) -> Self {
+    ) {
         let (dk, dv) = (shape.head_dim_k, shape.head_dim_v);
         let n_tiles = n_kv.div_ceil(TILE_KV);
         let padded = n_tiles * TILE_KV;
-        let mut kt = vec![0.0f32; shape.n_head_kv * padded * dk];
-        let mut v32 = vec![0.0f32; shape.n_head_kv * padded * dv];
-        let mut row = vec![0.0f32; dk];
-        for h in 0..shape.n_head_kv {
-            for pos in 0..n_kv {
-                keys[(h * n_ctx + pos) * dk..][..dk].convert_to_f32_slice(&mut row);
-                let tile = &mut kt[(h * n_tiles + pos / TILE_KV) * dk * TILE_KV..][..dk * TILE_KV];
+        // Every element is written below, so the old contents do not matter.
+        self.keys.resize(shape.n_head_kv * padded * dk, 0.0);
+        self.values.resize(shape.n_head_kv * padded * dv, 0.0);
+        (self.n_tiles, self.n_kv) = (n_tiles, n_kv);
+        let (kt, vt) = (
+            OutPtr(self.keys.as_mut_ptr()),
+            OutPtr(self.values.as_mut_ptr()),
+        );
+        pool.run(shape.n_head_kv * n_tiles, &|task| {
+            let (h, tile) = (task / n_tiles, task % n_tiles);
+            let first = tile * TILE_KV;
+            let used = TILE_KV.min(n_kv - first);
+            // SAFETY: task (h, tile) alone writes this tile of head h, in
+            // buffers sized above for every (head, tile).
+            let (key_tile, value_tile) = unsafe {
+                (
+                    std::slice::from_raw_parts_mut(
+                        kt.at((h * n_tiles + tile) * dk * TILE_KV),
+                        dk * TILE_KV,
+                    ),
+                    std::slice::from_raw_parts_mut(vt.at((h * padded + first) * dv), TILE_KV * dv),
+                )
+            };
+            let mut row = vec![0f32; dk];
+            for p in 0..TILE_KV {
+                if p < used {
+                    keys[(h * n_ctx + first + p) * dk..][..dk].convert_to_f32_slice(&mut row);
+                } else {
+                    row.fill(0.0);
+                }
                 for (d, &x) in row.iter().enumerate() {
-                    tile[d * TILE_KV + pos % TILE_KV] = x;
+                    key_tile[d * TILE_KV + p] = x;
                 }
             }
-            values[h * n_ctx * dv..][..n_kv * dv]
-                .convert_to_f32_slice(&mut v32[h * padded * dv..][..n_kv * dv]);
-        }
-        Self {
-            keys: kt,
-            values: v32,
-            n_tiles,
-            n_kv,
-        }
+            values[(h * n_ctx + first) * dv..][..used * dv]
+                .convert_to_f32_slice(&mut value_tile[..used * dv]);
+            value_tile[used * dv..].fill(0.0);
+        });
     }
 
     /// Keys of `tile` for `kv_head`: `dim × 64`.
@@ -1539,10 +1576,8 @@ fn mask_and_max_avx2(row: &mut [f32; TILE_KV], from: usize, to: usize) -> f32 {
                 _mm256_set1_epi32(8 * c as i32),
                 _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
             );
-            let visible = _mm256_and_si256(
-                _mm256_cmpgt_epi32(j, after),
-                _mm256_cmpgt_epi32(before, j),
-            );
+            let visible =
+                _mm256_and_si256(_mm256_cmpgt_epi32(j, after), _mm256_cmpgt_epi32(before, j));
             v = _mm256_blendv_ps(neg, v, _mm256_castsi256_ps(visible));
             // SAFETY: as the load.
             unsafe { _mm256_storeu_ps(chunk.as_mut_ptr(), v) };
@@ -1630,7 +1665,15 @@ mod tests {
     #[test]
     fn mask_and_max_is_the_running_maximum() {
         let scores = values(TILE_KV, 3);
-        for (from, to) in [(0, 64), (0, 1), (5, 37), (63, 64), (10, 10), (0, 0), (17, 64)] {
+        for (from, to) in [
+            (0, 64),
+            (0, 1),
+            (5, 37),
+            (63, 64),
+            (10, 10),
+            (0, 0),
+            (17, 64),
+        ] {
             for nan_at in [None, Some(20)] {
                 let mut row: [f32; TILE_KV] = scores.clone().try_into().unwrap();
                 if let Some(i) = nan_at {
