@@ -206,7 +206,11 @@ fn q4_0_halves<const T: usize, const H: usize>(
     for (b, rec) in group.chunks_exact(RECORD).take(nb).enumerate() {
         prefetch_next_group::<H>(group, RECORD, b, first);
         let dw: [__m256; H] = std::array::from_fn(|h| f16x8(&rec[2 * HALF * (first + h)..]));
-        let xb: [&[u8]; T] = xs.map(|x| &x[b * PREPARED_BLOCK..(b + 1) * PREPARED_BLOCK]);
+        let xb: [&[u8; PREPARED_BLOCK]; T] = xs.map(|x| {
+            x[b * PREPARED_BLOCK..(b + 1) * PREPARED_BLOCK]
+                .try_into()
+                .expect("a prepared block")
+        });
         let mut sum = [[_mm256_setzero_si256(); H]; T];
         for k in 0..4 {
             let xl = xb.map(|x| broadcast4(&x[4 * k..]));
@@ -259,7 +263,13 @@ fn q4_k_halves<const T: usize, const H: usize, const PER_CHUNK: bool>(
         let rows = |h: usize| 2 * HALF * (first + h);
         let dw: [__m256; H] = std::array::from_fn(|h| f16x8(&rec[rows(h)..]));
         let dminw: [__m256; H] = std::array::from_fn(|h| f16x8(&rec[K_DMIN + rows(h)..]));
-        let xb: [&[u8]; T] = xs.map(|x| &x[b * K_PREPARED_BLOCK..(b + 1) * K_PREPARED_BLOCK]);
+        // Fixed-size, so the offsets below need no bounds checks: with
+        // slices, one check pair stayed in the innermost loop.
+        let xb: [&[u8; K_PREPARED_BLOCK]; T] = xs.map(|x| {
+            x[b * K_PREPARED_BLOCK..(b + 1) * K_PREPARED_BLOCK]
+                .try_into()
+                .expect("a prepared block")
+        });
         let dx = xb.map(|x| _mm256_set1_ps(f32::from_le_bytes(x[256..260].try_into().unwrap())));
         let mut isum = [[_mm256_setzero_si256(); H]; T];
         let mut msum = [[_mm256_setzero_si256(); H]; T];
