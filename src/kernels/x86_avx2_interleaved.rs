@@ -259,7 +259,16 @@ fn q4_k_halves<const T: usize, const H: usize, const PER_CHUNK: bool>(
     let mut acc = [[_mm256_setzero_ps(); H]; T];
     let mut acc_m = [[_mm256_setzero_ps(); H]; T];
     for (b, rec) in group.chunks_exact(K_RECORD).take(nb).enumerate() {
-        prefetch_next_group::<H>(group, K_RECORD, b, first);
+        // Not in the gemm order, which only prefill batches take: there a
+        // pool chunk's groups (~320 KB) are read once per four tokens and
+        // stay in L2, and pulling the next group into L1 evicted what this
+        // one and the tokens still needed (1B Q4_K pp512, three alternating
+        // rounds: 74–76 tok/s with the prefetch, 85–96 without). Decode and
+        // a continuous batch's single tokens stream the weights from memory
+        // once, and keep it.
+        if !PER_CHUNK {
+            prefetch_next_group::<H>(group, K_RECORD, b, first);
+        }
         let rows = |h: usize| 2 * HALF * (first + h);
         let dw: [__m256; H] = std::array::from_fn(|h| f16x8(&rec[rows(h)..]));
         let dminw: [__m256; H] = std::array::from_fn(|h| f16x8(&rec[K_DMIN + rows(h)..]));
