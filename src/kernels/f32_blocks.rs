@@ -303,10 +303,17 @@ fn exp_parts(x: f32) -> (f32, f32, i32) {
 /// glibc adopted; the constants are its `__exp2f_data`.
 #[inline(always)]
 pub fn expf_like_libm(x: f32) -> f32 {
-    if ((x.to_bits() >> 20) & 0x7ff) > 0x42a {
+    if outside_libm_formula(x) {
         return x.exp();
     }
     expf_like_libm_finite(x)
+}
+
+/// Where glibc's `expf` leaves its formula (`|x| ≥ 88`, infinities, NaN):
+/// the top bits of the exponent field, as glibc tests them.
+#[inline(always)]
+fn outside_libm_formula(x: f32) -> bool {
+    ((x.to_bits() >> 20) & 0x7ff) > 0x42a
 }
 
 /// [`expf_like_libm`]'s formula alone, branch-free: right for `|x| < 88`.
@@ -408,7 +415,7 @@ pub fn expf_slice_body(x: &mut [f32]) {
         let mut special = false;
         let mut out = [0.0f32; CHUNK];
         for (o, &v) in out.iter_mut().zip(chunk.iter()) {
-            special |= ((v.to_bits() >> 20) & 0x7ff) > 0x42a;
+            special |= outside_libm_formula(v);
             *o = expf_like_libm_finite(v);
         }
         if special {

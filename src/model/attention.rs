@@ -122,11 +122,11 @@ pub fn attention_batch(
     let v_dim = shape.n_head * shape.head_dim_v;
     debug_assert_eq!(out.len() / v_dim, q.len() / q_dim);
     let f16_kernel = flash_f16_kernel(kernels.simd, shape);
-    // Per-query segments, each with the cache rows it reads widened where
-    // that pays: a batch of queries over an F16 cache would convert every
-    // cached row once per query; convert the rows in use once instead
-    // (exact, so the flash-attention arithmetic is unchanged). The SIMD
-    // kernel converts in registers and needs no copy.
+    // Per-query segments, each with the rows its tasks read, decided once
+    // here: the SIMD F16 kernel converts in registers and needs no copy;
+    // without it, a batch of queries over an F16 cache would convert every
+    // cached row once per query, so the rows in use are converted once
+    // instead (exact, so the flash-attention arithmetic is unchanged).
     let mut per_query = Vec::with_capacity(segments.len());
     for seg in segments {
         let (keys, values) = seg.cache.layer(layer);
@@ -134,7 +134,7 @@ pub fn attention_batch(
             &q[seg.first * q_dim..(seg.first + seg.n_tokens) * q_dim],
             &mut out[seg.first * v_dim..(seg.first + seg.n_tokens) * v_dim],
         );
-        match (keys, values) {
+        let reads = match (keys, values) {
             (KvStore::F16(k), KvStore::F16(v)) if seg.n_tokens >= TILE_Q => {
                 TILED_KV.with_borrow_mut(|cached| {
                     let timed =
@@ -143,12 +143,24 @@ pub fn attention_batch(
                     drop(timed);
                     tiled_flash_attention(pool, kernels, cached, shape, q, seg.pos0, out);
                 });
+                continue;
             }
-            (KvStore::F16(k), KvStore::F16(v)) if seg.n_tokens > 1 && f16_kernel.is_none() => {
-                per_query.push((seg, Some(widen(k, v, shape, seg.cache.n_ctx(), seg.n_kv))));
-            }
-            _ => per_query.push((seg, None)),
-        }
+            (KvStore::F16(keys), KvStore::F16(values)) => match f16_kernel {
+                Some(kernel) => SegmentRows::SimdF16 {
+                    kernel,
+                    keys,
+                    values,
+                },
+                None if seg.n_tokens > 1 => {
+                    let (keys, values) = widen(keys, values, shape, seg.cache.n_ctx(), seg.n_kv);
+                    SegmentRows::Widened { keys, values }
+                }
+                None => SegmentRows::F16 { keys, values },
+            },
+            (KvStore::F32(keys), KvStore::F32(values)) => SegmentRows::F32 { keys, values },
+            _ => unreachable!("KvCache stores keys and values with one type"),
+        };
+        per_query.push((seg, reads));
     }
     // A task is one token's query in `group` consecutive heads, which share
     // a key/value head where the cache has fewer heads than the queries
@@ -157,9 +169,6 @@ pub fn attention_batch(
     // online-softmax chains as heads for the CPU to overlap (each chain's
     // arithmetic is unchanged). Groups shrink while there would be too few
     // tasks to keep every thread busy.
-    let on_simd_f16 = |seg: &AttentionSegment<'_>| {
-        f16_kernel.is_some() && matches!(seg.cache.layer(layer), (KvStore::F16(_), KvStore::F16(_)))
-    };
     let queries: usize = per_query.iter().map(|(seg, _)| seg.n_tokens).sum();
     let n_rep = shape.n_head / shape.n_head_kv;
     let mut group = MAX_HEAD_GROUP.min(n_rep);
@@ -173,9 +182,12 @@ pub fn attention_batch(
     let mut task_start = Vec::with_capacity(per_query.len());
     let mut heads = Vec::with_capacity(per_query.len());
     let mut tasks = 0;
-    for (seg, _) in &per_query {
+    for (seg, reads) in &per_query {
         task_start.push(tasks);
-        let seg_heads = if on_simd_f16(seg) { group } else { 1 };
+        let seg_heads = match reads {
+            SegmentRows::SimdF16 { .. } => group,
+            _ => 1,
+        };
         heads.push(seg_heads);
         tasks += seg.n_tokens * shape.n_head / seg_heads;
     }
@@ -188,17 +200,22 @@ pub fn attention_batch(
         BUFFERS.with_borrow_mut(|buf| {
             for task in chunk * per_chunk..((chunk + 1) * per_chunk).min(tasks) {
                 let s = task_start.partition_point(|&start| start <= task) - 1;
-                let (seg, widened) = &per_query[s];
+                let (seg, reads) = &per_query[s];
                 let (local, group) = (task - task_start[s], heads[s]);
                 let groups_per_token = shape.n_head / group;
                 let (t, first_head) = (local / groups_per_token, local % groups_per_token * group);
                 let pos = seg.pos0 + t;
                 let hi = if shape.causal { pos + 1 } else { seg.n_kv };
                 let lo = shape.window.map_or(0, |w| (pos + 1).saturating_sub(w));
-                let kv_head = first_head / n_rep;
                 let row = seg.first + t;
-                let q_heads =
-                    &q[row * q_dim + first_head * shape.head_dim_k..][..group * shape.head_dim_k];
+                let query = Query {
+                    shape,
+                    kv_head: first_head / n_rep,
+                    q: &q[row * q_dim + first_head * shape.head_dim_k..]
+                        [..group * shape.head_dim_k],
+                    lo,
+                    hi,
+                };
                 // SAFETY: task (row, first_head) owns these heads' slice of `out`.
                 let out_heads = unsafe {
                     std::slice::from_raw_parts_mut(
@@ -207,64 +224,66 @@ pub fn attention_batch(
                     )
                 };
                 let n_ctx = seg.cache.n_ctx();
-                if let (Some(kernel), (KvStore::F16(keys), KvStore::F16(values)), None) =
-                    (f16_kernel, seg.cache.layer(layer), widened)
-                {
-                    let query = Query {
-                        shape,
-                        kv_head,
-                        q: q_heads,
-                        lo,
-                        hi,
-                    };
-                    let rows = Rows {
+                match reads {
+                    SegmentRows::SimdF16 {
+                        kernel,
                         keys,
                         values,
-                        n_ctx,
-                    };
-                    kernel(query, rows, buf, out_heads);
-                    continue;
-                }
-                debug_assert_eq!(group, 1);
-                let (q_head, out_head) = (q_heads, out_heads);
-                let query = Query {
-                    shape,
-                    kv_head,
-                    q: q_head,
-                    lo,
-                    hi,
-                };
-                match (widened, seg.cache.layer(layer)) {
-                    (Some((keys, values)), _) => {
+                    } => {
+                        let rows = Rows {
+                            keys,
+                            values,
+                            n_ctx,
+                        };
+                        kernel(query, rows, buf, out_heads)
+                    }
+                    SegmentRows::Widened { keys, values } => {
                         let rows = Rows {
                             keys,
                             values,
                             n_ctx: seg.n_kv,
                         };
-                        flash_attention(query, rows, buf, out_head)
+                        flash_attention(query, rows, buf, out_heads)
                     }
-                    (None, (KvStore::F32(keys), KvStore::F32(values))) => {
+                    SegmentRows::F16 { keys, values } => {
+                        let rows = Rows {
+                            keys,
+                            values,
+                            n_ctx,
+                        };
+                        flash_attention(query, rows, buf, out_heads)
+                    }
+                    SegmentRows::F32 { keys, values } => {
                         let rows = Rows {
                             keys,
                             values,
                             n_ctx,
                         };
                         let batch = seg.n_tokens > 1;
-                        softmax_attention(kernels, query, rows, batch, buf, out_head)
+                        softmax_attention(kernels, query, rows, batch, buf, out_heads)
                     }
-                    (None, (KvStore::F16(keys), KvStore::F16(values))) => {
-                        let rows = Rows {
-                            keys,
-                            values,
-                            n_ctx,
-                        };
-                        flash_attention(query, rows, buf, out_head)
-                    }
-                    _ => unreachable!("KvCache stores keys and values with one type"),
                 }
             }
         })
     });
+}
+
+/// What the per-query tasks of one segment read, and with which kernel:
+/// chosen once per segment by [`attention_batch`].
+enum SegmentRows<'c> {
+    /// The cache's F16 rows through the SIMD kernel, several heads a task.
+    SimdF16 {
+        kernel: FlashF16,
+        keys: &'c [f16],
+        values: &'c [f16],
+    },
+    /// The F16 rows in use, widened to f32 once for the segment's queries
+    /// ([`widen`]: `n_kv` positions per head).
+    Widened { keys: Vec<f32>, values: Vec<f32> },
+    /// The cache's F16 rows, one query alone.
+    F16 { keys: &'c [f16], values: &'c [f16] },
+    /// An F32 cache: ggml's plain softmax attention.
+    F32 { keys: &'c [f32], values: &'c [f32] },
 }
 
 /// Positions `0..n_kv` of every key/value head, as f32, laid out like the
